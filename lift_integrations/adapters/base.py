@@ -1,0 +1,46 @@
+"""The interface every memory adapter implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class AdapterBackend(ABC):
+    """Installs one adapter kind on a base model and routes its forward pass through one memory.
+
+    The backend is created once per loaded base model. Each memory's parameters live in their own
+    ``nn.Module`` (created by :meth:`create`), so switching memories is a pointer change, not a copy,
+    and the base weights are never modified.
+    """
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def create(self, generator: torch.Generator | None = None) -> nn.Module:
+        """Fresh, untrained memory parameters on the model's device."""
+
+    @abstractmethod
+    def activate(self, weights: nn.Module | None) -> None:
+        """Make ``weights`` the memory the model uses; ``None`` restores the base model exactly."""
+
+    @abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """What, besides the tensors, is needed to rebuild a memory of this kind (JSON-safe)."""
+
+    def release(self, weights: nn.Module) -> None:  # noqa: B027 - optional hook
+        """Forget a memory's parameters (for backends that keep them inside the model)."""
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Tensor names and shapes that a memory for this model must have."""
+        return {name: tuple(t.shape) for name, t in self.create().state_dict().items()}
+
+
+def unsupported_architecture_message(cls_name: str, supported: tuple[str, ...], kind: str) -> str:
+    return (
+        f"{kind} does not support the attention class {cls_name}; supported: {', '.join(supported)}. "
+        "Use adapter='lora' for other architectures."
+    )

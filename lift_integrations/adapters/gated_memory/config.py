@@ -1,0 +1,51 @@
+"""Configuration of the Gated Memory adapter."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class GatedMemoryConfig:
+    """Shape and initialisation of Gated Memory.
+
+    Per attention head, on the pre-RoPE query ``q`` (dimension ``d``):
+    ``mem(q) = W2 · SiLU(W1 · q)`` with ``W1: d -> hidden_multiplier·d``, and the gate
+    ``g(q) = sigmoid(gate_scale · (z(q) - gate_shift))`` with ``z`` an MLP ``d -> floor(sqrt(d)) -> 1``.
+    The attention output before ``o_proj`` becomes ``(1 - g) · attention + g · mem``.
+
+    ``initial_gate`` is the gate's value for every query before training. The paper's code starts at
+    ``sigmoid(-3) ≈ 0.047``, which already scales every head's attention by 0.95; the default starts far
+    lower so that an untrained memory leaves the model (almost) as it was, and Adam still moves it.
+    """
+
+    hidden_multiplier: int = 2
+    gate_scale: float = 3.0
+    gate_shift: float = 1.0
+    initial_gate: float = 0.0025
+    bias: bool | None = None
+    """Biases on the memory and first gate layer; ``None`` follows the model's ``attention_bias``."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_multiplier < 1:
+            raise ValueError(f"hidden_multiplier must be >= 1, got {self.hidden_multiplier}")
+        if not 0.0 < self.initial_gate < 1.0:
+            raise ValueError(f"initial_gate must be strictly between 0 and 1, got {self.initial_gate}")
+        if self.gate_scale <= 0:
+            raise ValueError(f"gate_scale must be positive, got {self.gate_scale}")
+
+    @property
+    def initial_gate_bias(self) -> float:
+        """The value of ``z`` that gives ``initial_gate``."""
+        logit = math.log(self.initial_gate / (1.0 - self.initial_gate))
+        return self.gate_shift + logit / self.gate_scale
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GatedMemoryConfig:
+        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        return cls(**known)

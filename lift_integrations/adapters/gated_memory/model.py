@@ -1,0 +1,133 @@
+"""Installing Gated Memory on a Hugging Face model through forward hooks.
+
+The adapter needs two points inside every attention layer: the pre-RoPE query, and the attention output
+just before ``o_proj``. Both are module boundaries in every supported architecture (``q_proj`` or
+``q_norm``, and ``o_proj``), so hooks reach them without copying or overriding any attention code. This
+keeps the adapter independent of the attention backend (eager, sdpa, flash), of the KV cache and of
+transformers' private symbols.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from lift_integrations.adapters.base import AdapterBackend, unsupported_architecture_message
+from lift_integrations.adapters.gated_memory.config import GatedMemoryConfig
+from lift_integrations.adapters.gated_memory.layer import GatedMemoryLayer
+
+SUPPORTED_ATTENTION_CLASSES: tuple[str, ...] = (
+    "LlamaAttention",
+    "MistralAttention",
+    "Qwen2Attention",
+    "Qwen3Attention",
+    "Gemma2Attention",
+    "Gemma3Attention",
+)
+
+
+class GatedMemoryWeights(nn.Module):
+    """The parameters of one memory: a :class:`GatedMemoryLayer` per decoder layer."""
+
+    def __init__(self, layers: list[GatedMemoryLayer]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+
+def find_attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The self-attention module of every decoder layer, in order; raises for unsupported classes."""
+    found = [m for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "o_proj")]
+    if not found:
+        attention = [type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Attention")]
+        name = attention[0] if attention else type(model).__name__
+        raise ValueError(unsupported_architecture_message(name, SUPPORTED_ATTENTION_CLASSES, "Gated Memory"))
+    for module in found:
+        names = {cls.__name__ for cls in type(module).__mro__}
+        if names.isdisjoint(SUPPORTED_ATTENTION_CLASSES):
+            raise ValueError(
+                unsupported_architecture_message(type(module).__name__, SUPPORTED_ATTENTION_CLASSES, "Gated Memory")
+            )
+    return found
+
+
+class GatedMemoryBackend(AdapterBackend):
+    """Hooks Gated Memory into every attention layer of ``model``.
+
+    Hooks are present only while a memory is active; with none active the model runs its original
+    code path, so its logits are exactly the base model's.
+    """
+
+    kind = "gated_memory"
+
+    def __init__(self, model: nn.Module, config: GatedMemoryConfig | None = None) -> None:
+        self.model = model
+        self.config = config or GatedMemoryConfig()
+        self.attention = find_attention_modules(model)
+        first = self.attention[0]
+        self.num_heads = int(first.config.num_attention_heads)
+        self.head_dim = int(first.head_dim)
+        bias = self.config.bias
+        self.bias = bool(getattr(first.config, "attention_bias", False)) if bias is None else bias
+        self._active: GatedMemoryWeights | None = None
+        self._handles: list[RemovableHandle] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.attention)
+
+    def create(self, generator: torch.Generator | None = None) -> GatedMemoryWeights:
+        param = next(self.model.parameters())
+        layers = []
+        for _ in self.attention:
+            layer = GatedMemoryLayer(self.num_heads, self.head_dim, self.config, bias=self.bias)
+            layer.reset_parameters(self.config.initial_gate_bias, generator=generator)
+            layers.append(layer)
+        # Parameters stay fp32 (the optimizer's master copy); they are cast to the activations' dtype.
+        return GatedMemoryWeights(layers).to(device=param.device, dtype=torch.float32)
+
+    def activate(self, weights: nn.Module | None) -> None:
+        if weights is None:
+            self._remove_hooks()
+            self._active = None
+            return
+        if not isinstance(weights, GatedMemoryWeights) or len(weights.layers) != len(self.attention):
+            raise ValueError("these weights do not belong to a Gated Memory of this model")
+        self._active = weights
+        if not self._handles:
+            self._install_hooks()
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"num_layers": len(self.attention), "num_heads": self.num_heads, "head_dim": self.head_dim,
+                "bias": self.bias, **self.config.to_dict()}
+
+    def _install_hooks(self) -> None:
+        for index, attention in enumerate(self.attention):
+            query_source = getattr(attention, "q_norm", None) or attention.q_proj
+            self._handles.append(query_source.register_forward_hook(self._query_hook(index)))
+            self._handles.append(attention.o_proj.register_forward_pre_hook(self._output_hook(index)))
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._pending = [None] * len(self.attention)
+
+    def _query_hook(self, index: int):  # noqa: ANN202 - torch hook signature
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            if self._active is None:
+                return
+            query = output.view(*output.shape[:2], self.num_heads, self.head_dim)
+            self._pending[index] = self._active.layers[index](query)
+
+        return hook
+
+    def _output_hook(self, index: int):  # noqa: ANN202 - torch hook signature
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            pending = self._pending[index]
+            if pending is None:
+                return None
+            self._pending[index] = None
+            memory, gate = pending
+            return (GatedMemoryLayer.mix(args[0], memory, gate), *args[1:])
+
+        return hook

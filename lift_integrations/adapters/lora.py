@@ -1,0 +1,142 @@
+"""LoRA memories through PEFT (the adapter of the paper's 2026 version).
+
+PEFT keeps LoRA weights inside the wrapped linear layers, one named adapter per memory. A memory's
+parameters are therefore exposed through a light module that points at those tensors.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lift_integrations.adapters.base import AdapterBackend
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA settings; the defaults follow the paper's LoRA recipe at a size that suits small models."""
+
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoRAConfig:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+
+class LoRAWeights(nn.Module):
+    """A view of one named PEFT adapter's tensors, keyed by their module path."""
+
+    def __init__(self, adapter_name: str, tensors: dict[str, nn.Parameter]) -> None:
+        super().__init__()
+        self.adapter_name = adapter_name
+        self._names = sorted(tensors)
+        self._tensors = tensors
+        for index, name in enumerate(self._names):
+            self.register_parameter(f"p{index}", tensors[name])
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {name: self._tensors[name] for name in self._names}
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        missing = set(self._names) - set(state_dict)
+        unexpected = set(state_dict) - set(self._names)
+        if strict and (missing or unexpected):
+            raise ValueError(f"LoRA tensors do not match: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        with torch.no_grad():
+            for name in self._names:
+                if name in state_dict:
+                    self._tensors[name].copy_(state_dict[name])
+        return None
+
+
+class LoRABackend(AdapterBackend):
+    kind = "lora"
+
+    def __init__(self, model: nn.Module, config: LoRAConfig | None = None) -> None:
+        self.model = model
+        self.config = config or LoRAConfig()
+        self._counter = itertools.count()
+        self._tuner_layers: list[nn.Module] = []
+        self._active: str | None = None
+
+    def create(self, generator: torch.Generator | None = None) -> LoRAWeights:
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        name = f"lift{next(self._counter)}"
+        peft_config = LoraConfig(r=self.config.r, lora_alpha=self.config.alpha, lora_dropout=self.config.dropout,
+                                 target_modules=self.config.target_modules, bias="none")
+        inject_adapter_in_model(peft_config, self.model, adapter_name=name)
+        self._tuner_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        tensors: dict[str, nn.Parameter] = {}
+        for module_name, module in self.model.named_modules():
+            if not isinstance(module, BaseTunerLayer):
+                continue
+            for kind in ("lora_A", "lora_B"):
+                linear = getattr(module, kind)[name]
+                if kind == "lora_A" and generator is not None:
+                    with torch.no_grad():
+                        bound = 1.0 / linear.weight.shape[1] ** 0.5
+                        linear.weight.uniform_(-bound, bound, generator=generator)
+                tensors[f"{module_name}.{kind}.weight"] = linear.weight
+        for param in self.model.parameters():
+            if not any(param is t for t in tensors.values()):
+                param.requires_grad_(False)
+        # The model keeps running the previously active memory (or none) until activate() is called.
+        self.activate(self._lookup(self._active))
+        return LoRAWeights(name, tensors)
+
+    def _lookup(self, name: str | None) -> LoRAWeights | None:
+        return None if name is None else _NamedOnly(name)  # type: ignore[return-value]
+
+    def activate(self, weights: nn.Module | None) -> None:
+        for layer in self._tuner_layers:
+            if weights is None:
+                layer.enable_adapters(False)
+            else:
+                layer.enable_adapters(True)
+                layer.set_adapter(weights.adapter_name)  # type: ignore[union-attr]
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        self._active = None if weights is None else weights.adapter_name  # type: ignore[union-attr]
+
+    def release(self, weights: nn.Module) -> None:
+        name = getattr(weights, "adapter_name", None)
+        if name is None:
+            return
+        for layer in self._tuner_layers:
+            if name in layer.lora_A:
+                layer.delete_adapter(name)
+        if self._active == name:
+            self._active = None
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        weights = self.create()
+        try:
+            return {name: tuple(t.shape) for name, t in weights.state_dict().items()}
+        finally:
+            self.release(weights)
+
+
+class _NamedOnly:
+    """Stands for an already injected adapter when only its name is known."""
+
+    def __init__(self, adapter_name: str) -> None:
+        self.adapter_name = adapter_name

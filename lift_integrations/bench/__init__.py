@@ -1,0 +1,1 @@
+"""Benchmarks: real reading-comprehension data and the scoring used to judge absorption against it."""

@@ -1,0 +1,166 @@
+"""``LIFTConfig``: every knob of absorption, with named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+RECITE_PROMPT = "Given above context, please recite following segment of the context: \n\n\n"
+
+
+@dataclass
+class LIFTConfig:
+    """How a document is absorbed into a memory.
+
+    Lengths are in tokens. ``segment_length``, ``segment_stride`` and ``context_view_length`` are the
+    paper's values for an 8K-token model; :meth:`fit_to_window` scales them down for smaller windows.
+    """
+
+    # Segmentation (paper: 2048 / 768).
+    segment_length: int = 2048
+    segment_stride: int = 768
+    # Contextualized training: a head/tail view of the document precedes each segment (paper: 4096).
+    contextualized: bool = True
+    context_view_length: int = 4096
+    recite_prompt: str = RECITE_PROMPT
+    # Auxiliary QA.
+    qa_per_document: int = 10
+    qa_generator: Literal["extractive", "model", "none"] = "extractive"
+    qa_weight: float = 1.0
+    """Weight of the QA loss against the segment loss (each a per-sample mean over supervised tokens)."""
+    qa_context_length: int = 7800
+    """Tokens of the document (head and tail) placed before each QA sample; 0 puts no document in context."""
+    # Schedule (paper: 3 epochs on segments, then 5 on segments + QA; one optimizer step per epoch).
+    stage1_epochs: int = 3
+    stage2_epochs: int = 5
+    steps_per_epoch: int | None = 1
+    """Optimizer steps per epoch; ``None`` makes one step per ``batch_size`` samples."""
+    batch_size: int = 1
+    """Samples per forward pass (micro-batch); gradients accumulate up to the optimizer step."""
+    # Optimizer (paper: AdamW (0.9, 0.98), eps 1e-8, lr 1e-3 constant, wd 1e-4, clip 1.0).
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    max_seq_length: int = 7800
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that is out of range."""
+        positive = ("segment_length", "segment_stride", "max_seq_length", "batch_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"LIFTConfig.{name} must be a positive integer, got {value!r}")
+        if self.segment_stride > self.segment_length:
+            raise ValueError(
+                f"LIFTConfig.segment_stride ({self.segment_stride}) must not exceed segment_length "
+                f"({self.segment_length}): tokens between segments would never be trained on"
+            )
+        for name in ("context_view_length", "qa_per_document", "stage1_epochs", "stage2_epochs", "warmup_steps",
+                     "qa_context_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"LIFTConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.stage1_epochs + self.stage2_epochs == 0:
+            raise ValueError("LIFTConfig needs at least one epoch (stage1_epochs + stage2_epochs > 0)")
+        if self.steps_per_epoch is not None and (
+            not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch <= 0
+        ):
+            raise ValueError(f"LIFTConfig.steps_per_epoch must be a positive integer or None, "
+                             f"got {self.steps_per_epoch!r}")
+        for name in ("learning_rate", "adam_eps", "max_grad_norm"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"LIFTConfig.{name} must be a positive finite number, got {value!r}")
+        for name in ("weight_decay", "qa_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"LIFTConfig.{name} must be a non-negative finite number, got {value!r}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"LIFTConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        if self.qa_generator not in ("extractive", "model", "none"):
+            raise ValueError(f"LIFTConfig.qa_generator must be 'extractive', 'model' or 'none', "
+                             f"got {self.qa_generator!r}")
+
+    # Presets ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> LIFTConfig:
+        """The published recipe (arXiv 2502.14644, LooGLE runs): 2048/768 segments, contextualized
+        training with a 4096-token view, 10 QA pairs per document, 3 + 5 epochs of one AdamW step each
+        at lr 1e-3."""
+        return cls(**overrides)
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> LIFTConfig:
+        """For a CPU laptop: short segments and views, several optimizer steps per epoch, and a higher
+        learning rate, so a 2,000-token document is absorbed in well under three minutes on two cores."""
+        settings: dict[str, Any] = dict(
+            segment_length=256,
+            segment_stride=128,
+            context_view_length=128,
+            qa_per_document=24,
+            qa_context_length=0,
+            stage1_epochs=1,
+            stage2_epochs=3,
+            steps_per_epoch=None,
+            batch_size=4,
+            learning_rate=3e-3,
+            max_seq_length=1024,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    # Fitting to a model ----------------------------------------------------------------------------
+
+    def fit_to_window(self, window: int) -> LIFTConfig:
+        """A copy whose sample lengths fit a model with a ``window``-token context.
+
+        The paper's lengths assume an 8K window (a 4096-token view + a 2048-token segment < 7800). For a
+        smaller window every length is scaled by the same factor, keeping the stride/segment ratio.
+        """
+        if window < 64:
+            raise ValueError(f"the model's context window ({window} tokens) is too small for LIFT (needs >= 64)")
+        budget = min(self.max_seq_length, window - 16)
+        needed = self.segment_length + (self.context_view_length if self.contextualized else 0) + 64
+        if needed <= budget and self.qa_context_length <= budget:
+            return dataclasses.replace(self, max_seq_length=budget)
+        scale = min(1.0, (budget - 64) / max(1, needed - 64))
+        segment = max(16, int(self.segment_length * scale))
+        stride = max(1, min(segment, int(self.segment_stride * scale)))
+        view = int(self.context_view_length * scale)
+        return dataclasses.replace(
+            self,
+            segment_length=segment,
+            segment_stride=stride,
+            context_view_length=view,
+            qa_context_length=min(self.qa_context_length, max(0, budget - 256)),
+            max_seq_length=budget,
+        )
+
+    # Serialisation ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["adam_betas"] = list(self.adam_betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LIFTConfig:
+        if not isinstance(data, dict):
+            raise TypeError(f"LIFTConfig.from_dict expects a dict, got {type(data).__name__}")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown LIFTConfig fields: {sorted(unknown)}")
+        return cls(**data)

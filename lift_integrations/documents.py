@@ -1,0 +1,52 @@
+"""Checking what users pass as documents, before any work starts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lift_integrations.absorb.types import Document
+
+
+def _check_text(text: Any, where: str) -> str:
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError(f"{where} is bytes; decode it to str first (for example data.decode('utf-8'))")
+    if not isinstance(text, str):
+        raise TypeError(f"{where} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{where} is not valid Unicode (unpaired surrogate at position {error.start})") from None
+    return text
+
+
+def normalize_documents(documents: Any) -> list[Document]:
+    """``documents`` as a list of :class:`Document`.
+
+    Accepted: a string, or a non-empty list of strings, ``(title, text)`` pairs, :class:`Document` or
+    objects with ``title``/``text`` attributes. Empty or whitespace-only texts raise ``ValueError``, other
+    types ``TypeError``, each naming the offending document.
+    """
+    if isinstance(documents, (str, bytes, bytearray, Document)):
+        documents = [documents]
+    if not isinstance(documents, Sequence):
+        raise TypeError(f"documents must be a str or a list of documents, got {type(documents).__name__}")
+    if len(documents) == 0:
+        raise ValueError("no documents given: pass at least one non-empty text")
+    result = []
+    for index, item in enumerate(documents):
+        where = f"document {index}"
+        if isinstance(item, Document):
+            title, text = item.title, item.text
+        elif isinstance(item, tuple):
+            if len(item) != 2:
+                raise TypeError(f"{where} is a tuple of {len(item)} items; expected (title, text)")
+            title, text = item
+        else:
+            title, text = "", item
+        title = _check_text(title, f"{where}'s title")
+        text = _check_text(text, where)
+        if not text.strip():
+            raise ValueError(f"{where} is empty or only whitespace")
+        result.append(Document(title=title.strip(), text=text))
+    return result

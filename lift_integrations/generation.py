@@ -1,0 +1,238 @@
+"""Text generation with the chat template, stop strings, streaming and token counts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from lift_integrations.absorb.samples import SEPARATOR, qa_user_message
+from lift_integrations.absorb.segmentation import head_tail
+from lift_integrations.prompting import Message, encode_chat, encode_text, normalize_messages, stop_token_ids
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+FinishReason = Literal["stop", "length"]
+PromptInput = str | Sequence[Message] | Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished generation: the text and what the frameworks report about it."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: FinishReason
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def to_messages(prompt_or_messages: PromptInput) -> list[Message]:
+    """A prompt string becomes one user turn; messages may be dicts or ``(role, content)`` pairs."""
+    if isinstance(prompt_or_messages, str):
+        if not prompt_or_messages.strip():
+            raise ValueError("the prompt is empty")
+        return [{"role": "user", "content": prompt_or_messages}]
+    if isinstance(prompt_or_messages, (bytes, bytearray)):
+        raise TypeError("the prompt must be text (str), not bytes; decode it first")
+    messages: list[Message] = []
+    for index, item in enumerate(prompt_or_messages):
+        if isinstance(item, tuple) and len(item) == 2:
+            role, content = item
+            messages.append({"role": {"human": "user", "ai": "assistant"}.get(role, role), "content": content})
+        elif isinstance(item, dict):
+            messages.append(item)
+        else:
+            raise TypeError(f"message {index} must be a dict or a (role, content) pair, got {type(item).__name__}")
+    return normalize_messages(messages)
+
+
+def with_context(messages: list[Message], context: str | None) -> list[Message]:
+    """Put ``context`` above the question in the last user turn, in the format QA training uses."""
+    if not context:
+        return messages
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index]["role"] == "user":
+            updated = dict(messages[index])
+            updated["content"] = qa_user_message(updated["content"], context)
+            return [*messages[:index], updated, *messages[index + 1 :]]
+    return [*messages, {"role": "user", "content": qa_user_message("", context)}]
+
+
+def build_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[Message],
+    context: str | None,
+    budget: int,
+) -> list[int]:
+    """Prompt ids within ``budget`` tokens; a context too long for it is cut to its head and tail."""
+    ids = encode_chat(tokenizer, with_context(messages, context), add_generation_prompt=True)
+    if len(ids) <= budget or not context:
+        if len(ids) > budget:
+            raise ValueError(f"the prompt has {len(ids)} tokens, more than the {budget} the window leaves")
+        return ids
+    bare = len(encode_chat(tokenizer, with_context(messages, " "), add_generation_prompt=True))
+    room = budget - bare
+    if room <= 8:
+        raise ValueError(f"the messages alone take {bare} tokens; no room is left for context in {budget}")
+    context_ids = head_tail(encode_text(tokenizer, context), room, encode_text(tokenizer, SEPARATOR))
+    ids = encode_chat(tokenizer, with_context(messages, tokenizer.decode(context_ids)), add_generation_prompt=True)
+    while len(ids) > budget and room > 8:  # decoding and re-encoding can shift a few tokens
+        room -= max(8, len(ids) - budget)
+        context_ids = head_tail(encode_text(tokenizer, context), room, encode_text(tokenizer, SEPARATOR))
+        ids = encode_chat(tokenizer, with_context(messages, tokenizer.decode(context_ids)),
+                          add_generation_prompt=True)
+    return ids
+
+
+def _truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class Generator:
+    """Runs ``model.generate`` for prompt ids; ``guard`` is entered around every call (lock + memory)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+
+    def _kwargs(self, max_new_tokens: int, temperature: float, stop: Sequence[str], top_p: float | None) -> dict:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, min_new_tokens=1, pad_token_id=self.pad_id,
+                                      eos_token_id=self.eos_ids or None)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=top_p if top_p else 1.0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        stops = [s for s in stop if s]
+        if stops:
+            kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
+        return kwargs
+
+    def _finish(self, prompt_len: int, new_ids: list[int], max_new_tokens: int,
+                stop: Sequence[str]) -> GenerationResult:
+        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        text, stopped = _truncate_at_stop(text, stop)
+        ended = bool(new_ids) and new_ids[-1] in self.eos_ids
+        reason: FinishReason = "stop" if (stopped or ended or len(new_ids) < max_new_tokens) else "length"
+        return GenerationResult(text=text, input_tokens=prompt_len, output_tokens=len(new_ids), finish_reason=reason)
+
+    def generate(self, prompt_ids: list[int], guard: AbstractContextManager[Any], *, max_new_tokens: int,
+                 temperature: float = 0.0, stop: Sequence[str] = (), top_p: float | None = None) -> GenerationResult:
+        import torch
+
+        kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p)
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([prompt_ids], device=device)
+        with guard, torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        new_ids = output[0, len(prompt_ids) :].tolist()
+        return self._finish(len(prompt_ids), new_ids, max_new_tokens, stop)
+
+    def stream(self, prompt_ids: list[int], guard: AbstractContextManager[Any], *, max_new_tokens: int,
+               temperature: float = 0.0, stop: Sequence[str] = (), top_p: float | None = None) -> TextStream:
+        return TextStream(self, prompt_ids, guard, self._kwargs(max_new_tokens, temperature, stop, top_p),
+                          max_new_tokens, stop)
+
+
+class TextStream(Iterator[str]):
+    """Text pieces as the model produces them; :attr:`result` holds the totals once it is exhausted.
+
+    Generation runs in a worker thread. Pieces that could be the start of a stop string are held back
+    until it is clear they are not, so a stop string never reaches the caller. Empty pieces (a partial
+    UTF-8 character) are never yielded.
+    """
+
+    def __init__(self, generator: Generator, prompt_ids: list[int], guard: AbstractContextManager[Any],
+                 kwargs: dict[str, Any], max_new_tokens: int, stop: Sequence[str]) -> None:
+        from transformers import TextIteratorStreamer
+
+        self.result: GenerationResult | None = None
+        self._generator = generator
+        self._stop = [s for s in stop if s]
+        self._hold = max((len(s) for s in self._stop), default=1) - 1
+        self._streamer = TextIteratorStreamer(generator.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._error: BaseException | None = None
+        self._new_ids: list[int] = []
+        self._prompt_len = len(prompt_ids)
+        self._max_new_tokens = max_new_tokens
+        self._pieces = self._iterate()
+        self._thread = threading.Thread(target=self._run, args=(prompt_ids, guard, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, prompt_ids: list[int], guard: AbstractContextManager[Any], kwargs: dict[str, Any]) -> None:
+        import torch
+
+        try:
+            model = self._generator.model
+            device = next(model.parameters()).device
+            input_ids = torch.tensor([prompt_ids], device=device)
+            with guard, torch.inference_mode():
+                output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                        streamer=self._streamer, **kwargs)
+            self._new_ids = output[0, len(prompt_ids) :].tolist()
+        except BaseException as error:  # re-raised in the consumer's thread
+            self._error = error
+            self._streamer.end()
+
+    def _iterate(self) -> Iterator[str]:
+        emitted = ""
+        buffer = ""
+        stopped = False
+        for piece in self._streamer:
+            if stopped or not piece:
+                continue
+            buffer += piece
+            cut, hit = _truncate_at_stop(buffer, self._stop)
+            if hit:
+                stopped = True
+                if cut:
+                    emitted += cut
+                    yield cut
+                buffer = ""
+                continue
+            ready = buffer[: len(buffer) - self._hold] if self._hold else buffer
+            if ready:
+                emitted += ready
+                buffer = buffer[len(ready) :]
+                yield ready
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if buffer and not stopped:
+            emitted += buffer
+            yield buffer
+        final = self._generator._finish(self._prompt_len, self._new_ids, self._max_new_tokens, self._stop)
+        self.result = GenerationResult(text=emitted, input_tokens=final.input_tokens,
+                                       output_tokens=final.output_tokens, finish_reason=final.finish_reason)
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def text(self) -> str:
+        """Consume the rest of the stream and return the whole text."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result.text
+
+

@@ -1,0 +1,259 @@
+"""``Memory``: what absorbing documents produces, and its files on disk.
+
+A saved memory is a folder with three files, none of which can run code when read:
+
+* ``adapter.safetensors``: the adapter tensors;
+* ``documents.json``: the absorbed documents (titles and texts), needed for head/tail context and for
+  retrieving chunks in hybrid mode;
+* ``manifest.json``: format version, base-model fingerprint, adapter kind/config and tensor shapes,
+  the absorption config, document titles and hashes, sizes, and the SHA-256 of the two other files.
+
+Saving writes a new folder beside the target and swaps it in with renames, so a crash leaves either the
+old memory or the new one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lift_integrations.config import LIFTConfig
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT_NAME = "lift-memory"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TENSORS_FILE = "adapter.safetensors"
+DOCUMENTS_FILE = "documents.json"
+_OLD_MARKER = ".old-"
+_ALLOWED_DTYPES = {"float32", "float16", "bfloat16"}
+
+
+class MemoryFormatError(ValueError):
+    """A memory folder is missing, tampered with, truncated or of an unknown format."""
+
+
+class MemoryMismatchError(ValueError):
+    """A memory was made for a different base model or adapter than the one it is used with."""
+
+
+@dataclass(frozen=True)
+class AbsorbedDocument:
+    title: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(f"{self.title}\n{self.text}".encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Memory:
+    """A set of absorbed documents stored in adapter weights, tied to one base model.
+
+    Create memories with :meth:`LIFTModel.absorb` or :meth:`Memory.load`; pass one to
+    :meth:`LIFTModel.generate` (``memory=``) or :meth:`LIFTModel.attach`.
+    """
+
+    def __init__(
+        self,
+        *,
+        adapter_kind: str,
+        adapter_config: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        documents: Sequence[AbsorbedDocument],
+        config: LIFTConfig,
+        base_model_name: str,
+        base_fingerprint: str,
+        stats: Mapping[str, Any] | None = None,
+        created_at: str | None = None,
+    ) -> None:
+        self.adapter_kind = adapter_kind
+        self.adapter_config = dict(adapter_config)
+        self.tensors = dict(tensors)
+        self.documents = tuple(documents)
+        self.config = config
+        self.base_model_name = base_model_name
+        self.base_fingerprint = base_fingerprint
+        self.stats = dict(stats or {})
+        self.created_at = created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self._id: str | None = None
+        # Set by the LIFTModel that last used this memory: its backend and the live adapter module.
+        self._binding: tuple[object, Any] | None = None
+
+    # Identity and sizes ----------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """A content hash: the same tensors, documents, base model and adapter give the same id."""
+        if self._id is None:
+            digest = hashlib.sha256()
+            digest.update(json.dumps([self.adapter_kind, self.adapter_config, self.base_fingerprint,
+                                      [d.sha256 for d in self.documents]], sort_keys=True).encode())
+            for name in sorted(self.tensors):
+                tensor = self.tensors[name].detach().to("cpu").contiguous()
+                digest.update(name.encode())
+                digest.update(tensor.view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+            self._id = digest.hexdigest()[:16]
+        return self._id
+
+    @property
+    def titles(self) -> list[str]:
+        return [d.title for d in self.documents]
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.tensors.values())
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def __repr__(self) -> str:
+        return (f"Memory(id={self.id!r}, adapter={self.adapter_kind!r}, documents={len(self.documents)}, "
+                f"parameters={self.num_parameters:,}, base={self.base_model_name!r})")
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "id": self.id,
+            "created_at": self.created_at,
+            "base_model": {"name": self.base_model_name, "fingerprint": self.base_fingerprint},
+            "adapter": {
+                "kind": self.adapter_kind,
+                "config": self.adapter_config,
+                "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                            for name, t in sorted(self.tensors.items())},
+            },
+            "config": self.config.to_dict(),
+            "documents": [{"title": d.title, "sha256": d.sha256, "num_chars": len(d.text)} for d in self.documents],
+            "stats": self.stats,
+            "num_parameters": self.num_parameters,
+            "size_bytes": self.size_bytes,
+        }
+
+    # Saving ----------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the memory to the folder ``path`` atomically; an existing memory there is replaced.
+
+        Returns the resolved folder. The write happens in a sibling temporary folder that is renamed
+        into place, so an interruption never leaves a half-written memory at ``path``.
+        """
+        from safetensors.torch import save_file
+
+        target = Path(path).expanduser().resolve()
+        if target.exists() and not target.is_dir():
+            raise FileExistsError(f"{target} exists and is not a folder")
+        if target.exists() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+            raise FileExistsError(f"{target} is a non-empty folder that does not hold a memory; not overwriting it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.tensors.items()}
+            save_file(tensors, str(staging / TENSORS_FILE), metadata={"format": FORMAT_NAME})
+            documents = [{"title": d.title, "text": d.text} for d in self.documents]
+            (staging / DOCUMENTS_FILE).write_text(json.dumps(documents, ensure_ascii=False), encoding="utf-8")
+            manifest = self.manifest()
+            manifest["files"] = {name: _sha256_file(staging / name) for name in (TENSORS_FILE, DOCUMENTS_FILE)}
+            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+            for name in (TENSORS_FILE, DOCUMENTS_FILE, MANIFEST_FILE):
+                with (staging / name).open("rb") as handle:
+                    os.fsync(handle.fileno())
+            _fsync_dir(staging)
+            _swap_into_place(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    # Loading ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Memory:
+        """Read and verify a saved memory. Only JSON and safetensors are read; nothing is unpickled.
+
+        Raises :class:`MemoryFormatError` for anything missing, altered or malformed. A memory is bound to
+        its base model when it is first used; a different base model raises :class:`MemoryMismatchError`.
+        """
+        from lift_integrations.memory_validation import read_memory_folder
+
+        folder = _recover(Path(path).expanduser())
+        manifest, tensors, documents = read_memory_folder(folder)
+        memory = cls(
+            adapter_kind=manifest["adapter"]["kind"],
+            adapter_config=manifest["adapter"]["config"],
+            tensors=tensors,
+            documents=[AbsorbedDocument(title=d["title"], text=d["text"]) for d in documents],
+            config=LIFTConfig.from_dict(manifest["config"]),
+            base_model_name=manifest["base_model"]["name"],
+            base_fingerprint=manifest["base_model"]["fingerprint"],
+            stats=manifest.get("stats", {}),
+            created_at=manifest.get("created_at"),
+        )
+        if memory.id != manifest["id"]:
+            raise MemoryFormatError(f"{folder}: the tensors and documents do not give the id in the manifest")
+        return memory
+
+
+def _byte_dtype() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    if not target.exists():
+        staging.rename(target)
+        _fsync_dir(target.parent)
+        return
+    old = target.with_name(f".{target.name}{_OLD_MARKER}{os.getpid()}")
+    if old.exists():
+        shutil.rmtree(old)
+    target.rename(old)
+    staging.rename(target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(folder: Path) -> Path:
+    """The folder to read: ``folder`` itself, or the previous version left by a save that was cut off
+    between its two renames."""
+    if folder.exists():
+        return folder
+    candidates = sorted(folder.parent.glob(f".{folder.name}{_OLD_MARKER}*")) if folder.parent.exists() else []
+    for candidate in candidates:
+        if (candidate / MANIFEST_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"no memory at {folder}")

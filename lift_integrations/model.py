@@ -1,0 +1,390 @@
+"""``LIFTModel``: a base model plus memories, with absorb, attach/detach and generation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from lift_integrations.absorb.qa import resolve_qa_generator
+from lift_integrations.absorb.samples import SEPARATOR, document_text, qa_samples, segment_samples
+from lift_integrations.absorb.segmentation import head_tail
+from lift_integrations.absorb.trainer import AbsorbProgress, train_memory
+from lift_integrations.config import LIFTConfig
+from lift_integrations.documents import normalize_documents
+from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
+from lift_integrations.memory import AbsorbedDocument, Memory, MemoryMismatchError
+from lift_integrations.prompting import encode_chat_with_answer, encode_text
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from lift_integrations.adapters.base import AdapterBackend
+
+
+class _Attached:
+    """Sentinel default of ``memory=``: use the memory set with :meth:`LIFTModel.attach`."""
+
+    def __repr__(self) -> str:
+        return "ATTACHED"
+
+
+ATTACHED: Any = _Attached()
+ADAPTERS = ("gated_memory", "lora")
+
+
+def _make_backend(kind: str, model: PreTrainedModel, adapter_config: Any) -> AdapterBackend:
+    if kind == "gated_memory":
+        from lift_integrations.adapters.gated_memory import GatedMemoryBackend, GatedMemoryConfig
+
+        if isinstance(adapter_config, dict):
+            adapter_config = GatedMemoryConfig.from_dict(adapter_config)
+        return GatedMemoryBackend(model, adapter_config)
+    if kind == "lora":
+        from lift_integrations.adapters.lora import LoRABackend, LoRAConfig
+
+        if isinstance(adapter_config, dict):
+            adapter_config = LoRAConfig.from_dict(adapter_config)
+        return LoRABackend(model, adapter_config)
+    raise ValueError(f"unknown adapter {kind!r}; expected one of {ADAPTERS}")
+
+
+class LIFTModel:
+    """A causal LM that can absorb documents into memories and answer from them.
+
+    The base weights are frozen and shared by every memory; a memory only adds adapter weights. One lock
+    serialises everything that runs the model (generation and each absorption), so one instance can be
+    shared by threads: requests made with different memories never see each other's memory.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str | None = None,
+                 adapter: str = "gated_memory", adapter_config: Any = None) -> None:
+        for param in model.parameters():
+            param.requires_grad_(False)
+        model.eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        self.adapter = adapter
+        self.backend = _make_backend(adapter, model, adapter_config)
+        self.lock = threading.RLock()
+        self._generator = Generator(model, tokenizer)
+        self._attached: Memory | None = None
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str] | None = None,
+        *,
+        gguf_file: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        adapter: str = "gated_memory",
+        adapter_config: Any = None,
+        **model_kwargs: Any,
+    ) -> LIFTModel:
+        """Load a base model: a hub id, a local folder, a GGUF file, or ``None`` for the embedded SmolLM2.
+
+        ``device`` defaults to CUDA when available, else CPU; ``dtype`` to bf16 on CUDA, else fp32.
+        """
+        from lift_integrations.loading import load_model_and_tokenizer, resolve_device, resolve_dtype
+
+        if adapter not in ADAPTERS:
+            raise ValueError(f"unknown adapter {adapter!r}; expected one of {ADAPTERS}")
+        resolved_device = resolve_device(device)
+        resolved_dtype = resolve_dtype(dtype, resolved_device)
+        model, tokenizer, display = load_model_and_tokenizer(
+            name_or_path, gguf_file=gguf_file, device=resolved_device, dtype=resolved_dtype, **model_kwargs
+        )
+        return cls(model, tokenizer, name=display, adapter=adapter, adapter_config=adapter_config)
+
+    # Properties -------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the model can attend to (prompt + generated)."""
+        window = getattr(self.model.config, "max_position_embeddings", None)
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        candidates = [w for w in (window, limit) if isinstance(w, int) and 0 < w < 10_000_000]
+        return min(candidates) if candidates else 2048
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            from lift_integrations.loading import model_fingerprint
+
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
+
+    @property
+    def attached_memory(self) -> Memory | None:
+        return self._attached
+
+    def count_tokens(self, text: str) -> int:
+        return len(encode_text(self.tokenizer, text))
+
+    # Memories ---------------------------------------------------------------------------------------
+
+    def attach(self, memory: Memory) -> None:
+        """Make ``memory`` the one used when a call passes no ``memory=``; the base weights stay loaded."""
+        if not isinstance(memory, Memory):
+            raise TypeError(f"attach() expects a Memory, got {type(memory).__name__}")
+        self._weights_for(memory)  # fail now, not at the first question, if it does not fit
+        self._attached = memory
+
+    def detach(self) -> None:
+        """Back to the base model for calls that pass no ``memory=``."""
+        self._attached = None
+
+    def _resolve(self, memory: Any) -> Memory | None:
+        if memory is ATTACHED:
+            return self._attached
+        if memory is None or isinstance(memory, Memory):
+            return memory
+        raise TypeError(f"memory must be a Memory or None, got {type(memory).__name__}")
+
+    def _weights_for(self, memory: Memory) -> Any:
+        """The live adapter module for ``memory`` on this model, built from its tensors on first use."""
+        if memory._binding is not None and memory._binding[0] is self.backend:
+            return memory._binding[1]
+        if memory.adapter_kind != self.backend.kind:
+            raise MemoryMismatchError(f"this memory uses the {memory.adapter_kind!r} adapter, but the model was "
+                                      f"loaded with adapter={self.backend.kind!r}")
+        if memory.base_fingerprint != self.fingerprint:
+            raise MemoryMismatchError(
+                f"this memory was made for base model {memory.base_model_name!r} (fingerprint "
+                f"{memory.base_fingerprint}), not for {self.name!r} (fingerprint {self.fingerprint})"
+            )
+        with self.lock:
+            weights = self.backend.create()
+            expected = {name: tuple(t.shape) for name, t in weights.state_dict().items()}
+            given = {name: tuple(t.shape) for name, t in memory.tensors.items()}
+            if expected != given:
+                self.backend.release(weights)
+                raise MemoryMismatchError("the memory's tensors do not fit this model's adapter "
+                                          f"(first differences: {sorted(set(expected.items()) ^ set(given.items()))[:3]})")
+            weights.load_state_dict({k: v.to(self.device) for k, v in memory.tensors.items()})
+            for param in weights.parameters():
+                param.requires_grad_(False)
+            memory._binding = (self.backend, weights)
+        return weights
+
+    @contextlib.contextmanager
+    def using(self, memory: Memory | None) -> Iterator[None]:
+        """Hold the model lock with ``memory`` active (``None``: the base model) for the block."""
+        weights = self._weights_for(memory) if memory is not None else None
+        with self.lock:
+            self.backend.activate(weights)
+            try:
+                yield
+            finally:
+                self.backend.activate(None)
+
+    # Absorption -------------------------------------------------------------------------------------
+
+    def absorb(
+        self,
+        documents: Any,
+        *,
+        config: LIFTConfig | None = None,
+        generator: Any = None,
+        show_progress: bool = False,
+        callback: Callable[[AbsorbProgress], None] | None = None,
+        into: Memory | None = None,
+    ) -> Memory:
+        """Fine-tune a new memory on ``documents`` and return it.
+
+        ``documents``: a string, or a list of strings, ``(title, text)`` pairs or :class:`Document`.
+        ``config``: a :class:`LIFTConfig` (default: ``LIFTConfig.fast()`` on CPU, ``LIFTConfig.paper()`` on
+        GPU), fitted to this model's window. ``generator``: where auxiliary QA pairs come from (see
+        :func:`~lift_integrations.absorb.qa.resolve_qa_generator`). ``callback`` receives an
+        :class:`AbsorbProgress` after every optimizer step; ``show_progress`` draws a tqdm bar.
+        ``into``: continue from an existing memory's weights; the result holds its documents and the new
+        ones. Neither the attached memory nor what ``memory=None`` means is changed.
+        """
+        import numpy as np
+        import torch
+
+        docs = normalize_documents(documents)
+        if config is None:
+            config = LIFTConfig.fast() if self.device.type == "cpu" else LIFTConfig.paper()
+        if not isinstance(config, LIFTConfig):
+            raise TypeError(f"config must be a LIFTConfig, got {type(config).__name__}")
+        config.validate()
+        fitted = config.fit_to_window(self.context_window)
+        if into is not None and not isinstance(into, Memory):
+            raise TypeError(f"into must be a Memory, got {type(into).__name__}")
+        qa_generator = resolve_qa_generator(generator, fitted.qa_generator, self._complete_for_qa)
+
+        rng = np.random.default_rng(fitted.seed)
+        torch.manual_seed(fitted.seed)
+        segments, questions = [], []
+        for doc in docs:
+            ids = encode_text(self.tokenizer, document_text(doc))
+            segments += segment_samples(self.tokenizer, ids, fitted, rng)
+            if qa_generator is not None and fitted.stage2_epochs > 0 and fitted.qa_per_document > 0:
+                pairs = qa_generator.generate(doc, fitted.qa_per_document, rng)
+                questions += qa_samples(self.tokenizer, ids, pairs, fitted)
+
+        init = torch.Generator(device="cpu").manual_seed(fitted.seed)
+        weights = self.backend.create(generator=init)
+        if into is not None:
+            weights.load_state_dict({k: v.to(self.device) for k, v in self._weights_for(into).state_dict().items()})
+        progress = _progress_bar(show_progress)
+        def on_step(report: AbsorbProgress) -> None:
+            progress(report)
+            if callback is not None:
+                callback(report)
+
+        try:
+            with self.lock:
+                self.backend.activate(weights)
+                self._set_checkpointing(fitted.gradient_checkpointing)
+                try:
+                    stats = train_memory(self.model, list(weights.parameters()), [segments, segments + questions],
+                                         [fitted.stage1_epochs, fitted.stage2_epochs], fitted,
+                                         pad_id=self._generator.pad_id, num_documents=len(docs), on_step=on_step)
+                finally:
+                    self._set_checkpointing(False)
+                    self.backend.activate(None)
+        except BaseException:
+            self.backend.release(weights)
+            raise
+        finally:
+            progress(None)
+
+        previous = list(into.documents) if into is not None else []
+        memory = Memory(
+            adapter_kind=self.backend.kind,
+            adapter_config=self.backend.config_dict(),
+            tensors={name: t.detach() for name, t in weights.state_dict().items()},
+            documents=previous + [AbsorbedDocument(title=d.title, text=d.text) for d in docs],
+            config=fitted,
+            base_model_name=self.name,
+            base_fingerprint=self.fingerprint,
+            stats={"steps": stats.steps, "tokens_trained": stats.tokens_trained, "seconds": round(stats.seconds, 3),
+                   "final_loss": stats.final_loss, "segment_samples": len(segments), "qa_samples": len(questions)},
+        )
+        memory._binding = (self.backend, weights)
+        return memory
+
+    def _set_checkpointing(self, enabled: bool) -> None:
+        if enabled:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.model.gradient_checkpointing_disable()
+
+    def _complete_for_qa(self, prompt: str, attempt: int) -> str:
+        """The base model as the paper's QA generator: greedy first, sampling on retries."""
+        return self.generate(prompt, memory=None, max_new_tokens=256, temperature=0.0 if attempt == 0 else 0.8).text
+
+    # Generation -------------------------------------------------------------------------------------
+
+    def _context_text(self, context: Any, memory: Memory | None) -> str | None:
+        if context is None:
+            return None
+        if context == "truncated":
+            if memory is None or not memory.documents:
+                raise ValueError("context='truncated' needs a memory with absorbed documents")
+            return "\n\n".join(document_text(d) for d in memory.documents)  # type: ignore[arg-type]
+        if isinstance(context, str):
+            raise ValueError(f"context must be None, 'truncated' or a list of text chunks, got {context!r}")
+        chunks = list(context)
+        for index, chunk in enumerate(chunks):
+            if not isinstance(chunk, str):
+                raise TypeError(f"context chunk {index} must be a str, got {type(chunk).__name__}")
+        return "\n\n".join(chunk for chunk in chunks if chunk.strip()) or None
+
+    def prompt_ids(self, prompt_or_messages: PromptInput, *, memory: Any = ATTACHED, context: Any = None,
+                   max_new_tokens: int = 256) -> list[int]:
+        """The token ids :meth:`generate` would feed the model (context cut to fit the window)."""
+        from lift_integrations.generation import build_prompt_ids
+
+        resolved = self._resolve(memory)
+        messages = to_messages(prompt_or_messages)
+        text = self._context_text(context, resolved)
+        if isinstance(text, str) and context == "truncated":
+            separator = encode_text(self.tokenizer, SEPARATOR)
+            budget = self.context_window - max_new_tokens - 64
+            text = self.tokenizer.decode(head_tail(encode_text(self.tokenizer, text), max(budget, 16), separator))
+        return build_prompt_ids(self.tokenizer, messages, text, self.context_window - max_new_tokens)
+
+    def generate(self, prompt_or_messages: PromptInput, *, memory: Any = ATTACHED, context: Any = None,
+                 max_new_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None,
+                 top_p: float | None = None) -> GenerationResult:
+        """Answer a prompt (or chat messages) with ``memory`` (default: the attached one; ``None``: the base
+        model alone). ``context``: ``None``, ``"truncated"`` (head and tail of the memory's documents) or a
+        list of text chunks (hybrid mode). Returns the text with token counts and the finish reason.
+        """
+        resolved = self._resolve(memory)
+        ids = self.prompt_ids(prompt_or_messages, memory=resolved, context=context, max_new_tokens=max_new_tokens)
+        return self._generator.generate(ids, self.using(resolved), max_new_tokens=max_new_tokens,
+                                        temperature=temperature, stop=list(stop or ()), top_p=top_p)
+
+    def stream(self, prompt_or_messages: PromptInput, *, memory: Any = ATTACHED, context: Any = None,
+               max_new_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None,
+               top_p: float | None = None) -> TextStream:
+        """Like :meth:`generate`, but yields text pieces as they are produced; the returned stream's
+        ``result`` holds the token counts once it is exhausted."""
+        resolved = self._resolve(memory)
+        ids = self.prompt_ids(prompt_or_messages, memory=resolved, context=context, max_new_tokens=max_new_tokens)
+        return self._generator.stream(ids, self.using(resolved), max_new_tokens=max_new_tokens,
+                                      temperature=temperature, stop=list(stop or ()), top_p=top_p)
+
+    # Scoring ----------------------------------------------------------------------------------------
+
+    def answer_logprob(self, question: str, answer: str, *, memory: Any = ATTACHED, context: Any = None) -> float:
+        """Total log-probability of ``answer`` as the reply to ``question`` (higher is more likely)."""
+        import torch
+
+        resolved = self._resolve(memory)
+        prompt = self.prompt_ids(question, memory=resolved, context=context, max_new_tokens=64)
+        messages = to_messages(question)
+        full, start = encode_chat_with_answer(self.tokenizer, messages, answer)
+        ids = prompt + full[start:]
+        start = len(prompt)
+        with self.using(resolved), torch.inference_mode():
+            logits = self.logits(ids)
+        logprobs = torch.log_softmax(logits[0, start - 1 : -1].float(), dim=-1)
+        targets = torch.tensor(ids[start:], device=logprobs.device)
+        return float(logprobs.gather(1, targets[:, None]).sum())
+
+    def logits(self, ids: Sequence[int]) -> torch.Tensor:
+        """Raw next-token logits for ``ids`` with whatever memory is active (call inside :meth:`using`)."""
+        import torch
+
+        input_ids = torch.tensor([list(ids)], device=self.device)
+        return self.model(input_ids=input_ids).logits
+
+
+def _progress_bar(enabled: bool) -> Callable[[AbsorbProgress | None], None]:
+    """A tqdm bar fed by progress reports; ``None`` closes it."""
+    if not enabled:
+        return lambda report: None
+    from tqdm.auto import tqdm
+
+    bar: list[Any] = []
+
+    def update(report: AbsorbProgress | None) -> None:
+        if report is None:
+            if bar:
+                bar[0].close()
+            return
+        if not bar:
+            bar.append(tqdm(total=report.total_steps, desc="absorbing", unit="step"))
+        bar[0].update(report.step - bar[0].n)
+        bar[0].set_postfix(loss=f"{report.loss:.3f}", tokens=report.tokens_seen)
+
+    return update

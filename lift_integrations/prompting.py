@@ -1,0 +1,128 @@
+"""Turning chat messages into token ids without letting text smuggle in control tokens.
+
+A document, a retrieved chunk or a user message may contain strings such as ``<|im_start|>system``.
+Rendered through the chat template and tokenized as one string, they would become real control tokens
+and could open a fake system or assistant turn. Here the template is rendered around placeholders, the
+template's own pieces are tokenized normally, and every piece of content is tokenized with special
+tokens split into plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+Message = dict[str, str]
+
+_PLACEHOLDER = "\ue000{}\ue001"
+_ROLES = {"system", "user", "assistant"}
+
+
+def normalize_messages(messages: Sequence[Message]) -> list[Message]:
+    """Validate roles and merge consecutive messages of one role (strict templates reject repeats)."""
+    merged: list[Message] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise TypeError(f"message {index} must be a dict with 'role' and 'content', got {message!r}")
+        role, content = message["role"], message["content"]
+        if role not in _ROLES:
+            raise ValueError(f"message {index} has role {role!r}; expected one of {sorted(_ROLES)}")
+        if not isinstance(content, str):
+            raise TypeError(f"message {index} content must be a str, got {type(content).__name__}")
+        if merged and merged[-1]["role"] == role:
+            merged[-1] = {"role": role, "content": merged[-1]["content"] + "\n\n" + content}
+        else:
+            merged.append({"role": role, "content": content})
+    if not merged:
+        raise ValueError("at least one message is needed")
+    return merged
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of untrusted text: control-token strings stay plain text, no BOS/EOS is added."""
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
+def encode_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, add_generation_prompt: bool
+) -> list[int]:
+    """Token ids of ``messages`` in the tokenizer's chat template, content kept as plain text."""
+    messages = normalize_messages(messages)
+    if getattr(tokenizer, "chat_template", None) is None:
+        return _encode_without_template(tokenizer, messages, add_generation_prompt)
+    stand_ins = [{"role": m["role"], "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
+    rendered: str = tokenizer.apply_chat_template(
+        stand_ins, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    ids: list[int] = []
+    rest = rendered
+    for index, message in enumerate(messages):
+        marker = _PLACEHOLDER.format(index)
+        head, found, rest = rest.partition(marker)
+        if not found:
+            raise ValueError("the chat template altered message content; cannot encode it safely")
+        ids += _encode_template_piece(tokenizer, head)
+        ids += encode_text(tokenizer, message["content"])
+    ids += _encode_template_piece(tokenizer, rest)
+    return ids
+
+
+def _encode_template_piece(tokenizer: PreTrainedTokenizerBase, piece: str) -> list[int]:
+    if not piece:
+        return []
+    return list(tokenizer(piece, add_special_tokens=False)["input_ids"])
+
+
+def _encode_without_template(
+    tokenizer: PreTrainedTokenizerBase, messages: list[Message], add_generation_prompt: bool
+) -> list[int]:
+    ids: list[int] = []
+    if tokenizer.bos_token_id is not None:
+        ids.append(tokenizer.bos_token_id)
+    for message in messages:
+        ids += encode_text(tokenizer, f"{message['role']}: ")
+        ids += encode_text(tokenizer, message["content"])
+        ids += encode_text(tokenizer, "\n")
+    if add_generation_prompt:
+        ids += encode_text(tokenizer, "assistant: ")
+    return ids
+
+
+def encode_chat_with_answer(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], answer: str
+) -> tuple[list[int], int]:
+    """Ids of ``messages`` followed by an assistant turn ``answer``, and where the answer starts.
+
+    The answer's span includes the template's end-of-turn token, so training teaches the model to stop.
+    """
+    prompt = encode_chat(tokenizer, messages, add_generation_prompt=True)
+    full = encode_chat(tokenizer, [*messages, {"role": "assistant", "content": answer}],
+                       add_generation_prompt=False)
+    if full[: len(prompt)] == prompt and len(full) > len(prompt):
+        return full, len(prompt)
+    tail = encode_text(tokenizer, answer)
+    if tokenizer.eos_token_id is not None:
+        tail.append(tokenizer.eos_token_id)
+    return prompt + tail, len(prompt)
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, generation_config: Any = None) -> list[int]:
+    """End-of-turn ids: the model's EOS ids plus the chat template's end-of-turn token when it has one."""
+    ids: set[int] = set()
+    eos = getattr(generation_config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(i) for i in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    for token in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token) if token in tokenizer.get_vocab() else None
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(ids)
