@@ -48,6 +48,9 @@ class LIFTConfig:
     warmup_steps: int = 0
     max_seq_length: int = 7800
     gradient_checkpointing: bool = False
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Matrix precision while training: ``auto`` uses bf16 autocast on CUDA and on CPUs with native bf16
+    (AMX or AVX512-BF16), fp32 elsewhere. The memory's parameters always stay fp32."""
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +92,8 @@ class LIFTConfig:
                 raise ValueError(f"LIFTConfig.{name} must be a non-negative finite number, got {value!r}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"LIFTConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"LIFTConfig.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         if self.qa_generator not in ("extractive", "model", "none"):
             raise ValueError(f"LIFTConfig.qa_generator must be 'extractive', 'model' or 'none', "
                              f"got {self.qa_generator!r}")
@@ -104,16 +109,17 @@ class LIFTConfig:
 
     @classmethod
     def fast(cls, **overrides: Any) -> LIFTConfig:
-        """For a CPU laptop: short segments and views, several optimizer steps per epoch, and a higher
-        learning rate, so a 2,000-token document is absorbed in well under three minutes on two cores."""
+        """For a CPU laptop: short segments and views, several optimizer steps per epoch and a higher
+        learning rate, so a 2,000-token document is absorbed in under three minutes on two cores.
+        The epochs and learning rate were chosen by ``benchmarks/tune_recipe.py`` (see docs/tuning.md)."""
         settings: dict[str, Any] = dict(
             segment_length=256,
-            segment_stride=128,
-            context_view_length=128,
+            segment_stride=192,
+            context_view_length=96,
             qa_per_document=24,
             qa_context_length=0,
             stage1_epochs=1,
-            stage2_epochs=3,
+            stage2_epochs=6,
             steps_per_epoch=None,
             batch_size=4,
             learning_rate=3e-3,

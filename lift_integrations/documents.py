@@ -23,12 +23,14 @@ def _check_text(text: Any, where: str) -> str:
 def normalize_documents(documents: Any) -> list[Document]:
     """``documents`` as a list of :class:`Document`.
 
-    Accepted: a string, or a non-empty list of strings, ``(title, text)`` pairs, :class:`Document` or
+    Accepted: a string, one ``(title, text)`` tuple, or a non-empty list of strings, ``(title, text)`` pairs, :class:`Document` or
     objects with ``title``/``text`` attributes. Empty or whitespace-only texts raise ``ValueError``, other
     types ``TypeError``, each naming the offending document.
     """
     if isinstance(documents, (str, bytes, bytearray, Document)):
         documents = [documents]
+    elif isinstance(documents, tuple) and len(documents) == 2 and all(isinstance(x, str) for x in documents):
+        documents = [documents]  # one (title, text) pair; a list of two strings is two documents
     if not isinstance(documents, Sequence):
         raise TypeError(f"documents must be a str or a list of documents, got {type(documents).__name__}")
     if len(documents) == 0:

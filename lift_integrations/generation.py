@@ -156,13 +156,22 @@ class TextStream(Iterator[str]):
 
     Generation runs in a worker thread. Pieces that could be the start of a stop string are held back
     until it is clear they are not, so a stop string never reaches the caller. Empty pieces (a partial
-    UTF-8 character) are never yielded.
+    UTF-8 character) are never yielded. A consumer that stops early should call :meth:`close` (or drop
+    the stream), which ends generation at the next token and releases the model.
     """
 
     def __init__(self, generator: Generator, prompt_ids: list[int], guard: AbstractContextManager[Any],
                  kwargs: dict[str, Any], max_new_tokens: int, stop: Sequence[str]) -> None:
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        cancelled = threading.Event()
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return cancelled.is_set()
+
+        self._cancelled = cancelled
+        kwargs = {**kwargs, "stopping_criteria": StoppingCriteriaList([_Cancelled()])}
         self.result: GenerationResult | None = None
         self._generator = generator
         self._stop = [s for s in stop if s]
@@ -227,6 +236,16 @@ class TextStream(Iterator[str]):
 
     def __next__(self) -> str:
         return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop generating now (frees the model for other calls) if the caller stops reading early."""
+        self._cancelled.set()
+        self._thread.join()
+
+    def __del__(self) -> None:
+        cancelled = getattr(self, "_cancelled", None)
+        if cancelled is not None:
+            cancelled.set()
 
     def text(self) -> str:
         """Consume the rest of the stream and return the whole text."""

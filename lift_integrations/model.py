@@ -284,7 +284,8 @@ class LIFTModel:
         if enabled:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
-            self.model.gradient_checkpointing_disable()
+            disable = getattr(self.model, "activation_checkpointing_disable", None)
+            (disable or self.model.gradient_checkpointing_disable)()
 
     def _complete_for_qa(self, prompt: str, attempt: int) -> str:
         """The base model as the paper's QA generator: greedy first, sampling on retries."""

@@ -80,6 +80,19 @@ def _collate(samples: Sequence[TrainingSample], pad_id: int, device: torch.devic
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
+def use_bf16_autocast(precision: str, device: torch.device, model_dtype: torch.dtype) -> bool:
+    """Whether training runs its matrix products in bf16 (see ``LIFTConfig.precision``)."""
+    if precision == "fp32" or model_dtype != torch.float32:
+        return False
+    if precision == "bf16" or device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+        return bool(amx() or avx512_bf16())
+    return False
+
+
 def per_sample_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over each sample's supervised tokens; shape ``(batch,)``."""
     decoder = model.get_decoder()
@@ -122,6 +135,9 @@ def train_memory(
         optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=config.adam_betas,
                                       eps=config.adam_eps, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed + 1)
+    model_dtype = next(model.parameters()).dtype
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=use_bf16_autocast(config.precision, device, model_dtype))
     total = sum(plan_steps(len(samples), config) * n for samples, n in zip(stages, epochs, strict=True))
     step, tokens, losses = 0, 0, []
     start = time.perf_counter()
@@ -140,7 +156,8 @@ def train_memory(
                     for offset in range(0, len(step_samples), config.batch_size):
                         micro = step_samples[offset : offset + config.batch_size]
                         micro_weights = torch.tensor(weights[offset : offset + config.batch_size], device=device)
-                        loss = per_sample_loss(model, _collate(micro, pad_id, device))
+                        with autocast:
+                            loss = per_sample_loss(model, _collate(micro, pad_id, device))
                         weighted = (loss * micro_weights).sum() / total_weight
                         weighted.backward()
                         step_loss += float(weighted.detach())

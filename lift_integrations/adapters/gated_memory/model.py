@@ -1,8 +1,8 @@
 """Installing Gated Memory on a Hugging Face model through forward hooks.
 
 The adapter needs two points inside every attention layer: the pre-RoPE query, and the attention output
-just before ``o_proj``. Both are module boundaries in every supported architecture (``q_proj`` or
-``q_norm``, and ``o_proj``), so hooks reach them without copying or overriding any attention code. This
+just before ``o_proj``. Both are module boundaries in every supported architecture (``q_proj``, followed
+by ``q_norm`` where the model has one, and ``o_proj``), so hooks reach them without copying or overriding any attention code. This
 keeps the adapter independent of the attention backend (eager, sdpa, flash), of the KV cache and of
 transformers' private symbols.
 """
@@ -102,8 +102,7 @@ class GatedMemoryBackend(AdapterBackend):
 
     def _install_hooks(self) -> None:
         for index, attention in enumerate(self.attention):
-            query_source = getattr(attention, "q_norm", None) or attention.q_proj
-            self._handles.append(query_source.register_forward_hook(self._query_hook(index)))
+            self._handles.append(attention.q_proj.register_forward_hook(self._query_hook(index, attention)))
             self._handles.append(attention.o_proj.register_forward_pre_hook(self._output_hook(index)))
 
     def _remove_hooks(self) -> None:
@@ -112,11 +111,17 @@ class GatedMemoryBackend(AdapterBackend):
         self._handles.clear()
         self._pending = [None] * len(self.attention)
 
-    def _query_hook(self, index: int):  # noqa: ANN202 - torch hook signature
+    def _query_hook(self, index: int, attention: nn.Module):  # noqa: ANN202 - torch hook signature
+        # Qwen3 and Gemma3 normalise the query per head (q_norm) before RoPE. Their layouts around q_norm
+        # differ, so the norm is applied here on q_proj's output, whose layout is the same everywhere.
+        query_norm = getattr(attention, "q_norm", None)
+
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
             if self._active is None:
                 return
             query = output.view(*output.shape[:2], self.num_heads, self.head_dim)
+            if query_norm is not None:
+                query = query_norm(query)
             self._pending[index] = self._active.layers[index](query)
 
         return hook

@@ -1,0 +1,165 @@
+"""``LIFTIndex``: documents absorbed into a memory, plus (in hybrid mode) a vector index of their chunks.
+
+A full ``BaseIndex`` subclass would have to implement node-level insertion and deletion, which a memory
+cannot do (documents are trained into weights and cannot be taken out again). ``LIFTIndex`` offers the
+surface users reach for instead: ``from_documents``, ``insert``, ``as_retriever`` and
+``as_query_engine``. The memory lives in the index's :class:`LIFTLLM`, so every synthesizer that calls
+that LLM (``LIFTSynthesizer`` or LlamaIndex's own) answers with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core import VectorStoreIndex
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.schema import Document, TransformComponent
+
+from lift_integrations.llama_index.embeddings import LIFTSentenceTransformerEmbedding
+from lift_integrations.llama_index.llm import LIFTLLM
+from lift_integrations.llama_index.query_engine import LIFTQueryEngine
+from lift_integrations.llama_index.retriever import LIFTRetriever, Mode, check_mode
+from lift_integrations.prompting import encode_text
+
+if TYPE_CHECKING:
+    from lift_integrations.config import LIFTConfig
+    from lift_integrations.memory import Memory
+
+DEFAULT_CHUNK_SIZE = 256
+DEFAULT_CHUNK_OVERLAP = 32
+
+
+class LIFTIndex:
+    """Documents absorbed into ``llm``'s memory; in hybrid mode also chunked into ``vector_index``.
+
+    Build it with :meth:`from_documents`. The constructor wraps parts that already exist (an LLM whose
+    memory holds the documents and, for hybrid mode, a vector index over the same documents).
+    """
+
+    def __init__(
+        self,
+        llm: LIFTLLM,
+        *,
+        mode: Mode = "hybrid",
+        vector_index: VectorStoreIndex | None = None,
+        config: LIFTConfig | None = None,
+    ) -> None:
+        if not isinstance(llm, LIFTLLM):
+            raise TypeError(
+                f"llm must be a LIFTLLM (LIFTIndex never reads Settings.llm), got {type(llm).__name__}"
+            )
+        self.mode: Mode = check_mode(mode)
+        if self.mode == "hybrid" and vector_index is None:
+            raise ValueError("hybrid mode needs a vector_index over the absorbed documents")
+        self._llm = llm
+        self._vector_index = vector_index
+        self._config = config
+
+    @classmethod
+    def from_documents(
+        cls,
+        documents: Sequence[Document],
+        llm: LIFTLLM,
+        *,
+        mode: Mode = "hybrid",
+        config: LIFTConfig | None = None,
+        show_progress: bool = False,
+        embed_model: BaseEmbedding | None = None,
+        transformations: list[TransformComponent] | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+        callback_manager: CallbackManager | None = None,
+    ) -> LIFTIndex:
+        """Absorb ``documents`` into a fresh memory of ``llm`` (replacing the memory it had).
+
+        ``config``: the :class:`LIFTConfig` (default: ``LIFTConfig.fast()`` on CPU). ``show_progress``:
+        tqdm bars for chunk embedding and absorption. Hybrid mode also builds a ``VectorStoreIndex`` with
+        ``embed_model`` (default: :class:`LIFTSentenceTransformerEmbedding`, never
+        ``Settings.embed_model``) over chunks of ``chunk_size`` tokens of the LIFT model's tokenizer, or
+        over ``transformations`` when given. The vector index is built first: it is fast and fails fast.
+        """
+        if not isinstance(llm, LIFTLLM):
+            raise TypeError(
+                f"llm must be a LIFTLLM (LIFTIndex never reads Settings.llm), got {type(llm).__name__}"
+            )
+        documents = list(documents)
+        if not documents:
+            raise ValueError("no documents given: pass at least one Document")
+        check_mode(mode)
+        vector_index = None
+        if mode == "hybrid":
+            vector_index = VectorStoreIndex.from_documents(
+                documents,
+                embed_model=embed_model or LIFTSentenceTransformerEmbedding(),
+                transformations=transformations or [_splitter(llm, chunk_size, chunk_overlap)],
+                callback_manager=callback_manager,
+                show_progress=show_progress,
+            )
+        llm.absorb(documents, config=config, show_progress=show_progress, append=False)
+        return cls(llm, mode=mode, vector_index=vector_index, config=config)
+
+    @property
+    def llm(self) -> LIFTLLM:
+        return self._llm
+
+    @property
+    def memory(self) -> Memory | None:
+        """The LLM's memory, which holds every absorbed document."""
+        return self._llm.memory
+
+    @property
+    def vector_index(self) -> VectorStoreIndex | None:
+        """The chunk index (hybrid mode), or ``None``."""
+        return self._vector_index
+
+    def insert(
+        self, document: Document, *, config: LIFTConfig | None = None, show_progress: bool = False
+    ) -> None:
+        """Absorb one more document, continuing from the current memory, and add its chunks (hybrid).
+
+        ``config`` defaults to the one the index was built with.
+        """
+        self._llm.absorb(document, config=config or self._config, show_progress=show_progress, append=True)
+        if self._vector_index is not None:
+            self._vector_index.insert(document)
+
+    def as_retriever(
+        self, *, similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K, mode: Mode | None = None, **kwargs: Any
+    ) -> LIFTRetriever:
+        """A :class:`LIFTRetriever`; ``mode`` defaults to the index's."""
+        return LIFTRetriever(self, similarity_top_k=similarity_top_k, mode=mode, **kwargs)
+
+    def as_query_engine(
+        self,
+        llm: LIFTLLM | None = None,
+        *,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        mode: Mode | None = None,
+        streaming: bool = False,
+        **kwargs: Any,
+    ) -> LIFTQueryEngine:
+        """A :class:`LIFTQueryEngine` over :meth:`as_retriever`; ``kwargs`` go to
+        :meth:`LIFTQueryEngine.from_args` (``response_mode``, ``node_postprocessors``, ...)."""
+        retriever = self.as_retriever(similarity_top_k=similarity_top_k, mode=mode)
+        return LIFTQueryEngine.from_args(retriever, llm=llm or self._llm, streaming=streaming, **kwargs)
+
+    def __repr__(self) -> str:
+        memory = self.memory
+        return (
+            f"LIFTIndex(mode={self.mode!r}, documents={len(memory.documents) if memory else 0}, "
+            f"memory={memory.id if memory else None!r})"
+        )
+
+
+def _splitter(llm: LIFTLLM, chunk_size: int, chunk_overlap: int) -> SentenceSplitter:
+    """Chunks measured in the LIFT model's own tokens, since they end up in its context."""
+    return SentenceSplitter(
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        tokenizer=partial(encode_text, llm.lift_model.tokenizer),
+    )

@@ -1,0 +1,468 @@
+"""``LIFTLLM``: a LIFT model (frozen base weights + an absorbed memory) as a LlamaIndex ``CustomLLM``.
+
+A thin adapter: prompts, chat templates, stop strings, token counts and absorption all live in the core
+:class:`~lift_integrations.model.LIFTModel`. This module maps LlamaIndex messages and responses onto it,
+reports usage where ``TokenCountingHandler`` reads it (``raw["usage"]``), runs the async endpoints in
+worker threads so the event loop keeps running, and turns absorb progress into dispatcher events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.schema import BaseNode, MetadataMode
+
+from lift_integrations.documents import normalize_documents
+from lift_integrations.llama_index.events import (
+    LIFTAbsorbEndEvent,
+    LIFTAbsorbProgressEvent,
+    LIFTAbsorbStartEvent,
+)
+from lift_integrations.memory import Memory
+from lift_integrations.prompting import normalize_messages
+
+if TYPE_CHECKING:
+    from lift_integrations.absorb.trainer import AbsorbProgress
+    from lift_integrations.config import LIFTConfig
+    from lift_integrations.generation import GenerationResult
+    from lift_integrations.model import LIFTModel
+
+dispatcher = get_dispatcher(__name__)
+
+# One LIFTModel per (model, device, dtype): LIFTLLMs are cheap views that share the base weights, and
+# each one keeps its own memory (the core takes the memory per call, under the model's lock).
+_MODELS: dict[tuple[str | None, str | None, str | None], LIFTModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+_ROLES = {
+    MessageRole.SYSTEM: "system",
+    MessageRole.DEVELOPER: "system",
+    MessageRole.USER: "user",
+    MessageRole.ASSISTANT: "assistant",
+    MessageRole.CHATBOT: "assistant",
+    MessageRole.MODEL: "assistant",
+}
+_RENDERED_KEEP = 32
+
+
+def _shared_model(name: str | None, device: str | None, dtype: str | None) -> LIFTModel:
+    key = (name, device, dtype)
+    with _MODELS_LOCK:  # held while loading, so two threads never load the same weights twice
+        model = _MODELS.get(key)
+        if model is None:
+            from lift_integrations.model import LIFTModel
+
+            model = LIFTModel.from_pretrained(name, device=device, dtype=dtype)
+            _MODELS[key] = model
+        return model
+
+
+def _is_lift_model(value: Any) -> bool:
+    # Without importing lift_integrations.model (and torch): a LIFTModel instance implies it is loaded.
+    module = sys.modules.get("lift_integrations.model")
+    return module is not None and isinstance(value, module.LIFTModel)
+
+
+def to_core_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    """LlamaIndex messages as the core's role/content dicts (same roles merged by the core)."""
+    converted = []
+    for index, message in enumerate(messages):
+        role = _ROLES.get(MessageRole(message.role))
+        if role is None:
+            raise ValueError(
+                f"message {index} has role {message.role!r}; LIFTLLM has no tool calling and accepts only "
+                "system, user and assistant messages"
+            )
+        converted.append({"role": role, "content": message.content or ""})
+    return converted
+
+
+def node_title(node: BaseNode) -> str:
+    """The title a memory records for a LlamaIndex document: its ``title`` or ``file_name`` metadata."""
+    for key in ("title", "file_name"):
+        value = node.metadata.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return ""
+
+
+def to_core_documents(documents: Any) -> list[Any]:
+    """LlamaIndex documents/nodes as ``(title, text)`` pairs; strings and pairs pass through to the core,
+    which validates them (empty text, bytes, wrong types) with messages that name the document."""
+    if isinstance(documents, (str, BaseNode)):
+        documents = [documents]
+    return [
+        (node_title(d), d.get_content(metadata_mode=MetadataMode.NONE)) if isinstance(d, BaseNode) else d
+        for d in documents
+    ]
+
+
+async def _aiterate(iterator: Iterator[Any]) -> AsyncIterator[Any]:
+    """Drain a blocking iterator from worker threads, one item per hop, so the loop is never blocked."""
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, iterator, done)
+        if item is done:
+            return
+        yield item
+
+
+class _ChatTemplate:
+    """The default ``messages_to_prompt`` (see :meth:`LIFTLLM._render_messages`). A callable object rather
+    than a bound method, whose repr would contain the LLM's repr, which contains this field."""
+
+    def __init__(self, llm: LIFTLLM) -> None:
+        self._llm = llm
+
+    def __call__(self, messages: Sequence[ChatMessage]) -> str:
+        return self._llm._render_messages(messages)
+
+    def __repr__(self) -> str:
+        return "<chat template>"
+
+
+class LIFTLLM(CustomLLM):
+    """A LIFT model as a LlamaIndex chat LLM, answering with its absorbed memory.
+
+    ``model`` is a hub id, a local folder or ``.gguf`` file, ``None`` for the embedded SmolLM2-135M-Instruct,
+    or an existing :class:`~lift_integrations.LIFTModel`. Weights load on first use and are shared by every
+    ``LIFTLLM`` of the same model; the memory (:meth:`absorb`, :meth:`load_memory`, ...) belongs to this
+    instance. Per-call keyword arguments: ``max_new_tokens`` (or ``max_tokens``), ``temperature``,
+    ``stop`` and ``context`` (a list of text chunks placed above the question, as in hybrid mode); others
+    are ignored, as LlamaIndex passes framework-level keywords through.
+    """
+
+    model: str | None = Field(
+        default=None,
+        description="Hub id or local path of the base model; None is the embedded SmolLM2-135M-Instruct.",
+    )
+    max_new_tokens: int = Field(default=256, gt=0, description="Most tokens generated per call.")
+    temperature: float = Field(default=0.0, ge=0.0, description="0 decodes greedily.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end generation (not returned).")
+    device: str | None = Field(default=None, description="Torch device; None picks CUDA when available.")
+    dtype: str | None = Field(default=None, description="Torch dtype; None is bf16 on CUDA, fp32 on CPU.")
+
+    _lift: Any = PrivateAttr(default=None)
+    _memory: Memory | None = PrivateAttr(default=None)
+    _rendered: OrderedDict[str, list[dict[str, str]]] = PrivateAttr(default_factory=OrderedDict)
+    _rendered_lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | LIFTModel | None = None,
+        *,
+        memory: Memory | str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        lift = None
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            if not _is_lift_model(model):
+                raise TypeError(f"model must be a name, a path or a LIFTModel, got {type(model).__name__}")
+            lift, model = model, model.name
+        custom_rendering = kwargs.get("messages_to_prompt") is not None
+        super().__init__(model=os.fspath(model) if model is not None else None, **kwargs)
+        self._lift = lift
+        if not custom_rendering:
+            self.messages_to_prompt = _ChatTemplate(self)
+        if memory is not None:
+            # Not checked against the weights here (that would load them); the core checks at first use.
+            self._memory = memory if isinstance(memory, Memory) else Memory.load(memory)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LIFTLLM"
+
+    # Model and memory -------------------------------------------------------------------------------
+
+    @property
+    def lift_model(self) -> LIFTModel:
+        """The underlying core model, loaded (and shared) on first access."""
+        if self._lift is None:
+            self._lift = _shared_model(self.model, self.device, self.dtype)
+        return self._lift
+
+    @property
+    def memory(self) -> Memory | None:
+        """The memory every call answers with; ``None`` is the base model alone."""
+        return self._memory
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        lift = self.lift_model
+        return LLMMetadata(
+            context_window=lift.context_window,  # the real window: PromptHelper packs chunks with it
+            num_output=self.max_new_tokens,
+            is_chat_model=True,  # LLM.predict then calls chat(), which applies the chat template
+            is_function_calling_model=False,
+            model_name=lift.name,
+        )
+
+    def absorb(
+        self,
+        documents: Any,
+        *,
+        config: LIFTConfig | None = None,
+        show_progress: bool = False,
+        append: bool = True,
+        generator: Any = None,
+    ) -> Memory:
+        """Absorb ``documents`` (LlamaIndex documents/nodes, strings or ``(title, text)`` pairs) and answer
+        with the result from now on. ``append=True`` continues from the current memory, so it keeps what
+        was absorbed before; ``append=False`` starts a fresh one. Returns the new memory."""
+        memory = self.absorb_memory(
+            documents,
+            into=self._memory if append else None,
+            config=config,
+            show_progress=show_progress,
+            generator=generator,
+        )
+        self._memory = memory
+        return memory
+
+    @dispatcher.span
+    def absorb_memory(
+        self,
+        documents: Any,
+        *,
+        into: Memory | None = None,
+        config: LIFTConfig | None = None,
+        show_progress: bool = False,
+        generator: Any = None,
+    ) -> Memory:
+        """Absorb ``documents`` into a new memory and return it without making it this LLM's memory.
+
+        Emits :class:`LIFTAbsorbStartEvent`, one :class:`LIFTAbsorbProgressEvent` per optimizer step and
+        :class:`LIFTAbsorbEndEvent`; ``show_progress`` draws a tqdm bar. ``into``: continue from that
+        memory (the result holds its documents too). See :meth:`LIFTModel.absorb` for ``config`` and
+        ``generator``.
+        """
+        docs = normalize_documents(to_core_documents(documents))  # bad input fails before any event
+        lift = self.lift_model
+        dispatcher.event(
+            LIFTAbsorbStartEvent(
+                model_name=lift.name,
+                num_documents=len(docs),
+                titles=[d.title for d in docs],
+                base_memory_id=into.id if into is not None else None,
+            )
+        )
+
+        def on_step(progress: AbsorbProgress) -> None:
+            dispatcher.event(LIFTAbsorbProgressEvent(**progress.to_dict()))
+
+        with self.callback_manager.as_trace("lift_absorb"):
+            memory = lift.absorb(
+                docs,
+                config=config,
+                generator=generator,
+                show_progress=show_progress,
+                callback=on_step,
+                into=into,
+            )
+        stats = memory.stats
+        dispatcher.event(
+            LIFTAbsorbEndEvent(
+                memory_id=memory.id,
+                num_documents=len(memory.documents),
+                steps=int(stats.get("steps", 0)),
+                seconds=float(stats.get("seconds", 0.0)),
+                final_loss=float(stats.get("final_loss", float("nan"))),
+            )
+        )
+        return memory
+
+    def save_memory(self, path: str | os.PathLike[str]) -> Path:
+        """Write the current memory to the folder ``path`` (atomically); returns the folder."""
+        if self._memory is None:
+            raise ValueError("this LIFTLLM has no memory to save; absorb documents or load a memory first")
+        return self._memory.save(path)
+
+    def load_memory(self, memory: Memory | str | os.PathLike[str]) -> Memory:
+        """Answer with ``memory`` (a :class:`Memory` or a saved folder) from now on.
+
+        The memory is checked against this model's weights now, so a memory made for another base model
+        fails here (``MemoryMismatchError``) rather than at the first question.
+        """
+        loaded = memory if isinstance(memory, Memory) else Memory.load(memory)
+        with self.lift_model.using(loaded):
+            pass
+        self._memory = loaded
+        return loaded
+
+    def clear_memory(self) -> None:
+        """Answer with the base model alone; the shared weights stay loaded."""
+        self._memory = None
+
+    # Prompt plumbing --------------------------------------------------------------------------------
+
+    def _render_messages(self, messages: Sequence[ChatMessage]) -> str:
+        """Default ``messages_to_prompt``: the tokenizer's chat template, as the model will see it.
+
+        A rendered prompt that comes back through ``complete(..., formatted=True)`` (CustomLLM's and
+        LlamaIndex's own completion path) is mapped back to its messages instead of being wrapped in the
+        template a second time: the core always applies the template itself and keeps control-token
+        strings in content as plain text, so it cannot take a pre-rendered prompt.
+        """
+        core = normalize_messages(to_core_messages(messages))
+        tokenizer = self.lift_model.tokenizer
+        if getattr(tokenizer, "chat_template", None) is None:
+            return generic_messages_to_prompt(messages)
+        rendered = tokenizer.apply_chat_template(core, tokenize=False, add_generation_prompt=True)
+        with self._rendered_lock:
+            self._rendered[rendered] = core
+            self._rendered.move_to_end(rendered)
+            while len(self._rendered) > _RENDERED_KEEP:
+                self._rendered.popitem(last=False)
+        return rendered
+
+    def _completion_messages(self, prompt: str, formatted: bool) -> list[dict[str, str]]:
+        if formatted:
+            with self._rendered_lock:
+                rendered = self._rendered.get(prompt)
+            return list(rendered) if rendered is not None else [{"role": "user", "content": prompt}]
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, {"role": "user", "content": self.completion_to_prompt(prompt)}]
+
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        max_new_tokens = kwargs.get("max_new_tokens", kwargs.get("max_tokens")) or self.max_new_tokens
+        temperature = kwargs.get("temperature")
+        return {
+            "memory": self._memory,
+            "context": kwargs.get("context"),
+            "max_new_tokens": int(max_new_tokens),
+            "temperature": self.temperature if temperature is None else float(temperature),
+            "stop": kwargs.get("stop", self.stop) or None,
+        }
+
+    def _raw(self, result: GenerationResult | None, memory: Memory | None) -> dict[str, Any]:
+        """JSON-serialisable ``raw``; ``usage`` is where ``TokenCountingHandler`` looks for counts."""
+        usage = None
+        if result is not None:
+            usage = {
+                "prompt_tokens": result.input_tokens,
+                "completion_tokens": result.output_tokens,
+                "total_tokens": result.total_tokens,
+            }
+        return {
+            "usage": usage,
+            "model": self.lift_model.name,
+            "finish_reason": result.finish_reason if result is not None else None,
+            "memory_id": memory.id if memory is not None else None,
+        }
+
+    def _generate(
+        self, messages: list[dict[str, str]], options: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        result = self.lift_model.generate(messages, **options)
+        return result.text, self._raw(result, options["memory"])
+
+    def _stream(
+        self, messages: list[dict[str, str]], options: dict[str, Any]
+    ) -> Iterator[tuple[str, str, Any]]:
+        """Start generating now (bad input raises here, inside the callback) and return an iterator of
+        ``(cumulative text, delta, raw)``. Each piece is held back until the next one arrives, so the last
+        response carries the usage without an extra empty-delta response."""
+        stream = self.lift_model.stream(messages, **options)
+
+        def pieces() -> Iterator[tuple[str, str, Any]]:
+            text, pending = "", None
+            for piece in stream:
+                if pending is not None:
+                    text += pending
+                    yield text, pending, None
+                pending = piece
+            raw = self._raw(stream.result, options["memory"])
+            if pending is None:  # nothing but end-of-turn was generated: one empty response carries usage
+                yield "", "", raw
+            else:
+                yield text + pending, pending, raw
+
+        return pieces()
+
+    def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
+        text, raw = self._generate(self._completion_messages(prompt, formatted), self._options(kwargs))
+        return CompletionResponse(text=text, raw=raw)
+
+    def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
+        text, raw = self._generate(to_core_messages(messages), self._options(kwargs))
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw=raw)
+
+    @staticmethod
+    def _chat_chunk(text: str, delta: str, raw: Any) -> ChatResponse:
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta, raw=raw
+        )
+
+    # Endpoints: each decorated so instrumentation, legacy callbacks and token counting see it ---------
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return self._complete(prompt, formatted, kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        pieces = self._stream(self._completion_messages(prompt, formatted), self._options(kwargs))
+        return (CompletionResponse(text=text, delta=delta, raw=raw) for text, delta, raw in pieces)
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._chat(messages, kwargs)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        pieces = self._stream(to_core_messages(messages), self._options(kwargs))
+        return (self._chat_chunk(text, delta, raw) for text, delta, raw in pieces)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return await asyncio.to_thread(self._complete, prompt, formatted, kwargs)
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        messages = self._completion_messages(prompt, formatted)
+        pieces = await asyncio.to_thread(self._stream, messages, self._options(kwargs))
+
+        async def gen() -> CompletionResponseAsyncGen:
+            async for text, delta, raw in _aiterate(pieces):
+                yield CompletionResponse(text=text, delta=delta, raw=raw)
+
+        return gen()
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await asyncio.to_thread(self._chat, messages, kwargs)
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        pieces = await asyncio.to_thread(self._stream, to_core_messages(messages), self._options(kwargs))
+
+        async def gen() -> ChatResponseAsyncGen:
+            async for text, delta, raw in _aiterate(pieces):
+                yield self._chat_chunk(text, delta, raw)
+
+        return gen()

@@ -1,0 +1,148 @@
+"""Saving and loading memories: round trips, verification, mismatches, atomic replacement."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import build_tiny_model
+
+from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryFormatError, MemoryMismatchError
+from lift_integrations.memory import DOCUMENTS_FILE, MANIFEST_FILE, TENSORS_FILE
+
+FACTS = "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven."
+TINY = LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2)
+
+
+@pytest.fixture
+def absorbed(tiny_lift: LIFTModel) -> tuple[LIFTModel, Memory]:
+    return tiny_lift, tiny_lift.absorb(("Zorblat", FACTS), config=TINY)
+
+
+def _logits(lift: LIFTModel, memory: Memory | None) -> torch.Tensor:
+    ids = lift.prompt_ids("Who founded the Zorblat Institute?", memory=None)
+    with lift.using(memory), torch.no_grad():
+        return lift.logits(ids)
+
+
+def test_round_trip_gives_identical_outputs(absorbed: tuple[LIFTModel, Memory], tmp_path: Path) -> None:
+    lift, memory = absorbed
+    folder = memory.save(tmp_path / "zorblat")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST_FILE, TENSORS_FILE, DOCUMENTS_FILE])
+    loaded = Memory.load(folder)
+    assert loaded.id == memory.id and loaded.titles == ["Zorblat"] and loaded.documents[0].text == FACTS
+    assert loaded.config == memory.config
+    assert torch.equal(_logits(lift, loaded), _logits(lift, memory))
+    first = lift.generate("Who founded it?", memory=memory, max_new_tokens=8).text
+    assert lift.generate("Who founded it?", memory=loaded, max_new_tokens=8).text == first
+
+
+def test_manifest_describes_the_memory(absorbed: tuple[LIFTModel, Memory], tmp_path: Path) -> None:
+    lift, memory = absorbed
+    manifest = json.loads((memory.save(tmp_path / "m") / MANIFEST_FILE).read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["base_model"]["fingerprint"] == lift.fingerprint
+    assert manifest["adapter"]["kind"] == "gated_memory"
+    shapes = manifest["adapter"]["tensors"]
+    assert shapes["layers.0.mem_in.weight"]["shape"] == [4, 16, 32]  # heads, head_dim, 2 * head_dim
+    assert manifest["documents"][0]["title"] == "Zorblat" and len(manifest["documents"][0]["sha256"]) == 64
+    assert manifest["num_parameters"] == memory.num_parameters > 0
+    assert manifest["config"]["segment_length"] == memory.config.segment_length
+
+
+def test_loading_onto_a_different_base_model_fails_clearly(absorbed: tuple[LIFTModel, Memory],
+                                                           tmp_path: Path) -> None:
+    _, memory = absorbed
+    loaded = Memory.load(memory.save(tmp_path / "m"))
+    other_model, tokenizer = build_tiny_model("llama", seed=99)
+    other = LIFTModel(other_model, tokenizer, name="other")
+    with pytest.raises(MemoryMismatchError, match="made for base model"):
+        other.attach(loaded)
+    with pytest.raises(MemoryMismatchError):
+        other.generate("hi", memory=loaded)
+    lora_model, _ = build_tiny_model("llama")
+    with pytest.raises(MemoryMismatchError, match="adapter"):
+        LIFTModel(lora_model, tokenizer, adapter="lora").attach(loaded)
+
+
+@pytest.mark.parametrize("target", [TENSORS_FILE, DOCUMENTS_FILE])
+def test_tampered_or_truncated_files_are_refused(absorbed: tuple[LIFTModel, Memory], tmp_path: Path,
+                                                 target: str) -> None:
+    folder = absorbed[1].save(tmp_path / "m")
+    data = bytearray((folder / target).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (folder / target).write_bytes(bytes(data))
+    with pytest.raises(MemoryFormatError, match="does not match its hash"):
+        Memory.load(folder)
+    (folder / target).write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(MemoryFormatError):
+        Memory.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(format_version=99), "newer than this library"),
+        (lambda m: m.update(format="pickle"), "not a lift-memory"),
+        (lambda m: m["adapter"].update(kind="mystery"), "unknown adapter kind"),
+        (lambda m: m["adapter"]["tensors"]["layers.0.mem_in.weight"].update(shape=[1, 2, 3]), "shape"),
+        (lambda m: m["adapter"]["tensors"]["layers.0.mem_in.weight"].update(dtype="int64"), "dtype"),
+        (lambda m: m.pop("files"), "file hashes"),
+        (lambda m: m["base_model"].pop("fingerprint"), "fingerprint"),
+    ],
+)
+def test_invalid_manifests_are_refused(absorbed: tuple[LIFTModel, Memory], tmp_path: Path, edit, message: str) -> None:
+    folder = absorbed[1].save(tmp_path / "m")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    edit(manifest)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(MemoryFormatError, match=message):
+        Memory.load(folder)
+
+
+def test_not_json_and_missing_folders(tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / MANIFEST_FILE).write_bytes(b"\x80\x04\x95pickle")
+    with pytest.raises(MemoryFormatError, match="not valid UTF-8 JSON"):
+        Memory.load(tmp_path / "bad")
+    with pytest.raises(FileNotFoundError):
+        Memory.load(tmp_path / "nothing-here")
+
+
+def test_saving_over_a_memory_replaces_it_atomically(tiny_lift: LIFTModel, tmp_path: Path) -> None:
+    first = tiny_lift.absorb(FACTS, config=TINY)
+    second = tiny_lift.absorb("Vellhaven lies on the river Oskel.", config=TINY)
+    target = tmp_path / "m"
+    first.save(target)
+    second.save(target)
+    assert Memory.load(target).id == second.id
+    assert [p.name for p in tmp_path.iterdir()] == ["m"], "no temporary or old folders are left behind"
+
+
+def test_a_save_cut_off_between_its_renames_leaves_the_old_memory_readable(absorbed: tuple[LIFTModel, Memory],
+                                                                           tmp_path: Path) -> None:
+    memory = absorbed[1]
+    target = memory.save(tmp_path / "m")
+    shutil.move(target, tmp_path / ".m.old-12345")  # the state right after the first rename
+    assert Memory.load(tmp_path / "m").id == memory.id
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_memory(absorbed: tuple[LIFTModel, Memory],
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"...")
+    with pytest.raises(FileExistsError, match="does not hold a memory"):
+        absorbed[1].save(tmp_path / "photos")
+    assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"..."
+
+
+def test_lora_memory_round_trip(tmp_path: Path) -> None:
+    model, tokenizer = build_tiny_model("qwen3")
+    lift = LIFTModel(model, tokenizer, adapter="lora", adapter_config={"r": 4, "alpha": 8})
+    memory = lift.absorb(FACTS, config=TINY)
+    loaded = Memory.load(memory.save(tmp_path / "lora"))
+    loaded_logits = _logits(lift, loaded)
+    assert torch.equal(loaded_logits, _logits(lift, memory))
