@@ -34,12 +34,42 @@ def document_of(tokenizer, length: int) -> str:  # noqa: ANN001
     return tokenizer.decode(ids[:length])
 
 
+def matmul_peak_tflops(device: str) -> float | None:
+    """bf16 matrix-multiply throughput measured now, the denominator of model FLOPs utilisation."""
+    import torch
+
+    if device != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    torch.cuda.synchronize()
+    return 20 * 2 * 8192**3 / (time.perf_counter() - start) / 1e12
+
+
+def training_flops(model, tokens: int, seq_sq_sum: int, adapter_params: int) -> float:  # noqa: ANN001
+    """Approximate matmul FLOPs of absorption: frozen base forward + input-gradient backward (4 per
+    parameter per token, embeddings excluded), adapter forward + full backward (6), causal attention
+    scores and values (3 passes x 2 products x 2 FLOPs x layers x hidden x seq^2 / 2)."""
+    config = model.config
+    embedding = config.vocab_size * config.hidden_size
+    base = sum(p.numel() for p in model.parameters()) - embedding
+    attention = 6 * config.num_hidden_layers * config.hidden_size * seq_sq_sum
+    return 4 * base * tokens + 6 * adapter_params * tokens + attention
+
+
 def run_case(preset: str, length: int, model: str | None, device: str | None) -> dict:
     import torch
 
     from lift_integrations import LIFTConfig, LIFTModel
 
     lift = LIFTModel.from_pretrained(model, device=device)
+    peak = matmul_peak_tflops(lift.device.type)
     config = getattr(LIFTConfig, preset)()
     text = document_of(lift.tokenizer, length)
     if lift.device.type == "cuda":
@@ -52,6 +82,9 @@ def run_case(preset: str, length: int, model: str | None, device: str | None) ->
     wall = time.perf_counter() - start
     stats = memory.stats
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if lift.device.type == "cuda" else None
+    flops = training_flops(
+        lift.model, stats["tokens_trained"], stats.get("sum_sq_lengths", 0), memory.num_parameters
+    )
     return {
         "preset": preset,
         "document_tokens": length,
@@ -65,17 +98,51 @@ def run_case(preset: str, length: int, model: str | None, device: str | None) ->
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_gpu_mib": None if peak_gpu is None else round(peak_gpu, 1),
         "device": str(lift.device),
+        "mfu_pct": None if peak is None else round(100 * flops / stats["seconds"] / (peak * 1e12), 2),
+        "peak_tflops": None if peak is None else round(peak, 1),
         "threads": torch.get_num_threads(),
     }
 
 
+def run_naive(model: str | None, device: str | None, steps: int = 20) -> dict:
+    """The reference loop of issue 7: PEFT LoRA r=64 on every linear layer, fp32 weights, bf16 autocast,
+    batches of 8 x 512 random tokens, full-vocabulary logits."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lift_integrations import LIFTModel
+
+    lift = LIFTModel.from_pretrained(model, device=device, dtype="float32")
+    peft_model = get_peft_model(lift.model, LoraConfig(r=64, lora_alpha=128, target_modules="all-linear"))
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    ids = torch.randint(0, lift.model.config.vocab_size, (8, 512), device=lift.device)
+    for step in range(steps + 3):
+        if step == 3:
+            if lift.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast(lift.device.type, dtype=torch.bfloat16):
+            loss = peft_model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    if lift.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"preset": "naive-lora-loop", "tokens_per_s": round(steps * 8 * 512 / seconds, 1)}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--presets", nargs="+", default=["fast"], choices=["fast", "paper"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[2000, 8000])
     parser.add_argument("--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--naive", action="store_true", help="also time the naive LoRA loop of issue 7")
     parser.add_argument("--case", nargs=2, metavar=("PRESET", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -85,9 +152,13 @@ def main() -> None:
         return
 
     results = []
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
-    print("| preset | doc tokens | wall s | tokens trained | tokens/s | steps | peak RSS MiB | peak GPU MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
+    )
+    print(
+        "| preset | doc tokens | wall s | tokens trained | tokens/s | MFU % | steps | peak RSS MiB | peak GPU MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
         for length in args.lengths:
             command = [sys.executable, __file__, "--case", preset, str(length)]
@@ -98,8 +169,22 @@ def main() -> None:
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
             results.append(result)
-            print(f"| {preset} | {length} | {result['wall_s']} | {result['tokens_trained']} | {result['tokens_per_s']} "
-                  f"| {result['steps']} | {result['peak_rss_mib']} | {result['peak_gpu_mib'] or '-'} |", flush=True)
+            print(
+                f"| {preset} | {length} | {result['wall_s']} | {result['tokens_trained']} | {result['tokens_per_s']} "
+                f"| {result['mfu_pct'] or '-'} | {result['steps']} | {result['peak_rss_mib']} | {result['peak_gpu_mib'] or '-'} |",
+                flush=True,
+            )
+    if args.naive:
+        naive = run_naive(args.model, args.device)
+        results.append(naive)
+        print(
+            f"naive LoRA loop (r=64, fp32 weights + bf16 autocast, 8 x 512): {naive['tokens_per_s']} tokens/s"
+        )
+        for result in results[:-1]:
+            print(
+                f"{result['preset']} {result['document_tokens']}: "
+                f"{result['tokens_per_s'] / naive['tokens_per_s']:.2f}x the naive loop's tokens/s"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -49,7 +49,9 @@ def main() -> None:
     args = parser.parse_args()
 
     fiction = json.loads((ROOT / "examples" / "data" / "quillon.json").read_text())
-    documents = [(fiction["title"], fiction["text"], [(q["question"], q["answer"]) for q in fiction["questions"]])]
+    documents = [
+        (fiction["title"], fiction["text"], [(q["question"], q["answer"]) for q in fiction["questions"]])
+    ]
     if args.squad and args.articles:
         for article in load_squad_articles(args.squad)[: args.articles]:
             qs = [(q.question, q.answer) for q in article.questions[: args.questions]]
@@ -62,8 +64,13 @@ def main() -> None:
         print(json.dumps({"variant": "closed-book", "document": title, **before}), flush=True)
     general_before = evaluate(base, None, general)["contains"]
     for variant in json.loads(args.variants):
-        lift = LIFTModel(base.model, base.tokenizer, name=base.name, adapter=variant.get("adapter", "gated_memory"),
-                         adapter_config=variant.get("adapter_config"))
+        lift = LIFTModel(
+            base.model,
+            base.tokenizer,
+            name=base.name,
+            adapter=variant.get("adapter", "gated_memory"),
+            adapter_config=variant.get("adapter_config"),
+        )
         lift._fingerprint = base.fingerprint
         config = getattr(LIFTConfig, variant.get("preset", "fast"))(**variant.get("config", {}))
         for title, text, questions in documents:
@@ -73,9 +80,20 @@ def main() -> None:
             result = evaluate(lift, memory, questions)
             result["general_contains"] = evaluate(lift, memory, general)["contains"]
             result["general_before"] = general_before
-            print(json.dumps({"variant": variant["name"], "document": title, "absorb_s": round(seconds, 1),
-                              "loss": round(memory.stats["final_loss"], 3), "steps": memory.stats["steps"],
-                              "qa_samples": memory.stats["qa_samples"], **result}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "variant": variant["name"],
+                        "document": title,
+                        "absorb_s": round(seconds, 1),
+                        "loss": round(memory.stats["final_loss"], 3),
+                        "steps": memory.stats["steps"],
+                        "qa_samples": memory.stats["qa_samples"],
+                        **result,
+                    }
+                ),
+                flush=True,
+            )
             lift.backend.release(memory._binding[1]) if memory._binding else None
 
 

@@ -37,8 +37,11 @@ class LIFTConfig:
     stage2_epochs: int = 5
     steps_per_epoch: int | None = 1
     """Optimizer steps per epoch; ``None`` makes one step per ``batch_size`` samples."""
-    batch_size: int = 1
-    """Samples per forward pass (micro-batch); gradients accumulate up to the optimizer step."""
+    batch_size: int = 16
+    """Samples per forward pass (micro-batch) at most; gradients accumulate up to the optimizer step. With
+    ``steps_per_epoch=1`` (the paper) it changes speed only, not what is computed."""
+    micro_batch_tokens: int | None = None
+    """Padded tokens per forward pass at most; ``None``: 65,536 on CUDA, 8,192 elsewhere."""
     # Optimizer (paper: AdamW (0.9, 0.98), eps 1e-8, lr 1e-3 constant, wd 1e-4, clip 1.0).
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -52,6 +55,13 @@ class LIFTConfig:
     """Matrix precision while training: ``auto`` uses bf16 autocast on CUDA and on CPUs with native bf16
     (AMX or AVX512-BF16), fp32 elsewhere. The memory's parameters always stay fp32."""
     seed: int = 0
+    # Checkpointing (off by default): where and how often absorption saves its progress.
+    checkpoint_dir: str | None = None
+    """Folder for resumable checkpoints; ``None`` turns checkpointing off. An absorption killed midway
+    resumes from its last checkpoint when it is run again with the same documents, settings and model.
+    Never saved with a memory (it names a local path)."""
+    checkpoint_every: int = 50
+    """Optimizer steps between checkpoints (when ``checkpoint_dir`` is set)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,18 +80,32 @@ class LIFTConfig:
                 f"LIFTConfig.segment_stride ({self.segment_stride}) must not exceed segment_length "
                 f"({self.segment_length}): tokens between segments would never be trained on"
             )
-        for name in ("context_view_length", "qa_per_document", "stage1_epochs", "stage2_epochs", "warmup_steps",
-                     "qa_context_length"):
+        for name in (
+            "context_view_length",
+            "qa_per_document",
+            "stage1_epochs",
+            "stage2_epochs",
+            "warmup_steps",
+            "qa_context_length",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"LIFTConfig.{name} must be a non-negative integer, got {value!r}")
         if self.stage1_epochs + self.stage2_epochs == 0:
             raise ValueError("LIFTConfig needs at least one epoch (stage1_epochs + stage2_epochs > 0)")
+        if self.micro_batch_tokens is not None and (
+            not isinstance(self.micro_batch_tokens, int) or self.micro_batch_tokens <= 0
+        ):
+            raise ValueError(
+                f"LIFTConfig.micro_batch_tokens must be a positive integer or None, "
+                f"got {self.micro_batch_tokens!r}"
+            )
         if self.steps_per_epoch is not None and (
             not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch <= 0
         ):
-            raise ValueError(f"LIFTConfig.steps_per_epoch must be a positive integer or None, "
-                             f"got {self.steps_per_epoch!r}")
+            raise ValueError(
+                f"LIFTConfig.steps_per_epoch must be a positive integer or None, got {self.steps_per_epoch!r}"
+            )
         for name in ("learning_rate", "adam_eps", "max_grad_norm"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -94,9 +118,18 @@ class LIFTConfig:
             raise ValueError(f"LIFTConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"LIFTConfig.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        path = self.checkpoint_dir
+        if path is not None and (not isinstance(path, str) or not path):
+            raise ValueError(
+                f"LIFTConfig.checkpoint_dir must be a non-empty path string or None, got {path!r}"
+            )
+        every = self.checkpoint_every
+        if not isinstance(every, int) or isinstance(every, bool) or every <= 0:
+            raise ValueError(f"LIFTConfig.checkpoint_every must be a positive integer, got {every!r}")
         if self.qa_generator not in ("extractive", "model", "none"):
-            raise ValueError(f"LIFTConfig.qa_generator must be 'extractive', 'model' or 'none', "
-                             f"got {self.qa_generator!r}")
+            raise ValueError(
+                f"LIFTConfig.qa_generator must be 'extractive', 'model' or 'none', got {self.qa_generator!r}"
+            )
 
     # Presets ---------------------------------------------------------------------------------------
 
@@ -137,7 +170,9 @@ class LIFTConfig:
         smaller window every length is scaled by the same factor, keeping the stride/segment ratio.
         """
         if window < 64:
-            raise ValueError(f"the model's context window ({window} tokens) is too small for LIFT (needs >= 64)")
+            raise ValueError(
+                f"the model's context window ({window} tokens) is too small for LIFT (needs >= 64)"
+            )
         budget = min(self.max_seq_length, window - 16)
         needed = self.segment_length + (self.context_view_length if self.contextualized else 0) + 64
         if needed <= budget and self.qa_context_length <= budget:

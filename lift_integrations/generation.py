@@ -48,11 +48,15 @@ def to_messages(prompt_or_messages: PromptInput) -> list[Message]:
     for index, item in enumerate(prompt_or_messages):
         if isinstance(item, tuple) and len(item) == 2:
             role, content = item
-            messages.append({"role": {"human": "user", "ai": "assistant"}.get(role, role), "content": content})
+            messages.append(
+                {"role": {"human": "user", "ai": "assistant"}.get(role, role), "content": content}
+            )
         elif isinstance(item, dict):
             messages.append(item)
         else:
-            raise TypeError(f"message {index} must be a dict or a (role, content) pair, got {type(item).__name__}")
+            raise TypeError(
+                f"message {index} must be a dict or a (role, content) pair, got {type(item).__name__}"
+            )
     return normalize_messages(messages)
 
 
@@ -85,12 +89,15 @@ def build_prompt_ids(
     if room <= 8:
         raise ValueError(f"the messages alone take {bare} tokens; no room is left for context in {budget}")
     context_ids = head_tail(encode_text(tokenizer, context), room, encode_text(tokenizer, SEPARATOR))
-    ids = encode_chat(tokenizer, with_context(messages, tokenizer.decode(context_ids)), add_generation_prompt=True)
+    ids = encode_chat(
+        tokenizer, with_context(messages, tokenizer.decode(context_ids)), add_generation_prompt=True
+    )
     while len(ids) > budget and room > 8:  # decoding and re-encoding can shift a few tokens
         room -= max(8, len(ids) - budget)
         context_ids = head_tail(encode_text(tokenizer, context), room, encode_text(tokenizer, SEPARATOR))
-        ids = encode_chat(tokenizer, with_context(messages, tokenizer.decode(context_ids)),
-                          add_generation_prompt=True)
+        ids = encode_chat(
+            tokenizer, with_context(messages, tokenizer.decode(context_ids)), add_generation_prompt=True
+        )
     return ids
 
 
@@ -109,13 +116,19 @@ class Generator:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
 
-    def _kwargs(self, max_new_tokens: int, temperature: float, stop: Sequence[str], top_p: float | None) -> dict:
+    def _kwargs(
+        self, max_new_tokens: int, temperature: float, stop: Sequence[str], top_p: float | None
+    ) -> dict:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, min_new_tokens=1, pad_token_id=self.pad_id,
-                                      eos_token_id=self.eos_ids or None)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=1,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids or None,
+        )
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=top_p if top_p else 1.0)
         else:
@@ -125,30 +138,61 @@ class Generator:
             kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
         return kwargs
 
-    def _finish(self, prompt_len: int, new_ids: list[int], max_new_tokens: int,
-                stop: Sequence[str]) -> GenerationResult:
+    def _finish(
+        self, prompt_len: int, new_ids: list[int], max_new_tokens: int, stop: Sequence[str]
+    ) -> GenerationResult:
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
         text, stopped = _truncate_at_stop(text, stop)
         ended = bool(new_ids) and new_ids[-1] in self.eos_ids
         reason: FinishReason = "stop" if (stopped or ended or len(new_ids) < max_new_tokens) else "length"
-        return GenerationResult(text=text, input_tokens=prompt_len, output_tokens=len(new_ids), finish_reason=reason)
+        return GenerationResult(
+            text=text, input_tokens=prompt_len, output_tokens=len(new_ids), finish_reason=reason
+        )
 
-    def generate(self, prompt_ids: list[int], guard: AbstractContextManager[Any], *, max_new_tokens: int,
-                 temperature: float = 0.0, stop: Sequence[str] = (), top_p: float | None = None) -> GenerationResult:
+    def generate(
+        self,
+        prompt_ids: list[int],
+        guard: AbstractContextManager[Any],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        top_p: float | None = None,
+    ) -> GenerationResult:
+        kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p)
+        new_ids = self.new_token_ids(prompt_ids, guard, kwargs)
+        return self._finish(len(prompt_ids), new_ids, max_new_tokens, stop)
+
+    def new_token_ids(
+        self, prompt_ids: list[int], guard: AbstractContextManager[Any], kwargs: dict[str, Any]
+    ) -> list[int]:
+        """Run ``model.generate`` inside ``guard`` (the lock and memory) and return the new token ids."""
         import torch
 
-        kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([prompt_ids], device=device)
         with guard, torch.inference_mode():
             output = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-        new_ids = output[0, len(prompt_ids) :].tolist()
-        return self._finish(len(prompt_ids), new_ids, max_new_tokens, stop)
+        return output[0, len(prompt_ids) :].tolist()
 
-    def stream(self, prompt_ids: list[int], guard: AbstractContextManager[Any], *, max_new_tokens: int,
-               temperature: float = 0.0, stop: Sequence[str] = (), top_p: float | None = None) -> TextStream:
-        return TextStream(self, prompt_ids, guard, self._kwargs(max_new_tokens, temperature, stop, top_p),
-                          max_new_tokens, stop)
+    def stream(
+        self,
+        prompt_ids: list[int],
+        guard: AbstractContextManager[Any],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        top_p: float | None = None,
+    ) -> TextStream:
+        return TextStream(
+            self,
+            prompt_ids,
+            guard,
+            self._kwargs(max_new_tokens, temperature, stop, top_p),
+            max_new_tokens,
+            stop,
+        )
 
 
 class TextStream(Iterator[str]):
@@ -160,8 +204,15 @@ class TextStream(Iterator[str]):
     the stream), which ends generation at the next token and releases the model.
     """
 
-    def __init__(self, generator: Generator, prompt_ids: list[int], guard: AbstractContextManager[Any],
-                 kwargs: dict[str, Any], max_new_tokens: int, stop: Sequence[str]) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        prompt_ids: list[int],
+        guard: AbstractContextManager[Any],
+        kwargs: dict[str, Any],
+        max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> None:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         cancelled = threading.Event()
@@ -186,16 +237,8 @@ class TextStream(Iterator[str]):
         self._thread.start()
 
     def _run(self, prompt_ids: list[int], guard: AbstractContextManager[Any], kwargs: dict[str, Any]) -> None:
-        import torch
-
         try:
-            model = self._generator.model
-            device = next(model.parameters()).device
-            input_ids = torch.tensor([prompt_ids], device=device)
-            with guard, torch.inference_mode():
-                output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                        streamer=self._streamer, **kwargs)
-            self._new_ids = output[0, len(prompt_ids) :].tolist()
+            self._new_ids = self._generator.new_token_ids(prompt_ids, guard, {**kwargs, "streamer": self._streamer})
         except BaseException as error:  # re-raised in the consumer's thread
             self._error = error
             self._streamer.end()
@@ -228,8 +271,12 @@ class TextStream(Iterator[str]):
             emitted += buffer
             yield buffer
         final = self._generator._finish(self._prompt_len, self._new_ids, self._max_new_tokens, self._stop)
-        self.result = GenerationResult(text=emitted, input_tokens=final.input_tokens,
-                                       output_tokens=final.output_tokens, finish_reason=final.finish_reason)
+        self.result = GenerationResult(
+            text=emitted,
+            input_tokens=final.input_tokens,
+            output_tokens=final.output_tokens,
+            finish_reason=final.finish_reason,
+        )
 
     def __iter__(self) -> TextStream:
         return self
@@ -253,5 +300,3 @@ class TextStream(Iterator[str]):
             pass
         assert self.result is not None
         return self.result.text
-
-

@@ -60,8 +60,15 @@ class LIFTModel:
     shared by threads: requests made with different memories never see each other's memory.
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str | None = None,
-                 adapter: str = "gated_memory", adapter_config: Any = None) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str | None = None,
+        adapter: str = "gated_memory",
+        adapter_config: Any = None,
+    ) -> None:
         for param in model.parameters():
             param.requires_grad_(False)
         model.eval()
@@ -160,8 +167,10 @@ class LIFTModel:
         if memory._binding is not None and memory._binding[0] is self.backend:
             return memory._binding[1]
         if memory.adapter_kind != self.backend.kind:
-            raise MemoryMismatchError(f"this memory uses the {memory.adapter_kind!r} adapter, but the model was "
-                                      f"loaded with adapter={self.backend.kind!r}")
+            raise MemoryMismatchError(
+                f"this memory uses the {memory.adapter_kind!r} adapter, but the model was "
+                f"loaded with adapter={self.backend.kind!r}"
+            )
         if memory.base_fingerprint != self.fingerprint:
             raise MemoryMismatchError(
                 f"this memory was made for base model {memory.base_model_name!r} (fingerprint "
@@ -173,8 +182,10 @@ class LIFTModel:
             given = {name: tuple(t.shape) for name, t in memory.tensors.items()}
             if expected != given:
                 self.backend.release(weights)
-                raise MemoryMismatchError("the memory's tensors do not fit this model's adapter "
-                                          f"(first differences: {sorted(set(expected.items()) ^ set(given.items()))[:3]})")
+                raise MemoryMismatchError(
+                    "the memory's tensors do not fit this model's adapter "
+                    f"(first differences: {sorted(set(expected.items()) ^ set(given.items()))[:3]})"
+                )
             weights.load_state_dict({k: v.to(self.device) for k, v in memory.tensors.items()})
             for param in weights.parameters():
                 param.requires_grad_(False)
@@ -241,8 +252,11 @@ class LIFTModel:
         init = torch.Generator(device="cpu").manual_seed(fitted.seed)
         weights = self.backend.create(generator=init)
         if into is not None:
-            weights.load_state_dict({k: v.to(self.device) for k, v in self._weights_for(into).state_dict().items()})
+            weights.load_state_dict(
+                {k: v.to(self.device) for k, v in self._weights_for(into).state_dict().items()}
+            )
         progress = _progress_bar(show_progress)
+
         def on_step(report: AbsorbProgress) -> None:
             progress(report)
             if callback is not None:
@@ -253,9 +267,16 @@ class LIFTModel:
                 self.backend.activate(weights)
                 self._set_checkpointing(fitted.gradient_checkpointing)
                 try:
-                    stats = train_memory(self.model, list(weights.parameters()), [segments, segments + questions],
-                                         [fitted.stage1_epochs, fitted.stage2_epochs], fitted,
-                                         pad_id=self._generator.pad_id, num_documents=len(docs), on_step=on_step)
+                    stats = train_memory(
+                        self.model,
+                        list(weights.parameters()),
+                        [segments, segments + questions],
+                        [fitted.stage1_epochs, fitted.stage2_epochs],
+                        fitted,
+                        pad_id=self._generator.pad_id,
+                        num_documents=len(docs),
+                        on_step=on_step,
+                    )
                 finally:
                     self._set_checkpointing(False)
                     self.backend.activate(None)
@@ -274,8 +295,15 @@ class LIFTModel:
             config=fitted,
             base_model_name=self.name,
             base_fingerprint=self.fingerprint,
-            stats={"steps": stats.steps, "tokens_trained": stats.tokens_trained, "seconds": round(stats.seconds, 3),
-                   "final_loss": stats.final_loss, "segment_samples": len(segments), "qa_samples": len(questions)},
+            stats={
+                "steps": stats.steps,
+                "tokens_trained": stats.tokens_trained,
+                "sum_sq_lengths": stats.sum_sq_lengths,
+                "seconds": round(stats.seconds, 3),
+                "final_loss": stats.final_loss,
+                "segment_samples": len(segments),
+                "qa_samples": len(questions),
+            },
         )
         memory._binding = (self.backend, weights)
         return memory
@@ -289,7 +317,9 @@ class LIFTModel:
 
     def _complete_for_qa(self, prompt: str, attempt: int) -> str:
         """The base model as the paper's QA generator: greedy first, sampling on retries."""
-        return self.generate(prompt, memory=None, max_new_tokens=256, temperature=0.0 if attempt == 0 else 0.8).text
+        return self.generate(
+            prompt, memory=None, max_new_tokens=256, temperature=0.0 if attempt == 0 else 0.8
+        ).text
 
     # Generation -------------------------------------------------------------------------------------
 
@@ -308,8 +338,14 @@ class LIFTModel:
                 raise TypeError(f"context chunk {index} must be a str, got {type(chunk).__name__}")
         return "\n\n".join(chunk for chunk in chunks if chunk.strip()) or None
 
-    def prompt_ids(self, prompt_or_messages: PromptInput, *, memory: Any = ATTACHED, context: Any = None,
-                   max_new_tokens: int = 256) -> list[int]:
+    def prompt_ids(
+        self,
+        prompt_or_messages: PromptInput,
+        *,
+        memory: Any = ATTACHED,
+        context: Any = None,
+        max_new_tokens: int = 256,
+    ) -> list[int]:
         """The token ids :meth:`generate` would feed the model (context cut to fit the window)."""
         from lift_integrations.generation import build_prompt_ids
 
@@ -319,34 +355,57 @@ class LIFTModel:
         if isinstance(text, str) and context == "truncated":
             separator = encode_text(self.tokenizer, SEPARATOR)
             budget = self.context_window - max_new_tokens - 64
-            text = self.tokenizer.decode(head_tail(encode_text(self.tokenizer, text), max(budget, 16), separator))
+            text = self.tokenizer.decode(
+                head_tail(encode_text(self.tokenizer, text), max(budget, 16), separator)
+            )
         return build_prompt_ids(self.tokenizer, messages, text, self.context_window - max_new_tokens)
 
-    def generate(self, prompt_or_messages: PromptInput, *, memory: Any = ATTACHED, context: Any = None,
-                 max_new_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None,
-                 top_p: float | None = None) -> GenerationResult:
+    def generate(
+        self,
+        prompt_or_messages: PromptInput,
+        *,
+        memory: Any = ATTACHED,
+        context: Any = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        top_p: float | None = None,
+    ) -> GenerationResult:
         """Answer a prompt (or chat messages) with ``memory`` (default: the attached one; ``None``: the base
         model alone). ``context``: ``None``, ``"truncated"`` (head and tail of the memory's documents) or a
         list of text chunks (hybrid mode). Returns the text with token counts and the finish reason.
         """
-        resolved = self._resolve(memory)
-        ids = self.prompt_ids(prompt_or_messages, memory=resolved, context=context, max_new_tokens=max_new_tokens)
-        return self._generator.generate(ids, self.using(resolved), max_new_tokens=max_new_tokens,
-                                        temperature=temperature, stop=list(stop or ()), top_p=top_p)
+        return self._run(self._generator.generate, prompt_or_messages, memory, context, max_new_tokens,
+                         temperature, stop, top_p)
 
-    def stream(self, prompt_or_messages: PromptInput, *, memory: Any = ATTACHED, context: Any = None,
-               max_new_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None,
-               top_p: float | None = None) -> TextStream:
+    def stream(
+        self,
+        prompt_or_messages: PromptInput,
+        *,
+        memory: Any = ATTACHED,
+        context: Any = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        top_p: float | None = None,
+    ) -> TextStream:
         """Like :meth:`generate`, but yields text pieces as they are produced; the returned stream's
         ``result`` holds the token counts once it is exhausted."""
+        return self._run(self._generator.stream, prompt_or_messages, memory, context, max_new_tokens,
+                         temperature, stop, top_p)
+
+    def _run(self, method: Any, prompt_or_messages: PromptInput, memory: Any, context: Any,
+             max_new_tokens: int, temperature: float, stop: Sequence[str] | None, top_p: float | None) -> Any:
         resolved = self._resolve(memory)
         ids = self.prompt_ids(prompt_or_messages, memory=resolved, context=context, max_new_tokens=max_new_tokens)
-        return self._generator.stream(ids, self.using(resolved), max_new_tokens=max_new_tokens,
-                                      temperature=temperature, stop=list(stop or ()), top_p=top_p)
+        return method(ids, self.using(resolved), max_new_tokens=max_new_tokens, temperature=temperature,
+                      stop=list(stop or ()), top_p=top_p)
 
     # Scoring ----------------------------------------------------------------------------------------
 
-    def answer_logprob(self, question: str, answer: str, *, memory: Any = ATTACHED, context: Any = None) -> float:
+    def answer_logprob(
+        self, question: str, answer: str, *, memory: Any = ATTACHED, context: Any = None
+    ) -> float:
         """Total log-probability of ``answer`` as the reply to ``question`` (higher is more likely)."""
         import torch
 

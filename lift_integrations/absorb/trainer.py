@@ -43,6 +43,8 @@ class AbsorbProgress:
 class TrainingStats:
     steps: int
     tokens_trained: int
+    sum_sq_lengths: int
+    """Sum over trained sequences of length squared (attention cost grows with it)."""
     seconds: float
     final_loss: float
     losses: list[float]
@@ -65,6 +67,23 @@ def _split(items: Sequence[int], parts: int) -> list[list[int]]:
     """``items`` in ``parts`` contiguous, nearly equal groups."""
     bounds = np.linspace(0, len(items), parts + 1).round().astype(int)
     return [list(items[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def micro_batches(samples: Sequence[TrainingSample], max_samples: int, max_tokens: int) -> list[list[int]]:
+    """Indices of ``samples`` grouped into forward passes: similar lengths together (little padding),
+    at most ``max_samples`` samples and ``max_tokens`` padded tokens each (a longer sample goes alone)."""
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i].input_ids))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        width = len(samples[index].input_ids)  # sorted, so the newest sample is the widest
+        if current and (len(current) >= max_samples or width * (len(current) + 1) > max_tokens):
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _collate(samples: Sequence[TrainingSample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -132,14 +151,21 @@ def train_memory(
     for param in parameters:
         param.requires_grad_(True)
     if optimizer is None:
-        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=config.adam_betas,
-                                      eps=config.adam_eps, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            parameters,
+            lr=config.learning_rate,
+            betas=config.adam_betas,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+        )
     rng = np.random.default_rng(config.seed + 1)
+    token_budget = config.micro_batch_tokens or (65536 if device.type == "cuda" else 8192)
     model_dtype = next(model.parameters()).dtype
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=use_bf16_autocast(config.precision, device, model_dtype))
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=use_bf16_autocast(config.precision, device, model_dtype)
+    )
     total = sum(plan_steps(len(samples), config) * n for samples, n in zip(stages, epochs, strict=True))
-    step, tokens, losses = 0, 0, []
+    step, tokens, sum_sq, losses = 0, 0, 0, []
     start = time.perf_counter()
     was_training = model.training
     model.train(config.gradient_checkpointing)  # HF checkpoints only in train mode; dropout is 0 in LIFT
@@ -153,18 +179,21 @@ def train_memory(
                     total_weight = sum(weights) or 1.0
                     optimizer.zero_grad(set_to_none=True)
                     step_loss = 0.0
-                    for offset in range(0, len(step_samples), config.batch_size):
-                        micro = step_samples[offset : offset + config.batch_size]
-                        micro_weights = torch.tensor(weights[offset : offset + config.batch_size], device=device)
+                    for indices in micro_batches(step_samples, config.batch_size, token_budget):
+                        micro = [step_samples[i] for i in indices]
+                        micro_weights = torch.tensor([weights[i] for i in indices], device=device)
                         with autocast:
                             loss = per_sample_loss(model, _collate(micro, pad_id, device))
                         weighted = (loss * micro_weights).sum() / total_weight
                         weighted.backward()
                         step_loss += float(weighted.detach())
                         tokens += sum(len(s.input_ids) for s in micro)
+                        sum_sq += sum(len(s.input_ids) ** 2 for s in micro)
                     if not math.isfinite(step_loss):
-                        raise FloatingPointError(f"absorption diverged: loss is {step_loss} at step {step + 1}; "
-                                                 "lower the learning rate")
+                        raise FloatingPointError(
+                            f"absorption diverged: loss is {step_loss} at step {step + 1}; "
+                            "lower the learning rate"
+                        )
                     torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                     if config.warmup_steps:
                         scale = min(1.0, (step + 1) / config.warmup_steps)
@@ -174,13 +203,28 @@ def train_memory(
                     step += 1
                     losses.append(step_loss)
                     if on_step is not None:
-                        on_step(AbsorbProgress(step=step, total_steps=total, stage=stage_index + 1, epoch=epoch + 1,
-                                               loss=step_loss, tokens_seen=tokens, num_documents=num_documents,
-                                               elapsed_s=time.perf_counter() - start))
+                        on_step(
+                            AbsorbProgress(
+                                step=step,
+                                total_steps=total,
+                                stage=stage_index + 1,
+                                epoch=epoch + 1,
+                                loss=step_loss,
+                                tokens_seen=tokens,
+                                num_documents=num_documents,
+                                elapsed_s=time.perf_counter() - start,
+                            )
+                        )
     finally:
         model.train(was_training)
         optimizer.zero_grad(set_to_none=True)
         for param in parameters:
             param.requires_grad_(False)
-    return TrainingStats(steps=step, tokens_trained=tokens, seconds=time.perf_counter() - start,
-                         final_loss=losses[-1] if losses else float("nan"), losses=losses)
+    return TrainingStats(
+        steps=step,
+        tokens_trained=tokens,
+        sum_sq_lengths=sum_sq,
+        seconds=time.perf_counter() - start,
+        final_loss=losses[-1] if losses else float("nan"),
+        losses=losses,
+    )
