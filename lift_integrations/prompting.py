@@ -9,6 +9,8 @@ tokens split into plain text.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,24 @@ Message = dict[str, str]
 
 _PLACEHOLDER = "\ue000{}\ue001"
 _ROLES = {"system", "user", "assistant"}
+
+
+_TOKENIZER_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def tokenizer_lock(tokenizer: PreTrainedTokenizerBase) -> threading.Lock:
+    """One lock per tokenizer object.
+
+    ``split_special_tokens`` is a switch on the whole fast tokenizer in transformers 5, not a per-call
+    option, so two threads encoding at once can see each other's setting: template tokens turn into text,
+    or a document's ``<|im_start|>`` into a real control token. Every encode here holds this lock.
+    """
+    with _LOCKS_GUARD:
+        lock = _TOKENIZER_LOCKS.get(tokenizer)
+        if lock is None:
+            lock = _TOKENIZER_LOCKS[tokenizer] = threading.Lock()
+        return lock
 
 
 def normalize_messages(messages: Sequence[Message]) -> list[Message]:
@@ -45,7 +65,8 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of untrusted text: control-token strings stay plain text, no BOS/EOS is added."""
     if not text:
         return []
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    with tokenizer_lock(tokenizer):
+        return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
 
 def encode_chat(
@@ -75,7 +96,8 @@ def encode_chat(
 def _encode_template_piece(tokenizer: PreTrainedTokenizerBase, piece: str) -> list[int]:
     if not piece:
         return []
-    return list(tokenizer(piece, add_special_tokens=False)["input_ids"])
+    with tokenizer_lock(tokenizer):
+        return list(tokenizer(piece, add_special_tokens=False)["input_ids"])
 
 
 def _encode_without_template(
@@ -101,8 +123,9 @@ def encode_chat_with_answer(
     The answer's span includes the template's end-of-turn token, so training teaches the model to stop.
     """
     prompt = encode_chat(tokenizer, messages, add_generation_prompt=True)
-    full = encode_chat(tokenizer, [*messages, {"role": "assistant", "content": answer}],
-                       add_generation_prompt=False)
+    full = encode_chat(
+        tokenizer, [*messages, {"role": "assistant", "content": answer}], add_generation_prompt=False
+    )
     if full[: len(prompt)] == prompt and len(full) > len(prompt):
         return full, len(prompt)
     tail = encode_text(tokenizer, answer)

@@ -1,0 +1,552 @@
+"""``LIFTChatModel``: a LangChain chat model over a LIFT base model and the memory it has absorbed.
+
+A thin adapter: prompting, stop strings, streaming and training live in :mod:`lift_integrations.model`;
+this module maps LangChain messages, callbacks, metadata and events onto it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+    Callbacks,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from lift_integrations.langchain import _models
+from lift_integrations.langchain._documents import to_langchain_documents, to_lift_documents
+
+if TYPE_CHECKING:
+    from lift_integrations.absorb.trainer import AbsorbProgress
+    from lift_integrations.config import LIFTConfig
+    from lift_integrations.generation import GenerationResult
+    from lift_integrations.memory import Memory
+    from lift_integrations.model import LIFTModel
+
+DEFAULT_MAX_TOKENS = 256
+_EVENT_TIMEOUT_S = 60.0
+EVENT_START = "lift_absorb_start"
+EVENT_PROGRESS = "lift_absorb_progress"
+EVENT_END = "lift_absorb_end"
+
+_ROLE_ALIASES = {
+    "human": "user",
+    "user": "user",
+    "ai": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
+
+
+def _to_lift_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as core chat messages.
+
+    Names are dropped (chat templates have no slot for them) and repeated roles are left for the core to
+    merge. There is no tool calling, so a tool result is shown to the model as a user turn.
+    """
+    converted = []
+    for message in messages:
+        text = message.text
+        if isinstance(message, SystemMessage):
+            role = "system"
+        elif isinstance(message, HumanMessage):
+            role = "user"
+        elif isinstance(message, AIMessage):
+            role = "assistant"
+        elif isinstance(message, ToolMessage):
+            role, text = "user", f"Tool result: {text}"
+        elif isinstance(message, ChatMessage):
+            role = _ROLE_ALIASES.get(message.role.lower(), "user")
+        else:
+            role = _ROLE_ALIASES.get(getattr(message, "type", ""), "user")
+        converted.append({"role": role, "content": text})
+    return converted
+
+
+def memory_info(memory: Memory) -> dict[str, Any]:
+    """What a caller (and a ``lift_absorb_end`` event) needs to know about a memory, JSON-serialisable."""
+    return {
+        "memory_id": memory.id,
+        "num_documents": len(memory.documents),
+        "titles": list(memory.titles),
+        "base_model": memory.base_model_name,
+        "adapter": memory.adapter_kind,
+        "num_parameters": memory.num_parameters,
+        "size_bytes": memory.size_bytes,
+        "stats": dict(memory.stats),
+    }
+
+
+class LIFTChatModel(BaseChatModel):
+    """Chat model answering from documents absorbed into its parameters (LIFT with Gated Memory).
+
+    Construction is cheap: the base weights load on first use and are shared by every instance built
+    with the same ``model``/``device``/``dtype`` (or pass ``lift_model=`` to use a model you built).
+    Each instance owns its ``memory``: :meth:`absorb` trains one, :meth:`save_memory`/:meth:`load_memory`
+    persist it, :meth:`clear_memory` goes back to the base model. Every call uses the memory the instance
+    holds at that moment, so instances that share weights never see each other's documents.
+
+    ``mode`` is informational (reported as ``lift_mode``): in hybrid mode the retrieved passages are
+    already in the prompt, placed there by the chain, and the model generates with its memory either way.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: str | None = None
+    """Hub id, local folder, ``.gguf`` file or a name given to :func:`register_model`; ``None``: the
+    embedded SmolLM2-135M-Instruct."""
+    lift_model: Any = Field(default=None, exclude=True, repr=False)
+    """An already loaded :class:`~lift_integrations.LIFTModel`; takes precedence over ``model``."""
+    device: str | None = None
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``…; ``None``: CUDA when available."""
+    dtype: str | None = None
+    """``"float32"``, ``"bfloat16"``…; ``None``: bf16 on a GPU, fp32 on the CPU."""
+    temperature: float = 0.0
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
+    top_p: float | None = None
+    stop: list[str] | None = None
+    streaming: bool = False
+    mode: Literal["parametric", "hybrid"] = "parametric"
+    memory: Any = Field(default=None, exclude=True, repr=False)
+    """The :class:`~lift_integrations.Memory` used for generation (``None``: the base model alone)."""
+    show_progress: bool = False
+    """Draw a tqdm bar while absorbing."""
+
+    _absorb_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @model_validator(mode="after")
+    def _check_lift_objects(self) -> LIFTChatModel:
+        # Importing the core model module here costs nothing: a LIFTModel instance means torch is loaded.
+        if self.lift_model is not None:
+            from lift_integrations.model import LIFTModel
+
+            if not isinstance(self.lift_model, LIFTModel):
+                raise TypeError(f"lift_model must be a LIFTModel, got {type(self.lift_model).__name__}")
+            if self.memory is None and self.lift_model.attached_memory is not None:
+                self.memory = self.lift_model.attached_memory
+        if self.memory is not None:
+            from lift_integrations.memory import Memory
+
+            if not isinstance(self.memory, Memory):
+                raise TypeError(
+                    f"memory must be a lift_integrations.Memory, got {type(self.memory).__name__}"
+                )
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        return self
+
+    # Identity ------------------------------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "lift-chat"
+
+    @property
+    def model_name(self) -> str:
+        """Display name of the base model; stable before and after the weights load."""
+        if self.lift_model is not None:
+            return str(self.lift_model.name)
+        if self.model is None:
+            from lift_integrations.loading import DEFAULT_MODEL_NAME
+
+            return DEFAULT_MODEL_NAME
+        return self.model
+
+    @property
+    def memory_id(self) -> str | None:
+        """Content hash of the current memory (``None`` without one)."""
+        memory = self.memory
+        return memory.id if memory is not None else None
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        # The memory id is part of the LLM cache key: an answer cached before an absorb must not be served
+        # after it.
+        return {
+            "model_name": self.model_name,
+            "model": self.model,
+            "device": self.device,
+            "dtype": self.dtype,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "mode": self.mode,
+            "lift_memory_id": self.memory_id,
+            # Two wrapped models may share a display name; their weights' fingerprint tells them apart.
+            "lift_base_fingerprint": self.lift_model.fingerprint if self.lift_model is not None else None,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "lift"
+        model = kwargs.get("model")
+        params["ls_model_name"] = model if isinstance(model, str) and model else self.model_name
+        return params
+
+    # The model -----------------------------------------------------------------------------------
+
+    @property
+    def lift(self) -> LIFTModel:
+        """The core model (loads the shared weights on first access)."""
+        if self.lift_model is not None:
+            return self.lift_model
+        return _models.shared_model(self.model, self.device, self.dtype)
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids from the model's own tokenizer (the base class would download GPT-2's)."""
+        from lift_integrations.prompting import encode_text
+
+        lift = self.lift
+        with lift.lock:  # see _generate: tokenizer state is shared
+            return encode_text(lift.tokenizer, text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Prompt tokens of ``messages`` in the model's chat template, as generation would count them."""
+        from lift_integrations.prompting import encode_chat
+
+        lift = self.lift
+        with lift.lock:  # see _generate: tokenizer state is shared
+            return len(encode_chat(lift.tokenizer, _to_lift_messages(messages), add_generation_prompt=True))
+
+    # Generation ----------------------------------------------------------------------------------
+
+    def _call_args(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        temperature = kwargs.get("temperature", self.temperature)
+        return {
+            "max_new_tokens": int(max_tokens) if max_tokens else DEFAULT_MAX_TOKENS,
+            "temperature": float(temperature) if temperature is not None else 0.0,
+            "top_p": kwargs.get("top_p", self.top_p),
+            "stop": list(stop) if stop is not None else list(self.stop or ()),
+            "context": kwargs.get("context"),
+        }
+
+    def _metadata(self, memory: Memory | None, finish_reason: str) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "finish_reason": finish_reason,
+            "model_provider": "lift",
+            "lift_memory_id": memory.id if memory is not None else None,
+            "lift_mode": self.mode,
+        }
+
+    @staticmethod
+    def _usage(result: GenerationResult) -> UsageMetadata:
+        return UsageMetadata(
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            total_tokens=result.total_tokens,
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        memory = self.memory  # one snapshot per call: an absorb in another thread cannot change it midway
+        lift = self.lift
+        # Workaround for a core race: LIFTModel builds prompt ids outside its lock, and the fast tokenizer's
+        # split-special-tokens switch is shared state, so concurrent calls (batch) could tokenize a control
+        # token as text or vice versa. Holding the (re-entrant) model lock around the whole call avoids it.
+        with lift.lock:
+            result = lift.generate(
+                _to_lift_messages(messages), memory=memory, **self._call_args(stop, kwargs)
+            )
+        metadata = self._metadata(memory, result.finish_reason)
+        message = AIMessage(
+            content=result.text, usage_metadata=self._usage(result), response_metadata=metadata
+        )
+        return ChatResult(
+            generations=[ChatGeneration(message=message)],
+            llm_output={"model_name": self.model_name, "token_usage": dict(self._usage(result))},
+        )
+
+    def _final_chunk(self, memory: Memory | None, result: GenerationResult | None) -> ChatGenerationChunk:
+        # Usage and string metadata go on this chunk only: chunk merging sums usage and concatenates strings.
+        assert result is not None, "the stream ended without a result"
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=self._usage(result),
+                response_metadata=self._metadata(memory, result.finish_reason),
+                chunk_position="last",
+            )
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        memory = self.memory
+        lift = self.lift
+        with lift.lock:  # prompt building only (see _generate); generation takes the lock in its own thread
+            stream = lift.stream(_to_lift_messages(messages), memory=memory, **self._call_args(stop, kwargs))
+        try:
+            for piece in stream:  # the core never yields empty pieces
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+        finally:
+            if stream.result is None:  # the consumer stopped early: free the model at the next token
+                stream.close()
+        yield self._final_chunk(memory, stream.result)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # Loading and generating both block for seconds: keep them off the event loop.
+        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        memory = self.memory
+        lift_messages = _to_lift_messages(messages)
+        args = self._call_args(stop, kwargs)
+
+        def start() -> Any:
+            lift = self.lift
+            with lift.lock:  # see _stream
+                return lift.stream(lift_messages, memory=memory, **args)
+
+        stream = await asyncio.to_thread(start)
+        done = object()
+        try:
+            while True:
+                # Each wait for the next piece happens in a worker thread, so the loop stays free meanwhile.
+                piece = await asyncio.to_thread(next, stream, done)
+                if piece is done:
+                    break
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+        finally:
+            if stream.result is None:  # stopped early or cancelled: end generation without waiting for it
+                threading.Thread(target=stream.close, daemon=True).start()
+        yield self._final_chunk(memory, stream.result)
+
+    # Memory --------------------------------------------------------------------------------------
+
+    def _lift_config(
+        self, lift: LIFTModel, lift_config: LIFTConfig | None, overrides: Mapping[str, Any]
+    ) -> LIFTConfig:
+        from lift_integrations.config import LIFTConfig
+
+        if lift_config is None:
+            preset = LIFTConfig.fast if lift.device.type == "cpu" else LIFTConfig.paper
+            return preset(**overrides)
+        if not isinstance(lift_config, LIFTConfig):
+            raise TypeError(f"lift_config must be a LIFTConfig, got {type(lift_config).__name__}")
+        return dataclasses.replace(lift_config, **overrides) if overrides else lift_config
+
+    def _absorb_blocking(
+        self,
+        documents: list[tuple[str, str]],
+        lift_config: LIFTConfig | None,
+        overrides: Mapping[str, Any],
+        extend: bool,
+        show_progress: bool | None,
+        generator: Any,
+        on_progress: Callable[[AbsorbProgress], None],
+    ) -> dict[str, Any]:
+        lift = self.lift
+        config = self._lift_config(lift, lift_config, overrides)
+        started = time.perf_counter()
+        # Two absorbs on one instance must not both extend the same old memory. The model lock is not held
+        # here: the core takes it per optimizer step so that requests are served while a memory trains.
+        with self._absorb_lock:
+            previous = self.memory if extend else None
+            memory = lift.absorb(
+                documents,
+                config=config,
+                generator=generator,
+                show_progress=self.show_progress if show_progress is None else show_progress,
+                callback=on_progress,
+                into=previous,
+            )
+            self.memory = memory
+        info = memory_info(memory)
+        info["seconds"] = round(time.perf_counter() - started, 3)
+        info["new_documents"] = len(documents)
+        return info
+
+    @staticmethod
+    def _run_config(config: RunnableConfig | None, callbacks: Callbacks) -> RunnableConfig:
+        merged: RunnableConfig = dict(config or {})  # type: ignore[assignment]
+        if callbacks is not None:
+            merged["callbacks"] = callbacks
+        return merged
+
+    def absorb(
+        self,
+        documents: Any,
+        *,
+        lift_config: LIFTConfig | None = None,
+        extend: bool = True,
+        show_progress: bool | None = None,
+        generator: Any = None,
+        config: RunnableConfig | None = None,
+        callbacks: Callbacks = None,
+        **config_overrides: Any,
+    ) -> dict[str, Any]:
+        """Train the memory on ``documents`` and use it from the next call on; returns :func:`memory_info`.
+
+        ``documents``: a str, LangChain ``Document``s (title from metadata ``title`` or ``source``), strs
+        or ``(title, text)`` pairs. ``config_overrides`` are :class:`~lift_integrations.LIFTConfig` fields
+        applied to ``lift_config`` (default: the ``fast`` preset on CPU, ``paper`` on GPU).
+        ``extend=True`` continues from the current memory, so earlier documents stay; ``False`` starts
+        a fresh one. Progress is reported as LangChain custom events ``lift_absorb_start``,
+        ``lift_absorb_progress`` and ``lift_absorb_end`` inside a ``lift_absorb`` run, so handlers passed
+        in ``callbacks``/``config`` (or inherited from an enclosing runnable) receive them.
+        """
+        lc_documents = to_langchain_documents(documents)
+        pairs = to_lift_documents(lc_documents)
+        summary = {
+            "num_documents": len(pairs),
+            "titles": [title for title, _ in pairs],
+            "model_name": self.model_name,
+        }
+
+        def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
+            dispatch_custom_event(EVENT_START, summary, config=config)
+
+            def on_progress(report: AbsorbProgress) -> None:
+                dispatch_custom_event(EVENT_PROGRESS, report.to_dict(), config=config)
+
+            info = self._absorb_blocking(
+                pairs, lift_config, config_overrides, extend, show_progress, generator, on_progress
+            )
+            dispatch_custom_event(EVENT_END, info, config=config)
+            return info
+
+        return RunnableLambda(run, name="lift_absorb").invoke(summary, self._run_config(config, callbacks))
+
+    async def aabsorb(
+        self,
+        documents: Any,
+        *,
+        lift_config: LIFTConfig | None = None,
+        extend: bool = True,
+        show_progress: bool | None = None,
+        generator: Any = None,
+        config: RunnableConfig | None = None,
+        callbacks: Callbacks = None,
+        **config_overrides: Any,
+    ) -> dict[str, Any]:
+        """:meth:`absorb` without blocking the event loop (training runs in a worker thread)."""
+        lc_documents = to_langchain_documents(documents)
+        pairs = to_lift_documents(lc_documents)
+        summary = {
+            "num_documents": len(pairs),
+            "titles": [title for title, _ in pairs],
+            "model_name": self.model_name,
+        }
+
+        async def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
+            loop = asyncio.get_running_loop()
+            await adispatch_custom_event(EVENT_START, summary, config=config)
+
+            def on_progress(report: AbsorbProgress) -> None:
+                # Called in the training thread: hand the event to the loop and wait, so events keep order.
+                # The timeout only guards against a loop that stopped running: training must not hang.
+                future = asyncio.run_coroutine_threadsafe(
+                    adispatch_custom_event(EVENT_PROGRESS, report.to_dict(), config=config), loop
+                )
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    future.result(timeout=_EVENT_TIMEOUT_S)
+
+            info = await asyncio.to_thread(
+                self._absorb_blocking,
+                pairs,
+                lift_config,
+                config_overrides,
+                extend,
+                show_progress,
+                generator,
+                on_progress,
+            )
+            await adispatch_custom_event(EVENT_END, info, config=config)
+            return info
+
+        return await RunnableLambda(run, name="lift_absorb").ainvoke(
+            summary, self._run_config(config, callbacks)
+        )
+
+    def save_memory(self, path: Any) -> str:
+        """Write the current memory to the folder ``path`` (atomically); returns the resolved folder."""
+        if self.memory is None:
+            raise ValueError("there is no memory to save: absorb documents or load a memory first")
+        return str(self.memory.save(path))
+
+    def load_memory(self, path: Any) -> dict[str, Any]:
+        """Use the memory saved at ``path`` from the next call on; returns :func:`memory_info`.
+
+        Raises ``MemoryMismatchError`` now, not at the first question, if it was made for another model.
+        """
+        from lift_integrations.memory import Memory
+
+        memory = Memory.load(path)
+        with self.lift.using(memory):  # binds its weights to this model, checking they fit
+            pass
+        self.memory = memory
+        return memory_info(memory)
+
+    def attach_memory(self, memory: Memory | None) -> None:
+        """Use ``memory`` (a :class:`~lift_integrations.Memory`, or ``None`` for the base model)."""
+        if memory is not None:
+            from lift_integrations.memory import Memory
+
+            if not isinstance(memory, Memory):
+                raise TypeError(f"attach_memory() expects a Memory or None, got {type(memory).__name__}")
+            with self.lift.using(memory):
+                pass
+        self.memory = memory
+
+    def clear_memory(self) -> None:
+        """Back to the base model (the memory object itself is untouched and can be attached again)."""
+        self.memory = None
+
+
+ChatLIFT = LIFTChatModel
+"""LangChain partner-style alias (``Chat<Provider>``)."""
