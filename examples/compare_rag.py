@@ -1,0 +1,226 @@
+"""RAG versus LIFT on SQuAD articles: every arm, same model, same answer prompt, honest controls.
+
+    python examples/compare_rag.py --quick          # make demo: one short article slice, CPU
+    python examples/compare_rag.py                   # 3 articles, single + long settings, all arms
+    python examples/compare_rag.py --model HuggingFaceTB/SmolLM2-360M-Instruct --preset paper \\
+        --articles "Normans,1973 oil crisis,Amazon rainforest" --questions 50 --settings single,long \\
+        --arms all --tune-rag --out runs/compare/smollm2-360m
+
+Arms: closed_book, icl (whole document or head+tail), rag_langchain, rag_llamaindex, lift_only, lift_icl,
+hybrid, and the controls (control, control_icl, control_hybrid: a memory of unrelated text). Writes
+report.json, report.md, f1_per_arm.png and f1_latency_vs_length.png under --out and prints the table.
+See docs/compare_rag.md for what each arm means and how to read the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from lift_integrations import LIFTConfig, LIFTModel
+from lift_integrations.bench.arms import ALL_ARMS, HarnessSettings
+from lift_integrations.bench.compare import (
+    QUICK_ARMS,
+    BenchDocument,
+    article_document,
+    build_cases,
+    run_comparison,
+)
+from lift_integrations.bench.report import markdown_report, write_outputs
+from lift_integrations.bench.squad import Article, load_squad_articles
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data" / "squad-dev.json"
+EXAMPLE_DATA = ROOT / "examples" / "data"
+DEFAULT_ARTICLES = ("Normans", "1973 oil crisis", "Amazon rainforest")  # the articles of baselines.md
+
+
+def default_data() -> Path:
+    """The shared SQuAD dev file when this checkout sits next to it, else the bundled Normans article."""
+    return SHARED_DATA if SHARED_DATA.is_file() else EXAMPLE_DATA / "normans.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the make-demo setting: first 6 paragraphs of Normans, 10 questions, 7 arms, "
+        "fast preset, no RAG tuning (explicit options still override)",
+    )
+    parser.add_argument(
+        "--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2-135M)"
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
+    parser.add_argument("--dtype", default=None, help="torch dtype (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help=f"SQuAD paragraph-list JSON (default: {default_data()})"
+    )
+    parser.add_argument(
+        "--articles",
+        default=None,
+        help="comma-separated titles, or a number N for the first N articles "
+        f"(default: {', '.join(DEFAULT_ARTICLES)} when present)",
+    )
+    parser.add_argument(
+        "--paragraphs", type=int, default=None, help="keep only each article's first N paragraphs"
+    )
+    parser.add_argument("--questions", type=int, default=None, help="questions per document (default 50)")
+    parser.add_argument("--arms", default=None, help=f"comma-separated arms or 'all' ({', '.join(ALL_ARMS)})")
+    parser.add_argument("--settings", default=None, help="single, long or single,long (default: both)")
+    parser.add_argument(
+        "--preset",
+        choices=("auto", "fast", "paper"),
+        default=None,
+        help="LIFTConfig preset (auto: fast on CPU, paper on GPU)",
+    )
+    parser.add_argument(
+        "--config", default=None, help="JSON LIFTConfig overrides, e.g. '{\"stage2_epochs\": 8}'"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="question sampling, absorption and bootstrap seed"
+    )
+    parser.add_argument("--chunk-size", type=int, default=None, help="RAG chunk size in tokens (default 256)")
+    parser.add_argument("--k", type=int, default=None, help="RAG chunks per question (default 4)")
+    parser.add_argument(
+        "--tune-rag",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pick chunk size and k per document by RAG's own F1 (default: on, off with --quick)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--llamaindex-stock-prompt",
+        action="store_true",
+        help="LlamaIndex's own QA template instead of the shared prompt (not comparable)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare", help="output folder")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = parser.parse_args(argv)
+
+    quick = {
+        "articles": "Normans",
+        "paragraphs": 6,
+        "questions": 10,
+        "arms": ",".join(QUICK_ARMS),
+        "settings": "single",
+        "preset": "fast",
+        "tune_rag": False,
+        "chunk_size": 128,
+        "k": 3,
+    }
+    full = {
+        "articles": None,
+        "paragraphs": None,
+        "questions": 50,
+        "arms": "all",
+        "settings": "single,long",
+        "preset": "auto",
+        "tune_rag": True,
+        "chunk_size": 256,
+        "k": 4,
+    }
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def select_articles(data: Path, spec: str | None) -> tuple[list[Article], list[Article]]:
+    """The articles to evaluate and the rest of the file (the control pool), in file order."""
+    articles = load_squad_articles(data)
+    by_title = {a.title: a for a in articles}
+    if spec is None:
+        titles = [t for t in DEFAULT_ARTICLES if t in by_title] or [a.title for a in articles[:3]]
+    elif spec.strip().isdigit():
+        titles = [a.title for a in articles[: int(spec)]]
+    else:
+        titles = [t.strip() for t in spec.split(",") if t.strip()]
+        missing = [t for t in titles if t not in by_title]
+        if missing:
+            sys.exit(f"articles not in {data}: {missing}; available: {', '.join(by_title)}")
+    chosen = [by_title[t] for t in titles]
+    return chosen, [a for a in articles if a.title not in titles]
+
+
+def control_pool(rest: list[Article]) -> list[BenchDocument]:
+    """Unrelated text for the controls: the other articles of the file, then the fictional Quillon
+    document (always unrelated, and always there, so the bundled one-article file still has a control)."""
+    fiction = json.loads((EXAMPLE_DATA / "quillon.json").read_text(encoding="utf-8"))
+    return [*(article_document(a) for a in rest), BenchDocument(title=fiction["title"], text=fiction["text"])]
+
+
+def absorb_config(preset: str, overrides: str | None, seed: int, device_type: str) -> LIFTConfig:
+    if preset == "auto":
+        preset = "fast" if device_type == "cpu" else "paper"
+    extra = json.loads(overrides) if overrides else {}
+    return getattr(LIFTConfig, preset)(**{"seed": seed, **extra})
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.perf_counter()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # LangChain/LlamaIndex use worker threads
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    data = args.data or default_data()
+    arms = list(ALL_ARMS) if args.arms == "all" else [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = sorted(set(arms) - set(ALL_ARMS))
+    if unknown:
+        sys.exit(f"unknown arms {unknown}; expected some of {', '.join(ALL_ARMS)}")
+    settings_wanted = [s.strip() for s in args.settings.split(",") if s.strip()]
+
+    chosen, rest = select_articles(data, args.articles)
+    if "long" in settings_wanted and len(chosen) < 2:
+        print("the long setting needs at least two articles; running the single setting only")
+        settings_wanted = [s for s in settings_wanted if s != "long"] or ["single"]
+
+    lift = LIFTModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    print(
+        f"model {lift.name} on {lift.device} ({str(lift.dtype).removeprefix('torch.')}), window "
+        f"{lift.context_window:,} tokens; data {data}"
+    )
+    documents = [article_document(a, args.paragraphs) for a in chosen]
+    cases = build_cases(
+        documents,
+        control_pool=control_pool(rest),
+        count_tokens=lift.count_tokens,
+        settings=settings_wanted,
+        questions=args.questions,
+        seed=args.seed,
+    )
+    settings = HarnessSettings(
+        absorb_config=absorb_config(args.preset, args.config, args.seed, lift.device.type),
+        max_new_tokens=args.max_new_tokens,
+        chunk_size=args.chunk_size,
+        k=args.k,
+        tune_rag=args.tune_rag,
+        seed=args.seed,
+        llamaindex_stock_prompt=args.llamaindex_stock_prompt,
+    )
+    report = run_comparison(lift, cases, arms, settings)
+    report["meta"].update(
+        {
+            "data": str(data),
+            "command": " ".join(["examples/compare_rag.py", *(argv or sys.argv[1:])]),
+            "script_wall_s": round(time.perf_counter() - started, 1),
+        }
+    )
+    paths = write_outputs(report, args.out, plots=not args.no_plots)
+    print()
+    print(markdown_report(report))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

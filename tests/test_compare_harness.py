@@ -1,0 +1,309 @@
+"""The RAG-versus-LIFT harness end to end on a tiny in-process model: every arm answers every question,
+scores and intervals are in range, each memory arm is compared with its control, and the JSON, Markdown
+and PNG outputs are written. Quality is not asserted (the model is random); the plumbing is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain_core")
+pytest.importorskip("llama_index.core")
+pytest.importorskip("matplotlib")
+
+from conftest import build_tiny_model
+
+from lift_integrations import LIFTConfig, LIFTModel, Memory
+from lift_integrations.bench.arms import (
+    ALL_ARMS,
+    CONTROL_OF,
+    CaseResources,
+    HarnessSettings,
+    icl_context,
+    langchain_rag_chain,
+    make_arm,
+    split_by_tokens,
+)
+from lift_integrations.bench.compare import (
+    BenchDocument,
+    BenchQuestion,
+    Case,
+    build_cases,
+    contains_gold,
+    control_document,
+    kv_cache_bytes_per_token,
+    run_comparison,
+    sample_questions,
+)
+from lift_integrations.bench.report import markdown_report, write_outputs
+from lift_integrations.memory import AbsorbedDocument
+
+MAX_NEW_TOKENS = 6
+
+
+def _document(title: str, paragraphs: list[str], qa: list[tuple[str, str, int]]) -> BenchDocument:
+    return BenchDocument(
+        title=title,
+        text="\n\n".join(paragraphs),
+        questions=tuple(BenchQuestion(q, a, title) for q, a, _ in qa),
+        sources=(title,),
+    )
+
+
+ZORBLAT = _document(
+    "Zorblat Institute",
+    [
+        "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. Its first "
+        "building stood on the north bank of the river Ost, next to the old salt market.",
+        "Its first director was Tobias Renwick, who studied glass harps and river tides. Renwick kept the "
+        "institute open through the flood of 1891, when the lower halls filled with water.",
+        "In 1902 the institute moved to a new campus on Lantern Hill. The move was paid for by a gift from "
+        "the shipping family Adair, whose name the great reading room still carries today.",
+        "During the war years the institute trained surveyors for the harbour board. Its tide tables, "
+        "printed every spring on grey paper, were sold in every chandlery along the coast until 1950.",
+        "The institute library holds eleven thousand volumes on acoustics and hydrology. Its most prized "
+        "item is the notebook in which Renwick first described the singing bowl of Vellhaven cathedral.",
+    ],
+    [
+        ("Who founded the Zorblat Institute?", "Mira Quenton", 0),
+        ("Who was the first director?", "Tobias Renwick", 1),
+        ("Where did the institute move in 1902?", "Lantern Hill", 2),
+    ],
+)
+KESTREL = _document(
+    "Old Kestrel",
+    [
+        "Old Kestrel is a lighthouse on the island of Brannock, lit for the first time in 1830. Its lamp "
+        "burned whale oil until 1868 and paraffin until it was electrified in 1921.",
+        "The keeper longest in service was Ada Fenwick, who tended the light for forty-one years and "
+        "logged every passing ship in a green ledger now kept in the Brannock museum.",
+        "The tower is painted in red and white bands. It was automated in 1987, and since then a single "
+        "caretaker visits the island once a month by boat from the harbour of Selk.",
+        "Storms damaged the gallery twice, in 1899 and in 1953. After the second storm the lantern was "
+        "rebuilt with a bronze frame cast at the foundry of Harl, which still stands near the quay.",
+        "Visitors may climb the one hundred and twelve steps on summer weekends. A small cafe in the old "
+        "fog signal house sells soup, and the keeper's cottage is let to painters by the week.",
+    ],
+    [
+        ("When was Old Kestrel first lit?", "1830", 0),
+        ("Who was the keeper longest in service?", "Ada Fenwick", 1),
+        ("When was the tower automated?", "1987", 2),
+    ],
+)
+CONTROL_POOL = [
+    _document(
+        "Marsh Orchids",
+        [
+            "Marsh orchids grow in wet meadows and fens across northern Europe. Their flowers are purple, "
+            "pink or white and open in early summer, when the meadows are mown late or not at all.",
+            "Many species hybridise freely, which makes them hard to name. Botanists count the spots on the "
+            "lip and measure the spur to tell the forms apart, and still often disagree.",
+            "Drainage has made them rare in farmland. Nature reserves keep the water table high with small "
+            "dams, and volunteers cut the reeds by hand every autumn to keep the fens open.",
+        ]
+        * 5,
+        [],
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from llama_index.core.embeddings import MockEmbedding
+
+    model, tokenizer = build_tiny_model("llama")  # a 1024-token window: the two documents together exceed it
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    settings = HarnessSettings(
+        absorb_config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2),
+        max_new_tokens=MAX_NEW_TOKENS,
+        chunk_size=64,
+        k=2,
+        bootstrap_resamples=200,
+        log=None,
+        langchain_embeddings=DeterministicFakeEmbedding(size=16),
+        llamaindex_embed_model=MockEmbedding(embed_dim=16),
+    )
+    cases = build_cases(
+        [ZORBLAT, KESTREL],
+        control_pool=CONTROL_POOL,
+        count_tokens=lift.count_tokens,
+        settings=("single", "long"),
+        questions=2,
+    )
+    report = run_comparison(lift, cases, ALL_ARMS, settings)
+    out = tmp_path_factory.mktemp("compare")
+    return {
+        "lift": lift,
+        "settings": settings,
+        "cases": cases,
+        "report": report,
+        "paths": write_outputs(report, out),
+        "out": out,
+    }
+
+
+def _check_ci(ci: dict[str, float], low: float = 0.0, high: float = 1.0) -> None:
+    assert low <= ci["low"] <= ci["mean"] <= ci["high"] <= high, ci
+
+
+def test_every_arm_answers_every_question(run: dict[str, Any]) -> None:
+    report = run["report"]
+    assert [c["setting"] for c in report["cases"]] == ["single", "single", "long"]
+    for case, built in zip(report["cases"], run["cases"], strict=True):
+        assert list(case["questions"]) == list(ALL_ARMS)
+        for arm, rows in case["questions"].items():
+            assert [r["question"] for r in rows] == [q.question for q in built.document.questions], arm
+            for row in rows:
+                assert isinstance(row["answer"], str)
+                assert row["prompt_tokens"] > 0, (arm, row)
+                assert 0 <= row["ttft_s"] <= row["total_s"], (arm, row)
+        assert case["prepare_s"].keys() == set(ALL_ARMS)
+
+
+def test_scores_in_range_with_ordered_intervals(run: dict[str, Any]) -> None:
+    report = run["report"]
+    for scope in [*report["cases"], *report["summary"].values()]:
+        assert set(scope["arms"]) == set(ALL_ARMS)
+        for stats in scope["arms"].values():
+            _check_ci(stats["em"])
+            _check_ci(stats["f1"])
+            assert 0.0 <= stats["contains"] <= 1.0
+            assert stats["ttft_s_mean"] <= stats["total_s_mean"]
+        assert set(scope["gains"]) == set(CONTROL_OF)
+        for arm, gain in scope["gains"].items():
+            assert gain["control"] == CONTROL_OF[arm]
+            _check_ci(gain["f1"], -1.0, 1.0)
+            f1 = scope["arms"][arm]["f1"]["mean"] - scope["arms"][gain["control"]]["f1"]["mean"]
+            assert gain["f1"]["mean"] == pytest.approx(f1)
+    for row in (r for c in report["cases"] for rows in c["questions"].values() for r in rows):
+        assert row["em"] in (0.0, 1.0)
+        assert 0.0 <= row["f1"] <= 1.0
+
+
+def test_costs_and_sizes_are_reported(run: dict[str, Any]) -> None:
+    report, lift = run["report"], run["lift"]
+    per_token = kv_cache_bytes_per_token(lift)
+    assert per_token == 2 * 2 * 2 * 16 * 4  # K and V, 2 layers, 2 KV heads, head dim 16, fp32
+    for case in report["cases"]:
+        assert case["kv_cache_bytes_document"] == case["document_tokens"] * per_token
+        assert set(case["absorption"]) == {"document", "control"}
+        for absorbed in case["absorption"].values():
+            assert absorbed["tokens_trained"] > 0 and absorbed["tokens_per_s"] > 0
+            assert absorbed["disk_bytes"] > absorbed["tensor_bytes"] > 0
+        # The control is unrelated text of about the document's length.
+        assert case["control"] == "Marsh Orchids"
+        assert abs(case["control_tokens"] - case["document_tokens"]) <= 0.15 * case["document_tokens"]
+    long_case = report["cases"][-1]
+    assert not long_case["fits_window"], "the long document must exceed the tiny model's window"
+    # In-context arms read (a view of) the document; closed-book and memory-only arms read the question.
+    arms = long_case["arms"]
+    assert arms["icl"]["prompt_tokens_mean"] > arms["rag_langchain"]["prompt_tokens_mean"]
+    assert arms["rag_langchain"]["prompt_tokens_mean"] > arms["closed_book"]["prompt_tokens_mean"]
+    assert arms["lift_only"]["prompt_tokens_mean"] == arms["closed_book"]["prompt_tokens_mean"]
+    assert arms["icl"]["prompt_tokens_mean"] <= lift.context_window - MAX_NEW_TOKENS
+
+
+def test_all_arms_share_one_answer_prompt(run: dict[str, Any]) -> None:
+    """The RAG arms of both frameworks, ICL and LIFT+ICL build the core's prompt, token for token."""
+    lift, report = run["lift"], run["report"]
+    case = report["cases"][0]
+    for arm in ("rag_langchain", "rag_llamaindex", "hybrid", "control_hybrid"):
+        for row in case["questions"][arm]:
+            assert row["gold_in_context"] is not None
+    # LangChain: the LCEL chain's prompt equals lift.generate(question, context=chunks)'s prompt.
+    resources = CaseResources(lift, run["cases"][0], run["settings"])
+    record: dict[str, Any] = {}
+    retriever = resources.langchain_store().as_retriever(search_kwargs={"k": 2})
+    chain = langchain_rag_chain(retriever, lift, memory=None, max_new_tokens=MAX_NEW_TOKENS, record=record)
+    question = ZORBLAT.questions[0].question
+    chain.invoke(question)
+    expected = lift.prompt_ids(
+        question, memory=None, context=list(record["chunks"]), max_new_tokens=MAX_NEW_TOKENS
+    )
+    assert len(record["chunks"]) == 2
+    assert lift.prompt_ids(record["messages"], memory=None, max_new_tokens=MAX_NEW_TOKENS) == expected
+    assert record["result"].input_tokens == len(expected)
+    # LlamaIndex: the query engine's prompt (counted by TokenCountingHandler) has the same length.
+    arm = make_arm("rag_llamaindex", lift, run["settings"])
+    resources.rag = {"chunk_size": 64, "k": 2}
+    arm.prepare(resources)
+    answer = arm.answer(question)
+    assert answer.context and len(answer.context) == 2
+    assert answer.prompt_tokens == len(
+        lift.prompt_ids(question, memory=None, context=list(answer.context), max_new_tokens=MAX_NEW_TOKENS)
+    )
+
+
+def test_icl_and_lift_icl_read_the_same_view(run: dict[str, Any]) -> None:
+    lift = run["lift"]
+    long_text = run["cases"][-1].document.full_text
+    # Only the memory's documents shape the prompt, so an untrained memory holding the text is enough.
+    memory = Memory(
+        adapter_kind=lift.backend.kind,
+        adapter_config=lift.backend.config_dict(),
+        tensors={},
+        documents=[AbsorbedDocument("", long_text)],
+        config=LIFTConfig.fast(),
+        base_model_name=lift.name,
+        base_fingerprint=lift.fingerprint,
+    )
+    view = icl_context(lift, long_text, MAX_NEW_TOKENS)
+    assert view != long_text and "..." in view  # too long for the window: head and tail
+    question = "Who founded the Zorblat Institute?"
+    assert lift.prompt_ids(question, memory=None, context=[view], max_new_tokens=MAX_NEW_TOKENS) == (
+        lift.prompt_ids(question, memory=memory, context="truncated", max_new_tokens=MAX_NEW_TOKENS)
+    )
+
+
+def test_outputs_written(run: dict[str, Any]) -> None:
+    paths, report = run["paths"], run["report"]
+    assert set(paths) == {"json", "markdown", "f1_per_arm", "f1_latency_vs_length"}
+    saved = json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
+    assert saved["summary"].keys() == {"single", "long"}
+    assert saved["meta"]["arms"] == list(ALL_ARMS)
+    markdown = Path(paths["markdown"]).read_text(encoding="utf-8")
+    assert markdown == markdown_report(report)
+    for arm in ALL_ARMS:
+        assert f"| {arm} |" in markdown
+    assert "vs control_hybrid" in markdown and "## long" in markdown
+    for key in ("f1_per_arm", "f1_latency_vs_length"):
+        data = Path(paths[key]).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_case_building() -> None:
+    words = len  # a "token" per character keeps the arithmetic visible
+    both = sample_questions(
+        BenchDocument("", "x", ZORBLAT.questions + KESTREL.questions, ("Zorblat Institute", "Old Kestrel")),
+        4,
+        seed=1,
+    )
+    assert [q.source for q in both.questions].count("Old Kestrel") == 2  # spread over the sources
+    assert sample_questions(ZORBLAT, 2, seed=1) == sample_questions(ZORBLAT, 2, seed=1)
+    control = control_document([ZORBLAT, *CONTROL_POOL], 300, words, exclude=["Zorblat Institute"])
+    assert control.title == "Marsh Orchids" and control.paragraphs == list(CONTROL_POOL[0].paragraphs[:2])
+    assert len(control_document(CONTROL_POOL, 250, words).paragraphs) == 1  # 1 paragraph is nearer 250
+    with pytest.raises(ValueError, match="unrelated"):
+        control_document([ZORBLAT], 100, words, exclude=["Zorblat Institute"])
+    with pytest.raises(ValueError, match="at least two"):
+        build_cases([ZORBLAT], control_pool=CONTROL_POOL, count_tokens=words, settings=("long",))
+    case = build_cases([ZORBLAT, KESTREL], control_pool=CONTROL_POOL, count_tokens=words, settings=("long",))[
+        0
+    ]
+    assert isinstance(case, Case) and case.document.full_text.startswith("Zorblat Institute\nThe Zorblat")
+    assert "\n\nOld Kestrel\nOld Kestrel is" in case.document.text
+
+
+def test_helpers() -> None:
+    assert contains_gold("It was founded by Mira Quenton.", "mira quenton")
+    assert not contains_gold("It opened in 1973.", "1")
+    chunks = split_by_tokens(ZORBLAT.text, 20, 5, lambda s: len(s.split()))
+    assert len(chunks) > 3 and all(len(c.split()) <= 20 for c in chunks)
+    assert "Mira Quenton" in " ".join(chunks) and chunks[0].startswith("The Zorblat")
+    with pytest.raises(ValueError, match="unknown arm"):
+        make_arm("oracle", None, HarnessSettings())  # type: ignore[arg-type]
