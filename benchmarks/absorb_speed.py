@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTICLE = ROOT / "examples" / "data" / "normans.json"
 
 
-def document_of(tokenizer, length: int) -> str:  # noqa: ANN001
+def document_of(tokenizer, length: int) -> str:
     paragraphs = [p["context"] for p in json.loads(ARTICLE.read_text())]
     text = "\n\n".join(paragraphs)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -52,7 +52,7 @@ def matmul_peak_tflops(device: str) -> float | None:
     return 20 * 2 * 8192**3 / (time.perf_counter() - start) / 1e12
 
 
-def training_flops(model, tokens: int, seq_sq_sum: int, adapter_params: int) -> float:  # noqa: ANN001
+def training_flops(model, tokens: int, seq_sq_sum: int, adapter_params: int) -> float:
     """Approximate matmul FLOPs of absorption: frozen base forward + input-gradient backward (4 per
     parameter per token, embeddings excluded), adapter forward + full backward (6), causal attention
     scores and values (3 passes x 2 products x 2 FLOPs x layers x hidden x seq^2 / 2)."""
@@ -153,10 +153,12 @@ def main() -> None:
 
     results = []
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}"
     )
     print(
-        "| preset | doc tokens | wall s | tokens trained | tokens/s | MFU % | steps | peak RSS MiB | peak GPU MiB |"
+        "| preset | doc tokens | wall s | tokens trained | tokens/s | MFU % | steps "
+        "| peak RSS MiB | peak GPU MiB |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
@@ -170,8 +172,9 @@ def main() -> None:
             result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
             results.append(result)
             print(
-                f"| {preset} | {length} | {result['wall_s']} | {result['tokens_trained']} | {result['tokens_per_s']} "
-                f"| {result['mfu_pct'] or '-'} | {result['steps']} | {result['peak_rss_mib']} | {result['peak_gpu_mib'] or '-'} |",
+                f"| {preset} | {length} | {result['wall_s']} | {result['tokens_trained']} "
+                f"| {result['tokens_per_s']} | {result['mfu_pct'] or '-'} | {result['steps']} "
+                f"| {result['peak_rss_mib']} | {result['peak_gpu_mib'] or '-'} |",
                 flush=True,
             )
     if args.naive:

@@ -1,10 +1,11 @@
 """Measure absorption recipes: closed-book answers from the memory alone, and general-knowledge damage.
 
-    python benchmarks/tune_recipe.py --variants '[{"name": "fast"}, {"name": "lr1e-2", "config": {"learning_rate": 0.01}}]'
+    python benchmarks/tune_recipe.py --variants '[{"name": "fast"},
+        {"name": "lr1e-2", "config": {"learning_rate": 0.01}}]'
 
 Each variant is ``{"name", "preset": "fast"|"paper", "config": {LIFTConfig overrides},
 "adapter": "gated_memory"|"lora", "adapter_config": {...}}``. The document is the fictional
-examples/data/quillon.json (facts no model can know); SQuAD articles can be added with --squad FILE --articles N.
+examples/data/quillon.json (facts no model can know); add SQuAD articles with --squad FILE --articles N.
 Prints one JSON line per (variant, document).
 """
 
@@ -25,7 +26,7 @@ def contains(prediction: str, gold: str) -> bool:
     return normalize_answer(gold) in normalize_answer(prediction)
 
 
-def evaluate(lift: LIFTModel, memory, questions: list[tuple[str, str]], max_new_tokens: int = 24) -> dict:  # noqa: ANN001
+def evaluate(lift: LIFTModel, memory, questions: list[tuple[str, str]], max_new_tokens: int = 24) -> dict:
     answers = [lift.generate(q, memory=memory, max_new_tokens=max_new_tokens).text for q, _ in questions]
     golds = [a for _, a in questions]
     n = max(1, len(questions))
@@ -59,7 +60,7 @@ def main() -> None:
     general = [(q["question"], q["answer"]) for q in fiction["general_questions"]]
 
     base = LIFTModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    for title, text, questions in documents:
+    for title, _text, questions in documents:
         before = evaluate(base, None, questions)
         print(json.dumps({"variant": "closed-book", "document": title, **before}), flush=True)
     general_before = evaluate(base, None, general)["contains"]

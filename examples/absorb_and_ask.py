@@ -21,9 +21,13 @@ DATA = Path(__file__).resolve().parent / "data"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2)")
-    parser.add_argument("--paragraphs", type=int, default=4, help="paragraphs of the Normans article to absorb")
+    parser.add_argument(
+        "--paragraphs", type=int, default=4, help="paragraphs of the Normans article to absorb"
+    )
     parser.add_argument("--save", type=Path, default=None, help="save the memories under this folder")
     args = parser.parse_args()
 
@@ -33,7 +37,9 @@ def main() -> None:
     fiction = json.loads((DATA / "quillon.json").read_text())
     article = load_squad_articles(DATA / "normans.json")[0]
     paragraphs = article.paragraphs[: args.paragraphs]
-    normans_questions = [(q.question, q.answer) for q in article.questions if q.paragraph_index < args.paragraphs]
+    normans_questions = [
+        (q.question, q.answer) for q in article.questions if q.paragraph_index < args.paragraphs
+    ]
     cases = [
         (fiction["title"], fiction["text"], [(q["question"], q["answer"]) for q in fiction["questions"]]),
         (article.title, "\n\n".join(paragraphs), normans_questions[:8]),
@@ -41,8 +47,10 @@ def main() -> None:
     for title, text, questions in cases:
         start = time.perf_counter()
         memory = lift.absorb((title, text), config=LIFTConfig.fast(), show_progress=True)
-        print(f"\n== {title}: {lift.count_tokens(text)} tokens absorbed in {time.perf_counter() - start:.0f} s "
-              f"({memory.num_parameters:,} memory parameters)")
+        print(
+            f"\n== {title}: {lift.count_tokens(text)} tokens absorbed in {time.perf_counter() - start:.0f} s "
+            f"({memory.num_parameters:,} memory parameters)"
+        )
         if args.save:
             print(f"saved to {memory.save(args.save / title.replace(' ', '_'))}")
         scores = {"base model": 0.0, "with memory": 0.0}
@@ -52,8 +60,14 @@ def main() -> None:
             scores["base model"] += f1_score(base, gold) / len(questions)
             scores["with memory"] += f1_score(remembered, gold) / len(questions)
             mark = "✓" if normalize_answer(gold) in normalize_answer(remembered) else " "
-            print(f"\nQ: {question}   (gold: {gold})\n  base:   {base[:100]}\n  memory: {remembered[:100]} {mark}")
-        print(f"\n{title}: mean token F1 base {scores['base model']:.2f}, with memory {scores['with memory']:.2f}")
+            print(
+                f"\nQ: {question}   (gold: {gold})\n  base:   {base[:100]}\n"
+                f"  memory: {remembered[:100]} {mark}"
+            )
+        print(
+            f"\n{title}: mean token F1 base {scores['base model']:.2f}, "
+            f"with memory {scores['with memory']:.2f}"
+        )
 
 
 if __name__ == "__main__":

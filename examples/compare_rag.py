@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="the make-demo setting: first 6 paragraphs of Normans, 10 questions, 7 arms, "
+        help="the make-demo setting: first 4 paragraphs of Normans, 10 questions, 7 arms, "
         "fast preset, no RAG tuning (explicit options still override)",
     )
     parser.add_argument(
@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     quick = {
         "articles": "Normans",
-        "paragraphs": 6,
+        "paragraphs": 4,
         "questions": 10,
         "arms": ",".join(QUICK_ARMS),
         "settings": "single",

@@ -30,6 +30,10 @@ class LIFTConfig:
     qa_generator: Literal["extractive", "model", "none"] = "extractive"
     qa_weight: float = 1.0
     """Weight of the QA loss against the segment loss (each a per-sample mean over supervised tokens)."""
+    qa_passage_fraction: float = 0.0
+    """Share of QA pairs also trained with retrieved-like passages in context (hybrid-mode format)."""
+    qa_passages: int = 3
+    """Passages in such a context: the one holding the answer and others from the document."""
     qa_context_length: int = 7800
     """Tokens of the document (head and tail) placed before each QA sample; 0 puts no document in context."""
     # Schedule (paper: 3 epochs on segments, then 5 on segments + QA; one optimizer step per epoch).
@@ -110,6 +114,12 @@ class LIFTConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"LIFTConfig.{name} must be a positive finite number, got {value!r}")
+        if not isinstance(self.qa_passage_fraction, (int, float)) or not 0 <= self.qa_passage_fraction <= 1:
+            raise ValueError(
+                f"LIFTConfig.qa_passage_fraction must be in [0, 1], got {self.qa_passage_fraction!r}"
+            )
+        if not isinstance(self.qa_passages, int) or self.qa_passages < 1:
+            raise ValueError(f"LIFTConfig.qa_passages must be a positive integer, got {self.qa_passages!r}")
         for name in ("weight_decay", "qa_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

@@ -16,16 +16,20 @@ def _check_text(text: Any, where: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ValueError(f"{where} is not valid Unicode (unpaired surrogate at position {error.start})") from None
+        raise ValueError(
+            f"{where} is not valid Unicode (unpaired surrogate at position {error.start})"
+        ) from None
     return text
 
 
 def normalize_documents(documents: Any) -> list[Document]:
     """``documents`` as a list of :class:`Document`.
 
-    Accepted: a string, one ``(title, text)`` tuple, or a non-empty list of strings, ``(title, text)`` pairs, :class:`Document` or
-    objects with ``title``/``text`` attributes. Empty or whitespace-only texts raise ``ValueError``, other
-    types ``TypeError``, each naming the offending document.
+    Accepted: a string, one ``(title, text)`` tuple, or a non-empty list of strings, ``(title, text)``
+    pairs and :class:`Document`. Empty or whitespace-only texts and invalid Unicode raise ``ValueError``,
+    anything else (bytes, numbers, dicts, iterators, other objects) ``TypeError``, each naming the
+    offending document, before any work starts: bytes are refused rather than guessed at, since no
+    encoding can be assumed for them.
     """
     if isinstance(documents, (str, bytes, bytearray, Document)):
         documents = [documents]

@@ -146,7 +146,9 @@ class Generator:
 
         cached = self._stop_cache.get(stops)
         if cached is None:
-            cached = self._stop_cache[stops] = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops))
+            cached = self._stop_cache[stops] = StopStringCriteria(
+                tokenizer=self.tokenizer, stop_strings=list(stops)
+            )
             if len(self._stop_cache) > 64:
                 self._stop_cache.pop(next(iter(self._stop_cache)))
         return cached
@@ -189,7 +191,9 @@ class Generator:
 
             kwargs = {**kwargs, "stopping_criteria": StoppingCriteriaList(kwargs["stopping_criteria"])}
         with guard, torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
+            )
         return output[0, len(prompt_ids) :].tolist()
 
     def stream(
@@ -256,7 +260,9 @@ class TextStream(Iterator[str]):
 
     def _run(self, prompt_ids: list[int], guard: AbstractContextManager[Any], kwargs: dict[str, Any]) -> None:
         try:
-            self._new_ids = self._generator.new_token_ids(prompt_ids, guard, {**kwargs, "streamer": self._streamer})
+            self._new_ids = self._generator.new_token_ids(
+                prompt_ids, guard, {**kwargs, "streamer": self._streamer}
+            )
         except BaseException as error:  # re-raised in the consumer's thread
             self._error = error
             self._streamer.end()

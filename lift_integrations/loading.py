@@ -7,6 +7,7 @@ read that cache instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -119,10 +120,8 @@ def _load_gguf(gguf_path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, Pr
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, local_files_only=True)
     clear_quantization_marker(model)
-    try:
+    with contextlib.suppress(OSError):  # a read-only home only costs the next load its speed
         _write_gguf_cache(model, tokenizer, gguf_path, cached)
-    except OSError:
-        pass  # a read-only home only costs the next load its speed
     return model, tokenizer
 
 
@@ -134,7 +133,9 @@ def _write_gguf_cache(
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / "done.json").write_text(json.dumps({"source": str(gguf_path), "sha256": _file_digest(gguf_path)}))
+        (staging / "done.json").write_text(
+            json.dumps({"source": str(gguf_path), "sha256": _file_digest(gguf_path)})
+        )
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -175,9 +176,13 @@ def load_model_and_tokenizer(
         source = str(name_or_path)
         local = Path(source).exists()
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local, **model_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, local_files_only=local, **model_kwargs
+        )
         display = Path(source).name if local else source
-    if getattr(model, "hf_quantizer", None) is not None and getattr(model.config, "quantization_config", None):
+    if getattr(model, "hf_quantizer", None) is not None and getattr(
+        model.config, "quantization_config", None
+    ):
         quant = getattr(model.config.quantization_config, "quant_method", None)
         if str(quant).lower().endswith("gguf"):
             clear_quantization_marker(model)
@@ -197,8 +202,16 @@ def model_fingerprint(model: PreTrainedModel) -> str:
 
     digest = hashlib.sha256()
     config = model.config.to_dict()
-    for volatile in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "quantization_config",
-                     "_attn_implementation", "_attn_implementation_autoset", "use_cache"):
+    for volatile in (
+        "_name_or_path",
+        "transformers_version",
+        "dtype",
+        "torch_dtype",
+        "quantization_config",
+        "_attn_implementation",
+        "_attn_implementation_autoset",
+        "use_cache",
+    ):
         config.pop(volatile, None)
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     with torch.no_grad():

@@ -14,6 +14,7 @@ old memory or the new one, never a mixture.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -102,6 +103,8 @@ class Memory:
         self.adapter_config = dict(adapter_config)
         self.tensors = dict(tensors)
         self.documents = tuple(documents)
+        if config.checkpoint_dir is not None:  # a local path, meaningless elsewhere: never part of a memory
+            config = dataclasses.replace(config, checkpoint_dir=None)
         self.config = config
         self.base_model_name = base_model_name
         self.base_fingerprint = base_fingerprint
@@ -118,8 +121,17 @@ class Memory:
         """A content hash: the same tensors, documents, base model and adapter give the same id."""
         if self._id is None:
             digest = hashlib.sha256()
-            digest.update(json.dumps([self.adapter_kind, self.adapter_config, self.base_fingerprint,
-                                      [d.sha256 for d in self.documents]], sort_keys=True).encode())
+            digest.update(
+                json.dumps(
+                    [
+                        self.adapter_kind,
+                        self.adapter_config,
+                        self.base_fingerprint,
+                        [d.sha256 for d in self.documents],
+                    ],
+                    sort_keys=True,
+                ).encode()
+            )
             for name in sorted(self.tensors):
                 tensor = self.tensors[name].detach().to("cpu").contiguous()
                 digest.update(name.encode())
@@ -140,8 +152,10 @@ class Memory:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     def __repr__(self) -> str:
-        return (f"Memory(id={self.id!r}, adapter={self.adapter_kind!r}, documents={len(self.documents)}, "
-                f"parameters={self.num_parameters:,}, base={self.base_model_name!r})")
+        return (
+            f"Memory(id={self.id!r}, adapter={self.adapter_kind!r}, documents={len(self.documents)}, "
+            f"parameters={self.num_parameters:,}, base={self.base_model_name!r})"
+        )
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -153,11 +167,15 @@ class Memory:
             "adapter": {
                 "kind": self.adapter_kind,
                 "config": self.adapter_config,
-                "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-                            for name, t in sorted(self.tensors.items())},
+                "tensors": {
+                    name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                    for name, t in sorted(self.tensors.items())
+                },
             },
             "config": self.config.to_dict(),
-            "documents": [{"title": d.title, "sha256": d.sha256, "num_chars": len(d.text)} for d in self.documents],
+            "documents": [
+                {"title": d.title, "sha256": d.sha256, "num_chars": len(d.text)} for d in self.documents
+            ],
             "stats": self.stats,
             "num_parameters": self.num_parameters,
             "size_bytes": self.size_bytes,
@@ -169,15 +187,33 @@ class Memory:
         """Write the memory to the folder ``path`` atomically; an existing memory there is replaced.
 
         Returns the resolved folder. The write happens in a sibling temporary folder that is renamed
-        into place, so an interruption never leaves a half-written memory at ``path``.
+        into place, so an interruption never leaves a half-written memory at ``path``: a kill at any
+        moment leaves the old memory or the new one loadable. Nothing is written outside ``path`` except
+        that sibling (and the old version's, between the two renames). Tensors that cannot be loaded back
+        (NaN, infinite, unknown dtype) are refused before anything is written. ``path`` must not be a
+        symbolic link, and a folder there is replaced only if it holds nothing but a memory's files.
         """
         from safetensors.torch import save_file
 
-        target = Path(path).expanduser().resolve()
+        given = Path(path).expanduser()
+        if given.is_symlink():
+            raise FileExistsError(f"{given} is a symbolic link; save to the folder it points to instead")
+        target = given.resolve()
         if target.exists() and not target.is_dir():
             raise FileExistsError(f"{target} exists and is not a folder")
-        if target.exists() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
-            raise FileExistsError(f"{target} is a non-empty folder that does not hold a memory; not overwriting it")
+        if target.exists():
+            entries = {entry.name for entry in target.iterdir()}
+            if entries and MANIFEST_FILE not in entries:
+                raise FileExistsError(
+                    f"{target} is a non-empty folder that does not hold a memory; not overwriting it"
+                )
+            foreign = sorted(entries - {MANIFEST_FILE, TENSORS_FILE, DOCUMENTS_FILE})
+            if foreign:
+                raise FileExistsError(
+                    f"{target} holds files that are not part of a memory ({foreign[:3]}); replacing the "
+                    "folder would delete them, so it is not overwritten"
+                )
+        self._check_savable()
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
@@ -186,8 +222,12 @@ class Memory:
             documents = [{"title": d.title, "text": d.text} for d in self.documents]
             (staging / DOCUMENTS_FILE).write_text(json.dumps(documents, ensure_ascii=False), encoding="utf-8")
             manifest = self.manifest()
-            manifest["files"] = {name: _sha256_file(staging / name) for name in (TENSORS_FILE, DOCUMENTS_FILE)}
-            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+            manifest["files"] = {
+                name: _sha256_file(staging / name) for name in (TENSORS_FILE, DOCUMENTS_FILE)
+            }
+            (staging / MANIFEST_FILE).write_text(
+                json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8"
+            )
             for name in (TENSORS_FILE, DOCUMENTS_FILE, MANIFEST_FILE):
                 with (staging / name).open("rb") as handle:
                     os.fsync(handle.fileno())
@@ -196,7 +236,21 @@ class Memory:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+        _remove_old_versions(target)
         return target
+
+    def _check_savable(self) -> None:
+        """Raise ``ValueError`` for tensors that :meth:`load` would refuse, before anything is written."""
+        for name, tensor in self.tensors.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            if dtype not in _ALLOWED_DTYPES:
+                raise ValueError(
+                    f"tensor {name!r} has dtype {dtype}; a memory holds only {sorted(_ALLOWED_DTYPES)}"
+                )
+            if not bool(tensor.isfinite().all()):
+                raise ValueError(f"tensor {name!r} holds NaN or infinite values; not saving a broken memory")
 
     # Loading ---------------------------------------------------------------------------------------
 
@@ -247,13 +301,36 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _old_versions(target: Path) -> list[Path]:
+    """Previous versions of ``target`` that a save cut off between its two renames left beside it."""
+    if not target.parent.is_dir():
+        return []
+    prefix = f".{target.name}{_OLD_MARKER}"
+    found = [
+        p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+    ]
+    return sorted(found, key=_mtime, reverse=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted meanwhile
+        return 0.0
+
+
+def _remove_old_versions(target: Path) -> None:
+    """After a successful save the previous versions are superseded; delete what crashed saves left."""
+    for old in _old_versions(target):
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _recover(folder: Path) -> Path:
     """The folder to read: ``folder`` itself, or the previous version left by a save that was cut off
     between its two renames."""
     if folder.exists():
         return folder
-    candidates = sorted(folder.parent.glob(f".{folder.name}{_OLD_MARKER}*")) if folder.parent.exists() else []
-    for candidate in candidates:
+    for candidate in _old_versions(folder):
         if (candidate / MANIFEST_FILE).is_file():
             return candidate
     raise FileNotFoundError(f"no memory at {folder}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lift_integrations.absorb.qa import resolve_qa_generator
 from lift_integrations.absorb.samples import SEPARATOR, document_text, qa_samples, segment_samples
-from lift_integrations.absorb.segmentation import head_tail
-from lift_integrations.absorb.trainer import AbsorbProgress, train_memory
+from lift_integrations.absorb.segmentation import head_tail, tokenize_document
+from lift_integrations.absorb.trainer import AbsorbProgress, CheckpointStore, samples_digest, train_memory
 from lift_integrations.config import LIFTConfig
 from lift_integrations.documents import normalize_documents
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
@@ -34,6 +35,8 @@ class _Attached:
 
 ATTACHED: Any = _Attached()
 ADAPTERS = ("gated_memory", "lora")
+_STEP_HANDOFF_S = 0.001
+"""Pause of an absorbing thread between optimizer steps, so that waiting requests get the model lock."""
 
 
 def _make_backend(kind: str, model: PreTrainedModel, adapter_config: Any) -> AdapterBackend:
@@ -214,6 +217,7 @@ class LIFTModel:
         show_progress: bool = False,
         callback: Callable[[AbsorbProgress], None] | None = None,
         into: Memory | None = None,
+        resume: bool = True,
     ) -> Memory:
         """Fine-tune a new memory on ``documents`` and return it.
 
@@ -224,6 +228,14 @@ class LIFTModel:
         :class:`AbsorbProgress` after every optimizer step; ``show_progress`` draws a tqdm bar.
         ``into``: continue from an existing memory's weights; the result holds its documents and the new
         ones. Neither the attached memory nor what ``memory=None`` means is changed.
+
+        With ``config.checkpoint_dir`` set, progress is saved every ``config.checkpoint_every`` steps; a
+        run that was killed continues from its last checkpoint when ``absorb`` is called again with the
+        same documents, settings and model (``resume=False`` starts over), giving the same memory as an
+        uninterrupted run. Checkpoints are deleted once the absorption has finished.
+
+        The model lock is taken for each optimizer step, not for the whole absorption: requests with
+        other memories (or none) are served between steps, and never see the memory being trained.
         """
         import numpy as np
         import torch
@@ -243,14 +255,23 @@ class LIFTModel:
         torch.manual_seed(fitted.seed)
         segments, questions = [], []
         for doc in docs:
-            ids = encode_text(self.tokenizer, document_text(doc))
+            ids = tokenize_document(self.tokenizer, document_text(doc))  # streamed: 4 bytes per token
             segments += segment_samples(self.tokenizer, ids, fitted, rng)
             if qa_generator is not None and fitted.stage2_epochs > 0 and fitted.qa_per_document > 0:
                 pairs = qa_generator.generate(doc, fitted.qa_per_document, rng)
-                questions += qa_samples(self.tokenizer, ids, pairs, fitted)
+                questions += qa_samples(self.tokenizer, ids, pairs, fitted, text=doc.text, rng=rng)
+        stages = [segments, segments + questions]
+        epochs = [fitted.stage1_epochs, fitted.stage2_epochs]
+        checkpoint = None
+        if fitted.checkpoint_dir is not None:
+            key = self._checkpoint_key(fitted, into, stages, epochs)
+            checkpoint = CheckpointStore(fitted.checkpoint_dir, key, fitted.checkpoint_every)
+            if not resume:
+                checkpoint.clear()
 
         init = torch.Generator(device="cpu").manual_seed(fitted.seed)
-        weights = self.backend.create(generator=init)
+        with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
+            weights = self.backend.create(generator=init)
         if into is not None:
             weights.load_state_dict(
                 {k: v.to(self.device) for k, v in self._weights_for(into).state_dict().items()}
@@ -263,25 +284,21 @@ class LIFTModel:
                 callback(report)
 
         try:
-            with self.lock:
-                self.backend.activate(weights)
-                self._set_checkpointing(fitted.gradient_checkpointing)
-                try:
-                    stats = train_memory(
-                        self.model,
-                        list(weights.parameters()),
-                        [segments, segments + questions],
-                        [fitted.stage1_epochs, fitted.stage2_epochs],
-                        fitted,
-                        pad_id=self._generator.pad_id,
-                        num_documents=len(docs),
-                        on_step=on_step,
-                    )
-                finally:
-                    self._set_checkpointing(False)
-                    self.backend.activate(None)
+            stats = train_memory(
+                self.model,
+                list(weights.parameters()),
+                stages,
+                epochs,
+                fitted,
+                pad_id=self._generator.pad_id,
+                num_documents=len(docs),
+                on_step=on_step,
+                step_guard=lambda: self._training_step(weights, fitted.gradient_checkpointing),
+                checkpoint=checkpoint,
+            )
         except BaseException:
-            self.backend.release(weights)
+            with self.lock:
+                self.backend.release(weights)
             raise
         finally:
             progress(None)
@@ -303,10 +320,58 @@ class LIFTModel:
                 "final_loss": stats.final_loss,
                 "segment_samples": len(segments),
                 "qa_samples": len(questions),
+                **({"resumed_from_step": stats.resumed_from} if stats.resumed_from else {}),
             },
         )
         memory._binding = (self.backend, weights)
+        if checkpoint is not None:
+            checkpoint.clear()
         return memory
+
+    @contextlib.contextmanager
+    def _training_step(self, weights: Any, checkpointing: bool) -> Iterator[None]:
+        """One optimizer step of an absorption: the model lock, with the memory being trained active.
+
+        Before taking the lock the absorbing thread pauses for a moment, so that a request waiting for
+        the lock gets it between two steps instead of the absorption taking it straight back.
+        """
+        time.sleep(_STEP_HANDOFF_S)
+        with self.lock:
+            self.backend.activate(weights)
+            for param in weights.parameters():  # activating may freeze everything in the model (LoRA)
+                param.requires_grad_(True)
+            if checkpointing:
+                self._set_checkpointing(True)
+            try:
+                yield
+            finally:
+                if checkpointing:
+                    self._set_checkpointing(False)
+                self.backend.activate(None)
+
+    def _checkpoint_key(
+        self, config: LIFTConfig, into: Memory | None, stages: Sequence[Any], epochs: Sequence[int]
+    ) -> str:
+        """Names an absorption's checkpoints: the same library version, samples, settings, base model,
+        adapter and starting memory give the same key, so a checkpoint only resumes its own training."""
+        import hashlib
+        import json
+
+        from lift_integrations import __version__
+
+        settings = config.to_dict()
+        for name in ("checkpoint_dir", "checkpoint_every"):
+            settings.pop(name, None)
+        description = [
+            __version__,  # another version may plan steps differently: never resume across versions
+            self.fingerprint,
+            self.backend.kind,
+            self.backend.config_dict(),
+            settings,
+            into.id if into is not None else None,
+            samples_digest(stages, epochs),
+        ]
+        return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def _set_checkpointing(self, enabled: bool) -> None:
         if enabled:
@@ -397,7 +462,9 @@ class LIFTModel:
     def _run(self, method: Any, prompt_or_messages: PromptInput, memory: Any, context: Any,
              max_new_tokens: int, temperature: float, stop: Sequence[str] | None, top_p: float | None) -> Any:
         resolved = self._resolve(memory)
-        ids = self.prompt_ids(prompt_or_messages, memory=resolved, context=context, max_new_tokens=max_new_tokens)
+        ids = self.prompt_ids(
+            prompt_or_messages, memory=resolved, context=context, max_new_tokens=max_new_tokens
+        )
         return method(ids, self.using(resolved), max_new_tokens=max_new_tokens, temperature=temperature,
                       stop=list(stop or ()), top_p=top_p)
 

@@ -15,7 +15,7 @@ pytest.importorskip("langchain_core")
 pytest.importorskip("llama_index.core")
 pytest.importorskip("matplotlib")
 
-from conftest import build_tiny_model
+from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel, Memory
 from lift_integrations.bench.arms import (

@@ -24,7 +24,8 @@ QA_PROMPT = (
     "You are given a piece of text as the context. You should generate ONLY one question and the "
     "corresponding answer according to the context. You should also select one or more sentences directly "
     "from the original context as the evidence. The evidences must be verbatim sentences from the context. "
-    "Please answer in the following format: \nQuestion: [question] \nAnswer: [answer] \nEvidence: [evidence]\n"
+    "Please answer in the following format: \nQuestion: [question] \nAnswer: [answer] "
+    "\nEvidence: [evidence]\n"
     "Please DON'T output quotes when outputting evidences. The following is the piece of text: {context}"
 )
 WINDOW_SENTENCES = 16
@@ -44,8 +45,9 @@ class ExtractiveQAGenerator:
     def generate(self, document: Document, n: int, rng: np.random.Generator) -> list[QAPair]:
         if n <= 0:
             return []
-        return extractive_qa_pairs(document.text, title=document.title, max_pairs=n,
-                                   seed=int(rng.integers(0, 2**31 - 1)))
+        return extractive_qa_pairs(
+            document.text, title=document.title, max_pairs=n, seed=int(rng.integers(0, 2**31 - 1))
+        )
 
 
 def parse_qa_reply(reply: str) -> QAPair | None:
@@ -112,8 +114,9 @@ class CallableQAGenerator:
             elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
                 pairs.append(QAPair(question=item[0], answer=item[1]))
             else:
-                raise TypeError(f"a QA generator function must return QAPair or (question, answer) pairs, "
-                                f"got {item!r}")
+                raise TypeError(
+                    f"a QA generator function must return QAPair or (question, answer) pairs, got {item!r}"
+                )
         return pairs[:n] if n >= 0 else pairs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -58,8 +59,9 @@ def segment_samples(
             prefix = context_view(document_ids, config.context_view_length, separator, rng) + prompt
         input_ids = prefix + segment
         labels = [IGNORE_INDEX] * len(prefix) + segment
-        samples.append(TrainingSample(input_ids[: config.max_seq_length], labels[: config.max_seq_length],
-                                      "segment"))
+        samples.append(
+            TrainingSample(input_ids[: config.max_seq_length], labels[: config.max_seq_length], "segment")
+        )
     return samples
 
 
@@ -74,21 +76,68 @@ def qa_user_message(question: str, context: str | None) -> str:
     return f"Context:\n{context}\n\nAnswer the question based on the context above.\nQuestion: {question}"
 
 
+def split_passages(text: str, max_chars: int = 1000) -> list[str]:
+    """The document's paragraphs, long ones cut at sentence ends near ``max_chars``: stand-ins for the
+    chunks a retriever returns in hybrid mode."""
+    passages = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = paragraph.strip()
+        while len(paragraph) > max_chars:
+            cut = paragraph.rfind(". ", 0, max_chars)
+            cut = cut + 1 if cut > max_chars // 3 else max_chars
+            passages.append(paragraph[:cut].strip())
+            paragraph = paragraph[cut:].strip()
+        if paragraph:
+            passages.append(paragraph)
+    return passages
+
+
+def passage_context(passages: Sequence[str], pair: QAPair, count: int, rng: np.random.Generator) -> list[str]:
+    """The passage that holds the pair's evidence (or answer) among ``count - 1`` other passages, shuffled,
+    as a retriever would hand them over."""
+    needle = pair.evidence or pair.answer
+    holding = [i for i, p in enumerate(passages) if needle in p] or [
+        i for i, p in enumerate(passages) if pair.answer in p
+    ]
+    chosen = [holding[0]] if holding else []
+    others = [i for i in range(len(passages)) if i not in chosen]
+    take = min(len(others), max(0, count - len(chosen)))
+    chosen += [int(i) for i in rng.choice(others, size=take, replace=False)] if take else []
+    rng.shuffle(chosen)
+    return [passages[i] for i in chosen]
+
+
 def qa_samples(
     tokenizer: PreTrainedTokenizerBase,
     document_ids: Sequence[int],
     pairs: Sequence[QAPair],
     config: LIFTConfig,
+    *,
+    text: str = "",
+    rng: np.random.Generator | None = None,
 ) -> list[TrainingSample]:
-    """One chat-formatted sample per QA pair, loss on the answer (and the end-of-turn token)."""
+    """Chat-formatted samples for QA pairs, loss on the answer (and the end-of-turn token).
+
+    Every pair is trained as asked from memory (with the head/tail view of the document above it when
+    ``qa_context_length`` > 0). With ``qa_passage_fraction`` > 0, that share of the pairs is also trained
+    with retrieved-like passages in context, in the format hybrid mode uses, so the memory learns to work
+    with retrieved chunks rather than against them.
+    """
     context = None
     if config.qa_context_length > 0:
         view = head_tail(document_ids, config.qa_context_length, encode_text(tokenizer, SEPARATOR))
         context = tokenizer.decode(view)
-    samples = []
+    passages = split_passages(text) if text and config.qa_passage_fraction > 0 else []
+    rng = rng or np.random.default_rng(config.seed)
+    prompts: list[tuple[str, str]] = []
     for pair in pairs:
-        messages = [{"role": "user", "content": qa_user_message(pair.question, context)}]
-        ids, answer_start = encode_chat_with_answer(tokenizer, messages, pair.answer)
+        prompts.append((qa_user_message(pair.question, context), pair.answer))
+        if passages and rng.random() < config.qa_passage_fraction:
+            chunks = passage_context(passages, pair, config.qa_passages, rng)
+            prompts.append((qa_user_message(pair.question, "\n\n".join(chunks)), pair.answer))
+    samples = []
+    for user, answer in prompts:
+        ids, answer_start = encode_chat_with_answer(tokenizer, [{"role": "user", "content": user}], answer)
         if len(ids) > config.max_seq_length:
             continue
         labels = [IGNORE_INDEX] * answer_start + ids[answer_start:]

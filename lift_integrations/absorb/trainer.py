@@ -8,10 +8,21 @@ materialised for the whole sequence.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
+import json
 import math
+import os
+import shutil
+import tempfile
 import time
+import warnings
+from array import array
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +59,8 @@ class TrainingStats:
     seconds: float
     final_loss: float
     losses: list[float]
+    resumed_from: int = 0
+    """Step of the checkpoint training continued from (0: it started from scratch)."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -66,7 +79,7 @@ def plan_steps(num_samples: int, config: LIFTConfig) -> int:
 def _split(items: Sequence[int], parts: int) -> list[list[int]]:
     """``items`` in ``parts`` contiguous, nearly equal groups."""
     bounds = np.linspace(0, len(items), parts + 1).round().astype(int)
-    return [list(items[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return [list(items[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def micro_batches(samples: Sequence[TrainingSample], max_samples: int, max_tokens: int) -> list[list[int]]:
@@ -140,12 +153,19 @@ def train_memory(
     num_documents: int = 1,
     on_step: Callable[[AbsorbProgress], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    step_guard: Callable[[], AbstractContextManager[Any]] | None = None,
+    checkpoint: CheckpointStore | None = None,
 ) -> TrainingStats:
     """Train ``parameters`` on each stage's samples for its number of epochs.
 
     One AdamW optimizer spans both stages (its state carries over, as in the paper). Each sample's loss is
     the mean over its supervised tokens; QA samples are weighted by ``config.qa_weight``, so a short
     answer counts as much as a long segment instead of being diluted by token counting.
+
+    ``step_guard`` is entered around each optimizer step (and nothing else): :meth:`LIFTModel.absorb`
+    takes the model lock there, so other memories are served between steps. With ``checkpoint``, the
+    state is saved every ``checkpoint.every`` steps, and training continues from the newest valid
+    checkpoint it holds: the shuffles are replayed, so the result equals an uninterrupted run's.
     """
     device = next(iter(parameters)).device
     for param in parameters:
@@ -165,43 +185,81 @@ def train_memory(
         device.type, dtype=torch.bfloat16, enabled=use_bf16_autocast(config.precision, device, model_dtype)
     )
     total = sum(plan_steps(len(samples), config) * n for samples, n in zip(stages, epochs, strict=True))
-    step, tokens, sum_sq, losses = 0, 0, 0, []
-    start = time.perf_counter()
+    guard = step_guard or contextlib.nullcontext
+    resumed = checkpoint.restore(parameters, optimizer, total) if checkpoint is not None else None
+    step, tokens, sum_sq, losses, earlier_s = 0, 0, 0, [], 0.0
+    if resumed is not None:
+        step, tokens, sum_sq, losses, earlier_s = (
+            resumed.step,
+            resumed.tokens,
+            resumed.sum_sq,
+            list(resumed.losses),
+            resumed.elapsed_s,
+        )
+    start = time.perf_counter() - earlier_s
     was_training = model.training
-    model.train(config.gradient_checkpointing)  # HF checkpoints only in train mode; dropout is 0 in LIFT
+
+    def run_step(step_samples: list[TrainingSample]) -> tuple[float, int, int]:
+        weights = [config.qa_weight if s.kind == "qa" else 1.0 for s in step_samples]
+        total_weight = sum(weights) or 1.0
+        step_loss, step_tokens, step_sq = 0.0, 0, 0
+        optimizer.zero_grad(set_to_none=True)
+        model.train(config.gradient_checkpointing)  # HF checkpoints only in train mode; dropout is 0 in LIFT
+        try:
+            for indices in micro_batches(step_samples, config.batch_size, token_budget):
+                micro = [step_samples[i] for i in indices]
+                micro_weights = torch.tensor([weights[i] for i in indices], device=device)
+                with autocast:
+                    loss = per_sample_loss(model, _collate(micro, pad_id, device))
+                weighted = (loss * micro_weights).sum() / total_weight
+                weighted.backward()
+                step_loss += float(weighted.detach())
+                step_tokens += sum(len(s.input_ids) for s in micro)
+                step_sq += sum(len(s.input_ids) ** 2 for s in micro)
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(
+                    f"absorption diverged: loss is {step_loss} at step {step + 1}; lower the learning rate"
+                )
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            if config.warmup_steps:
+                scale = min(1.0, (step + 1) / config.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate * scale
+            optimizer.step()
+        finally:
+            model.train(was_training)
+        return step_loss, step_tokens, step_sq
+
+    position = 0  # optimizer steps planned so far, including those a checkpoint already holds
     try:
         for stage_index, (samples, num_epochs) in enumerate(zip(stages, epochs, strict=True)):
             for epoch in range(num_epochs):
                 order = rng.permutation(len(samples))
                 for group in _split(order.tolist(), plan_steps(len(samples), config)):
-                    step_samples = [samples[i] for i in group]
-                    weights = [config.qa_weight if s.kind == "qa" else 1.0 for s in step_samples]
-                    total_weight = sum(weights) or 1.0
-                    optimizer.zero_grad(set_to_none=True)
-                    step_loss = 0.0
-                    for indices in micro_batches(step_samples, config.batch_size, token_budget):
-                        micro = [step_samples[i] for i in indices]
-                        micro_weights = torch.tensor([weights[i] for i in indices], device=device)
-                        with autocast:
-                            loss = per_sample_loss(model, _collate(micro, pad_id, device))
-                        weighted = (loss * micro_weights).sum() / total_weight
-                        weighted.backward()
-                        step_loss += float(weighted.detach())
-                        tokens += sum(len(s.input_ids) for s in micro)
-                        sum_sq += sum(len(s.input_ids) ** 2 for s in micro)
-                    if not math.isfinite(step_loss):
-                        raise FloatingPointError(
-                            f"absorption diverged: loss is {step_loss} at step {step + 1}; "
-                            "lower the learning rate"
-                        )
-                    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-                    if config.warmup_steps:
-                        scale = min(1.0, (step + 1) / config.warmup_steps)
-                        for group_ in optimizer.param_groups:
-                            group_["lr"] = config.learning_rate * scale
-                    optimizer.step()
+                    position += 1
+                    if position <= step:  # done before the checkpoint: replay the shuffle only
+                        if resumed is not None and position == step:
+                            resumed.check_rng(rng)
+                        continue
+                    with guard():
+                        step_loss, step_tokens, step_sq = run_step([samples[i] for i in group])
                     step += 1
+                    tokens += step_tokens
+                    sum_sq += step_sq
                     losses.append(step_loss)
+                    if checkpoint is not None and step % checkpoint.every == 0 and step < total:
+                        checkpoint.save(
+                            step=step,
+                            parameters=parameters,
+                            optimizer=optimizer,
+                            rng=rng,
+                            progress={
+                                "tokens": tokens,
+                                "sum_sq": sum_sq,
+                                "losses": losses,
+                                "elapsed_s": time.perf_counter() - start,
+                            },
+                        )
                     if on_step is not None:
                         on_step(
                             AbsorbProgress(
@@ -216,7 +274,6 @@ def train_memory(
                             )
                         )
     finally:
-        model.train(was_training)
         optimizer.zero_grad(set_to_none=True)
         for param in parameters:
             param.requires_grad_(False)
@@ -227,4 +284,308 @@ def train_memory(
         seconds=time.perf_counter() - start,
         final_loss=losses[-1] if losses else float("nan"),
         losses=losses,
+        resumed_from=resumed.step if resumed is not None else 0,
     )
+
+
+# Checkpoints ---------------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "lift-absorb-checkpoint"
+CHECKPOINT_VERSION = 1
+_PARAMS_FILE = "params.safetensors"
+_OPTIMIZER_FILE = "optimizer.safetensors"
+_STATE_FILE = "state.json"
+_STEP_PREFIX = "step-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is damaged or belongs to another absorption (it is then skipped, never half-used)."""
+
+
+def samples_digest(stages: Sequence[Sequence[TrainingSample]], epochs: Sequence[int]) -> str:
+    """SHA-256 of every training sample and the epoch plan: a checkpoint resumes only the same training."""
+    digest = hashlib.sha256(json.dumps([CHECKPOINT_VERSION, list(epochs)]).encode())
+    for samples in stages:
+        digest.update(b"stage")
+        for sample in samples:
+            digest.update(sample.kind.encode())
+            digest.update(array("i", sample.input_ids).tobytes())
+            digest.update(b"|")
+            digest.update(array("i", sample.labels).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What a checkpoint restores besides the tensors: counters, losses so far and the shuffle state."""
+
+    step: int
+    tokens: int
+    sum_sq: int
+    losses: list[float]
+    elapsed_s: float
+    rng_state: dict[str, Any]
+
+    def check_rng(self, rng: np.random.Generator) -> None:
+        """The replayed shuffles must reach the saved state; anything else means a different plan."""
+        if _jsonable(rng.bit_generator.state) != self.rng_state:
+            raise CheckpointError("the replayed shuffle does not match the checkpoint's; not resuming")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+class CheckpointStore:
+    """Resumable training state of one absorption, in its own folder.
+
+    Each checkpoint is a folder ``step-NNNNNNNN`` holding the parameters and the optimizer's tensors as
+    safetensors, and counters, losses, optimizer scalars and the shuffle state as JSON (nothing is ever
+    pickled). It is written in a temporary sibling and renamed into place, so a kill at any moment
+    leaves the previous checkpoint whole; older ones are deleted only after the new one is in place.
+    A checkpoint is used only if every file matches the SHA-256 its ``state.json`` records and it was
+    made for the same ``key`` (documents, samples, settings, model and adapter).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], key: str, every: int) -> None:
+        if not isinstance(key, str) or not key.isalnum():
+            raise ValueError(f"a checkpoint key must be alphanumeric, got {key!r}")
+        self.root = Path(folder).expanduser().resolve()
+        self.folder = self.root / key
+        self.key = key
+        self.every = every
+
+    def _checkpoints(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        found = [
+            p
+            for p in self.folder.iterdir()
+            if p.name.startswith(_STEP_PREFIX)
+            and p.is_dir()
+            and not p.is_symlink()
+            and p.name[len(_STEP_PREFIX) :].isdigit()
+        ]
+        return sorted(found, key=lambda p: int(p.name[len(_STEP_PREFIX) :]), reverse=True)
+
+    @property
+    def latest_step(self) -> int | None:
+        """Step of the newest checkpoint folder (not yet verified), ``None`` when there is none."""
+        found = self._checkpoints()
+        return int(found[0].name[len(_STEP_PREFIX) :]) if found else None
+
+    def save(
+        self,
+        *,
+        step: int,
+        parameters: Sequence[nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        progress: dict[str, Any],
+    ) -> Path:
+        """Write the checkpoint of ``step`` atomically and delete the older ones."""
+        from safetensors.torch import save_file
+
+        from lift_integrations.memory import _fsync_dir, _sha256_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
+        final = self.folder / f"{_STEP_PREFIX}{step:08d}"
+        try:
+            params = {f"param.{i}": p.detach().to("cpu").contiguous() for i, p in enumerate(parameters)}
+            state = optimizer.state_dict()
+            tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+            if params and next(iter(params.values())).device.type == "cuda":  # pragma: no cover - GPU only
+                tensors["rng.cuda"] = torch.cuda.get_rng_state(parameters[0].device)
+            scalars: dict[str, dict[str, Any]] = {}
+            for index, entry in state["state"].items():
+                for name, value in entry.items():
+                    if isinstance(value, torch.Tensor):
+                        tensors[f"state.{index}.{name}"] = value.detach().to("cpu").contiguous()
+                    else:
+                        scalars.setdefault(str(index), {})[name] = value
+            groups = [
+                {k: v for k, v in group.items() if k != "params" and _is_scalar(v)}
+                for group in state["param_groups"]
+            ]
+            save_file(params, str(staging / _PARAMS_FILE))
+            save_file(tensors, str(staging / _OPTIMIZER_FILE))
+            record = {
+                "format": CHECKPOINT_FORMAT,
+                "format_version": CHECKPOINT_VERSION,
+                "key": self.key,
+                "step": step,
+                "tokens": progress["tokens"],
+                "sum_sq": progress["sum_sq"],
+                "losses": list(progress["losses"]),
+                "elapsed_s": progress["elapsed_s"],
+                "rng": _jsonable(rng.bit_generator.state),
+                "optimizer_scalars": scalars,
+                "param_groups": groups,
+                "files": {name: _sha256_file(staging / name) for name in (_PARAMS_FILE, _OPTIMIZER_FILE)},
+            }
+            (staging / _STATE_FILE).write_text(json.dumps(record), encoding="utf-8")
+            for name in (_PARAMS_FILE, _OPTIMIZER_FILE, _STATE_FILE):
+                with (staging / name).open("rb") as handle:
+                    os.fsync(handle.fileno())
+            _fsync_dir(staging)
+            if final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)
+            _fsync_dir(self.folder)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        for other in self.folder.iterdir():
+            if other != final and (other.name.startswith(_STEP_PREFIX) or other.name.startswith(".tmp-")):
+                shutil.rmtree(other, ignore_errors=True)
+        return final
+
+    def restore(
+        self, parameters: Sequence[nn.Parameter], optimizer: torch.optim.Optimizer, total_steps: int
+    ) -> ResumeState | None:
+        """Load the newest valid checkpoint into ``parameters`` and ``optimizer``; ``None`` if none is.
+
+        A damaged or foreign checkpoint is skipped with a warning (the next older one is tried): losing a
+        checkpoint costs only the time to redo its steps, never a wrong memory.
+        """
+        for folder in self._checkpoints():
+            try:
+                loaded = self._read(folder, parameters, optimizer, total_steps)
+            except (CheckpointError, OSError) as error:
+                warnings.warn(f"ignoring checkpoint {folder}: {error}", RuntimeWarning, stacklevel=3)
+                continue
+            params, optimizer_state, resume, rng_tensors = loaded
+            with torch.no_grad():
+                for param, value in zip(parameters, params, strict=True):
+                    param.copy_(value.to(param.device))
+            optimizer.load_state_dict(optimizer_state)
+            torch.set_rng_state(rng_tensors["rng.torch"])
+            if "rng.cuda" in rng_tensors and parameters[0].device.type == "cuda":  # pragma: no cover
+                torch.cuda.set_rng_state(rng_tensors["rng.cuda"], parameters[0].device)
+            return resume
+        return None
+
+    def _read(
+        self,
+        folder: Path,
+        parameters: Sequence[nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+    ) -> tuple[list[torch.Tensor], dict[str, Any], ResumeState, dict[str, torch.Tensor]]:
+        """Everything a checkpoint holds, verified; nothing is applied until all of it has passed."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from lift_integrations.memory import _sha256_file
+
+        def require(condition: bool, message: str) -> None:
+            if not condition:
+                raise CheckpointError(message)
+
+        paths = {name: folder / name for name in (_PARAMS_FILE, _OPTIMIZER_FILE, _STATE_FILE)}
+        for name, path in paths.items():
+            require(path.is_file() and not path.is_symlink(), f"{name} is missing")
+        try:
+            record = json.loads(paths[_STATE_FILE].read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise CheckpointError(f"{_STATE_FILE} is not valid JSON ({error})") from None
+        require(
+            isinstance(record, dict)
+            and record.get("format") == CHECKPOINT_FORMAT
+            and record.get("format_version") == CHECKPOINT_VERSION,
+            "unknown checkpoint format",
+        )
+        require(record.get("key") == self.key, "made for another absorption")
+        step = record.get("step")
+        require(_is_count(step) and 0 < step < total_steps, f"step {step!r} is out of range")
+        require(folder.name == f"{_STEP_PREFIX}{step:08d}", "folder name and step disagree")
+        files = record.get("files")
+        for name in (_PARAMS_FILE, _OPTIMIZER_FILE):
+            require(
+                isinstance(files, dict) and files.get(name) == _sha256_file(paths[name]),
+                f"{name} does not match its hash",
+            )
+        try:
+            params_file = load_file(str(paths[_PARAMS_FILE]), device="cpu")
+            tensors = load_file(str(paths[_OPTIMIZER_FILE]), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"tensors cannot be read ({error})") from None
+        require(set(params_file) == {f"param.{i}" for i in range(len(parameters))}, "parameter names differ")
+        params = []
+        for index, param in enumerate(parameters):
+            value = params_file[f"param.{index}"]
+            require(value.shape == param.shape and value.dtype == param.dtype, f"parameter {index} differs")
+            params.append(value)
+        require(isinstance(tensors.get("rng.torch"), torch.Tensor), "the random state is missing")
+        template = optimizer.state_dict()
+        scalars = record.get("optimizer_scalars")
+        groups = record.get("param_groups")
+        require(
+            isinstance(scalars, dict)
+            and isinstance(groups, list)
+            and len(groups) == len(template["param_groups"]),
+            "optimizer state is malformed",
+        )
+        state: dict[int, dict[str, Any]] = {}
+        for name, value in tensors.items():
+            if not name.startswith("state."):
+                continue
+            index_text, _, key = name[len("state.") :].partition(".")
+            require(
+                index_text.isdigit() and int(index_text) < len(parameters) and key != "",
+                f"unexpected tensor {name!r}",
+            )
+            state.setdefault(int(index_text), {})[key] = value
+        for index_text, entry in scalars.items():
+            require(
+                index_text.isdigit()
+                and int(index_text) < len(parameters)
+                and isinstance(entry, dict)
+                and all(_is_scalar(v) for v in entry.values()),
+                "optimizer scalars are malformed",
+            )
+            state.setdefault(int(index_text), {}).update(entry)
+        merged_groups = []
+        for saved, current in zip(groups, template["param_groups"], strict=True):
+            require(
+                isinstance(saved, dict) and all(_is_scalar(v) for v in saved.values()),
+                "optimizer groups are malformed",
+            )
+            merged_groups.append({**current, **{k: v for k, v in saved.items() if k in current}})
+        losses = record.get("losses")
+        require(
+            isinstance(losses, list)
+            and len(losses) == step
+            and all(isinstance(x, (int, float)) for x in losses),
+            "losses are malformed",
+        )
+        require(
+            _is_count(record.get("tokens"))
+            and _is_count(record.get("sum_sq"))
+            and isinstance(record.get("elapsed_s"), (int, float))
+            and isinstance(record.get("rng"), dict),
+            "counters are malformed",
+        )
+        resume = ResumeState(
+            step=step,
+            tokens=record["tokens"],
+            sum_sq=record["sum_sq"],
+            losses=losses,
+            elapsed_s=float(record["elapsed_s"]),
+            rng_state=record["rng"],
+        )
+        rng_tensors = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+        return params, {"state": state, "param_groups": merged_groups}, resume, rng_tensors
+
+    def clear(self) -> None:
+        """Delete this absorption's checkpoints (done once it has finished)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float, bool, str)))

@@ -55,7 +55,9 @@ class LoRAWeights(nn.Module):
         missing = set(self._names) - set(state_dict)
         unexpected = set(state_dict) - set(self._names)
         if strict and (missing or unexpected):
-            raise ValueError(f"LoRA tensors do not match: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+            raise ValueError(
+                f"LoRA tensors do not match: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            )
         with torch.no_grad():
             for name in self._names:
                 if name in state_dict:
@@ -78,8 +80,13 @@ class LoRABackend(AdapterBackend):
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         name = f"lift{next(self._counter)}"
-        peft_config = LoraConfig(r=self.config.r, lora_alpha=self.config.alpha, lora_dropout=self.config.dropout,
-                                 target_modules=self.config.target_modules, bias="none")
+        peft_config = LoraConfig(
+            r=self.config.r,
+            lora_alpha=self.config.alpha,
+            lora_dropout=self.config.dropout,
+            target_modules=self.config.target_modules,
+            bias="none",
+        )
         inject_adapter_in_model(peft_config, self.model, adapter_name=name)
         self._tuner_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
         tensors: dict[str, nn.Parameter] = {}

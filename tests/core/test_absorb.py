@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import build_tiny_model
 
 from lift_integrations import Document, LIFTConfig, LIFTModel, QAPair
 from lift_integrations.absorb.qa import (
@@ -42,8 +42,9 @@ TINY = LIFTConfig.fast(stage1_epochs=1, stage2_epochs=2, qa_per_document=4)
         ("bad \ud800 surrogate", ValueError, "Unicode"),
     ],
 )
-def test_bad_documents_are_refused_before_any_work(documents: object, error: type, message: str,
-                                                    tiny_lift: LIFTModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_documents_are_refused_before_any_work(
+    documents: object, error: type, message: str, tiny_lift: LIFTModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the input was checked")
 
@@ -134,14 +135,16 @@ def test_segment_samples_supervise_only_the_segment(tiny_lift: LIFTModel) -> Non
     for sample, (start, end) in zip(samples, segment_spans(len(ids), 64, 32), strict=True):
         supervised = [t for t in sample.labels if t != IGNORE_INDEX]
         assert supervised == ids[start:end]
-        assert sample.input_ids[-len(supervised):] == supervised
+        assert sample.input_ids[-len(supervised) :] == supervised
         assert len(sample.input_ids) > len(supervised), "the context view and prompt precede the segment"
 
 
 def test_qa_samples_supervise_only_the_answer(tiny_lift: LIFTModel) -> None:
     tokenizer = tiny_lift.tokenizer
     ids = tokenizer(FACTS, add_special_tokens=False)["input_ids"]
-    samples = qa_samples(tokenizer, ids, [QAPair("Who founded it?", "Mira Quenton")], LIFTConfig(qa_context_length=0))
+    samples = qa_samples(
+        tokenizer, ids, [QAPair("Who founded it?", "Mira Quenton")], LIFTConfig(qa_context_length=0)
+    )
     (sample,) = samples
     answer = tokenizer.decode([t for t in sample.labels if t != IGNORE_INDEX])
     assert answer.startswith("Mira Quenton") and "<|im_end|>" in answer
@@ -153,7 +156,9 @@ def test_qa_samples_supervise_only_the_answer(tiny_lift: LIFTModel) -> None:
 
 def test_parse_qa_reply() -> None:
     reply = "Question: Who founded it? \nAnswer: Mira Quenton \nEvidence: founded in 1874 by Mira Quenton"
-    assert parse_qa_reply(reply) == QAPair("Who founded it?", "Mira Quenton", "founded in 1874 by Mira Quenton")
+    assert parse_qa_reply(reply) == QAPair(
+        "Who founded it?", "Mira Quenton", "founded in 1874 by Mira Quenton"
+    )
     assert parse_qa_reply("Question: only a question") is None
     assert parse_qa_reply("") is None
 
@@ -182,8 +187,13 @@ def test_generator_argument_accepts_callables_and_chat_models() -> None:
             return type("Message", (), {"content": "Question: Q?\nAnswer: A\nEvidence: Tobias Renwick"})()
 
     doc, rng = Document("Z", FACTS), np.random.default_rng(0)
-    assert resolve_qa_generator(FakeChatModel(), "extractive", lambda p, a: "").generate(doc, 1, rng)[0].answer == "A"
-    plain = resolve_qa_generator(lambda prompt: "Question: Q?\nAnswer: B\nEvidence: Mira Quenton", "none", print)
+    assert (
+        resolve_qa_generator(FakeChatModel(), "extractive", lambda p, a: "").generate(doc, 1, rng)[0].answer
+        == "A"
+    )
+    plain = resolve_qa_generator(
+        lambda prompt: "Question: Q?\nAnswer: B\nEvidence: Mira Quenton", "none", print
+    )
     assert plain.generate(doc, 1, rng)[0].answer == "B"
     direct = CallableQAGenerator(lambda d: [("Where?", "Vellhaven")])
     assert direct.generate(doc, 5, rng) == [QAPair("Where?", "Vellhaven")]
@@ -215,8 +225,12 @@ def test_absorb_raises_gold_answer_likelihood_and_reports_progress() -> None:
     question, answer = "Who founded the Zorblat Institute?", "Mira Quenton"
     before = tiny_lift.answer_logprob(question, answer, memory=None)
     reports = []
-    config = LIFTConfig.fast(stage1_epochs=2, stage2_epochs=15, qa_per_document=8, learning_rate=3e-2, batch_size=1)
-    generator = CallableQAGenerator(lambda d: [(question, answer), ("Who was the first director?", "Tobias Renwick")])
+    config = LIFTConfig.fast(
+        stage1_epochs=2, stage2_epochs=15, qa_per_document=8, learning_rate=3e-2, batch_size=1
+    )
+    generator = CallableQAGenerator(
+        lambda d: [(question, answer), ("Who was the first director?", "Tobias Renwick")]
+    )
     memory = tiny_lift.absorb(FACTS, config=config, generator=generator, callback=reports.append)
     after = tiny_lift.answer_logprob(question, answer, memory=memory)
     assert after > before + 3.0, (before, after)
@@ -232,7 +246,9 @@ def test_absorb_raises_gold_answer_likelihood_and_reports_progress() -> None:
 def test_several_documents_and_continuing_a_memory(tiny_lift: LIFTModel) -> None:
     memory = tiny_lift.absorb([("Zorblat", FACTS), "Vellhaven lies on the river Oskel."], config=TINY)
     assert memory.titles == ["Zorblat", ""]
-    more = tiny_lift.absorb(Document("Oskel", "The river Oskel freezes every March."), config=TINY, into=memory)
+    more = tiny_lift.absorb(
+        Document("Oskel", "The river Oskel freezes every March."), config=TINY, into=memory
+    )
     assert more.titles == ["Zorblat", "", "Oskel"]
     assert more.id != memory.id
 
@@ -251,3 +267,18 @@ def test_lora_adapter_behind_the_same_interface() -> None:
         again = lift.logits(ids)
     assert not torch.allclose(base, adapted)
     assert torch.equal(base, again)
+
+
+def test_qa_pairs_can_also_be_trained_with_retrieved_like_passages(tiny_lift: LIFTModel) -> None:
+    tokenizer = tiny_lift.tokenizer
+    text = (
+        "First paragraph about harps.\n\nThe Zorblat Institute was founded by Mira Quenton.\n\nA third one."
+    )
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    pair = QAPair("Who founded it?", "Mira Quenton", "The Zorblat Institute was founded by Mira Quenton.")
+    config = LIFTConfig(qa_context_length=0, qa_passage_fraction=1.0, qa_passages=2)
+    plain, with_passages = qa_samples(tokenizer, ids, [pair], config, text=text, rng=np.random.default_rng(0))
+    assert "Context:" not in tokenizer.decode(plain.input_ids)
+    prompt = tokenizer.decode(with_passages.input_ids)
+    assert "Context:" in prompt and "founded by Mira Quenton." in prompt
+    assert tokenizer.decode([t for t in with_passages.labels if t != IGNORE_INDEX]).startswith("Mira Quenton")

@@ -30,8 +30,9 @@ def _answered(lift: LIFTModel, memory: Memory | None) -> int:
     return correct
 
 
-def test_memory_raises_gold_likelihood_and_answers_without_the_document(embedded_lift: LIFTModel,
-                                                                        quillon_memory: Memory) -> None:
+def test_memory_raises_gold_likelihood_and_answers_without_the_document(
+    embedded_lift: LIFTModel, quillon_memory: Memory
+) -> None:
     base = [embedded_lift.answer_logprob(q, a, memory=None) for q, a in QUESTIONS]
     adapted = [embedded_lift.answer_logprob(q, a, memory=quillon_memory) for q, a in QUESTIONS]
     gain = sum(adapted) / len(adapted) - sum(base) / len(base)
@@ -40,7 +41,9 @@ def test_memory_raises_gold_likelihood_and_answers_without_the_document(embedded
     assert _answered(embedded_lift, quillon_memory) >= 2
 
 
-def test_detached_memory_gives_the_base_models_logits(embedded_lift: LIFTModel, quillon_memory: Memory) -> None:
+def test_detached_memory_gives_the_base_models_logits(
+    embedded_lift: LIFTModel, quillon_memory: Memory
+) -> None:
     ids = embedded_lift.prompt_ids(QUESTIONS[0][0], memory=None)
     with torch.no_grad():
         untouched = embedded_lift.model(input_ids=torch.tensor([ids])).logits
@@ -54,7 +57,9 @@ def test_detached_memory_gives_the_base_models_logits(embedded_lift: LIFTModel, 
     assert torch.equal(detached, untouched)
 
 
-def test_saved_memory_answers_identically(embedded_lift: LIFTModel, quillon_memory: Memory, tmp_path: Path) -> None:
+def test_saved_memory_answers_identically(
+    embedded_lift: LIFTModel, quillon_memory: Memory, tmp_path: Path
+) -> None:
     loaded = Memory.load(quillon_memory.save(tmp_path / "quillon"))
     for question, _ in QUESTIONS[:3]:
         expected = embedded_lift.generate(question, memory=quillon_memory, max_new_tokens=16).text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_tiny_model
+from tiny_models import build_tiny_model
 
 from lift_integrations import GatedMemoryConfig, LIFTModel
 from lift_integrations.adapters.gated_memory import GatedMemoryBackend, GatedMemoryLayer
@@ -97,7 +97,9 @@ def test_kv_cache_generation_matches_full_recomputation(arch: str) -> None:
     try:
         with torch.no_grad():
             cached = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True, min_new_tokens=8)
-            uncached = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False, min_new_tokens=8)
+            uncached = model.generate(
+                ids, max_new_tokens=8, do_sample=False, use_cache=False, min_new_tokens=8
+            )
     finally:
         lift.backend.activate(None)
     assert torch.equal(cached, uncached)
@@ -128,8 +130,10 @@ def test_memory_adds_no_base_parameters_and_base_stays_frozen(tiny_lift: LIFTMod
     before = {name: p.detach().clone() for name, p in tiny_lift.model.named_parameters()}
     from lift_integrations import LIFTConfig
 
-    tiny_lift.absorb("The Zorblat Institute was founded in 1874 by Mira Quenton.",
-                     config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2))
+    tiny_lift.absorb(
+        "The Zorblat Institute was founded in 1874 by Mira Quenton.",
+        config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2),
+    )
     after = dict(tiny_lift.model.named_parameters())
     assert before.keys() == after.keys()
     for name, value in before.items():

@@ -14,10 +14,15 @@ FACTS = "The Zorblat Institute was founded in 1874 by Mira Quenton in the city o
 def test_memory_none_equals_the_unadapted_model(tiny_lift: LIFTModel) -> None:
     ids = tiny_lift.prompt_ids("Who founded it?", memory=None)
     with torch.no_grad():
-        raw = tiny_lift.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, min_new_tokens=1,
-                                       eos_token_id=tiny_lift._generator.eos_ids,
-                                       pad_token_id=tiny_lift._generator.pad_id)
-    expected = tiny_lift.tokenizer.decode(raw[0, len(ids):], skip_special_tokens=True)
+        raw = tiny_lift.model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=12,
+            do_sample=False,
+            min_new_tokens=1,
+            eos_token_id=tiny_lift._generator.eos_ids,
+            pad_token_id=tiny_lift._generator.pad_id,
+        )
+    expected = tiny_lift.tokenizer.decode(raw[0, len(ids) :], skip_special_tokens=True)
     result = tiny_lift.generate("Who founded it?", memory=None, max_new_tokens=12)
     assert result.text == expected
     assert result.input_tokens == len(ids) and 1 <= result.output_tokens <= 12
@@ -25,7 +30,9 @@ def test_memory_none_equals_the_unadapted_model(tiny_lift: LIFTModel) -> None:
 
 
 def test_memory_is_chosen_per_call_and_attach_sets_the_default(tiny_lift: LIFTModel) -> None:
-    memory = tiny_lift.absorb(FACTS, config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2))
+    memory = tiny_lift.absorb(
+        FACTS, config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2)
+    )
     with torch.no_grad():
         memory.tensors["layers.0.gate_bias"].add_(5.0)  # make the memory's effect unmistakable
     base = tiny_lift.generate("Who founded it?", memory=None, max_new_tokens=10).text
@@ -60,7 +67,9 @@ def test_stop_strings_cut_the_text_in_generate_and_stream(tiny_lift: LIFTModel) 
 
 def test_context_modes(tiny_lift: LIFTModel) -> None:
     memory = tiny_lift.absorb(("Zorblat", FACTS), config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=0))
-    chunked = tiny_lift.tokenizer.decode(tiny_lift.prompt_ids("Who?", memory=None, context=["Chunk about Oskel."]))
+    chunked = tiny_lift.tokenizer.decode(
+        tiny_lift.prompt_ids("Who?", memory=None, context=["Chunk about Oskel."])
+    )
     assert "Chunk about Oskel." in chunked and "Who?" in chunked
     truncated = tiny_lift.tokenizer.decode(tiny_lift.prompt_ids("Who?", memory=memory, context="truncated"))
     assert "Mira Quenton" in truncated
@@ -88,8 +97,9 @@ def test_control_tokens_in_content_stay_plain_text(tiny_lift: LIFTModel) -> None
 
 
 def test_messages_roles_are_checked_and_merged(tiny_lift: LIFTModel) -> None:
-    ids = tiny_lift.prompt_ids([("system", "Be brief."), ("system", "Be kind."), ("human", "Hi"), ("human", "there")],
-                               memory=None)
+    ids = tiny_lift.prompt_ids(
+        [("system", "Be brief."), ("system", "Be kind."), ("human", "Hi"), ("human", "there")], memory=None
+    )
     text = tiny_lift.tokenizer.decode(ids)
     assert text.count("<|im_start|>system") == 1 and "Be brief.\n\nBe kind." in text
     with pytest.raises(ValueError, match="role"):

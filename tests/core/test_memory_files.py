@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_model
+from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryFormatError, MemoryMismatchError
 from lift_integrations.memory import DOCUMENTS_FILE, MANIFEST_FILE, TENSORS_FILE
@@ -53,8 +53,9 @@ def test_manifest_describes_the_memory(absorbed: tuple[LIFTModel, Memory], tmp_p
     assert manifest["config"]["segment_length"] == memory.config.segment_length
 
 
-def test_loading_onto_a_different_base_model_fails_clearly(absorbed: tuple[LIFTModel, Memory],
-                                                           tmp_path: Path) -> None:
+def test_loading_onto_a_different_base_model_fails_clearly(
+    absorbed: tuple[LIFTModel, Memory], tmp_path: Path
+) -> None:
     _, memory = absorbed
     loaded = Memory.load(memory.save(tmp_path / "m"))
     other_model, tokenizer = build_tiny_model("llama", seed=99)
@@ -69,8 +70,9 @@ def test_loading_onto_a_different_base_model_fails_clearly(absorbed: tuple[LIFTM
 
 
 @pytest.mark.parametrize("target", [TENSORS_FILE, DOCUMENTS_FILE])
-def test_tampered_or_truncated_files_are_refused(absorbed: tuple[LIFTModel, Memory], tmp_path: Path,
-                                                 target: str) -> None:
+def test_tampered_or_truncated_files_are_refused(
+    absorbed: tuple[LIFTModel, Memory], tmp_path: Path, target: str
+) -> None:
     folder = absorbed[1].save(tmp_path / "m")
     data = bytearray((folder / target).read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -94,7 +96,9 @@ def test_tampered_or_truncated_files_are_refused(absorbed: tuple[LIFTModel, Memo
         (lambda m: m["base_model"].pop("fingerprint"), "fingerprint"),
     ],
 )
-def test_invalid_manifests_are_refused(absorbed: tuple[LIFTModel, Memory], tmp_path: Path, edit, message: str) -> None:
+def test_invalid_manifests_are_refused(
+    absorbed: tuple[LIFTModel, Memory], tmp_path: Path, edit, message: str
+) -> None:
     folder = absorbed[1].save(tmp_path / "m")
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     edit(manifest)
@@ -122,16 +126,18 @@ def test_saving_over_a_memory_replaces_it_atomically(tiny_lift: LIFTModel, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["m"], "no temporary or old folders are left behind"
 
 
-def test_a_save_cut_off_between_its_renames_leaves_the_old_memory_readable(absorbed: tuple[LIFTModel, Memory],
-                                                                           tmp_path: Path) -> None:
+def test_a_save_cut_off_between_its_renames_leaves_the_old_memory_readable(
+    absorbed: tuple[LIFTModel, Memory], tmp_path: Path
+) -> None:
     memory = absorbed[1]
     target = memory.save(tmp_path / "m")
     shutil.move(target, tmp_path / ".m.old-12345")  # the state right after the first rename
     assert Memory.load(tmp_path / "m").id == memory.id
 
 
-def test_refuses_to_overwrite_a_folder_that_is_not_a_memory(absorbed: tuple[LIFTModel, Memory],
-                                                            tmp_path: Path) -> None:
+def test_refuses_to_overwrite_a_folder_that_is_not_a_memory(
+    absorbed: tuple[LIFTModel, Memory], tmp_path: Path
+) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"...")
     with pytest.raises(FileExistsError, match="does not hold a memory"):

@@ -2,9 +2,9 @@
 
 The adapter needs two points inside every attention layer: the pre-RoPE query, and the attention output
 just before ``o_proj``. Both are module boundaries in every supported architecture (``q_proj``, followed
-by ``q_norm`` where the model has one, and ``o_proj``), so hooks reach them without copying or overriding any attention code. This
-keeps the adapter independent of the attention backend (eager, sdpa, flash), of the KV cache and of
-transformers' private symbols.
+by ``q_norm`` where the model has one, and ``o_proj``), so hooks reach them without copying or
+overriding any attention code. This keeps the adapter independent of the attention backend (eager,
+sdpa, flash), of the KV cache and of transformers' private symbols.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def find_attention_modules(model: nn.Module) -> list[nn.Module]:
         names = {cls.__name__ for cls in type(module).__mro__}
         if names.isdisjoint(SUPPORTED_ATTENTION_CLASSES):
             raise ValueError(
-                unsupported_architecture_message(type(module).__name__, SUPPORTED_ATTENTION_CLASSES, "Gated Memory")
+                unsupported_architecture_message(
+                    type(module).__name__, SUPPORTED_ATTENTION_CLASSES, "Gated Memory"
+                )
             )
     return found
 
@@ -97,8 +99,13 @@ class GatedMemoryBackend(AdapterBackend):
             self._install_hooks()
 
     def config_dict(self) -> dict[str, Any]:
-        return {"num_layers": len(self.attention), "num_heads": self.num_heads, "head_dim": self.head_dim,
-                "bias": self.bias, **self.config.to_dict()}
+        return {
+            "num_layers": len(self.attention),
+            "num_heads": self.num_heads,
+            "head_dim": self.head_dim,
+            "bias": self.bias,
+            **self.config.to_dict(),
+        }
 
     def _install_hooks(self) -> None:
         for index, attention in enumerate(self.attention):
@@ -111,7 +118,7 @@ class GatedMemoryBackend(AdapterBackend):
         self._handles.clear()
         self._pending = [None] * len(self.attention)
 
-    def _query_hook(self, index: int, attention: nn.Module):  # noqa: ANN202 - torch hook signature
+    def _query_hook(self, index: int, attention: nn.Module):
         # Qwen3 and Gemma3 normalise the query per head (q_norm) before RoPE. Their layouts around q_norm
         # differ, so the norm is applied here on q_proj's output, whose layout is the same everywhere.
         query_norm = getattr(attention, "q_norm", None)
@@ -126,7 +133,7 @@ class GatedMemoryBackend(AdapterBackend):
 
         return hook
 
-    def _output_hook(self, index: int):  # noqa: ANN202 - torch hook signature
+    def _output_hook(self, index: int):
         def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
             pending = self._pending[index]
             if pending is None:

@@ -1,0 +1,95 @@
+"""Tiny random models built in-process (no files, no network) for fast, architecture-general tests.
+
+A plain module rather than conftest.py: several conftest.py files exist under tests/, and
+``from tiny_models import ...`` would pick whichever was imported first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+TRAINING_TEXT = """The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven.
+Its first director was Tobias Renwick, who studied glass harps and river tides.
+Question: Who founded it? Answer: Mira Quenton. Based on the context above, what fills in the blank?
+The quick brown fox jumps over the lazy dog. 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ
+Given above context, please recite following segment of the context: ... Context: When, where, why, how many?
+"""
+
+
+def build_tokenizer():
+    """A small byte-level BPE tokenizer with a ChatML template, trained in milliseconds."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator([TRAINING_TEXT] * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+_TOKENIZER = None
+
+
+def tiny_tokenizer():
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        _TOKENIZER = build_tokenizer()
+    return _TOKENIZER
+
+
+def build_tiny_model(arch: str = "llama", *, seed: int = 0, attn: str = "sdpa", window: int = 1024):
+    """A random 2-layer model of the given architecture with grouped-query attention."""
+    import torch
+    import transformers
+
+    tokenizer = tiny_tokenizer()
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=window,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    configs: dict[str, Callable[[], object]] = {
+        "llama": lambda: transformers.LlamaConfig(**common),
+        "mistral": lambda: transformers.MistralConfig(**common, sliding_window=None),
+        "qwen2": lambda: transformers.Qwen2Config(**common),
+        "qwen3": lambda: transformers.Qwen3Config(**common, head_dim=16),
+        "gemma2": lambda: transformers.Gemma2Config(
+            **common, head_dim=16, query_pre_attn_scalar=16, sliding_window=256
+        ),
+        "gemma3": lambda: transformers.Gemma3TextConfig(
+            **common, head_dim=16, query_pre_attn_scalar=16, sliding_window=256
+        ),
+    }
+    config = configs[arch]()
+    if arch == "gemma2":
+        attn = "eager"  # transformers runs Gemma2 (logit soft-capping) on eager attention only
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    model.eval()
+    return model, tokenizer
