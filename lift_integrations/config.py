@@ -59,6 +59,8 @@ class LIFTConfig:
     """Matrix precision while training: ``auto`` uses bf16 autocast on CUDA and on CPUs with native bf16
     (AMX or AVX512-BF16), fp32 elsewhere. The memory's parameters always stay fp32."""
     seed: int = 0
+    """Seeds initialisation, context views, QA picks and shuffling: a CPU run on one thread is bitwise
+    reproducible (several threads may differ in the last bits)."""
     # Checkpointing (off by default): where and how often absorption saves its progress.
     checkpoint_dir: str | None = None
     """Folder for resumable checkpoints; ``None`` turns checkpointing off. An absorption killed midway

@@ -59,8 +59,9 @@ class LIFTModel:
     """A causal LM that can absorb documents into memories and answer from them.
 
     The base weights are frozen and shared by every memory; a memory only adds adapter weights. One lock
-    serialises everything that runs the model (generation and each absorption), so one instance can be
-    shared by threads: requests made with different memories never see each other's memory.
+    serialises everything that runs the model (each generation, and each optimizer step of an
+    absorption), so one instance can be shared by threads: requests made with different memories never
+    see each other's memory, and requests are served between the steps of a running absorption.
     """
 
     def __init__(
@@ -440,8 +441,16 @@ class LIFTModel:
         model alone). ``context``: ``None``, ``"truncated"`` (head and tail of the memory's documents) or a
         list of text chunks (hybrid mode). Returns the text with token counts and the finish reason.
         """
-        return self._run(self._generator.generate, prompt_or_messages, memory, context, max_new_tokens,
-                         temperature, stop, top_p)
+        return self._run(
+            self._generator.generate,
+            prompt_or_messages,
+            memory,
+            context,
+            max_new_tokens,
+            temperature,
+            stop,
+            top_p,
+        )
 
     def stream(
         self,
@@ -456,17 +465,40 @@ class LIFTModel:
     ) -> TextStream:
         """Like :meth:`generate`, but yields text pieces as they are produced; the returned stream's
         ``result`` holds the token counts once it is exhausted."""
-        return self._run(self._generator.stream, prompt_or_messages, memory, context, max_new_tokens,
-                         temperature, stop, top_p)
+        return self._run(
+            self._generator.stream,
+            prompt_or_messages,
+            memory,
+            context,
+            max_new_tokens,
+            temperature,
+            stop,
+            top_p,
+        )
 
-    def _run(self, method: Any, prompt_or_messages: PromptInput, memory: Any, context: Any,
-             max_new_tokens: int, temperature: float, stop: Sequence[str] | None, top_p: float | None) -> Any:
+    def _run(
+        self,
+        method: Any,
+        prompt_or_messages: PromptInput,
+        memory: Any,
+        context: Any,
+        max_new_tokens: int,
+        temperature: float,
+        stop: Sequence[str] | None,
+        top_p: float | None,
+    ) -> Any:
         resolved = self._resolve(memory)
         ids = self.prompt_ids(
             prompt_or_messages, memory=resolved, context=context, max_new_tokens=max_new_tokens
         )
-        return method(ids, self.using(resolved), max_new_tokens=max_new_tokens, temperature=temperature,
-                      stop=list(stop or ()), top_p=top_p)
+        return method(
+            ids,
+            self.using(resolved),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop=list(stop or ()),
+            top_p=top_p,
+        )
 
     # Scoring ----------------------------------------------------------------------------------------
 
