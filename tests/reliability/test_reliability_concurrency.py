@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,18 +32,6 @@ DOCUMENTS = (
     ("Harps", "Glass harps were played in Vellhaven before 1874, the quick brown fox says."),
 )
 THREADS, REQUESTS, NEW_TOKENS = 8, 20, 6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Torch on one intra-op thread: the tiny model's matrices gain nothing from threads, and on a shared
-    2-core machine OpenMP threads waiting for a descheduled partner made each step 10-20x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

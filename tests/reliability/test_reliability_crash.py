@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,18 +27,6 @@ from lift_integrations.absorb.trainer import AbsorbProgress, CheckpointStore
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 TESTS = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Torch on one intra-op thread: the tiny model's matrices gain nothing from threads, and on a shared
-    2-core machine OpenMP threads waiting for a descheduled partner made each step 10-20x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 DOCUMENT = (

@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_models import build_tiny_model
@@ -30,18 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from fuzz_memory import KINDS, fuzz_memory_folder
 
 FUZZ_ROUNDS = 50  # per mutation kind; `python benchmarks/fuzz_memory.py` runs 300
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Torch on one intra-op thread: the tiny model's matrices gain nothing from threads, and on a shared
-    2-core machine OpenMP threads waiting for a descheduled partner made each step 10-20x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

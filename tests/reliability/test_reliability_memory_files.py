@@ -27,18 +27,6 @@ _EVENTS: list[tuple[str, tuple[Any, ...]]] | None = None
 _HOOKED = False
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Torch on one intra-op thread: the tiny model's matrices gain nothing from threads, and on a shared
-    2-core machine OpenMP threads waiting for a descheduled partner made each step 10-20x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def memory() -> Memory:
     model, tokenizer = build_tiny_model("llama")
