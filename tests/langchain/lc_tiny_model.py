@@ -24,46 +24,13 @@ QUESTION, ANSWER = "What is the capital of Quendria?", "Trimbleton"
 
 
 @functools.cache
-def smollm_tokenizer() -> Any:
-    """The embedded model's tokenizer, read from its GGUF file (no network, no cache needed)."""
-    from transformers import AutoTokenizer
-
-    from lift_integrations.loading import default_gguf_path
-
-    path = default_gguf_path()
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
-
-
-@functools.cache
 def tiny_lift() -> LIFTModel:
-    """A 2-layer, 64-wide Llama (3 M parameters, mostly the embedding) wrapped in a LIFTModel.
+    """The shared tiny SmolLM2-tokenizer Llama, registered under :data:`TINY_NAME`."""
+    from tiny_models import build_tiny_smollm
 
-    ``initializer_range=0.2`` (instead of 0.02) makes its random output distribution peaked enough that
-    a memory trained for a dozen steps measurably changes what it predicts.
-    """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lift_integrations import LIFTModel
     from lift_integrations.langchain import register_model
 
-    tokenizer = smollm_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    lift = LIFTModel(model, tokenizer, name=TINY_NAME)
+    lift = build_tiny_smollm(name=TINY_NAME, tie_word_embeddings=True)
     register_model(TINY_NAME, lift)
     return lift
 

@@ -53,35 +53,14 @@ def absorb_config() -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_smollm() -> Any:
-    """A 2-layer random Llama with the embedded model's tokenizer and chat template (built once)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """A 2-layer random Llama with the embedded model's tokenizer and chat template (built once).
 
-    from lift_integrations import LIFTModel
-    from lift_integrations.loading import _gguf_cache_dir, default_gguf_path
+    Its gate starts half-open: from the default start a gate takes more steps to open than a unit test
+    can afford, and half-open, a few steps show the memory learning.
+    """
+    from tiny_models import build_tiny_smollm
 
-    path = default_gguf_path()
-    cached = _gguf_cache_dir(path)  # written by the first real load; reads in 0.4 s instead of 7 s
-    if (cached / "done.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(cached, local_files_only=True)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        # Larger than the default 0.02 so that the frozen output layer can express confident tokens.
-        initializer_range=0.2,
-    )
-    model = LlamaForCausalLM(config)
-    # The default gate starts almost closed (an untrained memory must not change the model), which takes
-    # more steps to open than a unit test can afford; half-open, a few steps show the memory learning.
-    return LIFTModel(model, tokenizer, name="tiny", adapter_config={"initial_gate": 0.5})
+    return build_tiny_smollm(name="tiny", adapter_config={"initial_gate": 0.5})
 
 
 @pytest.fixture(autouse=True)

@@ -34,7 +34,7 @@ def check_usage(raw: Any, max_new_tokens: int) -> dict[str, int]:
     json.dumps(raw)  # raw must stay serialisable (no tensors)
     usage = raw["usage"]
     assert usage["prompt_tokens"] > 0
-    assert 1 <= usage["completion_tokens"] <= max_new_tokens
+    assert usage["completion_tokens"] >= 1 and usage["completion_tokens"] <= max_new_tokens
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     return usage
 
