@@ -16,7 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from lift_integrations import LIFTConfig, LIFTModel
+from lift_integrations import LIFTConfig, LIFTModel, Memory
+from lift_integrations.absorb.samples import split_passages
 from lift_integrations.bench.squad import exact_match, f1_score, load_squad_articles, normalize_answer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +27,30 @@ def contains(prediction: str, gold: str) -> bool:
     return normalize_answer(gold) in normalize_answer(prediction)
 
 
-def evaluate(lift: LIFTModel, memory, questions: list[tuple[str, str]], max_new_tokens: int = 24) -> dict:
-    answers = [lift.generate(q, memory=memory, max_new_tokens=max_new_tokens).text for q, _ in questions]
+def overlap_passages(passages: list[str], question: str, k: int = 3) -> list[str]:
+    """The ``k`` passages sharing the most words with the question: a dependency-free stand-in for a
+    retriever, so that hybrid (memory + passages) can be measured where no embedding model is installed."""
+    words = set(normalize_answer(question).split())
+    ranked = sorted(passages, key=lambda p: -len(words & set(normalize_answer(p).split())))
+    return ranked[:k]
+
+
+def evaluate(
+    lift: LIFTModel,
+    memory: Memory | None,
+    questions: list[tuple[str, str]],
+    max_new_tokens: int = 24,
+    passages: list[str] | None = None,
+) -> dict:
+    answers = [
+        lift.generate(
+            q,
+            memory=memory,
+            max_new_tokens=max_new_tokens,
+            context=overlap_passages(passages, q) if passages else None,
+        ).text
+        for q, _ in questions
+    ]
     golds = [a for _, a in questions]
     n = max(1, len(questions))
     return {
@@ -47,6 +70,9 @@ def main() -> None:
     parser.add_argument("--squad", type=Path, default=None)
     parser.add_argument("--articles", type=int, default=0)
     parser.add_argument("--questions", type=int, default=30)
+    parser.add_argument(
+        "--hybrid", action="store_true", help="also score memory + 3 overlap-retrieved passages"
+    )
     args = parser.parse_args()
 
     fiction = json.loads((ROOT / "examples" / "data" / "quillon.json").read_text())
@@ -60,9 +86,12 @@ def main() -> None:
     general = [(q["question"], q["answer"]) for q in fiction["general_questions"]]
 
     base = LIFTModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    for title, _text, questions in documents:
+    for title, text, questions in documents:
         before = evaluate(base, None, questions)
         print(json.dumps({"variant": "closed-book", "document": title, **before}), flush=True)
+        if args.hybrid:
+            rag = evaluate(base, None, questions, passages=split_passages(text, 600))
+            print(json.dumps({"variant": "rag (base + passages)", "document": title, **rag}), flush=True)
     general_before = evaluate(base, None, general)["contains"]
     for variant in json.loads(args.variants):
         lift = LIFTModel(
@@ -79,6 +108,9 @@ def main() -> None:
             memory = lift.absorb((title, text), config=config, generator=variant.get("generator"))
             seconds = time.perf_counter() - start
             result = evaluate(lift, memory, questions)
+            if args.hybrid:
+                hybrid = evaluate(lift, memory, questions, passages=split_passages(text, 600))
+                result["hybrid_f1"], result["hybrid_contains"] = hybrid["f1"], hybrid["contains"]
             result["general_contains"] = evaluate(lift, memory, general)["contains"]
             result["general_before"] = general_before
             print(
