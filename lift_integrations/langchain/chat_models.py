@@ -418,6 +418,16 @@ class LIFTChatModel(BaseChatModel):
             merged["callbacks"] = callbacks
         return merged
 
+    def _absorb_inputs(self, documents: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+        """The documents as core ``(title, text)`` pairs, and the summary the start event reports."""
+        pairs = to_lift_documents(to_langchain_documents(documents))
+        summary = {
+            "num_documents": len(pairs),
+            "titles": [title for title, _ in pairs],
+            "model_name": self.model_name,
+        }
+        return pairs, summary
+
     def absorb(
         self,
         documents: Any,
@@ -440,13 +450,7 @@ class LIFTChatModel(BaseChatModel):
         ``lift_absorb_progress`` and ``lift_absorb_end`` inside a ``lift_absorb`` run, so handlers passed
         in ``callbacks``/``config`` (or inherited from an enclosing runnable) receive them.
         """
-        lc_documents = to_langchain_documents(documents)
-        pairs = to_lift_documents(lc_documents)
-        summary = {
-            "num_documents": len(pairs),
-            "titles": [title for title, _ in pairs],
-            "model_name": self.model_name,
-        }
+        pairs, summary = self._absorb_inputs(documents)
 
         def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
             dispatch_custom_event(EVENT_START, summary, config=config)
@@ -475,13 +479,7 @@ class LIFTChatModel(BaseChatModel):
         **config_overrides: Any,
     ) -> dict[str, Any]:
         """:meth:`absorb` without blocking the event loop (training runs in a worker thread)."""
-        lc_documents = to_langchain_documents(documents)
-        pairs = to_lift_documents(lc_documents)
-        summary = {
-            "num_documents": len(pairs),
-            "titles": [title for title, _ in pairs],
-            "model_name": self.model_name,
-        }
+        pairs, summary = self._absorb_inputs(documents)
 
         async def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
             loop = asyncio.get_running_loop()
