@@ -63,23 +63,37 @@ def training_flops(model, tokens: int, seq_sq_sum: int, adapter_params: int) -> 
     return 4 * base * tokens + 6 * adapter_params * tokens + attention
 
 
-def run_case(preset: str, length: int, model: str | None, device: str | None) -> dict:
+def run_case(
+    preset: str,
+    length: int,
+    model: str | None,
+    device: str | None,
+    overrides: dict | None = None,
+    profile: bool = False,
+    repeat: int = 1,
+) -> dict:
     import torch
 
     from lift_integrations import LIFTConfig, LIFTModel
 
     lift = LIFTModel.from_pretrained(model, device=device)
     peak = matmul_peak_tflops(lift.device.type)
-    config = getattr(LIFTConfig, preset)()
+    config = getattr(LIFTConfig, preset)(**(overrides or {}))
     text = document_of(lift.tokenizer, length)
-    if lift.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    memory = lift.absorb(text, config=config)
-    if lift.device.type == "cuda":
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - start
+    attempts = []
+    for attempt in range(repeat):  # later attempts show the warm speed (kernels chosen, caches filled)
+        if lift.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        with _profiler(profile and attempt == repeat - 1, lift.device.type):
+            memory = lift.absorb(text, config=config)
+            if lift.device.type == "cuda":
+                torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+        train_s = memory.stats["seconds"]
+        attempts.append({"wall_s": round(wall, 2), "train_s": round(train_s, 3)})
+        print(f"attempt {attempt + 1}: wall {wall:.2f} s, training {train_s:.2f} s", flush=True)
     stats = memory.stats
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if lift.device.type == "cuda" else None
     flops = training_flops(
@@ -101,7 +115,32 @@ def run_case(preset: str, length: int, model: str | None, device: str | None) ->
         "mfu_pct": None if peak is None else round(100 * flops / stats["seconds"] / (peak * 1e12), 2),
         "peak_tflops": None if peak is None else round(peak, 1),
         "threads": torch.get_num_threads(),
+        "config_overrides": overrides or {},
+        "repeat": repeat,
+        "attempts": attempts,
     }
+
+
+def _profiler(enabled: bool, device_type: str):
+    """torch.profiler around one absorption, its busiest kernels printed at the end."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    import torch
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device_type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+
+    @contextlib.contextmanager
+    def run():
+        with torch.profiler.profile(activities=activities) as prof:
+            yield
+        key = "self_cuda_time_total" if device_type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60), flush=True)
+
+    return run()
 
 
 def run_naive(model: str | None, device: str | None, steps: int = 20) -> dict:
@@ -143,11 +182,19 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--naive", action="store_true", help="also time the naive LoRA loop of issue 7")
+    parser.add_argument(
+        "--config-json", default=None, help='LIFTConfig overrides as JSON, e.g. {"batch_size": 32}'
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="absorb this many times, report the last")
+    parser.add_argument("--profile", action="store_true", help="print the busiest kernels of the last absorb")
     parser.add_argument("--case", nargs=2, metavar=("PRESET", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    overrides = json.loads(args.config_json) if args.config_json else None
 
     if args.case:
-        result = run_case(args.case[0], int(args.case[1]), args.model, args.device)
+        result = run_case(
+            args.case[0], int(args.case[1]), args.model, args.device, overrides, args.profile, args.repeat
+        )
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -168,7 +215,14 @@ def main() -> None:
                 command += ["--model", args.model]
             if args.device:
                 command += ["--device", args.device]
+            if args.config_json:
+                command += ["--config-json", args.config_json]
+            if args.profile:
+                command += ["--profile"]
+            command += ["--repeat", str(args.repeat)]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            if args.profile or args.repeat > 1:
+                print("\n".join(line for line in output.splitlines() if not line.startswith("RESULT ")))
             result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
             results.append(result)
             print(

@@ -138,6 +138,9 @@ class LIFTConfig:
         every = self.checkpoint_every
         if not isinstance(every, int) or isinstance(every, bool) or every <= 0:
             raise ValueError(f"LIFTConfig.checkpoint_every must be a positive integer, got {every!r}")
+        for name in ("contextualized", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"LIFTConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if self.qa_generator not in ("extractive", "model", "none"):
             raise ValueError(
                 f"LIFTConfig.qa_generator must be 'extractive', 'model' or 'none', got {self.qa_generator!r}"

@@ -219,6 +219,7 @@ class LIFTModel:
         callback: Callable[[AbsorbProgress], None] | None = None,
         into: Memory | None = None,
         resume: bool = True,
+        distributed: bool | None = None,
     ) -> Memory:
         """Fine-tune a new memory on ``documents`` and return it.
 
@@ -237,6 +238,17 @@ class LIFTModel:
 
         The model lock is taken for each optimizer step, not for the whole absorption: requests with
         other memories (or none) are served between steps, and never see the memory being trained.
+
+        ``distributed``: split the work of this one absorption over the processes of a
+        ``torch.distributed`` group (started by ``torchrun``; see :mod:`lift_integrations.distributed`).
+        ``None`` (default) does so when a group of more than one process is initialised, ``True``
+        requires one (initialising it from torchrun's environment if needed), ``False`` absorbs on this
+        process alone. Every process must then call ``absorb`` with the same documents, settings and
+        model; each step's samples are split between them and the gradients summed, so every process
+        returns the same memory, equal to a single-process absorption up to floating-point rounding. A
+        process that built different samples makes every process raise
+        :class:`~lift_integrations.distributed.DistributedMismatchError` before training. Rank 0 alone
+        draws the progress bar and writes checkpoints.
         """
         import numpy as np
         import torch
@@ -250,6 +262,7 @@ class LIFTModel:
         fitted = config.fit_to_window(self.context_window)
         if into is not None and not isinstance(into, Memory):
             raise TypeError(f"into must be a Memory, got {type(into).__name__}")
+        group = _distributed_context(distributed)
         qa_generator = resolve_qa_generator(generator, fitted.qa_generator, self._complete_for_qa)
 
         rng = np.random.default_rng(fitted.seed)
@@ -263,12 +276,20 @@ class LIFTModel:
                 questions += qa_samples(self.tokenizer, ids, pairs, fitted, text=doc.text, rng=rng)
         stages = [segments, segments + questions]
         epochs = [fitted.stage1_epochs, fitted.stage2_epochs]
+        key = None
+        if group is not None or fitted.checkpoint_dir is not None:
+            key = self._checkpoint_key(fitted, into, stages, epochs)
+        if group is not None:
+            from lift_integrations.distributed import barrier, check_same_absorption
+
+            check_same_absorption(samples_digest(stages, epochs), key)
         checkpoint = None
         if fitted.checkpoint_dir is not None:
-            key = self._checkpoint_key(fitted, into, stages, epochs)
             checkpoint = CheckpointStore(fitted.checkpoint_dir, key, fitted.checkpoint_every)
-            if not resume:
+            if not resume and (group is None or group.is_main):
                 checkpoint.clear()
+            if not resume and group is not None:
+                barrier(group)  # no rank may find a checkpoint that rank 0 is deleting
 
         init = torch.Generator(device="cpu").manual_seed(fitted.seed)
         with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
@@ -277,7 +298,7 @@ class LIFTModel:
             weights.load_state_dict(
                 {k: v.to(self.device) for k, v in self._weights_for(into).state_dict().items()}
             )
-        progress = _progress_bar(show_progress)
+        progress = _progress_bar(show_progress and (group is None or group.is_main))
 
         def on_step(report: AbsorbProgress) -> None:
             progress(report)
@@ -296,6 +317,7 @@ class LIFTModel:
                 on_step=on_step,
                 step_guard=lambda: self._training_step(weights, fitted.gradient_checkpointing),
                 checkpoint=checkpoint,
+                distributed=group,
             )
         except BaseException:
             with self.lock:
@@ -322,10 +344,11 @@ class LIFTModel:
                 "segment_samples": len(segments),
                 "qa_samples": len(questions),
                 **({"resumed_from_step": stats.resumed_from} if stats.resumed_from else {}),
+                **({"processes": group.world_size} if group is not None else {}),
             },
         )
         memory._binding = (self.backend, weights)
-        if checkpoint is not None:
+        if checkpoint is not None and (group is None or group.is_main):
             checkpoint.clear()
         return memory
 
@@ -526,6 +549,27 @@ class LIFTModel:
 
         input_ids = torch.tensor([list(ids)], device=self.device)
         return self.model(input_ids=input_ids).logits
+
+
+def _distributed_context(distributed: Any) -> Any:
+    """The process group an absorption is split over (``None``: this process alone); see ``absorb``."""
+    if distributed is not None and not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be True, False or None, got {type(distributed).__name__}")
+    if distributed is False:
+        return None
+    import torch.distributed
+
+    if distributed is None and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None  # the common case: no group, nothing more to import
+    from lift_integrations.distributed import current, init_from_env
+
+    group = current() if distributed is None else init_from_env()
+    if distributed and group is None:
+        raise RuntimeError(
+            "distributed=True needs several processes: launch with torchrun (for example "
+            "`torchrun --nproc_per_node 2 script.py`) or initialise torch.distributed first"
+        )
+    return group
 
 
 def _progress_bar(enabled: bool) -> Callable[[AbsorbProgress | None], None]:

@@ -70,9 +70,16 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 
 
 def encode_chat(
-    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, add_generation_prompt: bool
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Message],
+    *,
+    add_generation_prompt: bool,
+    content_ids: dict[str, list[int]] | None = None,
 ) -> list[int]:
-    """Token ids of ``messages`` in the tokenizer's chat template, content kept as plain text."""
+    """Token ids of ``messages`` in the tokenizer's chat template, content kept as plain text.
+
+    ``content_ids`` memoises the encoding of message contents across calls that share them (a long
+    context encoded once, not once per call)."""
     messages = normalize_messages(messages)
     if getattr(tokenizer, "chat_template", None) is None:
         return _encode_without_template(tokenizer, messages, add_generation_prompt)
@@ -88,7 +95,13 @@ def encode_chat(
         if not found:
             raise ValueError("the chat template altered message content; cannot encode it safely")
         ids += _encode_template_piece(tokenizer, head)
-        ids += encode_text(tokenizer, message["content"])
+        content = message["content"]
+        if content_ids is None:
+            ids += encode_text(tokenizer, content)
+        else:
+            if content not in content_ids:
+                content_ids[content] = encode_text(tokenizer, content)
+            ids += content_ids[content]
     ids += _encode_template_piece(tokenizer, rest)
     return ids
 
@@ -122,9 +135,13 @@ def encode_chat_with_answer(
 
     The answer's span includes the template's end-of-turn token, so training teaches the model to stop.
     """
-    prompt = encode_chat(tokenizer, messages, add_generation_prompt=True)
+    encoded: dict[str, list[int]] = {}
+    prompt = encode_chat(tokenizer, messages, add_generation_prompt=True, content_ids=encoded)
     full = encode_chat(
-        tokenizer, [*messages, {"role": "assistant", "content": answer}], add_generation_prompt=False
+        tokenizer,
+        [*messages, {"role": "assistant", "content": answer}],
+        add_generation_prompt=False,
+        content_ids=encoded,
     )
     if full[: len(prompt)] == prompt and len(full) > len(prompt):
         return full, len(prompt)

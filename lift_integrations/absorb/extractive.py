@@ -155,10 +155,23 @@ _CLOSERS = "\"'”’»)]}"
 # "e.g.,", "U.S.-based" never split). Group 2: CJK full-width terminators, which need no space.
 _TERMINATOR_RE = re.compile(r"([.!?…]+[\"'”’»)\]}]*)(?=\s|$)|([。！？]+[」』）”’\"]*)")
 _PARA_BREAK_RE = re.compile(r"\n[^\S\n]*\n")
-_LAST_TOKEN_RE = re.compile(r"(\S+)$")
 _NEXT_TOKEN_RE = re.compile(r"\s*(\S*)")
 _INITIAL_RE = re.compile(r"[^\W\d_]")
 _DOTTED_ACRONYM_RE = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
+
+
+def _last_token(text: str, end: int) -> str | None:
+    """The run of non-whitespace characters that ends at ``end`` (``None`` if ``text[end - 1]`` is a space).
+
+    Scans backwards from ``end`` so that the cost is the token's length, not the text's: a regular
+    expression anchored at ``end`` would rescan the text from its start at every period.
+    """
+    if end > 0 and text[end - 1] == "\n":
+        end -= 1  # like "(\S+)$" on text[:end], whose "$" also matches before a final newline
+    start = end
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    return text[start:end] or None
 
 
 def _next_word(text: str, pos: int) -> str:
@@ -175,10 +188,10 @@ def _period_ends_sentence(text: str, period_start: int, next_word: str) -> bool:
     "Dr. Smith" or "King Charles III of West Francia (U.S. usage)" would cut names, and every later
     step (answer spans, questions) would inherit the damage.
     """
-    match = _LAST_TOKEN_RE.search(text, 0, period_start)
-    if match is None:
+    last = _last_token(text, period_start)
+    if last is None:
         return True
-    token = match.group(1).lstrip(_OPENERS).rstrip(_CLOSERS)
+    token = last.lstrip(_OPENERS).rstrip(_CLOSERS)
     lower = token.lower()
     if not token:
         return True
@@ -220,13 +233,15 @@ def _newline_is_boundary(text: str, pos: int) -> bool:
     next_word = _next_word(text, pos + 1)
     if next_word[:1].islower():
         return False
-    before = text[:pos].rstrip()
-    if not before:
+    end = pos
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    if end == 0:
         return True
-    if before[-1] in ",;:-–—(&/":
+    if text[end - 1] in ",;:-–—(&/":
         return False
-    token = _LAST_TOKEN_RE.search(before)
-    return token is None or token.group(1).rstrip(".").lower() not in _NEVER_END
+    token = _last_token(text, end)
+    return token is None or token.rstrip(".").lower() not in _NEVER_END
 
 
 def split_sentences(text: str) -> list[str]:

@@ -119,26 +119,42 @@ def qa_samples(
     """Chat-formatted samples for QA pairs, loss on the answer (and the end-of-turn token).
 
     Every pair is trained as asked from memory (with the head/tail view of the document above it when
-    ``qa_context_length`` > 0). With ``qa_passage_fraction`` > 0, that share of the pairs is also trained
-    with retrieved-like passages in context, in the format hybrid mode uses, so the memory learns to work
-    with retrieved chunks rather than against them.
+    ``qa_context_length`` > 0, shortened so that view, question and answer fit in ``max_seq_length``).
+    With ``qa_passage_fraction`` > 0, that share of the pairs is also trained with retrieved-like
+    passages in context, in the format hybrid mode uses, so the memory learns to work with retrieved
+    chunks rather than against them.
     """
-    context = None
-    if config.qa_context_length > 0:
-        view = head_tail(document_ids, config.qa_context_length, encode_text(tokenizer, SEPARATOR))
-        context = tokenizer.decode(view)
+    separator = encode_text(tokenizer, SEPARATOR)
+    views: dict[int, str] = {}
+
+    def document_view(budget: int) -> str:
+        if budget not in views:
+            views[budget] = tokenizer.decode(head_tail(document_ids, budget, separator))
+        return views[budget]
+
     passages = split_passages(text) if text and config.qa_passage_fraction > 0 else []
     rng = rng or np.random.default_rng(config.seed)
-    prompts: list[tuple[str, str]] = []
+    prompts: list[tuple[QAPair, str | None]] = []  # (pair, passages in context; None: the document view)
     for pair in pairs:
-        prompts.append((qa_user_message(pair.question, context), pair.answer))
+        prompts.append((pair, None))
         if passages and rng.random() < config.qa_passage_fraction:
             chunks = passage_context(passages, pair, config.qa_passages, rng)
-            prompts.append((qa_user_message(pair.question, "\n\n".join(chunks)), pair.answer))
+            prompts.append((pair, "\n\n".join(chunks)))
     samples = []
-    for user, answer in prompts:
-        ids, answer_start = encode_chat_with_answer(tokenizer, [{"role": "user", "content": user}], answer)
-        if len(ids) > config.max_seq_length:
+    for pair, chunks in prompts:
+        budget = config.qa_context_length if chunks is None else 0
+        while True:
+            context = chunks if chunks is not None else (document_view(budget) if budget > 0 else None)
+            user = qa_user_message(pair.question, context)
+            ids, answer_start = encode_chat_with_answer(
+                tokenizer, [{"role": "user", "content": user}], pair.answer
+            )
+            excess = len(ids) - config.max_seq_length
+            if excess <= 0 or budget <= 0:
+                break
+            # The question, answer and chat markup need room too: shorten the document view to fit.
+            budget = max(0, budget - excess - 8)
+        if excess > 0:
             continue
         labels = [IGNORE_INDEX] * answer_start + ids[answer_start:]
         samples.append(TrainingSample(ids, labels, "qa"))

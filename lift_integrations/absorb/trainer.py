@@ -31,6 +31,13 @@ from torch import nn
 
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 from lift_integrations.config import LIFTConfig
+from lift_integrations.distributed import (
+    DistributedContext,
+    DistributedMismatchError,
+    all_reduce_gradients,
+    gather_objects,
+    shard_samples,
+)
 
 
 @dataclass(frozen=True)
@@ -125,17 +132,49 @@ def use_bf16_autocast(precision: str, device: torch.device, model_dtype: torch.d
     return False
 
 
-def per_sample_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy over each sample's supervised tokens; shape ``(batch,)``."""
-    decoder = model.get_decoder()
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
-    logits = model.get_output_embeddings()(hidden[rows, cols])
-    softcap = getattr(model.config, "final_logit_softcapping", None)
+LOSS_CHUNK_ROWS = 4096
+"""Supervised positions whose vocabulary-sized logits exist at once (see :func:`token_losses`)."""
+
+
+def _chunk_loss(head: nn.Module, softcap: float | None, hidden: torch.Tensor, targets: torch.Tensor):
+    logits = head(hidden)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    token_loss = nn.functional.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
+    return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def token_losses(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each row of ``hidden`` (supervised positions) against ``targets``.
+
+    The output projection and the loss run in chunks of :data:`LOSS_CHUNK_ROWS` rows whose logits are
+    recomputed in the backward pass instead of stored: a step's full logits (rows x vocabulary, in fp32)
+    would otherwise take more memory than the rest of training together, capping the batch size.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    head = model.get_output_embeddings()
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    if hidden.shape[0] <= LOSS_CHUNK_ROWS or not torch.is_grad_enabled():
+        return _chunk_loss(head, softcap, hidden, targets)
+    chunks = [
+        checkpoint(_chunk_loss, head, softcap, h, t, use_reentrant=False)
+        for h, t in zip(hidden.split(LOSS_CHUNK_ROWS), targets.split(LOSS_CHUNK_ROWS), strict=True)
+    ]
+    return torch.cat(chunks)
+
+
+def per_sample_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over each sample's supervised tokens; shape ``(batch,)``.
+
+    Samples are right-padded, so under causal attention no real token ever sees a pad: the attention
+    mask is left out, which lets sdpa take its fused causal kernels (flash attention on GPUs) instead of
+    the masked path. The pads' own outputs are never supervised.
+    """
+    decoder = model.get_decoder()
+    hidden = decoder(input_ids=batch["input_ids"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+    token_loss = token_losses(model, hidden[rows, cols], targets[rows, cols])
     size = batch["input_ids"].shape[0]
     sums = torch.zeros(size, device=token_loss.device).index_add(0, rows, token_loss)
     counts = torch.zeros(size, device=token_loss.device).index_add(0, rows, torch.ones_like(token_loss))
@@ -155,6 +194,7 @@ def train_memory(
     optimizer: torch.optim.Optimizer | None = None,
     step_guard: Callable[[], AbstractContextManager[Any]] | None = None,
     checkpoint: CheckpointStore | None = None,
+    distributed: DistributedContext | None = None,
 ) -> TrainingStats:
     """Train ``parameters`` on each stage's samples for its number of epochs.
 
@@ -166,6 +206,13 @@ def train_memory(
     takes the model lock there, so other memories are served between steps. With ``checkpoint``, the
     state is saved every ``checkpoint.every`` steps, and training continues from the newest valid
     checkpoint it holds: the shuffles are replayed, so the result equals an uninterrupted run's.
+
+    With ``distributed`` (see :mod:`lift_integrations.distributed`), every rank passes the same samples
+    and starting parameters; each step's samples are split between the ranks, each rank runs forward and
+    backward on its share, and the gradients, loss and token counts are summed over the ranks before
+    clipping and the optimizer step. Every sample's loss is divided by the whole step's weight on every
+    rank, so the sum equals the single-process gradient. Only rank 0 writes checkpoints; every rank must be
+    able to read them to resume.
     """
     device = next(iter(parameters)).device
     for param in parameters:
@@ -187,6 +234,13 @@ def train_memory(
     total = sum(plan_steps(len(samples), config) * n for samples, n in zip(stages, epochs, strict=True))
     guard = step_guard or contextlib.nullcontext
     resumed = checkpoint.restore(parameters, optimizer, total) if checkpoint is not None else None
+    if distributed is not None:
+        resumed_steps = gather_objects(resumed.step if resumed is not None else 0)
+        if len(set(resumed_steps)) > 1:
+            raise DistributedMismatchError(
+                f"the ranks found different checkpoints to resume from (steps by rank: {resumed_steps}); "
+                "checkpoint_dir must be one folder that every rank reads (rank 0 writes it)"
+            )
     step, tokens, sum_sq, losses, earlier_s = 0, 0, 0, [], 0.0
     if resumed is not None:
         step, tokens, sum_sq, losses, earlier_s = (
@@ -202,6 +256,12 @@ def train_memory(
     def run_step(step_samples: list[TrainingSample]) -> tuple[float, int, int]:
         weights = [config.qa_weight if s.kind == "qa" else 1.0 for s in step_samples]
         total_weight = sum(weights) or 1.0
+        if distributed is not None:  # this rank's share; total_weight stays the whole step's
+            mine = shard_samples(
+                [len(s.input_ids) for s in step_samples], distributed.rank, distributed.world_size
+            )
+            step_samples = [step_samples[i] for i in mine]
+            weights = [weights[i] for i in mine]
         step_loss, step_tokens, step_sq = 0.0, 0, 0
         optimizer.zero_grad(set_to_none=True)
         model.train(config.gradient_checkpointing)  # HF checkpoints only in train mode; dropout is 0 in LIFT
@@ -216,6 +276,11 @@ def train_memory(
                 step_loss += float(weighted.detach())
                 step_tokens += sum(len(s.input_ids) for s in micro)
                 step_sq += sum(len(s.input_ids) ** 2 for s in micro)
+            if distributed is not None:
+                step_loss, summed_tokens, summed_sq = all_reduce_gradients(
+                    parameters, (step_loss, step_tokens, step_sq)
+                )
+                step_tokens, step_sq = round(summed_tokens), round(summed_sq)
             if not math.isfinite(step_loss):
                 raise FloatingPointError(
                     f"absorption diverged: loss is {step_loss} at step {step + 1}; lower the learning rate"
@@ -247,7 +312,12 @@ def train_memory(
                     tokens += step_tokens
                     sum_sq += step_sq
                     losses.append(step_loss)
-                    if checkpoint is not None and step % checkpoint.every == 0 and step < total:
+                    if (
+                        checkpoint is not None
+                        and step % checkpoint.every == 0
+                        and step < total
+                        and (distributed is None or distributed.is_main)
+                    ):
                         checkpoint.save(
                             step=step,
                             parameters=parameters,

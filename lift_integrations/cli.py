@@ -1,0 +1,241 @@
+"""``lift-absorb``: absorb text files into memories from the command line, on one process or several.
+
+Run it plainly for one process, or under ``torchrun`` to use several (one per GPU, NCCL; or several CPU
+processes, gloo)::
+
+    lift-absorb --output memories/report report.txt
+    torchrun --nproc_per_node 2 -m lift_integrations.cli --model Qwen/Qwen2.5-0.5B-Instruct \\
+        --output memories/report --mode shard report.txt
+    torchrun --nproc_per_node 8 -m lift_integrations.cli --output memories --mode each docs/*.txt
+
+``--mode shard`` (default) absorbs all files into one memory saved at ``--output``, splitting each
+optimizer step's samples between the processes. ``--mode each`` absorbs every file into its own memory,
+saved at ``--output/<file stem>``, the files dealt out to the processes. Each file is a document titled
+with its file stem. The memory of either mode equals a single-process absorption of the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PRESETS = ("fast", "paper")
+MODES = ("shard", "each")
+ADAPTERS = ("gated_memory", "lora")  # lift_integrations.model.ADAPTERS, without importing torch
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lift-absorb",
+        description=(
+            "Absorb text files into LIFT memories. Under torchrun the work is split over the processes: "
+            "--mode shard trains one memory on all files, --mode each one memory per file."
+        ),
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="UTF-8 text files to absorb")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="hub id, local folder or .gguf file of the base model (default: the embedded SmolLM2)",
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="folder of the memory (--mode shard) or folder holding one memory per file (--mode each)",
+    )
+    parser.add_argument(
+        "--mode", choices=MODES, default="shard", help="one memory for all files (shard), or one each"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=None,
+        help="LIFTConfig preset (default: fast on CPU, paper on GPU, as LIFTModel.absorb)",
+    )
+    parser.add_argument(
+        "--config-json",
+        default=None,
+        metavar="JSON",
+        help="LIFTConfig fields overriding the preset, as a JSON object, e.g. '{\"stage2_epochs\": 2}'",
+    )
+    parser.add_argument("--adapter", choices=ADAPTERS, default="gated_memory")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="where the model runs (default: CUDA when available, else CPU); under torchrun only 'cpu' "
+        "(gloo) or 'cuda' (NCCL, the GPU of LOCAL_RANK) are accepted",
+    )
+    parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: bf16 on GPU)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary lines")
+    return parser
+
+
+def _read_documents(parser: argparse.ArgumentParser, files: Sequence[Path]) -> list[tuple[str, str]]:
+    documents = []
+    for path in files:
+        if not path.exists():
+            parser.error(f"file not found: {path}")
+        if not path.is_file():
+            parser.error(f"not a file: {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            parser.error(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})")
+        except OSError as error:
+            parser.error(f"cannot read {path}: {error.strerror or error}")
+        if not text.strip():
+            parser.error(f"{path} is empty")
+        documents.append((path.stem, text))
+    return documents
+
+
+def _overrides(parser: argparse.ArgumentParser, text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        overrides = json.loads(text)
+    except ValueError as error:
+        parser.error(f"--config-json is not valid JSON: {error}")
+    if not isinstance(overrides, dict):
+        parser.error(f"--config-json must be a JSON object, got {type(overrides).__name__}")
+    from lift_integrations.config import LIFTConfig
+
+    unknown = sorted(set(overrides) - set(LIFTConfig.__dataclass_fields__))
+    if unknown:
+        parser.error(f"--config-json has unknown LIFTConfig fields: {unknown}")
+    return overrides
+
+
+def _check_target(parser: argparse.ArgumentParser, folder: Path) -> None:
+    """Refuse now, not after training, a target that :meth:`Memory.save` would refuse."""
+    from lift_integrations.memory import MANIFEST_FILE
+
+    if folder.is_symlink():
+        parser.error(f"{folder} is a symbolic link; give the folder it points to")
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"{folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST_FILE).is_file():
+        parser.error(f"{folder} is a non-empty folder that does not hold a memory; not overwriting it")
+
+
+def _torchrun_world_size() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), absorb, save; returns the exit status (argument errors
+    exit with status 2 before any model is loaded)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    documents = _read_documents(parser, args.files)
+    if args.mode == "each":
+        stems = [title for title, _ in documents]
+        duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
+        if duplicates:
+            parser.error(f"--mode each names each memory after its file's stem; repeated stems: {duplicates}")
+    overrides = _overrides(parser, args.config_json)
+    if args.mode == "shard":
+        _check_target(parser, args.output)
+    else:
+        if args.output.exists() and not args.output.is_dir():
+            parser.error(f"{args.output} exists and is not a folder")
+        for title, _ in documents:
+            _check_target(parser, args.output / title)
+    distributed_run = _torchrun_world_size() > 1
+    if distributed_run and args.device not in (None, "cpu", "cuda"):
+        parser.error(
+            "under torchrun --device must be 'cpu' or 'cuda' (each process uses the GPU of its LOCAL_RANK)"
+        )
+
+    import torch
+
+    from lift_integrations.config import LIFTConfig
+
+    try:
+        requested = torch.device(args.device) if args.device is not None else None
+    except RuntimeError as error:
+        parser.error(f"--device: {error}")
+    use_cuda = torch.cuda.is_available() if requested is None else requested.type == "cuda"
+    preset = args.preset or ("paper" if use_cuda else "fast")
+    try:
+        config = getattr(LIFTConfig, preset)(**overrides)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--config-json: {error}")
+
+    from lift_integrations import distributed
+    from lift_integrations.model import LIFTModel
+
+    created_group = distributed_run and not torch.distributed.is_initialized()
+    context = distributed.init_from_env(backend=("nccl" if use_cuda else "gloo")) if distributed_run else None
+    try:
+        device = context.device if context is not None else args.device
+        # Local rank 0 loads first (it may download or write the GGUF cache); the others then read it.
+        if context is not None and context.local_rank != 0:
+            distributed.barrier(context)
+        lift = LIFTModel.from_pretrained(args.model, device=device, dtype=args.dtype, adapter=args.adapter)
+        if context is not None and context.local_rank == 0:
+            distributed.barrier(context)
+
+        main_process = context is None or context.is_main
+        if args.mode == "shard":
+            memory = lift.absorb(
+                documents, config=config, show_progress=not args.quiet, distributed=context is not None
+            )
+            if main_process:
+                path = memory.save(args.output)
+                _report(args.quiet, path, memory)
+            if context is not None:
+                distributed.barrier(context)
+        else:
+            written = distributed.absorb_each(
+                lift,
+                {title: (title, text) for title, text in documents},
+                args.output,
+                config=config,
+                show_progress=not args.quiet,
+                context=context,
+            )
+            if not args.quiet:
+                rank = context.rank if context is not None else 0
+                for path in written.values():
+                    _print_line({"memory": str(path), "rank": rank})
+    finally:
+        if created_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+def _report(quiet: bool, path: Path, memory: Any) -> None:
+    if quiet:
+        return
+    stats = memory.stats
+    summary = {
+        "memory": str(path),
+        "documents": len(memory.documents),
+        "steps": stats.get("steps"),
+        "final_loss": stats.get("final_loss"),
+        "seconds": stats.get("seconds"),
+        "processes": stats.get("processes", 1),
+    }
+    _print_line(summary)
+
+
+def _print_line(record: dict[str, Any]) -> None:
+    """One JSON line in a single write: under torchrun every process shares the same stdout, and
+    ``print`` writes the text and the newline separately, so lines of two processes could merge."""
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""``lift-absorb`` on one process: argument errors (exit status 2, before any model loads) and a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from distributed_helpers import (
+    CONFIG,
+    OVERRIDES,
+    SHORT_DOCUMENTS,
+    assert_same_memory,
+    reference_memory,
+    save_tiny_model,
+)
+
+from lift_integrations import Memory
+from lift_integrations.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "alpha.txt"
+    path.write_text(SHORT_DOCUMENTS["alpha"], encoding="utf-8")
+    return path
+
+
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], message: str) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_file(tmp_path: Path, capsys) -> None:
+    _fails(["--output", str(tmp_path / "out"), str(tmp_path / "nope.txt")], capsys, "file not found")
+
+
+def test_folder_instead_of_file(tmp_path: Path, capsys) -> None:
+    _fails(["--output", str(tmp_path / "out"), str(tmp_path)], capsys, "not a file")
+
+
+def test_empty_and_binary_files(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    _fails(["--output", str(tmp_path / "out"), str(empty)], capsys, "is empty")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    _fails(["--output", str(tmp_path / "out"), str(binary)], capsys, "not UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("config_json", "message"),
+    [
+        ("{stage2_epochs: 2}", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"no_such_field": 1}', "unknown LIFTConfig fields: ['no_such_field']"),
+        ('{"learning_rate": -1}', "LIFTConfig.learning_rate"),
+    ],
+)
+def test_bad_config_json(config_json: str, message: str, text_file: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--output", str(tmp_path / "out"), "--config-json", config_json, str(text_file)]
+    _fails(argv, capsys, message)
+
+
+def test_missing_output_and_bad_choices(text_file: Path, capsys) -> None:
+    _fails([str(text_file)], capsys, "--output")
+    _fails(["--output", "x", "--mode", "all", str(text_file)], capsys, "invalid choice")
+    _fails(["--output", "x", "--preset", "slow", str(text_file)], capsys, "invalid choice")
+
+
+def test_output_that_is_not_a_memory_folder(text_file: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine", encoding="utf-8")
+    _fails(["--output", str(tmp_path / "busy"), str(text_file)], capsys, "does not hold a memory")
+
+
+def test_each_mode_needs_distinct_stems(text_file: Path, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "alpha.txt").write_text("Another alpha.", encoding="utf-8")
+    argv = ["--output", str(tmp_path / "out"), "--mode", "each", str(text_file), str(other / "alpha.txt")]
+    _fails(argv, capsys, "repeated stems: ['alpha']")
+
+
+def test_bad_device(text_file: Path, tmp_path: Path, capsys) -> None:
+    _fails(["--output", str(tmp_path / "out"), "--device", "abacus", str(text_file)], capsys, "--device")
+
+
+def test_device_under_torchrun_must_be_cpu_or_cuda(
+    text_file: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = ["--output", str(tmp_path / "out"), "--device", "cuda:1", str(text_file)]
+    _fails(argv, capsys, "LOCAL_RANK")
+
+
+def test_one_process_run_equals_absorb(model_dir: Path, text_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "memory"
+    argv = ["--model", str(model_dir), "--output", str(out), "--preset", "fast"]
+    assert main([*argv, "--config-json", json.dumps(OVERRIDES), str(text_file)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["memory"] == str(out.resolve()) and summary["processes"] == 1
+    saved = Memory.load(out)
+    assert saved.config.micro_batch_tokens == CONFIG.micro_batch_tokens
+    assert_same_memory(saved, reference_memory(model_dir, "alpha", SHORT_DOCUMENTS["alpha"]))

@@ -1,0 +1,138 @@
+"""Splitting a step's samples between ranks, summing gradients, and the checks that run before training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lift_integrations import LIFTModel
+from lift_integrations import distributed as lift_dist
+from lift_integrations.distributed import (
+    DistributedMismatchError,
+    balanced_partition,
+    check_same_absorption,
+    shard_samples,
+)
+
+# Partition -------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    costs=st.lists(st.integers(min_value=1, max_value=8000), max_size=60),
+    parts=st.integers(min_value=1, max_value=9),
+)
+def test_partition_covers_every_index_once_and_is_balanced(costs: list[int], parts: int) -> None:
+    groups = balanced_partition(costs, parts)
+    assert len(groups) == parts
+    assert sorted(i for group in groups for i in group) == list(range(len(costs)))
+    assert all(group == sorted(group) for group in groups)
+    loads = [sum(costs[i] for i in group) for group in groups]
+    if costs:
+        assert max(loads) - min(loads) <= max(costs)  # greedy: the fullest gained its last item when emptiest
+    assert balanced_partition(list(costs), parts) == groups  # deterministic: every rank computes the same
+    shards = [shard_samples(costs, rank, parts) for rank in range(parts)]
+    assert shards == groups
+
+
+def test_equal_lengths_are_dealt_round_robin() -> None:
+    assert balanced_partition([100] * 7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
+
+
+def test_fewer_samples_than_ranks_leaves_some_ranks_without_work() -> None:
+    assert [shard_samples([300, 500], rank, 4) for rank in range(4)] == [[1], [0], [], []]
+    assert [shard_samples([], rank, 2) for rank in range(2)] == [[], []]
+
+
+def test_long_samples_are_spread_before_short_ones() -> None:
+    # 900 | 880, then 40 joins 880, 30 joins 900, 20 joins 920, 10 joins 930: 940 tokens each.
+    assert balanced_partition([10, 900, 20, 880, 30, 40], 2) == [[0, 1, 4], [2, 3, 5]]
+
+
+def test_partition_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="parts"):
+        balanced_partition([1, 2], 0)
+    with pytest.raises(ValueError, match="rank 2"):
+        shard_samples([1, 2], 2, 2)
+
+
+# Summing gradients (a one-process gloo group: the packing, flags and copy-back) ------------------------
+
+
+@pytest.fixture
+def one_process_group(tmp_path: Path) -> Iterator[None]:
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_keeps_gradients_and_missing_ones(one_process_group: None) -> None:
+    assert lift_dist.current() is None  # a group of one process is not distributed absorption
+    first = torch.nn.Parameter(torch.randn(3, 4))
+    second = torch.nn.Parameter(torch.randn(5))
+    wide = torch.nn.Parameter(torch.randn(2, dtype=torch.float64))
+    first.grad = torch.arange(12.0).reshape(3, 4)
+    wide.grad = torch.tensor([1.5, -2.0], dtype=torch.float64)
+    stats = lift_dist.all_reduce_gradients([first, second, wide], (2.5, 700, 12_345))
+    assert stats == [2.5, 700.0, 12_345.0]
+    assert torch.equal(first.grad, torch.arange(12.0).reshape(3, 4))
+    assert second.grad is None  # no rank had one: AdamW must skip it, as in a single process
+    assert wide.grad.dtype == torch.float64 and torch.equal(wide.grad, torch.tensor([1.5, -2.0]).double())
+
+
+def test_absorb_in_a_one_process_group_runs_alone(one_process_group: None, tiny_lift: LIFTModel) -> None:
+    from lift_integrations import LIFTConfig
+
+    memory = tiny_lift.absorb(
+        "Mira Quenton founded the Zorblat Institute.",
+        config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=0, qa_per_document=0),
+    )
+    assert "processes" not in memory.stats
+
+
+# Checks before training --------------------------------------------------------------------------------
+
+
+def test_distributed_true_without_a_group_is_refused(tiny_lift: LIFTModel, monkeypatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(RuntimeError, match="torchrun"):
+        tiny_lift.absorb("Some text to absorb.", distributed=True)
+
+
+def test_distributed_must_be_a_bool_or_none(tiny_lift: LIFTModel) -> None:
+    with pytest.raises(TypeError, match="distributed"):
+        tiny_lift.absorb("Some text to absorb.", distributed="yes")
+
+
+def test_init_from_env_is_a_no_op_for_one_process(monkeypatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert lift_dist.init_from_env() is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert lift_dist.init_from_env() is None
+    assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("gathered", "message"),
+    [
+        ([("s", "k"), ("other", "k")], r"rank\(s\) \[1\] built different training samples"),
+        ([("s", "k"), ("s", "k"), ("s", "other")], r"rank\(s\) \[2\] use different settings"),
+    ],
+)
+def test_ranks_that_disagree_are_named(gathered, message: str, monkeypatch) -> None:
+    monkeypatch.setattr(lift_dist, "gather_objects", lambda value: gathered)
+    with pytest.raises(DistributedMismatchError, match=message):
+        check_same_absorption("s", "k")
+
+
+def test_ranks_that_agree_pass(monkeypatch) -> None:
+    monkeypatch.setattr(lift_dist, "gather_objects", lambda value: [value, value])
+    check_same_absorption("s", "k")

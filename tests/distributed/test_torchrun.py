@@ -1,0 +1,154 @@
+"""Two gloo processes launched by torchrun give the memories a single process gives.
+
+``--mode shard``: one document, each step's samples split over the two processes and the gradients
+summed; ``--mode each``: three documents dealt out to two processes, one memory each. Every memory is
+compared, tensor by tensor, with a single-process absorption of the same document and config. A run
+with one sample per step leaves one process idle in every step, and a run resumes a checkpoint. All CLI
+runs share one torchrun launch (``cli_runs.py``): starting the processes is most of the time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from distributed_helpers import (
+    LONG_DOCUMENT,
+    OVERRIDES,
+    SHORT_DOCUMENTS,
+    assert_same_memory,
+    reference_memory,
+    save_tiny_model,
+)
+
+from lift_integrations import AbsorbProgress, LIFTConfig, LIFTModel, Memory
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun is tested on POSIX only")
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_at(step: int) -> Callable[[AbsorbProgress], None]:
+    def callback(report: AbsorbProgress) -> None:
+        if report.step == step:
+            raise _Interrupt
+
+    return callback
+
+
+@pytest.fixture(scope="module")
+def launched(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """One ``torchrun --nproc_per_node 2`` on gloo running the CLI four times (shard, each, one sample per
+    step, resume from a checkpoint); the output folder and the JSON lines the processes printed."""
+    root = tmp_path_factory.mktemp("torchrun")
+    (root / "zorblat.txt").write_text(LONG_DOCUMENT, encoding="utf-8")
+    for name, text in SHORT_DOCUMENTS.items():
+        (root / f"{name}.txt").write_text(text, encoding="utf-8")
+    common = ["--model", str(model_dir), "--preset", "fast", "--config-json", json.dumps(OVERRIDES)]
+    # A single-process absorption interrupted after step 3 leaves a checkpoint; the two processes resume it.
+    with_checkpoints = {**OVERRIDES, "checkpoint_dir": str(root / "checkpoints"), "checkpoint_every": 3}
+    with pytest.raises(_Interrupt):
+        LIFTModel.from_pretrained(model_dir, device="cpu").absorb(
+            ("zorblat", LONG_DOCUMENT),
+            config=LIFTConfig.fast(**with_checkpoints),
+            callback=_stop_at(3),
+            distributed=False,
+        )
+    runs = [
+        [*common, "--output", str(root / "memory"), "--mode", "shard", str(root / "zorblat.txt")],
+        [*common, "--output", str(root / "memories"), "--mode", "each"]
+        + [str(root / f"{name}.txt") for name in SHORT_DOCUMENTS],
+        [  # one sample per step: rank 1 has nothing to train on and contributes zero gradients
+            *common[:-1],
+            json.dumps({**OVERRIDES, "batch_size": 1}),
+            "--output",
+            str(root / "one-sample-steps"),
+            str(root / "alpha.txt"),
+        ],
+        [
+            *common[:-1],
+            json.dumps(with_checkpoints),
+            "--output",
+            str(root / "resumed"),
+            str(root / "zorblat.txt"),
+        ],
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a free port on localhost
+        "--nproc_per_node",
+        "2",
+        str(HERE / "cli_runs.py"),
+        json.dumps(runs),
+    ]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root, [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_two_processes_shard_one_document_into_the_single_process_memory(
+    launched: tuple[Path, list[dict]], model_dir: Path
+) -> None:
+    root, lines = launched
+    summaries = [line for line in lines if "processes" in line]
+    assert len(summaries) == 3 and {s["processes"] for s in summaries} == {2}  # rank 0 alone reports
+    saved = Memory.load(root / "memory")
+    assert saved.stats["processes"] == 2
+    assert saved.stats["steps"] == 7 and saved.stats["segment_samples"] == 10
+    assert_same_memory(saved, reference_memory(model_dir, "zorblat", LONG_DOCUMENT))
+
+
+def test_two_processes_absorb_three_documents_one_memory_each(
+    launched: tuple[Path, list[dict]], model_dir: Path
+) -> None:
+    root, lines = launched
+    written = sorted((line["rank"], Path(line["memory"]).name) for line in lines if "rank" in line)
+    assert written == [(0, "alpha"), (0, "gamma"), (1, "beta")]  # names dealt out in order: r, r + 2, ...
+    assert sorted(p.name for p in (root / "memories").iterdir()) == ["alpha", "beta", "gamma"]
+    for name, text in SHORT_DOCUMENTS.items():
+        saved = Memory.load(root / "memories" / name)
+        assert "processes" not in saved.stats
+        assert_same_memory(saved, reference_memory(model_dir, name, text))
+
+
+def test_steps_with_fewer_samples_than_processes(launched: tuple[Path, list[dict]], model_dir: Path) -> None:
+    root, _ = launched
+    saved = Memory.load(root / "one-sample-steps")
+    assert saved.stats["processes"] == 2 and saved.config.batch_size == 1
+    config = LIFTConfig.fast(**{**OVERRIDES, "batch_size": 1})
+    assert_same_memory(saved, reference_memory(model_dir, "alpha", SHORT_DOCUMENTS["alpha"], config))
+
+
+def test_two_processes_resume_a_checkpoint_to_the_uninterrupted_memory(
+    launched: tuple[Path, list[dict]], model_dir: Path
+) -> None:
+    root, _ = launched
+    saved = Memory.load(root / "resumed")
+    assert saved.stats["processes"] == 2 and saved.stats["resumed_from_step"] == 3
+    assert_same_memory(saved, reference_memory(model_dir, "zorblat", LONG_DOCUMENT))
+    assert [p for p in (root / "checkpoints").rglob("*") if p.is_file()] == []  # rank 0 cleared them
