@@ -71,6 +71,7 @@ def run_case(
     overrides: dict | None = None,
     profile: bool = False,
     repeat: int = 1,
+    sdpa: str = "default",
 ) -> dict:
     import torch
 
@@ -86,7 +87,7 @@ def run_case(
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        with _profiler(profile and attempt == repeat - 1, lift.device.type):
+        with _profiler(profile and attempt == repeat - 1, lift.device.type), _sdpa_backend(sdpa):
             memory = lift.absorb(text, config=config)
             if lift.device.type == "cuda":
                 torch.cuda.synchronize()
@@ -118,7 +119,20 @@ def run_case(
         "config_overrides": overrides or {},
         "repeat": repeat,
         "attempts": attempts,
+        "sdpa": sdpa,
     }
+
+
+def _sdpa_backend(name: str):
+    """Pin PyTorch's scaled-dot-product attention to one kernel family (``default``: its own choice)."""
+    import contextlib
+
+    if name == "default":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]
+    return sdpa_kernel([backend])
 
 
 def _profiler(enabled: bool, device_type: str):
@@ -187,13 +201,23 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="absorb this many times, report the last")
     parser.add_argument("--profile", action="store_true", help="print the busiest kernels of the last absorb")
+    parser.add_argument(
+        "--sdpa", choices=["default", "flash", "efficient"], default="default", help="attention kernel family"
+    )
     parser.add_argument("--case", nargs=2, metavar=("PRESET", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = json.loads(args.config_json) if args.config_json else None
 
     if args.case:
         result = run_case(
-            args.case[0], int(args.case[1]), args.model, args.device, overrides, args.profile, args.repeat
+            args.case[0],
+            int(args.case[1]),
+            args.model,
+            args.device,
+            overrides,
+            args.profile,
+            args.repeat,
+            args.sdpa,
         )
         print("RESULT " + json.dumps(result), flush=True)
         return
@@ -219,7 +243,7 @@ def main() -> None:
                 command += ["--config-json", args.config_json]
             if args.profile:
                 command += ["--profile"]
-            command += ["--repeat", str(args.repeat)]
+            command += ["--repeat", str(args.repeat), "--sdpa", args.sdpa]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             if args.profile or args.repeat > 1:
                 print("\n".join(line for line in output.splitlines() if not line.startswith("RESULT ")))
