@@ -7,8 +7,10 @@
         --arms all --tune-rag --out runs/compare/smollm2-360m
 
 Arms: closed_book, icl (whole document or head+tail), rag_langchain, rag_llamaindex, lift_only, lift_icl,
-hybrid, and the controls (control, control_icl, control_hybrid: a memory of unrelated text). Writes
-report.json, report.md, f1_per_arm.png and f1_latency_vs_length.png under --out and prints the table.
+hybrid, and the controls (control, control_icl, control_hybrid: a memory of unrelated text). With a
+memory arm, a general-ability probe (--general) asks unrelated questions with and without each document's
+memory. Writes report.json, report.md, f1_per_arm.png and f1_latency_vs_length.png under --out and prints
+the tables.
 See docs/compare_rag.md for what each arm means and how to read the results.
 """
 
@@ -52,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         help="the make-demo setting: first 4 paragraphs of Normans, 10 questions, 7 arms, "
-        "fast preset, no RAG tuning (explicit options still override)",
+        "fast preset, no RAG tuning, 10 general-probe questions per kind (explicit options still override)",
     )
     parser.add_argument(
         "--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2-135M)"
@@ -96,6 +98,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument(
+        "--general",
+        type=int,
+        default=None,
+        metavar="N",
+        help="general-ability probe: N general-knowledge questions (closed book) and N questions about "
+        "unrelated SQuAD paragraphs (paragraph in context), answered with and without each document's "
+        "memory; runs when a memory arm runs (default 20; 10 with --quick; 0 disables)",
+    )
+    parser.add_argument(
         "--llamaindex-stock-prompt",
         action="store_true",
         help="LlamaIndex's own QA template instead of the shared prompt (not comparable)",
@@ -115,6 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "tune_rag": False,
         "chunk_size": 128,
         "k": 3,
+        "general": 10,
     }
     full = {
         "articles": None,
@@ -126,6 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "tune_rag": True,
         "chunk_size": 256,
         "k": 4,
+        "general": 20,
     }
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
@@ -152,7 +165,8 @@ def select_articles(data: Path, spec: str | None) -> tuple[list[Article], list[A
 
 def control_pool(rest: list[Article]) -> list[BenchDocument]:
     """Unrelated text for the controls: the other articles of the file, then the fictional Quillon
-    document (always unrelated, and always there, so the bundled one-article file still has a control)."""
+    document (always unrelated, and always there, so the bundled one-article file still has a control).
+    The SQuAD articles' questions also feed the general-ability probe's reading questions."""
     fiction = json.loads((EXAMPLE_DATA / "quillon.json").read_text(encoding="utf-8"))
     return [*(article_document(a) for a in rest), BenchDocument(title=fiction["title"], text=fiction["text"])]
 
@@ -206,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         tune_rag=args.tune_rag,
         seed=args.seed,
         llamaindex_stock_prompt=args.llamaindex_stock_prompt,
+        general_probe=max(0, args.general),
     )
     report = run_comparison(lift, cases, arms, settings)
     report["meta"].update(

@@ -113,14 +113,12 @@ def _overrides(parser: argparse.ArgumentParser, text: str | None) -> dict[str, A
 
 def _check_target(parser: argparse.ArgumentParser, folder: Path) -> None:
     """Refuse now, not after training, a target that :meth:`Memory.save` would refuse."""
-    from lift_integrations.memory import MANIFEST_FILE
+    from lift_integrations.memory import check_save_target
 
-    if folder.is_symlink():
-        parser.error(f"{folder} is a symbolic link; give the folder it points to")
-    if folder.exists() and not folder.is_dir():
-        parser.error(f"{folder} exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST_FILE).is_file():
-        parser.error(f"{folder} is a non-empty folder that does not hold a memory; not overwriting it")
+    try:
+        check_save_target(folder)
+    except FileExistsError as error:
+        parser.error(str(error))
 
 
 def _torchrun_world_size() -> int:
@@ -173,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--config-json: {error}")
 
     from lift_integrations import distributed
+    from lift_integrations.memory import save_or_rescue
     from lift_integrations.model import LIFTModel
 
     created_group = distributed_run and not torch.distributed.is_initialized()
@@ -187,14 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             distributed.barrier(context)
 
         main_process = context is None or context.is_main
+        status = 0
         if args.mode == "shard":
             memory = lift.absorb(
                 documents, config=config, show_progress=not args.quiet, distributed=context is not None
             )
             if main_process:
-                path = memory.save(args.output)
-                _report(args.quiet, path, memory)
-            if context is not None:
+                try:
+                    _report(args.quiet, save_or_rescue(memory, args.output), memory)
+                except OSError as error:
+                    sys.stderr.write(f"lift-absorb: {error}\n")
+                    status = 1
+            if context is not None:  # the other processes wait for rank 0's save, failed or not
                 distributed.barrier(context)
         else:
             written = distributed.absorb_each(
@@ -212,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if created_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    return 0
+    return status
 
 
 def _report(quiet: bool, path: Path, memory: Any) -> None:

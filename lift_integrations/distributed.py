@@ -21,6 +21,7 @@ import heapq
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,13 +84,21 @@ def current() -> DistributedContext | None:
     )
 
 
-def init_from_env(backend: str | None = None) -> DistributedContext | None:
+DEFAULT_TIMEOUT = timedelta(hours=3)
+"""How long a collective may wait. Processes wait at barriers while another downloads the model or, in
+:func:`absorb_each`, absorbs a longer document: NCCL's own default (10 minutes) would abort them."""
+
+
+def init_from_env(
+    backend: str | None = None, timeout: timedelta = DEFAULT_TIMEOUT
+) -> DistributedContext | None:
     """Initialise the default process group from ``torchrun``'s environment and return this process's
     context; ``None`` for a single process (``WORLD_SIZE`` unset or 1).
 
     ``backend``: ``"nccl"`` or ``"gloo"``; ``None`` picks NCCL when CUDA is available, gloo otherwise.
     Under NCCL the process's GPU is ``cuda:LOCAL_RANK``, set as the current device. A group that is
-    already initialised is used as it is.
+    already initialised is used as it is. ``timeout``: how long any collective may wait (see
+    :data:`DEFAULT_TIMEOUT`).
     """
     if dist.is_available() and dist.is_initialized():
         return current()
@@ -111,7 +120,7 @@ def init_from_env(backend: str | None = None) -> DistributedContext | None:
                 "start at most one process per GPU (torchrun --nproc_per_node)"
             )
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=timeout)
     return current()
 
 
@@ -267,9 +276,14 @@ def absorb_each(
     if context is None:
         context = current()
     rank, world_size = (context.rank, context.world_size) if context is not None else (0, 1)
+    from lift_integrations.memory import check_save_target, save_or_rescue
+
     root = Path(output_dir)
+    mine = names[rank::world_size]
+    for name in mine:  # refuse now, not after hours of training, a folder the save would refuse
+        check_save_target(root / name)
     written: dict[str, Path] = {}
-    for name in names[rank::world_size]:
+    for name in mine:
 
         def report(progress: AbsorbProgress, name: str = name) -> None:
             if callback is not None:
@@ -284,7 +298,7 @@ def absorb_each(
             distributed=False,
         )
         try:
-            written[name] = memory.save(root / name)
+            written[name] = save_or_rescue(memory, root / name)
         finally:
             binding = memory._binding
             if binding is not None and binding[0] is lift.backend:  # free the adapter (LoRA keeps it inside)

@@ -66,6 +66,49 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_save_target(path: str | os.PathLike[str]) -> Path:
+    """The resolved folder :meth:`Memory.save` would write to ``path``, or ``FileExistsError`` naming why
+    it would refuse (a link, a file, a folder holding anything but a memory). Callers that train before
+    saving check this first, so a long absorption never ends in a refused save."""
+    given = Path(path).expanduser()
+    if given.is_symlink():
+        raise FileExistsError(f"{given} is a symbolic link; save to the folder it points to instead")
+    target = given.resolve()
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a folder")
+    if target.exists():
+        entries = {entry.name for entry in target.iterdir()}
+        if entries and MANIFEST_FILE not in entries:
+            raise FileExistsError(
+                f"{target} is a non-empty folder that does not hold a memory; not overwriting it"
+            )
+        foreign = sorted(entries - {MANIFEST_FILE, TENSORS_FILE, DOCUMENTS_FILE})
+        if foreign:
+            raise FileExistsError(
+                f"{target} holds files that are not part of a memory ({foreign[:3]}); replacing the "
+                "folder would delete them, so it is not overwritten"
+            )
+    return target
+
+
+def save_or_rescue(memory: Memory, path: str | os.PathLike[str]) -> Path:
+    """``memory.save(path)``; if that fails (disk full, permissions, a folder that appeared meanwhile),
+    save to a fresh sibling ``<name>.unsaved-<pid>`` so that the absorption behind it is not lost, then
+    raise an ``OSError`` that names both. Meant for the end of a long unattended absorption."""
+    try:
+        return memory.save(path)
+    except OSError as error:
+        given = Path(path).expanduser()
+        rescue = given.with_name(f"{given.name}.unsaved-{os.getpid()}")
+        try:
+            memory.save(rescue)
+        except OSError as second:
+            raise OSError(
+                f"could not save the memory to {given} ({error}) nor to {rescue} ({second})"
+            ) from error
+        raise OSError(f"could not save the memory to {given} ({error}); it was saved to {rescue}") from error
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -195,24 +238,7 @@ class Memory:
         """
         from safetensors.torch import save_file
 
-        given = Path(path).expanduser()
-        if given.is_symlink():
-            raise FileExistsError(f"{given} is a symbolic link; save to the folder it points to instead")
-        target = given.resolve()
-        if target.exists() and not target.is_dir():
-            raise FileExistsError(f"{target} exists and is not a folder")
-        if target.exists():
-            entries = {entry.name for entry in target.iterdir()}
-            if entries and MANIFEST_FILE not in entries:
-                raise FileExistsError(
-                    f"{target} is a non-empty folder that does not hold a memory; not overwriting it"
-                )
-            foreign = sorted(entries - {MANIFEST_FILE, TENSORS_FILE, DOCUMENTS_FILE})
-            if foreign:
-                raise FileExistsError(
-                    f"{target} holds files that are not part of a memory ({foreign[:3]}); replacing the "
-                    "folder would delete them, so it is not overwritten"
-                )
+        target = check_save_target(path)
         self._check_savable()
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))

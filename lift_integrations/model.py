@@ -262,7 +262,7 @@ class LIFTModel:
         fitted = config.fit_to_window(self.context_window)
         if into is not None and not isinstance(into, Memory):
             raise TypeError(f"into must be a Memory, got {type(into).__name__}")
-        group = _distributed_context(distributed)
+        group = _distributed_context(distributed, self.device)
         qa_generator = resolve_qa_generator(generator, fitted.qa_generator, self._complete_for_qa)
 
         rng = np.random.default_rng(fitted.seed)
@@ -551,7 +551,7 @@ class LIFTModel:
         return self.model(input_ids=input_ids).logits
 
 
-def _distributed_context(distributed: Any) -> Any:
+def _distributed_context(distributed: Any, device: torch.device) -> Any:
     """The process group an absorption is split over (``None``: this process alone); see ``absorb``."""
     if distributed is not None and not isinstance(distributed, bool):
         raise TypeError(f"distributed must be True, False or None, got {type(distributed).__name__}")
@@ -560,14 +560,27 @@ def _distributed_context(distributed: Any) -> Any:
     import torch.distributed
 
     if distributed is None and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None  # the common case: no group, nothing more to import
+        return None  # the common case: no process group
     from lift_integrations.distributed import current, init_from_env
 
-    group = current() if distributed is None else init_from_env()
+    if distributed is None:
+        group = current()
+    else:
+        group = init_from_env(backend="nccl" if device.type == "cuda" else "gloo")
     if distributed and group is None:
         raise RuntimeError(
             "distributed=True needs several processes: launch with torchrun (for example "
             "`torchrun --nproc_per_node 2 script.py`) or initialise torch.distributed first"
+        )
+    if group is not None and "gloo" not in group.backend and device.type != "cuda":
+        raise RuntimeError(
+            f"the process group uses {group.backend}, which cannot reduce tensors on {device}: initialise "
+            "it with backend='gloo' for a model on the CPU"
+        )
+    if group is not None and group.backend == "nccl" and device != group.device:
+        raise RuntimeError(
+            f"this process's model is on {device} but its NCCL rank uses {group.device}: load the model "
+            "with device=context.device (cuda:LOCAL_RANK)"
         )
     return group
 

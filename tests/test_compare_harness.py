@@ -1,6 +1,7 @@
 """The RAG-versus-LIFT harness end to end on a tiny in-process model: every arm answers every question,
-scores and intervals are in range, each memory arm is compared with its control, and the JSON, Markdown
-and PNG outputs are written. Quality is not asserted (the model is random); the plumbing is.
+scores and intervals are in range, each memory arm is compared with its control, the general-ability probe
+reuses the arms' memory, and the JSON, Markdown and PNG outputs are written. Quality is not asserted (the
+model is random); the plumbing is.
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ from lift_integrations.bench.arms import (
     split_by_tokens,
 )
 from lift_integrations.bench.compare import (
+    GENERAL_QUESTIONS,
+    PROBE_KINDS,
     BenchDocument,
     BenchQuestion,
     Case,
     build_cases,
     contains_gold,
     control_document,
+    general_probe_questions,
     kv_cache_bytes_per_token,
+    load_general_questions,
     run_comparison,
     sample_questions,
 )
@@ -43,13 +48,14 @@ from lift_integrations.bench.report import markdown_report, write_outputs
 from lift_integrations.memory import AbsorbedDocument
 
 MAX_NEW_TOKENS = 6
+GENERAL = 3  # general-probe questions per kind
 
 
 def _document(title: str, paragraphs: list[str], qa: list[tuple[str, str, int]]) -> BenchDocument:
     return BenchDocument(
         title=title,
         text="\n\n".join(paragraphs),
-        questions=tuple(BenchQuestion(q, a, title) for q, a, _ in qa),
+        questions=tuple(BenchQuestion(q, a, title, paragraphs[i]) for q, a, i in qa),
         sources=(title,),
     )
 
@@ -106,7 +112,11 @@ CONTROL_POOL = [
             "dams, and volunteers cut the reeds by hand every autumn to keep the fens open.",
         ]
         * 5,
-        [],
+        [  # the general-ability probe's reading questions
+            ("When do marsh orchid flowers open?", "early summer", 0),
+            ("What do botanists count on the lip?", "the spots", 1),
+            ("Who cuts the reeds every autumn?", "volunteers", 2),
+        ],
     )
 ]
 
@@ -118,6 +128,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     model, tokenizer = build_tiny_model("llama")  # a 1024-token window: the two documents together exceed it
     lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    absorbed: list[Any] = []
+    absorb = lift.absorb
+
+    def counting_absorb(*args: Any, **kwargs: Any) -> Any:
+        absorbed.append(args[0])
+        return absorb(*args, **kwargs)
+
+    lift.absorb = counting_absorb  # type: ignore[method-assign]
     settings = HarnessSettings(
         absorb_config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2),
         max_new_tokens=MAX_NEW_TOKENS,
@@ -127,6 +145,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         log=None,
         langchain_embeddings=DeterministicFakeEmbedding(size=16),
         llamaindex_embed_model=MockEmbedding(embed_dim=16),
+        general_probe=GENERAL,
     )
     cases = build_cases(
         [ZORBLAT, KESTREL],
@@ -138,6 +157,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     report = run_comparison(lift, cases, ALL_ARMS, settings)
     out = tmp_path_factory.mktemp("compare")
     return {
+        "absorb_calls": len(absorbed),
         "lift": lift,
         "settings": settings,
         "cases": cases,
@@ -307,3 +327,85 @@ def test_helpers() -> None:
     assert "Mira Quenton" in " ".join(chunks) and chunks[0].startswith("The Zorblat")
     with pytest.raises(ValueError, match="unknown arm"):
         make_arm("oracle", None, HarnessSettings())  # type: ignore[arg-type]
+
+
+def test_general_probe_reuses_the_memory(run: dict[str, Any]) -> None:
+    report, cases = run["report"], run["cases"]
+    # One document memory and one control memory per case: the probe trained nothing of its own.
+    assert run["absorb_calls"] == 2 * len(cases)
+    assert report["meta"]["general_probe"]["questions_per_kind"] == GENERAL
+    first_base = report["cases"][0]["general"]["questions"]["base"]
+    for case in report["cases"]:
+        general = case["general"]
+        base, memory = general["questions"]["base"], general["questions"]["memory"]
+        assert [r["kind"] for r in base] == ["knowledge"] * GENERAL + ["reading"] * GENERAL
+        assert [r["question"] for r in memory] == [r["question"] for r in base]
+        assert base == first_base  # every case asks the same questions; the base model answers once
+        assert {r["source"] for r in base if r["kind"] == "reading"} == {"Marsh Orchids"}
+        for base_row, memory_row in zip(base, memory, strict=True):
+            # The memory changes the weights, never the prompt: same tokens read with and without it.
+            assert base_row["prompt_tokens"] == memory_row["prompt_tokens"] > 0
+            for row in (base_row, memory_row):
+                assert row["em"] in (0.0, 1.0) and 0.0 <= row["f1"] <= 1.0 and row["contains"] in (0.0, 1.0)
+        reading = [r["prompt_tokens"] for r in base if r["kind"] == "reading"]
+        knowledge = [r["prompt_tokens"] for r in base if r["kind"] == "knowledge"]
+        assert min(reading) > max(knowledge)  # the paragraph is in context
+        assert general["wall_s"] >= 0
+    for scope in [c["general"] for c in report["cases"]] + [s["general"] for s in report["summary"].values()]:
+        per_case = GENERAL * scope.get("documents", 1)
+        assert set(scope["kinds"]) == {*PROBE_KINDS, "all"}
+        assert [scope["kinds"][k]["n"] for k in (*PROBE_KINDS, "all")] == [per_case, per_case, 2 * per_case]
+        for stats in scope["kinds"].values():
+            for side in ("base", "memory"):
+                _check_ci(stats[side]["f1"])
+                _check_ci(stats[side]["em"])
+                assert 0.0 <= stats[side]["contains"] <= 1.0 and stats[side]["n"] == stats["n"]
+            _check_ci(stats["difference"]["f1"], -1.0, 1.0)
+            _check_ci(stats["difference"]["contains_ci"], -1.0, 1.0)
+            f1 = stats["memory"]["f1"]["mean"] - stats["base"]["f1"]["mean"]
+            assert stats["difference"]["f1"]["mean"] == pytest.approx(f1)
+    assert report["summary"]["single"]["general"]["documents"] == 2
+    markdown = markdown_report(report)
+    assert "## General ability with the document's memory attached" in markdown
+    for label in PROBE_KINDS.values():
+        assert f"| single | Zorblat Institute | {label} | {GENERAL} |" in markdown
+        assert f"| single | all 2 documents | {label} | {2 * GENERAL} |" in markdown
+    assert f"| long | Zorblat Institute + Old Kestrel | both kinds | {2 * GENERAL} |" in markdown
+
+
+def test_general_probe_off(run: dict[str, Any]) -> None:
+    """Disabled with 0, and never run (nor a memory absorbed for it) when no arm made the memory."""
+    lift = run["lift"]
+    cases = build_cases([ZORBLAT], control_pool=CONTROL_POOL, count_tokens=lift.count_tokens, questions=1)
+    for arms, general in ((["lift_only"], 0), (["closed_book"], GENERAL)):
+        settings = HarnessSettings(
+            absorb_config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2),
+            max_new_tokens=MAX_NEW_TOKENS,
+            bootstrap_resamples=50,
+            log=None,
+            general_probe=general,
+        )
+        report = run_comparison(lift, cases, arms, settings)
+        assert report["cases"][0]["general"] is None and report["summary"]["single"]["general"] is None
+        assert set(report["cases"][0]["absorption"]) == ({"document"} if "lift_only" in arms else set())
+        assert "General ability" not in markdown_report(report)
+
+
+def test_general_questions() -> None:
+    questions = load_general_questions()
+    assert len(questions) >= 25 and GENERAL_QUESTIONS.name == "general_questions.json"
+    assert len({q.question for q in questions}) == len(questions)
+    assert all(1 <= len(q.answer.split()) <= 3 for q in questions)  # short, unambiguous gold answers
+    case = Case("single", ZORBLAT, CONTROL_POOL[0], unrelated=(KESTREL, *CONTROL_POOL, ZORBLAT))
+    settings = HarnessSettings(general_probe=5)
+    probe = general_probe_questions(case, settings)
+    assert probe == general_probe_questions(case, settings)  # seeded
+    knowledge = [q for q in probe if q.kind == "knowledge"]
+    reading = [q for q in probe if q.kind == "reading"]
+    assert len(knowledge) == 5 and len({q.source for q in knowledge}) == 5  # spread over topics
+    assert all(q.context is None for q in knowledge)
+    # Unrelated articles only (never the case's own), each question with its paragraph holding the answer.
+    assert len(reading) == 5 and {q.source for q in reading} == {"Old Kestrel", "Marsh Orchids"}
+    assert all(q.context and q.answer in q.context for q in reading)
+    assert general_probe_questions(case, HarnessSettings(general_probe=0)) == ()
+    assert len(general_probe_questions(Case("single", ZORBLAT, CONTROL_POOL[0]), settings)) == 5

@@ -161,10 +161,11 @@ _DOTTED_ACRONYM_RE = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 
 
 def _last_token(text: str, end: int) -> str | None:
-    """The run of non-whitespace characters that ends at ``end`` (``None`` if ``text[end - 1]`` is a space).
+    """What ``(\\S+)$`` finds in ``text[:end]``: the run of non-whitespace characters ending at ``end``, or
+    just before a final newline there; ``None`` when there is none (``end == 0``, or whitespace before).
 
     Scans backwards from ``end`` so that the cost is the token's length, not the text's: a regular
-    expression anchored at ``end`` would rescan the text from its start at every period.
+    expression on ``text[:end]`` would rescan the text from its start at every period.
     """
     if end > 0 and text[end - 1] == "\n":
         end -= 1  # like "(\S+)$" on text[:end], whose "$" also matches before a final newline
@@ -223,19 +224,17 @@ def _terminator_is_boundary(text: str, match: re.Match[str]) -> bool:
     return True
 
 
-def _newline_is_boundary(text: str, pos: int) -> bool:
-    """Whether the single newline at ``pos`` separates sentences.
+def _newline_is_boundary(text: str, end: int, next_word: str) -> bool:
+    """Whether a single newline separates sentences. ``end``: where the text before it stops once
+    trailing whitespace is dropped; ``next_word``: the word after it. The caller tracks both, so runs of
+    blank lines cost linear time.
 
     Newlines end headings, list items and table rows, so they are boundaries by default; but a line
     that obviously continues (the next line starts lowercase, or this one ends with a comma, hyphen, or
     a title such as "Dr.") is hard-wrapped prose and is kept together.
     """
-    next_word = _next_word(text, pos + 1)
     if next_word[:1].islower():
         return False
-    end = pos
-    while end > 0 and text[end - 1].isspace():
-        end -= 1
     if end == 0:
         return True
     if text[end - 1] in ",;:-–—(&/":
@@ -262,9 +261,16 @@ def split_sentences(text: str) -> list[str]:
             cuts.add(match.end())
     for match in _PARA_BREAK_RE.finditer(text):
         cuts.add(match.start())
+    content_end = 0  # just after the last non-whitespace character seen so far
+    next_word: str | None = None  # the word after the current run of whitespace, once looked up
     for pos, char in enumerate(text):
-        if char == "\n" and _newline_is_boundary(text, pos):
-            cuts.add(pos)
+        if not char.isspace():
+            content_end, next_word = pos + 1, None
+        elif char == "\n":
+            if next_word is None:
+                next_word = _next_word(text, pos + 1)
+            if _newline_is_boundary(text, content_end, next_word):
+                cuts.add(pos)
     sentences: list[str] = []
     start = 0
     for cut in [*sorted(cuts), len(text)]:

@@ -142,7 +142,7 @@ def qa_samples(
             prompts.append((pair, "\n\n".join(chunks)))
     samples = []
     for pair, chunks in prompts:
-        budget = config.qa_context_length if chunks is None else 0
+        budget = min(config.qa_context_length, len(document_ids)) if chunks is None else 0
         while True:
             context = chunks if chunks is not None else (document_view(budget) if budget > 0 else None)
             user = qa_user_message(pair.question, context)

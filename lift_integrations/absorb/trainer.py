@@ -168,10 +168,13 @@ def per_sample_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
 
     Samples are right-padded, so under causal attention no real token ever sees a pad: the attention
     mask is left out, which lets sdpa take its fused causal kernels (flash attention on GPUs) instead of
-    the masked path. The pads' own outputs are never supervised.
+    the masked path. The pads' own outputs are never supervised. A model configured for bidirectional
+    attention (``use_bidirectional_attention``) would let tokens see the pads after them: it gets the mask.
     """
     decoder = model.get_decoder()
-    hidden = decoder(input_ids=batch["input_ids"]).last_hidden_state
+    config = getattr(model.config, "text_config", None) or model.config
+    mask = batch["attention_mask"] if getattr(config, "use_bidirectional_attention", False) else None
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
     targets = batch["labels"][:, 1:]
     rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
     token_loss = token_losses(model, hidden[rows, cols], targets[rows, cols])
@@ -266,20 +269,30 @@ def train_memory(
         optimizer.zero_grad(set_to_none=True)
         model.train(config.gradient_checkpointing)  # HF checkpoints only in train mode; dropout is 0 in LIFT
         try:
-            for indices in micro_batches(step_samples, config.batch_size, token_budget):
-                micro = [step_samples[i] for i in indices]
-                micro_weights = torch.tensor([weights[i] for i in indices], device=device)
-                with autocast:
-                    loss = per_sample_loss(model, _collate(micro, pad_id, device))
-                weighted = (loss * micro_weights).sum() / total_weight
-                weighted.backward()
-                step_loss += float(weighted.detach())
-                step_tokens += sum(len(s.input_ids) for s in micro)
-                step_sq += sum(len(s.input_ids) ** 2 for s in micro)
+            failure: Exception | None = None
+            try:
+                for indices in micro_batches(step_samples, config.batch_size, token_budget):
+                    micro = [step_samples[i] for i in indices]
+                    micro_weights = torch.tensor([weights[i] for i in indices], device=device)
+                    with autocast:
+                        loss = per_sample_loss(model, _collate(micro, pad_id, device))
+                    weighted = (loss * micro_weights).sum() / total_weight
+                    weighted.backward()
+                    step_loss += float(weighted.detach())
+                    step_tokens += sum(len(s.input_ids) for s in micro)
+                    step_sq += sum(len(s.input_ids) ** 2 for s in micro)
+            except Exception as error:
+                if distributed is None:
+                    raise
+                failure = error  # still join the all-reduce below, so the other ranks do not hang in it
             if distributed is not None:
-                step_loss, summed_tokens, summed_sq = all_reduce_gradients(
-                    parameters, (step_loss, step_tokens, step_sq)
+                step_loss, summed_tokens, summed_sq, failed = all_reduce_gradients(
+                    parameters, (step_loss, step_tokens, step_sq, float(failure is not None))
                 )
+                if failure is not None:
+                    raise failure
+                if failed:
+                    raise RuntimeError(f"another process failed at step {step + 1}; see its error")
                 step_tokens, step_sq = round(summed_tokens), round(summed_sq)
             if not math.isfinite(step_loss):
                 raise FloatingPointError(

@@ -40,7 +40,7 @@ from lift_integrations.absorb.segmentation import head_tail
 from lift_integrations.prompting import encode_text
 
 if TYPE_CHECKING:
-    from lift_integrations.bench.compare import BenchDocument, Case
+    from lift_integrations.bench.compare import BenchDocument, BenchQuestion, Case
     from lift_integrations.config import LIFTConfig
     from lift_integrations.memory import Memory
     from lift_integrations.model import LIFTModel
@@ -133,6 +133,12 @@ class HarnessSettings:
     ``Embeddings``) and ``llamaindex_embed_model`` (a LlamaIndex ``BaseEmbedding``) default to the embedded
     all-MiniLM-L6-v2; tests pass fakes. ``llamaindex_stock_prompt`` keeps LlamaIndex's own QA template
     instead of the shared answer prompt (a different prompt, so not comparable; for curiosity only).
+
+    ``general_probe`` is the number of questions per kind of the general-ability probe (0 disables it):
+    general-knowledge questions asked closed book, and questions about unrelated SQuAD paragraphs asked
+    with their paragraph in context, each answered by the base model and with the case's document memory
+    (see :func:`~lift_integrations.bench.compare.run_general_probe`). ``general_questions`` replaces the
+    bundled knowledge questions (``examples/data/general_questions.json``).
     """
 
     absorb_config: LIFTConfig | None = None
@@ -149,6 +155,8 @@ class HarnessSettings:
     langchain_embeddings: Any = None
     llamaindex_embed_model: Any = None
     llamaindex_stock_prompt: bool = False
+    general_probe: int = 20
+    general_questions: Sequence[BenchQuestion] | None = None
     log: Callable[[str], None] | None = print
 
     @property
@@ -360,6 +368,11 @@ class CaseResources:
             source = self.case.document if which == "document" else self.case.control
             self._memories[which] = self._absorb(which, source)
         return self._memories[which]
+
+    def absorbed(self, which: str = "document") -> Memory | None:
+        """The memory if an arm already made it, else ``None``: for measurements that must reuse the arms'
+        memory rather than train one of their own (the general-ability probe)."""
+        return self._memories.get(which)
 
     def _absorb(self, which: str, source: BenchDocument) -> Memory:
         from lift_integrations.config import LIFTConfig

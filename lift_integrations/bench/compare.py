@@ -15,7 +15,10 @@ Honest-reporting rules the harness enforces rather than leaves to the reader:
 * a memory arm's gain is reported against its control arm (paired bootstrap over the same questions),
   next to its raw score, because training any memory changes answers even without new knowledge;
 * RAG's chunk size and ``k`` are tuned for RAG's benefit (on the evaluation questions themselves when
-  ``tune_rag`` is set, which can only flatter RAG), never for LIFT's.
+  ``tune_rag`` is set, which can only flatter RAG), never for LIFT's;
+* a memory must not cost general ability: whenever an arm made the document's memory, the *general-ability
+  probe* asks unrelated questions (general knowledge closed book, and unrelated SQuAD paragraphs read in
+  context) of the base model and of the model with that memory, and reports the paired difference.
 
 ``examples/compare_rag.py`` is the command-line front end; :func:`run_comparison` is the API.
 """
@@ -42,26 +45,34 @@ from lift_integrations.bench.arms import (
     HarnessSettings,
     langchain_rag_chain,
     make_arm,
+    stream_answer,
 )
 from lift_integrations.bench.squad import Article, bootstrap_ci, exact_match, f1_score, normalize_answer
 
 if TYPE_CHECKING:
+    from lift_integrations.memory import Memory
     from lift_integrations.model import LIFTModel
 
 __all__ = [
+    "GENERAL_QUESTIONS",
+    "PROBE_KINDS",
     "QUICK_ARMS",
     "RAG_ARMS",
     "BenchDocument",
     "BenchQuestion",
     "Case",
     "HarnessSettings",
+    "ProbeQuestion",
     "article_document",
     "build_cases",
     "concatenate",
     "contains_gold",
     "control_document",
+    "general_probe_questions",
     "kv_cache_bytes_per_token",
+    "load_general_questions",
     "run_comparison",
+    "run_general_probe",
     "sample_questions",
     "tune_rag",
 ]
@@ -82,17 +93,32 @@ RAG_ARMS = frozenset({"rag_langchain", "rag_llamaindex", "hybrid", "control_hybr
 
 SETTINGS = ("single", "long")
 
+PROBE_KINDS: dict[str, str] = {
+    "knowledge": "general knowledge, closed book",
+    "reading": "an unrelated SQuAD paragraph in context",
+}
+"""The two kinds of general-ability probe question; reports add ``"all"``, both pooled."""
+
+GENERAL_QUESTIONS = Path(__file__).resolve().parents[2] / "examples" / "data" / "general_questions.json"
+"""The bundled general-knowledge questions (written for this project, CC0), in a source checkout."""
+
 
 # Data ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class BenchQuestion:
-    """A question, its gold answer and the title of the article it was asked about."""
+    """A question, its gold answer and the title of the article it was asked about.
+
+    ``paragraph`` is the paragraph the question was written against, when known (SQuAD answers are spans
+    of it): the general-ability probe asks questions of unrelated articles with just that paragraph in
+    context. It travels with the question, so it stays right when articles are concatenated.
+    """
 
     question: str
     answer: str
     source: str
+    paragraph: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -124,18 +150,24 @@ class BenchDocument:
 
 @dataclass(frozen=True)
 class Case:
-    """One document to read, in one setting, with its unrelated control document."""
+    """One document to read, in one setting, with its unrelated control document.
+
+    ``unrelated`` holds the pool's documents that share no article with any document of the run: where the
+    general-ability probe draws its reading questions. :func:`build_cases` gives every case the same ones,
+    so the probe asks every case the same questions and cases differ only by the memory.
+    """
 
     setting: str
     document: BenchDocument
     control: BenchDocument
+    unrelated: tuple[BenchDocument, ...] = field(default=(), repr=False)
 
 
 def article_document(article: Article, paragraphs: int | None = None) -> BenchDocument:
     """An article (or its first ``paragraphs`` paragraphs) with the questions about what is kept."""
     keep = len(article.paragraphs) if paragraphs is None else max(1, paragraphs)
     questions = tuple(
-        BenchQuestion(q.question, q.answer, article.title)
+        BenchQuestion(q.question, q.answer, article.title, article.paragraphs[q.paragraph_index])
         for q in article.questions
         if q.paragraph_index < keep
     )
@@ -194,8 +226,7 @@ def control_document(
     controls for, or it would change the model more or less for reasons other than knowledge; matching
     the length does that. Documents whose title or sources appear in ``exclude`` are skipped.
     """
-    excluded = set(exclude)
-    candidates = [d for d in pool if d.title not in excluded and not excluded.intersection(d.sources)]
+    candidates = _unrelated(pool, exclude)
     if not candidates:
         raise ValueError("no unrelated document left for the control; add articles or a control pool")
     parts: list[tuple[str, list[str]]] = []
@@ -225,6 +256,12 @@ def control_document(
     )
 
 
+def _unrelated(pool: Sequence[BenchDocument], exclude: Sequence[str]) -> list[BenchDocument]:
+    """The pool's documents whose title and sources are all outside ``exclude``, in pool order."""
+    excluded = set(exclude)
+    return [d for d in pool if d.title not in excluded and not excluded.intersection(d.sources)]
+
+
 def build_cases(
     documents: Sequence[BenchDocument],
     *,
@@ -235,23 +272,25 @@ def build_cases(
     seed: int = 0,
 ) -> list[Case]:
     """Cases for each setting: every document on its own (``single``) and all of them concatenated
-    (``long``), each with ``questions`` questions and a length-matched control from ``control_pool``."""
+    (``long``), each with ``questions`` questions and a length-matched control from ``control_pool``; the
+    pool's documents unrelated to all of them are the cases' ``unrelated`` (general-ability probe)."""
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; expected {SETTINGS}")
     exclude = [s for d in documents for s in (d.sources or (d.title,))]
+    unrelated = tuple(_unrelated(control_pool, exclude))
     cases: list[Case] = []
     if "single" in settings:
         for index, doc in enumerate(documents):
             doc = sample_questions(doc, questions, seed + index)
             control = control_document(control_pool, count_tokens(doc.full_text), count_tokens, exclude)
-            cases.append(Case("single", doc, control))
+            cases.append(Case("single", doc, control, unrelated))
     if "long" in settings:
         if len(documents) < 2:
             raise ValueError("the long setting concatenates several articles; select at least two")
         doc = sample_questions(concatenate(documents), questions, seed + 1000)
         control = control_document(control_pool, count_tokens(doc.full_text), count_tokens, exclude)
-        cases.append(Case("long", doc, control))
+        cases.append(Case("long", doc, control, unrelated))
     for case in cases:
         if not case.document.questions:
             raise ValueError(f"{case.document.label!r} has no questions to ask")
@@ -308,22 +347,30 @@ def _arm_stats(
     }
 
 
+def _paired(
+    mine: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]], settings: HarnessSettings, what: str
+) -> dict[str, Any]:
+    """``mine`` minus ``theirs``, per question (same questions, same order), with paired bootstrap intervals:
+    pairing removes the between-question spread, so the interval is about the difference alone."""
+    if [r["question"] for r in mine] != [r["question"] for r in theirs]:
+        raise AssertionError(f"{what} answered different questions")
+    pairs = list(zip(mine, theirs, strict=True))
+    contains = [a["contains"] - b["contains"] for a, b in pairs]
+    return {
+        "f1": _ci([a["f1"] - b["f1"] for a, b in pairs], settings),
+        "em": _ci([a["em"] - b["em"] for a, b in pairs], settings),
+        "contains": float(np.mean(contains)),
+        "contains_ci": _ci(contains, settings),
+    }
+
+
 def _gains(rows: dict[str, list[dict[str, Any]]], settings: HarnessSettings) -> dict[str, Any]:
     """Each memory arm minus its control, per question (same questions, same order): paired intervals."""
     gains: dict[str, Any] = {}
     for arm, control in CONTROL_OF.items():
         if arm in rows and control in rows:
-            mine, theirs = rows[arm], rows[control]
-            if [r["question"] for r in mine] != [r["question"] for r in theirs]:
-                raise AssertionError(f"{arm} and {control} answered different questions")
-            gains[arm] = {
-                "control": control,
-                "f1": _ci([a["f1"] - b["f1"] for a, b in zip(mine, theirs, strict=True)], settings),
-                "em": _ci([a["em"] - b["em"] for a, b in zip(mine, theirs, strict=True)], settings),
-                "contains": float(
-                    np.mean([a["contains"] - b["contains"] for a, b in zip(mine, theirs, strict=True)])
-                ),
-            }
+            paired = _paired(rows[arm], rows[control], settings, f"{arm} and {control}")
+            gains[arm] = {"control": control, **paired}
     return gains
 
 
@@ -388,7 +435,7 @@ def tune_rag(
 # Running ---------------------------------------------------------------------------------------------
 
 
-def _score(question: BenchQuestion, answer: Answer) -> dict[str, Any]:
+def _score(question: BenchQuestion | ProbeQuestion, answer: Answer) -> dict[str, Any]:
     gold_in_context = None
     if answer.context is not None:
         gold_in_context = any(contains_gold(chunk, question.answer) for chunk in answer.context)
@@ -415,6 +462,159 @@ class _Timer:
         return round(time.perf_counter() - self.start, 3)
 
 
+# General-ability probe -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeQuestion:
+    """A question of the general-ability probe, unrelated to every document of the run.
+
+    ``kind`` is a key of :data:`PROBE_KINDS`: ``"knowledge"`` questions are asked bare (closed book),
+    ``"reading"`` ones with ``context``, the paragraph of an unrelated SQuAD article they were written
+    against, in the answer prompt the ``icl`` and RAG arms use. The first kind shows whether a memory
+    overwrites what the model knew, the second whether it damages reading text it has not absorbed.
+    """
+
+    kind: str
+    question: str
+    answer: str
+    source: str
+    context: str | None = field(default=None, repr=False)
+
+
+def load_general_questions(path: str | Path = GENERAL_QUESTIONS) -> list[BenchQuestion]:
+    """Read a JSON list of ``{"question", "answer", "topic"}`` objects (topic optional).
+
+    The topic becomes the question's source, so sampling spreads the probe over topics. A malformed entry
+    raises rather than being skipped: a silently shorter probe would change its scores unnoticed.
+    """
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
+    questions = []
+    for index, entry in enumerate(data):
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(key), str) and entry[key].strip() for key in ("question", "answer")
+        ):
+            raise ValueError(f"{path}: entry {index} needs non-empty 'question' and 'answer' strings")
+        topic = str(entry.get("topic") or "general")
+        questions.append(BenchQuestion(entry["question"], entry["answer"], topic))
+    return questions
+
+
+def _knowledge_questions(settings: HarnessSettings) -> list[BenchQuestion]:
+    """The settings' knowledge questions, else the bundled file; none (with a note) when it is missing,
+    as in an installed wheel, so a run without them still measures the reading kind."""
+    if settings.general_questions is not None:
+        return list(settings.general_questions)
+    if GENERAL_QUESTIONS.is_file():
+        return load_general_questions(GENERAL_QUESTIONS)
+    settings.say(f"general probe: {GENERAL_QUESTIONS} not found; set HarnessSettings.general_questions")
+    return []
+
+
+def general_probe_questions(
+    case: Case, settings: HarnessSettings, knowledge: Sequence[BenchQuestion] | None = None
+) -> tuple[ProbeQuestion, ...]:
+    """Up to ``settings.general_probe`` questions of each kind for ``case``: knowledge questions (default:
+    the bundled ones) spread over topics, reading questions spread over the case's unrelated articles.
+
+    Sampling is seeded, so every case of a run, every arm setting and every rerun get the same questions.
+    A reading question needs its paragraph, with the gold answer in it (SQuAD answers are spans of their
+    paragraph; a question whose answer is not there would test recall, not reading). Articles of the case's
+    own document are skipped even when a hand-built case lists them as unrelated.
+    """
+    n = settings.general_probe
+    if n <= 0:
+        return ()
+    if knowledge is None:
+        knowledge = _knowledge_questions(settings)
+    picked = sample_questions(BenchDocument("", "", tuple(knowledge)), n, settings.seed).questions
+    probe = [ProbeQuestion("knowledge", q.question, q.answer, q.source) for q in picked]
+    own = {case.document.title, *case.document.sources} - {""}
+    readable = tuple(
+        q
+        for document in case.unrelated
+        for q in document.questions
+        if q.paragraph and q.source not in own and q.answer in q.paragraph
+    )
+    picked = sample_questions(BenchDocument("", "", readable), n, settings.seed + 1).questions
+    probe += [ProbeQuestion("reading", q.question, q.answer, q.source, q.paragraph) for q in picked]
+    return tuple(probe)
+
+
+def _probe_row(
+    lift: LIFTModel, question: ProbeQuestion, memory: Memory | None, settings: HarnessSettings
+) -> dict[str, Any]:
+    context = None if question.context is None else [question.context]
+    answer = stream_answer(
+        lift, question.question, memory=memory, context=context, max_new_tokens=settings.max_new_tokens
+    )
+    return {"kind": question.kind, **_score(question, answer)}
+
+
+def _probe_stats(
+    base: Sequence[dict[str, Any]],
+    memory: Sequence[dict[str, Any]],
+    settings: HarnessSettings,
+    kv_per_token: int,
+) -> dict[str, Any]:
+    """Per kind and for both kinds (``"all"``): base and with-memory statistics, and the paired difference
+    (with memory minus base) with bootstrap intervals. A kind without questions has ``n`` 0 and ``None``s."""
+    stats: dict[str, Any] = {}
+    for kind in (*PROBE_KINDS, "all"):
+        keep = [i for i, row in enumerate(base) if kind in ("all", row["kind"])]
+        theirs, mine = [base[i] for i in keep], [memory[i] for i in keep]
+        stats[kind] = {
+            "n": len(keep),
+            "base": _arm_stats(theirs, settings, kv_per_token) if keep else None,
+            "memory": _arm_stats(mine, settings, kv_per_token) if keep else None,
+            "difference": _paired(mine, theirs, settings, "the probe with and without memory")
+            if keep
+            else None,
+        }
+    return stats
+
+
+def run_general_probe(
+    lift: LIFTModel,
+    memory: Memory,
+    questions: Sequence[ProbeQuestion],
+    settings: HarnessSettings,
+    base_rows: dict[ProbeQuestion, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Answer the probe questions with the base model and with ``memory``: is the model with a document's
+    memory any worse at what it could do before? Returns per-kind statistics and every answer's row.
+
+    Decoding and answer length are the arms'. ``base_rows`` caches the base model's rows across cases: they
+    do not depend on the case (greedy decoding, no memory), so each question costs the base model one
+    answer per run however many cases ask it. All base answers come first, then all answers with the
+    memory, so the adapter is switched once rather than per question.
+    """
+    cache = base_rows if base_rows is not None else {}
+    for question in questions:
+        if question not in cache:
+            cache[question] = _probe_row(lift, question, None, settings)
+    base = [cache[question] for question in questions]
+    with_memory = [_probe_row(lift, question, memory, settings) for question in questions]
+    return {
+        "kinds": _probe_stats(base, with_memory, settings, kv_cache_bytes_per_token(lift)),
+        "questions": {"base": base, "memory": with_memory},
+    }
+
+
+def _say_probe(general: dict[str, Any], settings: HarnessSettings) -> None:
+    for kind, stats in general["kinds"].items():
+        if kind != "all" and stats["n"]:
+            base, memory, difference = stats["base"], stats["memory"], stats["difference"]
+            settings.say(
+                f"  general probe, {kind} ({stats['n']}): F1 {base['f1']['mean']:.3f} -> "
+                f"{memory['f1']['mean']:.3f} ({difference['f1']['mean']:+.3f}), contains "
+                f"{base['contains']:.2f} -> {memory['contains']:.2f} with the memory"
+            )
+
+
 def run_comparison(
     lift: LIFTModel,
     cases: Sequence[Case],
@@ -427,6 +627,10 @@ def run_comparison(
     object with ``name``, ``prepare`` and ``answer``). The report holds ``meta`` (model, recipe, settings),
     ``cases`` (per-question rows, absorption and memory sizes, per-arm statistics) and ``summary`` (per
     setting: per-arm statistics pooled over its cases, and each memory arm's gain over its control).
+
+    When an arm made the case's document memory and ``settings.general_probe`` is positive, the
+    general-ability probe (:func:`run_general_probe`) runs with that same memory before it is released:
+    each case's ``general`` (``None`` otherwise) and each setting's pooled ``general`` in the summary.
     """
     settings = settings or HarnessSettings()
     built: list[Arm] = [make_arm(a, lift, settings) if isinstance(a, str) else a for a in arms]
@@ -438,6 +642,8 @@ def run_comparison(
     # One untimed generation first: the first call pays one-off costs (allocator, kernels, lazy imports)
     # that would otherwise be charged to whichever arm happens to run first.
     lift.generate("Hello.", memory=None, max_new_tokens=2)
+    knowledge = _knowledge_questions(settings) if settings.general_probe > 0 else []
+    base_rows: dict[ProbeQuestion, dict[str, Any]] = {}
     records = []
     for number, case in enumerate(cases, 1):
         doc = case.document
@@ -469,6 +675,17 @@ def run_comparison(
                     f"  {arm.name:<15} F1 {stats['f1']['mean']:.3f}  EM {stats['em']['mean']:.3f}  "
                     f"contains {stats['contains']:.2f}  {stats['total_s_mean']:.2f} s/question"
                 )
+            general = None
+            memory = resources.absorbed("document")  # made by a memory arm; the probe never absorbs
+            if memory is not None and settings.general_probe > 0:
+                probe = general_probe_questions(case, settings, knowledge)
+                if probe:
+                    timer = _Timer()
+                    general = run_general_probe(lift, memory, probe, settings, base_rows)
+                    general["wall_s"] = timer()
+                    _say_probe(general, settings)
+                else:
+                    settings.say("  general probe: no questions (no knowledge file, no unrelated articles)")
             records.append(
                 {
                     "setting": case.setting,
@@ -485,6 +702,7 @@ def run_comparison(
                     "arms": {name: _arm_stats(r, settings, kv_per_token) for name, r in rows.items()},
                     "gains": _gains(rows, settings),
                     "questions": rows,
+                    "general": general,
                 }
             )
         finally:
@@ -524,8 +742,22 @@ def _summary(
             else None,
             "arms": {arm: _arm_stats(rows, settings, kv_per_token) for arm, rows in pooled.items()},
             "gains": _gains(pooled, settings),
+            "general": _pooled_probe(cases, settings, kv_per_token),
         }
     return summary
+
+
+def _pooled_probe(
+    cases: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_token: int
+) -> dict[str, Any] | None:
+    """The probe pooled over a setting's cases: pairs are (case, question), each case's memory against the
+    base model on the same question; ``None`` when no case ran the probe."""
+    probed = [c["general"] for c in cases if c.get("general")]
+    if not probed:
+        return None
+    base = [row for g in probed for row in g["questions"]["base"]]
+    memory = [row for g in probed for row in g["questions"]["memory"]]
+    return {"documents": len(probed), "kinds": _probe_stats(base, memory, settings, kv_per_token)}
 
 
 def _meta(
@@ -565,6 +797,13 @@ def _meta(
         "langchain_embeddings": _type_name(settings.langchain_embeddings),
         "llamaindex_embed_model": _type_name(settings.llamaindex_embed_model),
         "llamaindex_stock_prompt": settings.llamaindex_stock_prompt,
+        "general_probe": {
+            "questions_per_kind": settings.general_probe,
+            "kinds": PROBE_KINDS,
+            "knowledge_questions": "HarnessSettings.general_questions"
+            if settings.general_questions is not None
+            else str(GENERAL_QUESTIONS),
+        },
         "seed": settings.seed,
         "bootstrap_resamples": settings.bootstrap_resamples,
         "torch_threads": torch.get_num_threads(),

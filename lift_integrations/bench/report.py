@@ -1,7 +1,8 @@
 """Turning a comparison report into what people read: a Markdown table, PNG plots and the JSON file.
 
 The tables put each memory arm's gain over its control next to its raw score, because a raw score alone
-would credit the memory with changes any training causes (see :mod:`lift_integrations.bench.compare`).
+would credit the memory with changes any training causes (see :mod:`lift_integrations.bench.compare`), and
+show what the memory costs on unrelated questions (the general-ability probe) next to what it adds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lift_integrations.bench.compare import save_json
+from lift_integrations.bench.compare import PROBE_KINDS, save_json
 
 __all__ = ["markdown_report", "plot_f1_per_arm", "plot_vs_length", "write_outputs"]
 
@@ -87,8 +88,57 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {rag['chunk_size']} / {rag['k']}{' (tuned)' if rag.get('tuned') else ''} "
             f"| {case['control']} ({case['control_tokens']:,}) |"
         )
+    lines += _general_table(report)
     lines += ["", "Arms: " + "; ".join(f"`{a}`: {d}" for a, d in meta["arm_descriptions"].items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+_PROBE_LABELS = {**PROBE_KINDS, "all": "both kinds"}
+
+
+def _probe_row(setting: str, document: str, kind: str, stats: dict[str, Any]) -> str:
+    if not stats["n"]:
+        return f"| {setting} | {document} | {_PROBE_LABELS[kind]} | 0 |" + " – |" * 6
+    base, memory, difference = stats["base"], stats["memory"], stats["difference"]
+    return (
+        f"| {setting} | {document} | {_PROBE_LABELS[kind]} | {stats['n']} "
+        f"| {_pct(base['f1'])} | {_pct(memory['f1'])} | {_pct(difference['f1'], signed=True)} "
+        f"| {_rate(base['contains'])} | {_rate(memory['contains'])} "
+        f"| {_pct(difference['contains_ci'], signed=True)} |"
+    )
+
+
+def _general_table(report: dict[str, Any]) -> list[str]:
+    """The general-ability probe: per document (and pooled when a setting has several), per kind, the base
+    model, the model with the document's memory, and the paired difference. Empty when it did not run."""
+    probed = [c for c in report["cases"] if c.get("general")]
+    if not probed:
+        return []
+    per_kind = report["meta"].get("general_probe", {}).get("questions_per_kind", "?")
+    lines = [
+        "",
+        "## General ability with the document's memory attached",
+        "",
+        f"Questions unrelated to the documents (up to {per_kind} per kind): general knowledge asked closed "
+        "book, and SQuAD questions about other articles asked with their paragraph in context (the arms' "
+        "answer prompt). Each is answered by the base model and with the document's memory (the one "
+        "`lift_only` uses); the difference is with memory minus base, paired over the same questions, "
+        "with a bootstrap 95% interval (contains-gold difference in percentage points). A memory that "
+        "costs general ability shows an interval below 0.",
+        "",
+        "| Setting | Document | Questions | n | F1 base | F1 with memory | F1 difference | contains base "
+        "| contains with memory | contains difference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in probed:
+        for kind, stats in case["general"]["kinds"].items():
+            lines.append(_probe_row(case["setting"], case["document"], kind, stats))
+    for setting, summary in report["summary"].items():
+        pooled = summary.get("general")
+        if pooled and pooled["documents"] > 1:
+            for kind, stats in pooled["kinds"].items():
+                lines.append(_probe_row(setting, f"all {pooled['documents']} documents", kind, stats))
+    return lines
 
 
 def _pyplot() -> Any:

@@ -1,5 +1,8 @@
 """Run ``lift_integrations.cli.main`` once per argument list, in one process of a torchrun group.
 
+An entry ``{"fail_rank": R, "argv": [...]}`` makes rank R's second forward pass raise: every rank must
+then raise too (none may wait forever in the gradient all-reduce), each printing one JSON line.
+
 ``python -m torch.distributed.run --nproc_per_node 2 cli_runs.py '[["--mode", "shard", ...], [...]]'``:
 several CLI runs share one launch (starting the processes costs more than the tiny absorptions). The
 process group is initialised once, from torchrun's environment as ``lift-absorb`` does, and every run
@@ -11,17 +14,44 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import torch.distributed as dist
 
+from lift_integrations.absorb import trainer
 from lift_integrations.cli import main
 from lift_integrations.distributed import init_from_env
+
+
+def run_failing(rank: int, fail_rank: int, argv: list[str]) -> None:
+    original = trainer.per_sample_loss
+    calls = 0
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if rank == fail_rank and calls == 2:
+            raise RuntimeError("injected failure")
+        return original(*args, **kwargs)
+
+    trainer.per_sample_loss = failing
+    try:
+        main(argv)
+    except RuntimeError as error:
+        sys.stdout.write(json.dumps({"failed_rank": rank, "error": str(error)}) + "\n")
+        sys.stdout.flush()
+    finally:
+        trainer.per_sample_loss = original
+
 
 if __name__ == "__main__":
     context = init_from_env()
     assert context is not None and context.backend == "gloo" and context.world_size == 2, context
     try:
-        for argv in json.loads(sys.argv[1]):
-            main(argv)
+        for entry in json.loads(sys.argv[1]):
+            if isinstance(entry, dict):
+                run_failing(context.rank, entry["fail_rank"], entry["argv"])
+            else:
+                main(entry)
     finally:
         dist.destroy_process_group()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,9 @@ from distributed_helpers import (
     reference_memory,
     save_tiny_model,
 )
+from tiny_models import Interrupt, stop_at
 
-from lift_integrations import AbsorbProgress, LIFTConfig, LIFTModel, Memory
+from lift_integrations import LIFTConfig, LIFTModel, Memory
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun is tested on POSIX only")
 
@@ -36,18 +37,6 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_at(step: int) -> Callable[[AbsorbProgress], None]:
-    def callback(report: AbsorbProgress) -> None:
-        if report.step == step:
-            raise _Interrupt
-
-    return callback
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +50,11 @@ def launched(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     common = ["--model", str(model_dir), "--preset", "fast", "--config-json", json.dumps(OVERRIDES)]
     # A single-process absorption interrupted after step 3 leaves a checkpoint; the two processes resume it.
     with_checkpoints = {**OVERRIDES, "checkpoint_dir": str(root / "checkpoints"), "checkpoint_every": 3}
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         LIFTModel.from_pretrained(model_dir, device="cpu").absorb(
             ("zorblat", LONG_DOCUMENT),
             config=LIFTConfig.fast(**with_checkpoints),
-            callback=_stop_at(3),
+            callback=stop_at(3),
             distributed=False,
         )
     runs = [
@@ -86,6 +75,7 @@ def launched(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
             str(root / "resumed"),
             str(root / "zorblat.txt"),
         ],
+        {"fail_rank": 1, "argv": [*common, "--output", str(root / "failed"), str(root / "zorblat.txt")]},
     ]
     env = {
         **os.environ,
@@ -152,3 +142,12 @@ def test_two_processes_resume_a_checkpoint_to_the_uninterrupted_memory(
     assert saved.stats["processes"] == 2 and saved.stats["resumed_from_step"] == 3
     assert_same_memory(saved, reference_memory(model_dir, "zorblat", LONG_DOCUMENT))
     assert [p for p in (root / "checkpoints").rglob("*") if p.is_file()] == []  # rank 0 cleared them
+
+
+def test_a_failure_on_one_process_stops_every_process(launched: tuple[Path, list[dict]]) -> None:
+    root, lines = launched
+    failures = sorted((line["failed_rank"], line["error"]) for line in lines if "failed_rank" in line)
+    assert [rank for rank, _ in failures] == [0, 1]  # both raised; neither waits in the all-reduce
+    assert re.fullmatch(r"another process failed at step \d+; see its error", failures[0][1])
+    assert failures[1][1] == "injected failure"
+    assert not (root / "failed").exists()

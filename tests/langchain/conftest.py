@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from lc_tiny_model import FACTS, TINY_NAME, fast_config, learning_config, tiny_lift
+from tiny_models import one_torch_thread
 
 from lift_integrations.langchain import LIFTChatModel
 
@@ -43,17 +44,6 @@ def trained_memory(tiny: Any) -> Any:
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread in these tests.
-
-    The tiny model's matrices are far too small to gain from threads, and the embedded 135M model gains
-    little at batch size 1. On a 2-core machine where anything else runs, OpenMP threads waiting for a
-    descheduled partner made a call 10-20x slower in measurements (8 tokens: 11 s instead of 1 s).
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """Torch on one intra-op thread in these tests (see ``tiny_models.one_torch_thread``)."""
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(previous)

@@ -15,6 +15,7 @@ from llama_index.core.bridge.pydantic import Field
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
+from tiny_models import one_torch_thread
 
 from lift_integrations.llama_index import LIFTLLM, LIFTSentenceTransformerEmbedding
 
@@ -65,17 +66,9 @@ def tiny_smollm() -> Any:
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny model gains nothing from more, and on a busy 2-core machine OpenMP
-    spinning makes every call many times slower (measured here: the slow test takes ~30 s with one
-    thread whatever the load, and 40 s to several minutes with two while other jobs run)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """Torch on one intra-op thread in these tests (see ``tiny_models.one_torch_thread``)."""
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -5,16 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import torch
+from tiny_models import one_torch_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread() -> Iterator[None]:
-    """Torch on one intra-op thread: the tiny model's matrices gain nothing from threads, and on a shared
-    2-core machine OpenMP threads waiting for a descheduled partner made each step 10-20x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """Torch on one intra-op thread in these tests (see ``tiny_models.one_torch_thread``)."""
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(previous)

@@ -14,15 +14,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import build_tiny_model
+from tiny_models import Interrupt, build_tiny_model, stop_at
 
 from lift_integrations import LIFTConfig, LIFTModel, Memory
-from lift_integrations.absorb.trainer import AbsorbProgress, CheckpointStore
+from lift_integrations.absorb.trainer import CheckpointStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -102,25 +101,11 @@ def _kill(process: subprocess.Popen[str]) -> None:
 # Checkpoint and resume, in process ------------------------------------------------------------------
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_at(step: int) -> Callable[[AbsorbProgress], None]:
-    """A progress callback that interrupts the absorption after ``step`` (as a crash would)."""
-
-    def callback(report: AbsorbProgress) -> None:
-        if report.step == step:
-            raise _Interrupt
-
-    return callback
-
-
 def test_an_interrupted_absorption_resumes_to_the_same_memory(uninterrupted: Memory, tmp_path: Path) -> None:
     config = _config(tmp_path / "checkpoints", every=3)
 
-    with pytest.raises(_Interrupt):
-        _lift().absorb(DOCUMENT, config=config, callback=_stop_at(8))
+    with pytest.raises(Interrupt):
+        _lift().absorb(DOCUMENT, config=config, callback=stop_at(8))
     (key_folder,) = (tmp_path / "checkpoints").iterdir()
     assert [p.name for p in key_folder.iterdir()] == ["step-00000006"], "only the newest checkpoint is kept"
     steps: list[int] = []
@@ -136,8 +121,8 @@ def test_a_damaged_checkpoint_is_skipped_and_a_foreign_one_never_used(
     uninterrupted: Memory, tmp_path: Path
 ) -> None:
     config = _config(tmp_path / "checkpoints", every=3)
-    with pytest.raises(_Interrupt):
-        _lift().absorb(DOCUMENT, config=config, callback=_stop_at(5))
+    with pytest.raises(Interrupt):
+        _lift().absorb(DOCUMENT, config=config, callback=stop_at(5))
     (key_folder,) = (tmp_path / "checkpoints").iterdir()
     params = key_folder / "step-00000003" / "params.safetensors"
     data = bytearray(params.read_bytes())
@@ -148,8 +133,8 @@ def test_a_damaged_checkpoint_is_skipped_and_a_foreign_one_never_used(
     assert "resumed_from_step" not in restarted.stats, "started over instead of using a damaged checkpoint"
     _assert_same_tensors(restarted, uninterrupted)
 
-    with pytest.raises(_Interrupt):
-        _lift().absorb(DOCUMENT, config=config, callback=_stop_at(5))
+    with pytest.raises(Interrupt):
+        _lift().absorb(DOCUMENT, config=config, callback=stop_at(5))
     other = _lift().absorb(("Other", "A different document about the river Oskel."), config=config)
     assert "resumed_from_step" not in other.stats, "another document's checkpoint must not be resumed"
     fresh = _lift().absorb(DOCUMENT, config=config, resume=False)
@@ -167,16 +152,16 @@ def test_lora_absorption_resumes_too(tmp_path: Path) -> None:
 
     config = _config(tmp_path, every=4)
     reference = lora_lift().absorb(DOCUMENT, config=_config(None))
-    with pytest.raises(_Interrupt):
-        lora_lift().absorb(DOCUMENT, config=config, callback=_stop_at(10))
+    with pytest.raises(Interrupt):
+        lora_lift().absorb(DOCUMENT, config=config, callback=stop_at(10))
     resumed = lora_lift().absorb(DOCUMENT, config=config)
     assert resumed.stats["resumed_from_step"] == 8
     _assert_same_tensors(resumed, reference)
 
 
 def test_checkpoint_files_are_safetensors_and_json_only(tmp_path: Path) -> None:
-    with pytest.raises(_Interrupt):
-        _lift().absorb(DOCUMENT, config=_config(tmp_path, every=2), callback=_stop_at(3))
+    with pytest.raises(Interrupt):
+        _lift().absorb(DOCUMENT, config=_config(tmp_path, every=2), callback=stop_at(3))
     (checkpoint,) = (p for p in tmp_path.rglob("step-*"))
     assert sorted(p.name for p in checkpoint.iterdir()) == [
         "optimizer.safetensors",
