@@ -136,7 +136,9 @@ LOSS_CHUNK_ROWS = 4096
 """Supervised positions whose vocabulary-sized logits exist at once (see :func:`token_losses`)."""
 
 
-def _chunk_loss(head: nn.Module, softcap: float | None, hidden: torch.Tensor, targets: torch.Tensor):
+def _chunk_loss(
+    head: nn.Module, softcap: float | None, hidden: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     logits = head(hidden)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
