@@ -152,3 +152,25 @@ def test_lora_memory_round_trip(tmp_path: Path) -> None:
     loaded = Memory.load(memory.save(tmp_path / "lora"))
     loaded_logits = _logits(lift, loaded)
     assert torch.equal(loaded_logits, _logits(lift, memory))
+
+
+def test_a_refused_save_is_rescued_next_to_its_target(
+    absorbed: tuple[LIFTModel, Memory], tmp_path: Path
+) -> None:
+    from lift_integrations.memory import check_save_target, save_or_rescue
+
+    _, memory = absorbed
+    target = tmp_path / "notes"
+    target.mkdir()
+    (target / "mine.txt").write_text("not a memory")
+    with pytest.raises(FileExistsError, match="does not hold a memory"):
+        check_save_target(target)
+    with pytest.raises(OSError, match="it was saved to") as caught:
+        save_or_rescue(memory, target)
+    (rescued,) = [p for p in tmp_path.iterdir() if p.name.startswith("notes.unsaved-")]
+    assert str(rescued) in str(caught.value)
+    assert (target / "mine.txt").read_text() == "not a memory"  # the user's folder is untouched
+    assert torch.equal(
+        Memory.load(rescued).tensors["layers.0.gate_bias"], memory.tensors["layers.0.gate_bias"]
+    )
+    assert check_save_target(tmp_path / "fresh") == (tmp_path / "fresh").resolve()
