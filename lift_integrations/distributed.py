@@ -300,11 +300,7 @@ def absorb_each(
         try:
             written[name] = save_or_rescue(memory, root / name)
         finally:
-            binding = memory._binding
-            if binding is not None and binding[0] is lift.backend:  # free the adapter (LoRA keeps it inside)
-                with lift.lock:
-                    lift.backend.release(binding[1])
-                memory._binding = None
+            lift.release(memory)
     if context is not None:
         barrier(context)
     return written

@@ -196,6 +196,15 @@ class LIFTModel:
             memory._binding = (self.backend, weights)
         return weights
 
+    def release(self, memory: Memory | None) -> None:
+        """Free the live adapter built for ``memory`` on this model (LoRA keeps adapters inside the
+        model), for a caller done with a memory; using it again rebuilds the adapter from its tensors."""
+        if memory is None or memory._binding is None or memory._binding[0] is not self.backend:
+            return
+        with self.lock:
+            self.backend.release(memory._binding[1])
+            memory._binding = None
+
     @contextlib.contextmanager
     def using(self, memory: Memory | None) -> Iterator[None]:
         """Hold the model lock with ``memory`` active (``None``: the base model) for the block."""
@@ -276,13 +285,14 @@ class LIFTModel:
                 questions += qa_samples(self.tokenizer, ids, pairs, fitted, text=doc.text, rng=rng)
         stages = [segments, segments + questions]
         epochs = [fitted.stage1_epochs, fitted.stage2_epochs]
-        key = None
+        key = digest = None
         if group is not None or fitted.checkpoint_dir is not None:
-            key = self._checkpoint_key(fitted, into, stages, epochs)
+            digest = samples_digest(stages, epochs)
+            key = self._checkpoint_key(fitted, into, digest)
         if group is not None:
             from lift_integrations.distributed import barrier, check_same_absorption
 
-            check_same_absorption(samples_digest(stages, epochs), key)
+            check_same_absorption(digest, key)
         checkpoint = None
         if fitted.checkpoint_dir is not None:
             checkpoint = CheckpointStore(fitted.checkpoint_dir, key, fitted.checkpoint_every)
@@ -373,9 +383,7 @@ class LIFTModel:
                     self._set_checkpointing(False)
                 self.backend.activate(None)
 
-    def _checkpoint_key(
-        self, config: LIFTConfig, into: Memory | None, stages: Sequence[Any], epochs: Sequence[int]
-    ) -> str:
+    def _checkpoint_key(self, config: LIFTConfig, into: Memory | None, digest: str) -> str:
         """Names an absorption's checkpoints: the same library version, samples, settings, base model,
         adapter and starting memory give the same key, so a checkpoint only resumes its own training."""
         import hashlib
@@ -393,7 +401,7 @@ class LIFTModel:
             self.backend.config_dict(),
             settings,
             into.id if into is not None else None,
-            samples_digest(stages, epochs),
+            digest,  # of the training samples and the epoch plan (samples_digest)
         ]
         return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

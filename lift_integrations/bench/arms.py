@@ -297,14 +297,6 @@ def default_langchain_embeddings() -> Any:
     return SentenceTransformerEmbeddings()
 
 
-def _release(lift: LIFTModel, memory: Memory | None) -> None:
-    """Free a memory's live adapter (LoRA keeps adapters inside the model) once its document is done."""
-    binding = getattr(memory, "_binding", None)
-    if memory is not None and binding is not None and binding[0] is lift.backend:
-        lift.backend.release(binding[1])
-        memory._binding = None
-
-
 # Shared per-document resources -----------------------------------------------------------------------
 
 
@@ -437,7 +429,7 @@ class CaseResources:
     def close(self) -> None:
         """Release the memories' adapters and drop the stores (a long run holds many documents)."""
         for memory in self._memories.values():
-            _release(self.lift, memory)
+            self.lift.release(memory)
         self._memories.clear()
         self._stores.clear()
 
