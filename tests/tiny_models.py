@@ -59,6 +59,12 @@ def tiny_tokenizer():
     return _TOKENIZER
 
 
+TINY_SHAPE = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
+"""The size of every tiny test model: 2 layers, 64 wide, grouped-query attention (4 heads, 2 KV heads)."""
+
+
 def build_tiny_model(arch: str = "llama", *, seed: int = 0, attn: str = "sdpa", window: int = 1024):
     """A random 2-layer model of the given architecture with grouped-query attention."""
     import torch
@@ -66,12 +72,8 @@ def build_tiny_model(arch: str = "llama", *, seed: int = 0, attn: str = "sdpa", 
 
     tokenizer = tiny_tokenizer()
     common = dict(
+        **TINY_SHAPE,
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=window,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -126,12 +128,8 @@ def build_tiny_smollm(*, name: str = "tiny", tie_word_embeddings: bool = False, 
 
     tokenizer = smollm_tokenizer()
     config = LlamaConfig(
+        **TINY_SHAPE,
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
