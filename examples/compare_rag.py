@@ -111,6 +111,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="LlamaIndex's own QA template instead of the shared prompt (not comparable)",
     )
+    parser.add_argument(
+        "--answer-batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="answer N questions at once (LIFTModel.generate_batch; all arms but rag_llamaindex): much "
+        "faster on a GPU; latencies become each batch's time split evenly (default 1: one at a time, "
+        "streamed, each with its own time to first token)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare", help="output folder")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -221,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         llamaindex_stock_prompt=args.llamaindex_stock_prompt,
         general_probe=max(0, args.general),
+        answer_batch=max(1, args.answer_batch),
     )
     report = run_comparison(lift, cases, arms, settings)
     report["meta"].update(

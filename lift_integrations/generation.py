@@ -196,6 +196,54 @@ class Generator:
             )
         return output[0, len(prompt_ids) :].tolist()
 
+    def generate_batch(
+        self,
+        prompts: Sequence[list[int]],
+        guard: AbstractContextManager[Any],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        top_p: float | None = None,
+    ) -> list[GenerationResult]:
+        """Generate for several prompts in one left-padded batch (one ``model.generate`` call).
+
+        Decoding a small model is bound by per-step overhead, not arithmetic, so a batch of prompts costs
+        about what one does. Each row stops at its own end-of-turn token; HF fills finished rows with the
+        pad id, which is trimmed here.
+        """
+        import torch
+
+        kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p)
+        if isinstance(kwargs.get("stopping_criteria"), list):
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList(kwargs["stopping_criteria"])
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        with guard, torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs
+            )
+        return [
+            self._finish(len(ids), self._trim(output[row, width:].tolist()), max_new_tokens, stop)
+            for row, ids in enumerate(prompts)
+        ]
+
+    def _trim(self, new_ids: list[int]) -> list[int]:
+        """A batch row's own tokens: up to its first end-of-turn token, without the pads after it."""
+        for index, token in enumerate(new_ids):
+            if token in self.eos_ids:
+                return new_ids[: index + 1]
+        while new_ids and new_ids[-1] == self.pad_id:
+            new_ids = new_ids[:-1]
+        return new_ids
+
     def stream(
         self,
         prompt_ids: list[int],

@@ -409,3 +409,38 @@ def test_general_questions() -> None:
     assert all(q.context and q.answer in q.context for q in reading)
     assert general_probe_questions(case, HarnessSettings(general_probe=0)) == ()
     assert len(general_probe_questions(Case("single", ZORBLAT, CONTROL_POOL[0]), settings)) == 5
+
+
+def test_batched_answers_equal_one_at_a_time(run: dict[str, Any]) -> None:
+    """``answer_batch`` changes how answers are computed, not what they are: every arm's answers, RAG's
+    tuning and the probe equal the one-at-a-time run (fp32, so padded batches round alike)."""
+    from tiny_models import one_torch_thread
+
+    base: HarnessSettings = run["settings"]
+    settings = HarnessSettings(
+        **{
+            **{f: getattr(base, f) for f in base.__dataclass_fields__},
+            "answer_batch": 3,
+            "tune_rag": True,
+            "rag_chunk_sizes": (base.chunk_size,),  # the grid's one point is the fixed setting
+            "rag_ks": (base.k,),
+        }
+    )
+    with one_torch_thread():
+        report = run_comparison(run["lift"], run["cases"], ALL_ARMS, settings)
+    assert report["meta"]["answer_batch"] == 3
+    assert "3 at a time" in markdown_report(report)
+    for batched, single in zip(report["cases"], run["report"]["cases"], strict=True):
+        assert batched["rag"]["chunk_size"] == single["rag"]["chunk_size"] and batched["rag"]["tuned"]
+        for arm, rows in single["questions"].items():
+            if (
+                arm == "rag_llamaindex"
+            ):  # not batched; MockEmbedding's equal scores make its retrieval arbitrary
+                continue
+            assert [r["answer"] for r in batched["questions"][arm]] == [r["answer"] for r in rows], arm
+            assert [r["prompt_tokens"] for r in batched["questions"][arm]] == [
+                r["prompt_tokens"] for r in rows
+            ], arm
+        for side in ("base", "memory"):
+            got = [r["answer"] for r in batched["general"]["questions"][side]]
+            assert got == [r["answer"] for r in single["general"]["questions"][side]], side

@@ -157,6 +157,11 @@ class HarnessSettings:
     llamaindex_stock_prompt: bool = False
     general_probe: int = 20
     general_questions: Sequence[BenchQuestion] | None = None
+    answer_batch: int = 1
+    """Questions answered together (:meth:`LIFTModel.generate_batch`) by the arms that can (all but
+    ``rag_llamaindex``), RAG tuning and the probe. 1 answers one question at a time, streaming, so each
+    answer's time to first token and latency are its own; above 1 an answer's latency is its batch's time
+    split evenly (nothing streams). Greedy answers are the same up to the rounding of padded batches."""
     log: Callable[[str], None] | None = print
 
     @property
@@ -191,6 +196,67 @@ def stream_answer(
         ttft_s=(first if first is not None else end) - start,
         total_s=end - start,
     )
+
+
+def batch_answers(
+    lift: LIFTModel,
+    prompts: Sequence[str],
+    *,
+    memory: Memory | None,
+    contexts: Sequence[Any],
+    settings: HarnessSettings,
+    overhead_s: float = 0.0,
+) -> list[Answer]:
+    """Answer ``prompts`` ``settings.answer_batch`` at a time; each answer's latency (and time to first
+    token: nothing streams) is its batch's generation time split evenly, plus ``overhead_s`` (e.g. its
+    share of retrieval)."""
+    answers: list[Answer] = []
+    size = max(1, settings.answer_batch)
+    for start in range(0, len(prompts), size):
+        timer = time.perf_counter()
+        results = lift.generate_batch(
+            prompts[start : start + size],
+            memory=memory,
+            contexts=contexts[start : start + size],
+            max_new_tokens=settings.max_new_tokens,
+            batch_size=size,
+        )
+        share = (time.perf_counter() - timer) / len(results) + overhead_s
+        answers += [Answer(r.text, r.input_tokens, share, share) for r in results]
+    return answers
+
+
+def answer_all(arm: Arm, questions: Sequence[str], settings: HarnessSettings) -> list[Answer]:
+    """Every question's answer from ``arm``: batched through its ``answer_batch`` when it has one and
+    ``settings.answer_batch`` > 1, else one question at a time."""
+    batched = getattr(arm, "answer_batch", None)
+    if settings.answer_batch > 1 and batched is not None:
+        return batched(list(questions))
+    return [arm.answer(q) for q in questions]
+
+
+def retrieve_and_answer(
+    retriever: Any,
+    lift: LIFTModel,
+    questions: Sequence[str],
+    memory: Memory | None,
+    settings: HarnessSettings,
+) -> list[Answer]:
+    """Batched RAG: the LangChain retriever's ``batch`` for every question, then the chunks in context as
+    the LCEL chain of :func:`langchain_rag_chain` puts them (the same prompt ids), answered in batches."""
+    timer = time.perf_counter()
+    found = retriever.batch(list(questions))
+    chunks = [tuple(d.page_content for d in docs) for docs in found]
+    retrieval_share = (time.perf_counter() - timer) / max(1, len(questions))
+    answers = batch_answers(
+        lift,
+        list(questions),
+        memory=memory,
+        contexts=[list(c) for c in chunks],
+        settings=settings,
+        overhead_s=retrieval_share,
+    )
+    return [_with_context(a, c) for a, c in zip(answers, chunks, strict=True)]
 
 
 def icl_context(lift: LIFTModel, document_text: str, max_new_tokens: int) -> str:
@@ -462,6 +528,10 @@ class ClosedBookArm:
             self.lift, question, memory=None, context=None, max_new_tokens=self.settings.max_new_tokens
         )
 
+    def answer_batch(self, questions: list[str]) -> list[Answer]:
+        contexts = [None] * len(questions)
+        return batch_answers(self.lift, questions, memory=None, contexts=contexts, settings=self.settings)
+
 
 class ICLArm:
     """The base model reading the document: whole when it fits the window, else its head and tail."""
@@ -482,6 +552,11 @@ class ICLArm:
             max_new_tokens=self.settings.max_new_tokens,
         )
         return _with_context(answer, (self._context,))
+
+    def answer_batch(self, questions: list[str]) -> list[Answer]:
+        contexts = [[self._context]] * len(questions)
+        answers = batch_answers(self.lift, questions, memory=None, contexts=contexts, settings=self.settings)
+        return [_with_context(a, (self._context,)) for a in answers]
 
 
 class LIFTArm:
@@ -515,6 +590,13 @@ class LIFTArm:
             max_new_tokens=self.settings.max_new_tokens,
         )
         return _with_context(answer, self._view) if self._view else answer
+
+    def answer_batch(self, questions: list[str]) -> list[Answer]:
+        contexts = [self._context] * len(questions)
+        answers = batch_answers(
+            self.lift, questions, memory=self._memory, contexts=contexts, settings=self.settings
+        )
+        return [_with_context(a, self._view) for a in answers] if self._view else answers
 
 
 _LC_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
@@ -575,10 +657,13 @@ class LangChainRAGArm:
         self.name, self.lift, self.settings, self.source = name, lift, settings, source
         self._chain: Any = None
         self._record: dict[str, Any] = {}
+        self._retriever: Any = None
+        self._memory: Memory | None = None
 
     def prepare(self, resources: CaseResources) -> None:
         memory = resources.memory(self.source) if self.source is not None else None
         retriever = resources.langchain_store().as_retriever(search_kwargs={"k": resources.k})
+        self._retriever, self._memory = retriever, memory
         self._chain = langchain_rag_chain(
             retriever,
             self.lift,
@@ -603,6 +688,9 @@ class LangChainRAGArm:
             total_s=end - start,
             context=self._record.get("chunks"),
         )
+
+    def answer_batch(self, questions: list[str]) -> list[Answer]:
+        return retrieve_and_answer(self._retriever, self.lift, questions, self._memory, self.settings)
 
 
 class LlamaIndexRAGArm:

@@ -43,8 +43,11 @@ from lift_integrations.bench.arms import (
     Arm,
     CaseResources,
     HarnessSettings,
+    answer_all,
+    batch_answers,
     langchain_rag_chain,
     make_arm,
+    retrieve_and_answer,
     stream_answer,
 )
 from lift_integrations.bench.squad import Article, bootstrap_ci, exact_match, f1_score, normalize_answer
@@ -402,11 +405,19 @@ def tune_rag(
                 record=record,
             )
             f1s, hits, tokens = [], [], []
-            for q in asked:
-                text = chain.invoke(q.question)
+            if settings.answer_batch > 1:
+                retriever = store.as_retriever(search_kwargs={"k": k})
+                answers = retrieve_and_answer(retriever, lift, [q.question for q in asked], None, settings)
+                replies = [(a.text, a.prompt_tokens) for a in answers]
+            else:
+                replies = []
+                for q in asked:
+                    text = chain.invoke(q.question)
+                    replies.append((text, record["result"].input_tokens))
+            for q, (text, prompt_tokens) in zip(asked, replies, strict=True):
                 f1s.append(f1_score(text, q.answer))
                 hits.append(contains_gold(text, q.answer))
-                tokens.append(record["result"].input_tokens)
+                tokens.append(prompt_tokens)
             grid.append(
                 {
                     "chunk_size": chunk_size,
@@ -544,14 +555,19 @@ def general_probe_questions(
     return tuple(probe)
 
 
-def _probe_row(
-    lift: LIFTModel, question: ProbeQuestion, memory: Memory | None, settings: HarnessSettings
-) -> dict[str, Any]:
-    context = None if question.context is None else [question.context]
-    answer = stream_answer(
-        lift, question.question, memory=memory, context=context, max_new_tokens=settings.max_new_tokens
-    )
-    return {"kind": question.kind, **_score(question, answer)}
+def _probe_rows(
+    lift: LIFTModel, questions: Sequence[ProbeQuestion], memory: Memory | None, settings: HarnessSettings
+) -> list[dict[str, Any]]:
+    contexts = [None if q.context is None else [q.context] for q in questions]
+    if settings.answer_batch > 1:
+        prompts = [q.question for q in questions]
+        answers = batch_answers(lift, prompts, memory=memory, contexts=contexts, settings=settings)
+    else:
+        answers = [
+            stream_answer(lift, q.question, memory=memory, context=c, max_new_tokens=settings.max_new_tokens)
+            for q, c in zip(questions, contexts, strict=True)
+        ]
+    return [{"kind": q.kind, **_score(q, a)} for q, a in zip(questions, answers, strict=True)]
 
 
 def _probe_stats(
@@ -593,11 +609,10 @@ def run_general_probe(
     memory, so the adapter is switched once rather than per question.
     """
     cache = base_rows if base_rows is not None else {}
-    for question in questions:
-        if question not in cache:
-            cache[question] = _probe_row(lift, question, None, settings)
+    missing = [question for question in questions if question not in cache]
+    cache.update(zip(missing, _probe_rows(lift, missing, None, settings), strict=True))
     base = [cache[question] for question in questions]
-    with_memory = [_probe_row(lift, question, memory, settings) for question in questions]
+    with_memory = _probe_rows(lift, questions, memory, settings)
     return {
         "kinds": _probe_stats(base, with_memory, settings, kv_cache_bytes_per_token(lift)),
         "questions": {"base": base, "memory": with_memory},
@@ -669,7 +684,8 @@ def run_comparison(
                 timer = _Timer()
                 arm.prepare(resources)
                 prepare_s[arm.name] = timer()
-                rows[arm.name] = [_score(q, arm.answer(q.question)) for q in doc.questions]
+                answers = answer_all(arm, [q.question for q in doc.questions], settings)
+                rows[arm.name] = [_score(q, a) for q, a in zip(doc.questions, answers, strict=True)]
                 stats = _arm_stats(rows[arm.name], settings, kv_per_token)
                 settings.say(
                     f"  {arm.name:<15} F1 {stats['f1']['mean']:.3f}  EM {stats['em']['mean']:.3f}  "
@@ -797,6 +813,7 @@ def _meta(
         "langchain_embeddings": _type_name(settings.langchain_embeddings),
         "llamaindex_embed_model": _type_name(settings.llamaindex_embed_model),
         "llamaindex_stock_prompt": settings.llamaindex_stock_prompt,
+        "answer_batch": settings.answer_batch,
         "general_probe": {
             "questions_per_kind": settings.general_probe,
             "kinds": PROBE_KINDS,

@@ -47,6 +47,11 @@ def markdown_report(report: dict[str, Any]) -> str:
         "(official normalisation) in percent with bootstrap 95% intervals; a memory arm's gain is over its "
         "control (a memory of unrelated text, same recipe), paired over the same questions.",
     ]
+    if meta.get("answer_batch", 1) > 1:
+        lines[-1] += (
+            f" Questions were answered {meta['answer_batch']} at a time (rag_llamaindex: one at a time): "
+            "an answer's TTFT and latency are its batch's time split evenly."
+        )
     for setting, summary in report["summary"].items():
         lines += [
             "",

@@ -117,3 +117,42 @@ def test_closing_a_stream_early_frees_the_model(tiny_lift: LIFTModel) -> None:
     assert not stream._thread.is_alive()
     assert tiny_lift.lock.acquire(timeout=5), "the model lock must be free after close()"
     tiny_lift.lock.release()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+def test_generate_batch_gives_each_prompts_own_answer(arch: str) -> None:
+    from tiny_models import build_tiny_model
+
+    model, tokenizer = build_tiny_model(arch)
+    model.float()
+    lift = LIFTModel(model, tokenizer, name=f"tiny-{arch}")
+    memory = lift.absorb(FACTS, config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2))
+    with torch.no_grad():
+        memory.tensors["layers.0.gate_bias"].add_(5.0)  # the memory must visibly change the answers
+    prompts = ["Who founded it?", "In which city, and in which year, was the institute founded?", "Why?"]
+    contexts = [None, [FACTS], ["A short passage.", FACTS]]
+    for used in (None, memory):
+        single = [
+            lift.generate(p, memory=used, context=c, max_new_tokens=12)
+            for p, c in zip(prompts, contexts, strict=True)
+        ]
+        for batch_size in (2, 16):
+            batched = lift.generate_batch(
+                prompts, memory=used, contexts=contexts, max_new_tokens=12, batch_size=batch_size
+            )
+            assert batched == single
+    assert lift.generate_batch(prompts, memory=memory, contexts=contexts, max_new_tokens=12) != [
+        lift.generate(p, memory=None, context=c, max_new_tokens=12)
+        for p, c in zip(prompts, contexts, strict=True)
+    ]
+
+
+def test_generate_batch_trims_rows_that_ended_early_and_checks_its_arguments(tiny_lift: LIFTModel) -> None:
+    results = tiny_lift.generate_batch(["Hi.", "Tell me more."], memory=None, max_new_tokens=8, stop=["e"])
+    for result, prompt in zip(results, ["Hi.", "Tell me more."], strict=True):
+        single = tiny_lift.generate(prompt, memory=None, max_new_tokens=8, stop=["e"])
+        assert result == single and "e" not in result.text
+    with pytest.raises(ValueError, match="contexts"):
+        tiny_lift.generate_batch(["a", "b"], memory=None, contexts=[None])
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny_lift.generate_batch(["a"], memory=None, batch_size=0)
