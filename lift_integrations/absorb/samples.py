@@ -12,7 +12,7 @@ import numpy as np
 from lift_integrations.absorb.segmentation import context_view, head_tail, segment_spans
 from lift_integrations.absorb.types import Document, QAPair
 from lift_integrations.config import LIFTConfig
-from lift_integrations.prompting import encode_chat_with_answer, encode_text
+from lift_integrations.prompting import encode_chat_with_answer, encode_text, encode_texts
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -141,34 +141,55 @@ def qa_samples(
             chunks = passage_context(passages, pair, config.qa_passages, rng)
             prompts.append((pair, "\n\n".join(chunks)))
 
-    def encode(pair: QAPair, context: str | None) -> tuple[list[int], int]:
-        user = qa_user_message(pair.question, context)
-        return encode_chat_with_answer(tokenizer, [{"role": "user", "content": user}], pair.answer)
+    content_ids: dict[str, list[int]] = {}
 
-    def fitting_budget(pair: QAPair, budget: int) -> int | None:
-        """The longest document view (at most ``budget``) with which the pair fits; ``None``: none does."""
-        while True:
-            ids, _ = encode(pair, document_view(budget) if budget > 0 else None)
+    def context_of(budget: int) -> str | None:
+        return document_view(budget) if budget > 0 else None
+
+    def encode_all(pending: list[tuple[QAPair, str | None]]) -> list[tuple[list[int], int]]:
+        """Chat ids of ``(pair, context)`` prompts and where each answer starts; the long user messages are
+        tokenized together in one call first (a fast tokenizer spreads a batch over the CPU's cores)."""
+        users = [qa_user_message(pair.question, context) for pair, context in pending]
+        new = [u for u in dict.fromkeys(users) if u and u not in content_ids]
+        content_ids.update(zip(new, encode_texts(tokenizer, new), strict=True))
+        return [
+            encode_chat_with_answer(
+                tokenizer, [{"role": "user", "content": user}], pair.answer, content_ids=content_ids
+            )
+            for user, (pair, _) in zip(users, pending, strict=True)
+        ]
+
+    # One document view for every pair, as long as the pair with the longest question and answer allows
+    # (a pair that needs less than half of it gets its own), so the samples share their start and
+    # training computes it once (see LIFTConfig.share_prefixes). The view goes through decode and encode,
+    # so its length is checked on the final ids, and a pair that still does not fit is shortened again.
+    full = min(config.qa_context_length, len(document_ids))
+    viewed = [i for i, (_, chunks) in enumerate(prompts) if chunks is None]
+    at_full = encode_all([(prompts[i][0], context_of(full)) for i in viewed])
+    wanted = {}
+    for i, (ids, _) in zip(viewed, at_full, strict=True):
+        excess = len(ids) - config.max_seq_length
+        wanted[i] = full if excess <= 0 else max(0, full - excess - 8)
+    shared = min((b for b in wanted.values() if b >= full // 2), default=full)
+    trying = {i: min(b, shared) if b >= full // 2 else b for i, b in wanted.items()}
+    fitting: dict[int, int] = {}
+    while trying:
+        encoded = encode_all([(prompts[i][0], context_of(b)) for i, b in trying.items()])
+        shorter = {}
+        for (i, budget), (ids, _) in zip(trying.items(), encoded, strict=True):
             excess = len(ids) - config.max_seq_length
             if excess <= 0:
-                return budget
-            if budget <= 0:
-                return None
-            # The question, answer and chat markup need room too: shorten the document view to fit.
-            budget = max(0, budget - excess - 8)
-
-    full = min(config.qa_context_length, len(document_ids))
-    fitting = [fitting_budget(pair, full) if chunks is None else None for pair, chunks in prompts]
-    # One view for all pairs (the shortest any needs, unless a pair needs less than half), so the samples
-    # share their start and training computes it once (see LIFTConfig.share_prefixes).
-    shared = min((b for b in fitting if b is not None and b >= full // 2), default=full)
+                fitting[i] = budget
+            elif budget > 0:  # the question, answer and markup need room too: shorten the view
+                shorter[i] = max(0, budget - excess - 8)
+        trying = shorter
+    final = [
+        (pair, chunks if chunks is not None else context_of(fitting[i]))
+        for i, (pair, chunks) in enumerate(prompts)
+        if chunks is not None or i in fitting
+    ]
     samples = []
-    for (pair, chunks), budget in zip(prompts, fitting, strict=True):
-        if chunks is None:
-            if budget is None:
-                continue
-            chunks = document_view(min(budget, shared)) if budget > 0 else None
-        ids, answer_start = encode(pair, chunks)
+    for ids, answer_start in encode_all(final):
         if len(ids) > config.max_seq_length:
             continue
         labels = [IGNORE_INDEX] * answer_start + ids[answer_start:]
