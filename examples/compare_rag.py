@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2-135M)"
     )
+    parser.add_argument(
+        "--adapter",
+        default="gated_memory",
+        choices=["gated_memory", "lora"],
+        help="what a memory trains: the paper's Gated Memory (default) or PEFT LoRA",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     parser.add_argument("--dtype", default=None, help="torch dtype (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument(
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         print("the long setting needs at least two articles; running the single setting only")
         settings_wanted = [s for s in settings_wanted if s != "long"] or ["single"]
 
-    lift = LIFTModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    lift = LIFTModel.from_pretrained(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
     print(
         f"model {lift.name} on {lift.device} ({str(lift.dtype).removeprefix('torch.')}), window "
         f"{lift.context_window:,} tokens; data {data}"
