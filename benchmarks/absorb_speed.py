@@ -256,7 +256,8 @@ def main() -> None:
             results.append(result)
             print(
                 f"| {preset} | {length} | {result['wall_s']} | {result['tokens_trained']} "
-                f"| {result['tokens_per_s']} | {result['tokens_computed']} | {result['computed_tokens_per_s']} "
+                f"| {result['tokens_per_s']} | {result['tokens_computed']} "
+                f"| {result['computed_tokens_per_s']} "
                 f"| {result['mfu_pct'] or '-'} | {result['steps']} "
                 f"| {result['peak_rss_mib']} | {result['peak_gpu_mib'] or '-'} |",
                 flush=True,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from tiny_models import build_tiny_model
 
-from lift_integrations import LIFTConfig, LIFTModel, QAPair
-from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample, qa_samples
+from lift_integrations import LIFTConfig, LIFTModel
+from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 from lift_integrations.absorb.trainer import (
     MIN_SHARED_PREFIX,
     _collate,
@@ -82,7 +82,7 @@ def test_the_shared_part_stops_before_the_first_position_that_predicts_a_supervi
     ids = list(range(10, 10 + MIN_SHARED_PREFIX + 50))
     supervised_from = MIN_SHARED_PREFIX + 20
     labels = [IGNORE_INDEX] * supervised_from + ids[supervised_from:]
-    samples = [TrainingSample(ids, labels, "segment"), TrainingSample(ids + [3], labels + [3], "segment")]
+    samples = [TrainingSample(ids, labels, "segment"), TrainingSample([*ids, 3], [*labels, 3], "segment")]
     (group,), alone = shared_prefix_groups(samples)
     assert alone == [] and group.shared == supervised_from - 1
 
@@ -100,20 +100,6 @@ def test_the_plan_covers_every_sample_once_and_respects_the_token_budget() -> No
         assert forward.shared in (0, len(common))  # the first answer token follows common + [1]
     unshared = plan_forward_passes(samples, max_samples=4, max_tokens=10**6, share_prefixes=False)
     assert all(p.shared == 0 for p in unshared)
-
-
-def test_qa_samples_of_a_document_share_one_document_view(tiny_lift: LIFTModel) -> None:
-    tokenizer = tiny_lift.tokenizer
-    ids = tokenizer(FACTS * 20, add_special_tokens=False)["input_ids"]
-    config = LIFTConfig(qa_context_length=400, max_seq_length=400)
-    pairs = [
-        QAPair("Who founded it?", "Mira Quenton"),
-        QAPair("Who was the first director of the institute, and what did he study?", "Tobias Renwick"),
-    ]
-    samples = qa_samples(tokenizer, ids, pairs, config)
-    assert len(samples) == 2 and all(len(s.input_ids) <= config.max_seq_length for s in samples)
-    (group,), alone = shared_prefix_groups(samples)
-    assert alone == [] and group.shared > 330  # the view, not just the chat markup
 
 
 def _absorb(lift: LIFTModel, share: bool) -> tuple[dict[str, torch.Tensor], dict]:

@@ -10,7 +10,7 @@ from tiny_models import build_tiny_model
 from lift_integrations import LIFTConfig, LIFTModel, QAPair
 from lift_integrations.absorb import trainer
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample, qa_samples
-from lift_integrations.absorb.trainer import _collate, per_sample_loss
+from lift_integrations.absorb.trainer import _collate, per_sample_loss, shared_prefix_groups
 
 FACTS = (
     "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. "
@@ -57,20 +57,23 @@ def test_per_sample_loss_matches_the_plain_masked_loss(
     torch.testing.assert_close(fast_grad, plain_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_qa_samples_shorten_the_document_view_to_fit_the_sequence_budget(tiny_lift: LIFTModel) -> None:
+def test_qa_samples_fit_the_sequence_budget_and_share_one_document_view(tiny_lift: LIFTModel) -> None:
     tokenizer = tiny_lift.tokenizer
     ids = tokenizer(FACTS * 20, add_special_tokens=False)["input_ids"]
-    config = LIFTConfig(qa_context_length=300, max_seq_length=300)
+    config = LIFTConfig(qa_context_length=400, max_seq_length=400)
     pairs = [
         QAPair("Who founded it?", "Mira Quenton"),
-        QAPair("Who was the first director?", "Tobias Renwick"),
+        QAPair("Who was the first director of the institute, and what did he study?", "Tobias Renwick"),
     ]
     samples = qa_samples(tokenizer, ids, pairs, config)
     assert len(samples) == len(pairs)  # none dropped although the view alone fills the budget
     for sample, pair in zip(samples, pairs, strict=True):
-        assert 250 < len(sample.input_ids) <= config.max_seq_length
+        assert 330 < len(sample.input_ids) <= config.max_seq_length
         text = tokenizer.decode(sample.input_ids)
         assert pair.question in text and "..." in text  # head and tail of the document around "..."
+    # The same view for both questions, token for token, so training computes it once.
+    (group,), alone = shared_prefix_groups(samples)
+    assert alone == [] and group.shared > 330
 
 
 def test_the_paper_preset_trains_its_qa_pairs_on_a_long_document(tiny_lift: LIFTModel) -> None:
