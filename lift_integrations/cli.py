@@ -137,10 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     documents = _read_documents(parser, args.files)
     if args.mode == "each":
-        stems = [title for title, _ in documents]
-        duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
+        # Compared case-insensitively: on macOS and Windows file systems "Doc" and "doc" are one folder.
+        stems = [title.casefold() for title, _ in documents]
+        duplicates = sorted({title for title, _ in documents if stems.count(title.casefold()) > 1})
         if duplicates:
-            parser.error(f"--mode each names each memory after its file's stem; repeated stems: {duplicates}")
+            parser.error(
+                f"--mode each names each memory after its file's stem; stems that repeat (ignoring case): "
+                f"{duplicates}"
+            )
     overrides = _overrides(parser, args.config_json)
     if args.mode == "shard":
         _check_target(parser, args.output)

@@ -78,7 +78,12 @@ def current() -> DistributedContext | None:
     local_rank = _env_int("LOCAL_RANK", rank)
     # "nccl", "gloo", or both ("cpu:gloo,cuda:nccl") for a group initialised without naming a backend
     uses_cuda = "nccl" in backend and torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if uses_cuda else torch.device("cpu")
+    device = torch.device("cpu")
+    if uses_cuda:
+        # torchrun's LOCAL_RANK names this process's GPU even before torch.cuda.set_device is called;
+        # with one GPU visible per process (CUDA_VISIBLE_DEVICES), it is that one.
+        by_rank = "LOCAL_RANK" in os.environ and local_rank < torch.cuda.device_count()
+        device = torch.device("cuda", local_rank if by_rank else torch.cuda.current_device())
     return DistributedContext(
         rank=rank, world_size=world_size, local_rank=local_rank, device=device, backend=backend
     )

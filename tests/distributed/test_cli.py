@@ -86,7 +86,11 @@ def test_each_mode_needs_distinct_stems(text_file: Path, tmp_path: Path, capsys)
     other.mkdir()
     (other / "alpha.txt").write_text("Another alpha.", encoding="utf-8")
     argv = ["--output", str(tmp_path / "out"), "--mode", "each", str(text_file), str(other / "alpha.txt")]
-    _fails(argv, capsys, "repeated stems: ['alpha']")
+    _fails(argv, capsys, "repeat (ignoring case): ['alpha']")
+    # One folder on case-insensitive file systems (macOS, Windows): refused everywhere.
+    (other / "Alpha.txt").write_text("A third alpha.", encoding="utf-8")
+    argv = ["--output", str(tmp_path / "out"), "--mode", "each", str(text_file), str(other / "Alpha.txt")]
+    _fails(argv, capsys, "['Alpha', 'alpha']")
 
 
 def test_bad_device(text_file: Path, tmp_path: Path, capsys) -> None:

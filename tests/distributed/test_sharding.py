@@ -65,6 +65,29 @@ def test_partition_refuses_bad_arguments() -> None:
 # Summing gradients (a one-process gloo group: the packing, flags and copy-back) ------------------------
 
 
+def test_current_takes_the_gpu_from_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun, a process's GPU is cuda:LOCAL_RANK even before torch.cuda.set_device is called
+    (which is all torch.cuda.current_device() would know); with one GPU visible per process, that one."""
+    for name, value in {
+        "is_available": True,
+        "is_initialized": True,
+        "get_world_size": 4,
+        "get_rank": 2,
+        "get_backend": "nccl",
+    }.items():
+        monkeypatch.setattr(lift_dist.dist, name, lambda value=value: value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    context = lift_dist.current()
+    assert context is not None and context.device == torch.device("cuda", 2) and context.local_rank == 2
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # CUDA_VISIBLE_DEVICES: one GPU each
+    assert lift_dist.current().device == torch.device("cuda", 0)
+    monkeypatch.setattr(lift_dist.dist, "get_backend", lambda: "gloo")
+    assert lift_dist.current().device == torch.device("cpu")
+
+
 @pytest.fixture
 def one_process_group(tmp_path: Path) -> Iterator[None]:
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
