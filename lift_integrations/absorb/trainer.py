@@ -352,11 +352,12 @@ def train_memory(
     guard = step_guard or contextlib.nullcontext
     resumed = checkpoint.restore(parameters, optimizer, total) if checkpoint is not None else None
     if distributed is not None:
-        resumed_steps = gather_objects(resumed.step if resumed is not None else 0)
-        if len(set(resumed_steps)) > 1:
+        found = gather_objects((resumed.step, resumed.params_sha256) if resumed is not None else (0, ""))
+        if len(set(found)) > 1:
             raise DistributedMismatchError(
-                f"the ranks found different checkpoints to resume from (steps by rank: {resumed_steps}); "
-                "checkpoint_dir must be one folder that every rank reads (rank 0 writes it)"
+                f"the ranks found different checkpoints to resume from (steps by rank: "
+                f"{[step for step, _ in found]}); checkpoint_dir must be one folder that every rank reads "
+                "(rank 0 writes it)"
             )
     step, tokens, computed, sum_sq, losses, earlier_s = 0, 0, 0, 0, [], 0.0
     if resumed is not None:
@@ -540,6 +541,8 @@ class ResumeState:
     losses: list[float]
     elapsed_s: float
     rng_state: dict[str, Any]
+    params_sha256: str = ""
+    """SHA-256 of the checkpoint's parameters file: ranks resume only from the very same checkpoint."""
 
     def check_rng(self, rng: np.random.Generator) -> None:
         """The replayed shuffles must reach the saved state; anything else means a different plan."""
@@ -792,6 +795,7 @@ class CheckpointStore:
             losses=losses,
             elapsed_s=float(record["elapsed_s"]),
             rng_state=record["rng"],
+            params_sha256=files[_PARAMS_FILE],
         )
         rng_tensors = {k: v for k, v in tensors.items() if k.startswith("rng.")}
         return params, {"state": state, "param_groups": merged_groups}, resume, rng_tensors
