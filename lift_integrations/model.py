@@ -281,6 +281,14 @@ class LIFTModel:
         group = _distributed_context(distributed, self.device)
         qa_generator = resolve_qa_generator(generator, fitted.qa_generator, self._complete_for_qa)
 
+        def from_main(value: Any) -> Any:
+            """Rank 0's ``value`` on every rank (an LLM generating QA may answer differently on each)."""
+            if group is None:
+                return value
+            from lift_integrations.distributed import gather_objects
+
+            return gather_objects(value)[0]
+
         rng = np.random.default_rng(fitted.seed)
         torch.manual_seed(fitted.seed)
         segments, questions, replays = [], [], []
@@ -288,11 +296,11 @@ class LIFTModel:
             ids = tokenize_document(self.tokenizer, document_text(doc))  # streamed: 4 bytes per token
             segments += segment_samples(self.tokenizer, ids, fitted, rng)
             if qa_generator is not None and fitted.stage2_epochs > 0 and fitted.qa_per_document > 0:
-                pairs = qa_generator.generate(doc, fitted.qa_per_document, rng)
+                pairs = from_main(qa_generator.generate(doc, fitted.qa_per_document, rng))
                 questions += qa_samples(self.tokenizer, ids, pairs, fitted, text=doc.text, rng=rng)
         if fitted.general_replay > 0 and fitted.stage2_epochs > 0:
             prompts = pick_replay_prompts(fitted.general_replay, rng)
-            answers = self._base_answers(prompts)
+            answers = from_main(self._base_answers(prompts))
             replays = replay_samples(self.tokenizer, prompts, answers, fitted.max_seq_length)
         stages = [segments, segments + questions + replays]
         epochs = [fitted.stage1_epochs, fitted.stage2_epochs]

@@ -12,6 +12,7 @@ group may read the old one's addresses from torchrun's store).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -44,12 +45,32 @@ def run_failing(rank: int, fail_rank: int, argv: list[str]) -> None:
         trainer.per_sample_loss = original
 
 
+def run_with_rank_dependent_qa(rank: int, argv: list[str]) -> None:
+    """Rank 1's QA generator answers differently (as an LLM sampling on each GPU may): the memory must
+    still be the one rank 0's pairs give, the same on every rank."""
+    from lift_integrations.absorb.qa import ExtractiveQAGenerator
+
+    original = ExtractiveQAGenerator.generate
+
+    def generate(self: Any, document: Any, n: int, rng: Any) -> Any:
+        pairs = original(self, document, n, rng)
+        return [dataclasses.replace(p, answer=p.answer + " (rank 1)") for p in pairs] if rank else pairs
+
+    ExtractiveQAGenerator.generate = generate  # type: ignore[method-assign]
+    try:
+        main(argv)
+    finally:
+        ExtractiveQAGenerator.generate = original  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     context = init_from_env()
     assert context is not None and context.backend == "gloo" and context.world_size == 2, context
     try:
         for entry in json.loads(sys.argv[1]):
-            if isinstance(entry, dict):
+            if isinstance(entry, dict) and "rank_dependent_qa" in entry:
+                run_with_rank_dependent_qa(context.rank, entry["rank_dependent_qa"])
+            elif isinstance(entry, dict):
                 run_failing(context.rank, entry["fail_rank"], entry["argv"])
             else:
                 main(entry)

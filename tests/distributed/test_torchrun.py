@@ -76,6 +76,7 @@ def launched(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
             str(root / "zorblat.txt"),
         ],
         {"fail_rank": 1, "argv": [*common, "--output", str(root / "failed"), str(root / "zorblat.txt")]},
+        {"rank_dependent_qa": [*common, "--output", str(root / "rank-qa"), str(root / "zorblat.txt")]},
     ]
     env = {
         **os.environ,
@@ -106,7 +107,7 @@ def test_two_processes_shard_one_document_into_the_single_process_memory(
 ) -> None:
     root, lines = launched
     summaries = [line for line in lines if "processes" in line]
-    assert len(summaries) == 3 and {s["processes"] for s in summaries} == {2}  # rank 0 alone reports
+    assert len(summaries) == 4 and {s["processes"] for s in summaries} == {2}  # rank 0 alone reports
     saved = Memory.load(root / "memory")
     assert saved.stats["processes"] == 2
     assert saved.stats["steps"] == 7 and saved.stats["segment_samples"] == 10
@@ -142,6 +143,13 @@ def test_two_processes_resume_a_checkpoint_to_the_uninterrupted_memory(
     assert saved.stats["processes"] == 2 and saved.stats["resumed_from_step"] == 3
     assert_same_memory(saved, reference_memory(model_dir, "zorblat", LONG_DOCUMENT))
     assert [p for p in (root / "checkpoints").rglob("*") if p.is_file()] == []  # rank 0 cleared them
+
+
+def test_qa_pairs_come_from_rank_0(launched: tuple[Path, list[dict]], model_dir: Path) -> None:
+    root, _ = launched
+    saved = Memory.load(root / "rank-qa")
+    assert saved.stats["processes"] == 2
+    assert_same_memory(saved, reference_memory(model_dir, "zorblat", LONG_DOCUMENT))
 
 
 def test_a_failure_on_one_process_stops_every_process(launched: tuple[Path, list[dict]]) -> None:
