@@ -136,7 +136,9 @@ class Generator:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         stops = [s for s in stop if s]
         if stops:
-            kwargs["stopping_criteria"] = [self._stop_criteria(tuple(stops))]
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([self._stop_criteria(tuple(stops))])
         return kwargs
 
     def _stop_criteria(self, stops: tuple[str, ...]) -> Any:
@@ -186,10 +188,6 @@ class Generator:
 
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([prompt_ids], device=device)
-        if isinstance(kwargs.get("stopping_criteria"), list):
-            from transformers import StoppingCriteriaList
-
-            kwargs = {**kwargs, "stopping_criteria": StoppingCriteriaList(kwargs["stopping_criteria"])}
         with guard, torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
@@ -215,10 +213,6 @@ class Generator:
         import torch
 
         kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p)
-        if isinstance(kwargs.get("stopping_criteria"), list):
-            from transformers import StoppingCriteriaList
-
-            kwargs["stopping_criteria"] = StoppingCriteriaList(kwargs["stopping_criteria"])
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)

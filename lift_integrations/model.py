@@ -549,7 +549,7 @@ class LIFTModel:
             for prompt, context in zip(prompts, contexts, strict=True)
         ]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        results: list[GenerationResult | None] = [None] * len(ids)
+        results: dict[int, GenerationResult] = {}
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             answers = self._generator.generate_batch(
@@ -560,9 +560,8 @@ class LIFTModel:
                 stop=list(stop or ()),
                 top_p=top_p,
             )
-            for index, answer in zip(batch, answers, strict=True):
-                results[index] = answer
-        return [r for r in results if r is not None]
+            results.update(zip(batch, answers, strict=True))
+        return [results[i] for i in range(len(ids))]
 
     def stream(
         self,

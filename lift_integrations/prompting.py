@@ -63,10 +63,7 @@ def normalize_messages(messages: Sequence[Message]) -> list[Message]:
 
 def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of untrusted text: control-token strings stay plain text, no BOS/EOS is added."""
-    if not text:
-        return []
-    with tokenizer_lock(tokenizer):
-        return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    return encode_texts(tokenizer, [text])[0] if text else []
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:

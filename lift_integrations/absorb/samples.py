@@ -163,25 +163,31 @@ def qa_samples(
     # (a pair that needs less than half of it gets its own), so the samples share their start and
     # training computes it once (see LIFTConfig.share_prefixes). The view goes through decode and encode,
     # so its length is checked on the final ids, and a pair that still does not fit is shortened again.
+    def excess(ids: list[int]) -> int:
+        return len(ids) - config.max_seq_length
+
+    def shortened(budget: int, ids: list[int]) -> int:
+        """The view length that leaves the question, answer and markup room (they need it too)."""
+        return max(0, budget - excess(ids) - 8)
+
     full = min(config.qa_context_length, len(document_ids))
     viewed = [i for i, (_, chunks) in enumerate(prompts) if chunks is None]
     at_full = encode_all([(prompts[i][0], context_of(full)) for i in viewed])
-    wanted = {}
-    for i, (ids, _) in zip(viewed, at_full, strict=True):
-        excess = len(ids) - config.max_seq_length
-        wanted[i] = full if excess <= 0 else max(0, full - excess - 8)
+    wanted = {
+        i: full if excess(ids) <= 0 else shortened(full, ids)
+        for i, (ids, _) in zip(viewed, at_full, strict=True)
+    }
     shared = min((b for b in wanted.values() if b >= full // 2), default=full)
-    trying = {i: min(b, shared) if b >= full // 2 else b for i, b in wanted.items()}
+    trying = {i: shared if b >= full // 2 else b for i, b in wanted.items()}
     fitting: dict[int, int] = {}
     while trying:
         encoded = encode_all([(prompts[i][0], context_of(b)) for i, b in trying.items()])
         shorter = {}
         for (i, budget), (ids, _) in zip(trying.items(), encoded, strict=True):
-            excess = len(ids) - config.max_seq_length
-            if excess <= 0:
+            if excess(ids) <= 0:
                 fitting[i] = budget
-            elif budget > 0:  # the question, answer and markup need room too: shorten the view
-                shorter[i] = max(0, budget - excess - 8)
+            elif budget > 0:
+                shorter[i] = shortened(budget, ids)
         trying = shorter
     final = [
         (pair, chunks if chunks is not None else context_of(fitting[i]))

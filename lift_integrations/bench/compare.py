@@ -396,20 +396,16 @@ def tune_rag(
         )
         store = resources.langchain_store(chunk_size, overlap)
         for k in settings.rag_ks:
-            record: dict[str, Any] = {}
-            chain = langchain_rag_chain(
-                store.as_retriever(search_kwargs={"k": k}),
-                lift,
-                memory=None,
-                max_new_tokens=settings.max_new_tokens,
-                record=record,
-            )
+            retriever = store.as_retriever(search_kwargs={"k": k})
             f1s, hits, tokens = [], [], []
             if settings.answer_batch > 1:
-                retriever = store.as_retriever(search_kwargs={"k": k})
                 answers = retrieve_and_answer(retriever, lift, [q.question for q in asked], None, settings)
                 replies = [(a.text, a.prompt_tokens) for a in answers]
             else:
+                record: dict[str, Any] = {}
+                chain = langchain_rag_chain(
+                    retriever, lift, memory=None, max_new_tokens=settings.max_new_tokens, record=record
+                )
                 replies = []
                 for q in asked:
                     text = chain.invoke(q.question)
