@@ -98,7 +98,11 @@ def run_case(
         wall = time.perf_counter() - start
         train_s = memory.stats["seconds"]
         attempts.append({"wall_s": round(wall, 2), "train_s": round(train_s, 3)})
-        print(f"attempt {attempt + 1}: wall {wall:.2f} s, training {train_s:.2f} s", flush=True)
+        print(
+            f"attempt {attempt + 1}: wall {wall:.2f} s, training {train_s:.2f} s, "
+            f"final loss {memory.stats['final_loss']:.6f}",
+            flush=True,
+        )
     stats = memory.stats
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if lift.device.type == "cuda" else None
     computed = stats.get("tokens_computed", stats["tokens_trained"])  # a shared prefix runs once
@@ -113,6 +117,7 @@ def run_case(
         "tokens_computed": computed,
         "computed_tokens_per_s": round(computed / stats["seconds"], 1),
         "steps": stats["steps"],
+        "final_loss": stats["final_loss"],
         "segment_samples": stats["segment_samples"],
         "qa_samples": stats["qa_samples"],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -154,10 +159,17 @@ def _profiler(enabled: bool, device_type: str):
 
     @contextlib.contextmanager
     def run():
+        start = time.perf_counter()
         with torch.profiler.profile(activities=activities) as prof:
             yield
-        key = "self_cuda_time_total" if device_type == "cuda" else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60), flush=True)
+        wall_us = (time.perf_counter() - start) * 1e6
+        averages = prof.key_averages()
+        key = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"
+        print(averages.table(sort_by=key, row_limit=40, max_name_column_width=70), flush=True)
+        if device_type == "cuda":  # kernels' total time against the wall: how busy the GPU was
+            kernels = [e for e in averages if e.device_type == torch.autograd.DeviceType.CUDA]
+            busy = sum(e.self_device_time_total for e in kernels)
+            print(f"GPU kernels {busy / 1e6:.2f} s of {wall_us / 1e6:.2f} s profiled", flush=True)
 
     return run()
 

@@ -38,6 +38,17 @@ class LIFTConfig:
     """Prompts unrelated to the document (the package's replay set) trained with the base model's own
     answers alongside the QA pairs, so the memory leaves unrelated requests as it found them (see
     :mod:`lift_integrations.absorb.replay`)."""
+    replay_weight: float | None = None
+    """Weight of the replay samples' answer loss; ``None`` uses ``qa_weight``. 0 keeps the replay
+    prompts for ``replay_gate_weight`` alone."""
+    replay_gate_weight: float = 0.0
+    """Gated Memory only: weight of the gate's mean over each replay sample's tokens, added to the loss,
+    so the gate learns to stay closed (the base model's own output) on requests the document does not
+    concern. Needs ``general_replay`` > 0."""
+    replay_kl_weight: float = 0.0
+    """Weight of the KL divergence between the base model's next-token distribution and the model's with
+    the memory, over every token of each replay sample: the memory is asked to leave unrelated requests
+    exactly as it found them. Needs ``general_replay`` > 0."""
     qa_context_length: int = 7800
     """Tokens of the document (head and tail) placed before each QA sample; 0 puts no document in context."""
     # Schedule (paper: 3 epochs on segments, then 5 on segments + QA; one optimizer step per epoch).
@@ -66,6 +77,11 @@ class LIFTConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Matrix precision while training: ``auto`` uses bf16 autocast on CUDA and on CPUs with native bf16
     (AMX or AVX512-BF16), fp32 elsewhere. The memory's parameters always stay fp32."""
+    compile: bool = False
+    """Fuse the element-wise work of the norms, MLPs and Gated Memory with ``torch.compile`` while
+    training (module by module, see :mod:`lift_integrations.absorb.compilation`). Worth it on a GPU that
+    absorbs many documents: the first absorption in a process pays for compiling (about 100 s on an H200),
+    later ones run faster (docs/benchmarks.md). Results equal eager training up to rounding."""
     seed: int = 0
     """Seeds initialisation, context views, QA picks and shuffling: a CPU run on one thread is bitwise
     reproducible (several threads may differ in the last bits)."""
@@ -131,10 +147,15 @@ class LIFTConfig:
             )
         if not isinstance(self.qa_passages, int) or self.qa_passages < 1:
             raise ValueError(f"LIFTConfig.qa_passages must be a positive integer, got {self.qa_passages!r}")
-        for name in ("weight_decay", "qa_weight"):
+        for name in ("weight_decay", "qa_weight", "replay_gate_weight", "replay_kl_weight", "replay_weight"):
             value = getattr(self, name)
+            if value is None and name == "replay_weight":
+                continue
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"LIFTConfig.{name} must be a non-negative finite number, got {value!r}")
+        for name in ("replay_gate_weight", "replay_kl_weight"):
+            if getattr(self, name) > 0 and self.general_replay == 0:
+                raise ValueError(f"LIFTConfig.{name} needs replay prompts: set general_replay > 0")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"LIFTConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -147,7 +168,7 @@ class LIFTConfig:
         every = self.checkpoint_every
         if not isinstance(every, int) or isinstance(every, bool) or every <= 0:
             raise ValueError(f"LIFTConfig.checkpoint_every must be a positive integer, got {every!r}")
-        for name in ("contextualized", "gradient_checkpointing", "share_prefixes"):
+        for name in ("contextualized", "gradient_checkpointing", "share_prefixes", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LIFTConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if self.qa_generator not in ("extractive", "model", "none"):

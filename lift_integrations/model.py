@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lift_integrations.absorb.compilation import compiled_modules
 from lift_integrations.absorb.qa import resolve_qa_generator
 from lift_integrations.absorb.replay import (
     REPLAY_MAX_NEW_TOKENS,
@@ -275,6 +276,11 @@ class LIFTModel:
         if not isinstance(config, LIFTConfig):
             raise TypeError(f"config must be a LIFTConfig, got {type(config).__name__}")
         config.validate()
+        if config.replay_gate_weight > 0 and self.backend.kind != "gated_memory":
+            raise ValueError(
+                "LIFTConfig.replay_gate_weight needs the Gated Memory adapter; "
+                f"this model uses {self.backend.kind}"
+            )
         fitted = config.fit_to_window(self.context_window)
         if into is not None and not isinstance(into, Memory):
             raise TypeError(f"into must be a Memory, got {type(into).__name__}")
@@ -344,9 +350,11 @@ class LIFTModel:
                 pad_id=self._generator.pad_id,
                 num_documents=len(docs),
                 on_step=on_step,
-                step_guard=lambda: self._training_step(weights, fitted.gradient_checkpointing),
+                step_guard=lambda: self._training_step(weights, fitted),
                 checkpoint=checkpoint,
                 distributed=group,
+                record_gates=self.backend.recording_gates if fitted.replay_gate_weight > 0 else None,
+                without_memory=lambda: self._without_memory(weights),
             )
         except BaseException:
             with self.lock:
@@ -384,8 +392,10 @@ class LIFTModel:
         return memory
 
     @contextlib.contextmanager
-    def _training_step(self, weights: Any, checkpointing: bool) -> Iterator[None]:
-        """One optimizer step of an absorption: the model lock, with the memory being trained active.
+    def _training_step(self, weights: Any, config: LIFTConfig) -> Iterator[None]:
+        """One optimizer step of an absorption: the model lock, with the memory being trained active,
+        gradient checkpointing and compiled modules as ``config`` asks (both only for the step, so
+        requests served between steps run the model as it was).
 
         Before taking the lock the absorbing thread pauses for a moment, so that a request waiting for
         the lock gets it between two steps instead of the absorption taking it straight back.
@@ -395,14 +405,27 @@ class LIFTModel:
             self.backend.activate(weights)
             for param in weights.parameters():  # activating may freeze everything in the model (LoRA)
                 param.requires_grad_(True)
-            if checkpointing:
+            if config.gradient_checkpointing:
                 self._set_checkpointing(True)
+            modules = [*self.model.modules(), *weights.modules()]
             try:
-                yield
+                with compiled_modules(modules) if config.compile else contextlib.nullcontext():
+                    yield
             finally:
-                if checkpointing:
+                if config.gradient_checkpointing:
                     self._set_checkpointing(False)
                 self.backend.activate(None)
+
+    @contextlib.contextmanager
+    def _without_memory(self, weights: Any) -> Iterator[None]:
+        """The base model alone, inside a training step (whose lock is held): for the replay KL term."""
+        self.backend.activate(None)
+        try:
+            yield
+        finally:
+            self.backend.activate(weights)
+            for param in weights.parameters():  # activating may freeze everything in the model (LoRA)
+                param.requires_grad_(True)
 
     def _checkpoint_key(self, config: LIFTConfig, into: Memory | None, digest: str) -> str:
         """Names an absorption's checkpoints: the same library version, samples, settings, base model,

@@ -109,6 +109,9 @@ def micro_batches(samples: Sequence[TrainingSample], max_samples: int, max_token
     return groups
 
 
+REPLAY_BATCH_TOKENS = 2048
+"""Padded tokens per replay pass with a gate or KL term: it keeps full-vocabulary logits (twice with KL)."""
+
 MIN_SHARED_PREFIX = 256
 """Shortest common start (in tokens) that is worth computing once for several samples of a step."""
 
@@ -190,7 +193,40 @@ def _suffix(sample: TrainingSample, start: int) -> TrainingSample:
     return TrainingSample(sample.input_ids[start:], sample.labels[start:], sample.kind)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the CPU) on ``device`` without waiting for the GPU.
+
+    A copy from ordinary (pageable) host memory waits until every kernel queued before it has run, which
+    stops the host from queueing the next forward pass while the GPU is still busy; a copy from pinned
+    memory is queued like a kernel.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _supervision(samples: Sequence[TrainingSample], offsets: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Where each sample's loss is read: ``positions`` (flat indices into the decoder's output, sample
+    ``r`` starting at ``offsets[r]``) of the tokens whose next token is labelled, the labels they predict
+    (``targets``), the sample each belongs to (``rows``) and every sample's length (``lengths``)."""
+    rows, positions, targets = [], [], []
+    for row, (sample, offset) in enumerate(zip(samples, offsets, strict=True)):
+        following = np.asarray(sample.labels[1:], dtype=np.int64)
+        cols = np.flatnonzero(following != IGNORE_INDEX)
+        rows.append(np.full(len(cols), row, dtype=np.int64))
+        positions.append(offset + cols)
+        targets.append(following[cols])
+    return {
+        "rows": torch.from_numpy(np.concatenate(rows)),
+        "positions": torch.from_numpy(np.concatenate(positions)),
+        "targets": torch.from_numpy(np.concatenate(targets)),
+        "lengths": torch.tensor([len(s.input_ids) for s in samples]),
+    }
+
+
 def _collate(samples: Sequence[TrainingSample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``labels`` and ``attention_mask``, with the supervised positions found
+    on the host (:func:`_supervision`), so the loss needs no device-to-host synchronisation."""
     width = max(len(s.input_ids) for s in samples)
     ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
@@ -200,7 +236,64 @@ def _collate(samples: Sequence[TrainingSample], pad_id: int, device: torch.devic
         ids[row, :n] = torch.tensor(sample.input_ids)
         labels[row, :n] = torch.tensor(sample.labels)
         mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    batch |= _supervision(samples, [row * width for row in range(len(samples))])
+    return {name: to_device(tensor, device) for name, tensor in batch.items()}
+
+
+def packs_shared_prefixes(model: nn.Module) -> bool:
+    """Whether a shared prefix and the samples continuing it can run as one packed row.
+
+    The row needs its own attention mask (each continuation sees the prefix and itself, not the others),
+    which the sdpa and eager attention implementations accept as a 4D tensor; a sliding-window layer would
+    need a second mask, so models with one keep the key/value-cache path of :func:`per_sample_loss`.
+    """
+    if _attention_implementation(model) not in ("sdpa", "eager") or bidirectional(model):
+        return False
+    config = getattr(model.config, "text_config", None) or model.config
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return all(kind == "full_attention" for kind in layer_types)
+    return getattr(config, "sliding_window", None) is None
+
+
+def _collate_packed(
+    prefix: Sequence[int],
+    samples: Sequence[TrainingSample],
+    device: torch.device,
+    additive_mask: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
+    """``prefix`` followed by every sample (each continuing it) in one row of ``input_ids``.
+
+    Every sample's positions restart where the prefix ends, and the ``(1, 1, L, L)`` attention mask lets
+    a token see the prefix and the earlier tokens of its own sample only: each sample computes exactly
+    what it would after the prefix alone. The mask is boolean (sdpa), or additive in ``additive_mask``'s
+    dtype for eager attention; it is built on ``device`` from one small index vector.
+    """
+    lengths = [len(s.input_ids) for s in samples]
+    starts = np.cumsum([len(prefix), *lengths[:-1]])
+    ids = np.concatenate([np.asarray(prefix), *(np.asarray(s.input_ids) for s in samples)])
+    positions = np.concatenate([np.arange(len(prefix)), *(len(prefix) + np.arange(n) for n in lengths)])
+    owner = np.concatenate([np.zeros(len(prefix)), *(np.full(n, i + 1) for i, n in enumerate(lengths))])
+    batch = {
+        "input_ids": torch.from_numpy(ids).long()[None],
+        "position_ids": torch.from_numpy(positions).long()[None],
+        "owner": torch.from_numpy(owner).long(),
+    }
+    batch |= _supervision(samples, starts.tolist())
+    batch = {name: to_device(tensor, device) for name, tensor in batch.items()}
+    owner_t = batch.pop("owner")
+    index = torch.arange(len(owner_t), device=device)
+    visible = (index[None, :] <= index[:, None]) & (
+        (owner_t[None, :] == 0) | (owner_t[None, :] == owner_t[:, None])
+    )
+    if additive_mask is not None:
+        blocked = torch.finfo(additive_mask).min
+        visible = torch.zeros(visible.shape, dtype=additive_mask, device=device).masked_fill_(
+            ~visible, blocked
+        )
+    batch["attention_mask"] = visible[None, None]
+    return batch
 
 
 def use_bf16_autocast(precision: str, device: torch.device, model_dtype: torch.dtype) -> bool:
@@ -260,24 +353,100 @@ def per_sample_loss(
     attention (``use_bidirectional_attention``) would let tokens see the pads after them: it gets the mask.
 
     With ``prefix`` (``(1, length)`` token ids, no loss), every sample of ``batch`` continues that prefix:
-    it runs once, and its keys and values, gradients kept, serve every row of the batch.
+    it runs once, and its keys and values, gradients kept, serve every row of the batch. A batch from
+    :func:`_collate_packed` holds the prefix and its continuations in one row with their own mask and
+    positions: one pass, no cache.
     """
     decoder = model.get_decoder()
-    mask = batch["attention_mask"] if bidirectional(model) else None
-    if prefix is None:
+    if "position_ids" in batch:
+        hidden = decoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+        ).last_hidden_state
+    elif prefix is None:
+        mask = batch["attention_mask"] if bidirectional(model) else None
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
     else:
         cache = decoder(input_ids=prefix, use_cache=True).past_key_values
         cache.batch_repeat_interleave(batch["input_ids"].shape[0])
         suffixes = decoder(input_ids=batch["input_ids"], use_cache=True, **_cache_argument(decoder, cache))
         hidden = suffixes.last_hidden_state
-    targets = batch["labels"][:, 1:]
-    rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
-    token_loss = token_losses(model, hidden[rows, cols], targets[rows, cols])
-    size = batch["input_ids"].shape[0]
-    sums = torch.zeros(size, device=token_loss.device).index_add(0, rows, token_loss)
-    counts = torch.zeros(size, device=token_loss.device).index_add(0, rows, torch.ones_like(token_loss))
+    token_loss = token_losses(model, hidden.flatten(0, 1)[batch["positions"]], batch["targets"])
+    return _mean_per_sample(token_loss, batch["rows"], batch["lengths"].shape[0])
+
+
+def _mean_per_sample(values: torch.Tensor, rows: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean of ``values`` per sample (``rows`` names each value's sample); 0 for a sample without any."""
+    sums = torch.zeros(size, device=values.device).index_add(0, rows, values.float())
+    counts = torch.zeros(size, device=values.device).index_add(
+        0, rows, torch.ones_like(values, dtype=torch.float)
+    )
     return sums / counts.clamp(min=1)
+
+
+def replay_losses(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    config: LIFTConfig,
+    *,
+    record_gates: Callable[[], AbstractContextManager[list[torch.Tensor]]] | None,
+    without_memory: Callable[[], AbstractContextManager[Any]] | None,
+) -> torch.Tensor:
+    """Each replay sample's loss, shape ``(batch,)``: ``replay_weight`` x the answer's cross-entropy,
+    plus ``replay_gate_weight`` x the mean gate over its tokens, plus ``replay_kl_weight`` x the mean
+    KL divergence of the model's next-token distribution with the memory from the base model's
+    (``without_memory``), over every token of the prompt and answer. The KL term asks the memory to leave
+    unrelated requests exactly as it found them, not only their greedy answer.
+
+    Replay prompts are short, so the full vocabulary logits of a batch of them are affordable.
+    """
+    mask = batch["attention_mask"]
+    ids = batch["input_ids"]
+    size = ids.shape[0]
+    total = torch.zeros(size, device=ids.device)
+    teacher = None
+    if config.replay_kl_weight > 0:
+        if without_memory is None:
+            raise ValueError("LIFTConfig.replay_kl_weight needs the base model's outputs (without_memory)")
+        with torch.no_grad(), without_memory():
+            teacher = model(input_ids=ids).logits.float().log_softmax(-1)
+    gated = config.replay_gate_weight > 0
+    if gated and record_gates is None:
+        raise ValueError("LIFTConfig.replay_gate_weight needs an adapter with a gate (Gated Memory)")
+    with record_gates() if gated and record_gates else contextlib.nullcontext() as gates:
+        logits = model(input_ids=ids).logits
+    answer_weight = config.qa_weight if config.replay_weight is None else config.replay_weight
+    if answer_weight > 0:
+        supervised = logits.flatten(0, 1)[batch["positions"]].float()
+        cross_entropy = nn.functional.cross_entropy(supervised, batch["targets"], reduction="none")
+        total = total + answer_weight * _mean_per_sample(cross_entropy, batch["rows"], size)
+    if gated:
+        total = total + config.replay_gate_weight * mean_gate_per_sample(gates, mask)
+    if teacher is not None:
+        student = logits.float().log_softmax(-1)
+        divergence = (teacher.exp() * (teacher - student)).sum(-1)  # KL(base || with memory), per token
+        real = mask.to(divergence.dtype)
+        total = total + config.replay_kl_weight * (divergence * real).sum(1) / real.sum(1).clamp(min=1)
+    return total
+
+
+def sample_weight(sample: TrainingSample, config: LIFTConfig) -> float:
+    """A sample's weight in its step's loss: 1 for a segment, ``qa_weight`` for a QA pair and
+    ``replay_weight`` (default ``qa_weight``) for a replay prompt."""
+    if sample.kind == "segment":
+        return 1.0
+    if sample.kind == "replay" and config.replay_weight is not None:
+        return config.replay_weight
+    return config.qa_weight
+
+
+def mean_gate_per_sample(gates: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Each sample's gate averaged over layers, heads and its real tokens; shape ``(batch,)``.
+    ``gates``: one ``(batch, tokens, heads, 1)`` tensor per layer; ``mask``: ``(batch, tokens)``."""
+    per_token = torch.stack([gate.float().mean(dim=(2, 3)) for gate in gates]).mean(0)
+    real = mask.to(per_token.dtype)
+    return (per_token * real).sum(1) / real.sum(1).clamp(min=1)
 
 
 def _cache_argument(decoder: nn.Module, cache: Any) -> dict[str, Any]:
@@ -287,6 +456,11 @@ def _cache_argument(decoder: nn.Module, cache: Any) -> dict[str, Any]:
 
     name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
     return {name: cache}
+
+
+def _attention_implementation(model: nn.Module) -> str | None:
+    config = getattr(model.config, "text_config", None) or model.config
+    return getattr(config, "_attn_implementation", None)
 
 
 def bidirectional(model: nn.Module) -> bool:
@@ -310,6 +484,8 @@ def train_memory(
     step_guard: Callable[[], AbstractContextManager[Any]] | None = None,
     checkpoint: CheckpointStore | None = None,
     distributed: DistributedContext | None = None,
+    record_gates: Callable[[], AbstractContextManager[list[torch.Tensor]]] | None = None,
+    without_memory: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> TrainingStats:
     """Train ``parameters`` on each stage's samples for its number of epochs.
 
@@ -329,6 +505,12 @@ def train_memory(
     rank, so the sum equals the single-process gradient. Only rank 0 writes checkpoints; every rank must be
     able to read them to resume.
     """
+    if config.replay_gate_weight > 0 and record_gates is None:
+        raise ValueError("LIFTConfig.replay_gate_weight needs an adapter with a gate (Gated Memory)")
+    if config.replay_kl_weight > 0 and without_memory is None:
+        raise ValueError("LIFTConfig.replay_kl_weight needs the base model's outputs (without_memory)")
+    # Replay samples with a gate or KL term run in passes of their own (replay_losses).
+    regularised_replay = config.replay_gate_weight > 0 or config.replay_kl_weight > 0
     device = next(iter(parameters)).device
     for param in parameters:
         param.requires_grad_(True)
@@ -342,8 +524,13 @@ def train_memory(
         )
     rng = np.random.default_rng(config.seed + 1)
     token_budget = config.micro_batch_tokens or (65536 if device.type == "cuda" else 8192)
-    # A shared prefix needs the key/value cache, which HF's gradient checkpointing turns off.
-    share_prefixes = config.share_prefixes and not config.gradient_checkpointing and not bidirectional(model)
+    # A shared prefix runs packed into one row, or else through the key/value cache, which HF's gradient
+    # checkpointing turns off.
+    packed = packs_shared_prefixes(model)
+    share_prefixes = (
+        config.share_prefixes and not bidirectional(model) and (packed or not config.gradient_checkpointing)
+    )
+    additive_mask = next(model.parameters()).dtype if _attention_implementation(model) == "eager" else None
     model_dtype = next(model.parameters()).dtype
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=use_bf16_autocast(config.precision, device, model_dtype)
@@ -373,7 +560,7 @@ def train_memory(
     was_training = model.training
 
     def run_step(step_samples: list[TrainingSample]) -> tuple[float, int, int]:
-        weights = [1.0 if s.kind == "segment" else config.qa_weight for s in step_samples]
+        weights = [sample_weight(s, config) for s in step_samples]
         total_weight = sum(weights) or 1.0
         if distributed is not None:  # this rank's share; total_weight stays the whole step's
             mine = shard_samples(
@@ -381,7 +568,12 @@ def train_memory(
             )
             step_samples = [step_samples[i] for i in mine]
             weights = [weights[i] for i in mine]
-        step_loss, step_tokens, step_computed, step_sq = 0.0, 0, 0, 0
+        replays = [s for s in step_samples if s.kind == "replay"] if regularised_replay else []
+        if replays:
+            weights = [w for s, w in zip(step_samples, weights, strict=True) if s.kind != "replay"]
+            step_samples = [s for s in step_samples if s.kind != "replay"]
+        step_tokens, step_computed, step_sq = 0, 0, 0
+        loss_sum = torch.zeros((), device=device)  # read once per step: reading it waits for the GPU
         optimizer.zero_grad(set_to_none=True)
         model.train(config.gradient_checkpointing)  # HF checkpoints only in train mode; dropout is 0 in LIFT
         try:
@@ -392,24 +584,50 @@ def train_memory(
                 )
                 for forward in passes:
                     micro = [step_samples[i] for i in forward.indices]
-                    micro_weights = torch.tensor([weights[i] for i in forward.indices], device=device)
+                    micro_weights = to_device(torch.tensor([weights[i] for i in forward.indices]), device)
                     prefix = None
-                    if forward.shared:
-                        prefix = torch.tensor([micro[0].input_ids[: forward.shared]], device=device)
-                        micro = [_suffix(s, forward.shared) for s in micro]
+                    if not forward.shared:
+                        batch = _collate(micro, pad_id, device)
+                    elif packed:
+                        suffixes = [_suffix(s, forward.shared) for s in micro]
+                        batch = _collate_packed(
+                            micro[0].input_ids[: forward.shared], suffixes, device, additive_mask
+                        )
+                    else:
+                        prefix = to_device(torch.tensor([micro[0].input_ids[: forward.shared]]), device)
+                        batch = _collate([_suffix(s, forward.shared) for s in micro], pad_id, device)
                     with autocast:
-                        loss = per_sample_loss(model, _collate(micro, pad_id, device), prefix)
+                        loss = per_sample_loss(model, batch, prefix)
                     weighted = (loss * micro_weights).sum() / total_weight
                     weighted.backward()
-                    step_loss += float(weighted.detach())
-                    lengths = [forward.shared + len(s.input_ids) for s in micro]
+                    loss_sum += weighted.detach()
+                    lengths = [len(s.input_ids) for s in micro]  # whole samples, shared start included
                     step_tokens += sum(lengths)
                     step_computed += sum(lengths) - forward.shared * (len(micro) - 1)
                     step_sq += sum(n**2 - forward.shared**2 for n in lengths) + forward.shared**2
+                for indices in micro_batches(replays, config.batch_size, REPLAY_BATCH_TOKENS):
+                    micro = [replays[i] for i in indices]
+                    with autocast:
+                        loss = replay_losses(
+                            model,
+                            _collate(micro, pad_id, device),
+                            config,
+                            record_gates=record_gates,
+                            without_memory=without_memory,
+                        )
+                    weighted = loss.sum() / total_weight
+                    weighted.backward()
+                    loss_sum += weighted.detach()
+                    lengths = [len(s.input_ids) for s in micro]
+                    runs = 2 if config.replay_kl_weight > 0 else 1  # the base model's pass for the KL term
+                    step_tokens += sum(lengths)
+                    step_computed += runs * sum(lengths)
+                    step_sq += runs * sum(n**2 for n in lengths)
             except Exception as error:
                 if distributed is None:
                     raise
                 failure = error  # still join the all-reduce below, so the other ranks do not hang in it
+            step_loss = float(loss_sum)
             if distributed is not None:
                 step_loss, summed_tokens, summed_computed, summed_sq, failed = all_reduce_gradients(
                     parameters, (step_loss, step_tokens, step_computed, step_sq, float(failure is not None))

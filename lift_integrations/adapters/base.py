@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import torch
@@ -30,6 +31,11 @@ class AdapterBackend(ABC):
     @abstractmethod
     def config_dict(self) -> dict[str, Any]:
         """What, besides the tensors, is needed to rebuild a memory of this kind (JSON-safe)."""
+
+    def recording_gates(self) -> AbstractContextManager[list[torch.Tensor]]:
+        """A context collecting the gate values of every layer during the forward passes run inside it
+        (each ``(batch, tokens, heads, 1)``, gradients kept); only adapters with a gate have one."""
+        raise ValueError(f"the {self.kind} adapter has no gate to record")
 
     def release(self, weights: nn.Module) -> None:  # noqa: B027 - optional hook
         """Forget a memory's parameters (for backends that keep them inside the model)."""

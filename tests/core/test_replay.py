@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel
 from lift_integrations.absorb.replay import (
@@ -16,6 +18,8 @@ from lift_integrations.absorb.replay import (
     replay_samples,
 )
 from lift_integrations.absorb.samples import IGNORE_INDEX
+from lift_integrations.absorb.trainer import _collate, mean_gate_per_sample, replay_losses
+from lift_integrations.adapters.gated_memory import GatedMemoryConfig
 
 PROBE = Path(__file__).resolve().parents[2] / "examples" / "data" / "general_questions.json"
 FACTS = "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. " * 8
@@ -80,3 +84,89 @@ def test_absorb_trains_the_replay_samples(tiny_lift: LIFTModel, monkeypatch: pyt
     assert LIFTConfig.fast().general_replay == 0 or memory.config.general_replay == 5
     with pytest.raises(ValueError, match="general_replay"):
         LIFTConfig(general_replay=-1)
+
+
+def _replay_batch(lift: LIFTModel, prompts: list[ReplayPrompt]) -> dict[str, torch.Tensor]:
+    samples = replay_samples(lift.tokenizer, prompts, ["Fine, thanks."] * len(prompts), 512)
+    return _collate(samples, lift.tokenizer.pad_token_id, torch.device("cpu"))
+
+
+def _mean_gate_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) -> float:
+    """The memory's gate averaged over layers, heads and tokens of ``prompts`` as replay samples."""
+    batch = _replay_batch(lift, prompts)
+    lift.backend.activate(memory._binding[1])
+    try:
+        with torch.no_grad(), lift.backend.recording_gates() as gates:
+            lift.model(input_ids=batch["input_ids"])
+    finally:
+        lift.backend.activate(None)
+    return float(mean_gate_per_sample(gates, batch["attention_mask"]).mean())
+
+
+def _mean_divergence_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) -> float:
+    """Mean KL(base || with the memory) of the next-token distributions over ``prompts``' tokens."""
+    batch = _replay_batch(lift, prompts)
+    only_kl = LIFTConfig(general_replay=1, replay_weight=0.0, replay_kl_weight=1.0)
+    weights = memory._binding[1]
+    lift.backend.activate(weights)
+    try:
+        with torch.no_grad():
+            losses = replay_losses(
+                lift.model,
+                batch,
+                only_kl,
+                record_gates=None,
+                without_memory=lambda: lift._without_memory(weights),
+            )
+    finally:
+        lift.backend.activate(None)
+    return float(losses.mean())
+
+
+def _absorb_with_replay(monkeypatch: pytest.MonkeyPatch, **replay: float):
+    model, tokenizer = build_tiny_model("llama")
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    monkeypatch.setattr(lift, "_base_answers", lambda prompts: ["Fine, thanks."] * len(prompts))
+    config = LIFTConfig.fast(
+        general_replay=8,
+        replay_weight=0.0,  # the regulariser alone: any change comes from it
+        stage1_epochs=0,
+        stage2_epochs=3,
+        qa_per_document=2,
+        learning_rate=3e-2,  # Adam moves each parameter by about lr per step: enough to show in 9 steps
+        precision="fp32",
+        **replay,
+    )
+    return lift, lift.absorb(FACTS, config=config)
+
+
+def test_the_gate_penalty_closes_the_gate_on_replay_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts = list(load_replay_prompts()[:8])
+    gates = {}
+    for weight in (0.0, 50.0):
+        lift, memory = _absorb_with_replay(monkeypatch, replay_gate_weight=weight)
+        gates[weight] = _mean_gate_on(lift, memory, prompts)
+    assert gates[0.0] > 0.5 * GatedMemoryConfig().initial_gate  # unpenalised, it stays near its start
+    assert gates[50.0] < 0.5 * gates[0.0]
+
+
+def test_the_kl_term_keeps_replay_prompts_close_to_the_base_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts = list(load_replay_prompts())
+    lift, free = _absorb_with_replay(monkeypatch)
+    lift_kl, held = _absorb_with_replay(monkeypatch, replay_kl_weight=10.0)
+    assert free.stats["replay_samples"] == held.stats["replay_samples"] == 8
+    away = _mean_divergence_on(lift, free, prompts)
+    assert away > 0
+    assert _mean_divergence_on(lift_kl, held, prompts) < 0.75 * away
+
+
+def test_the_replay_regularisers_need_replay_prompts_and_the_right_adapter(tiny_lift: LIFTModel) -> None:
+    for name in ("replay_gate_weight", "replay_kl_weight"):
+        with pytest.raises(ValueError, match="general_replay"):
+            LIFTConfig(**{name: 1.0})
+    with pytest.raises(ValueError, match="replay_weight"):
+        LIFTConfig(general_replay=4, replay_weight=-1.0)
+    model, tokenizer = build_tiny_model("llama")
+    lora = LIFTModel(model, tokenizer, name="tiny-llama", adapter="lora")
+    with pytest.raises(ValueError, match="Gated Memory"):
+        lora.absorb(FACTS, config=LIFTConfig.fast(general_replay=4, replay_gate_weight=1.0))

@@ -12,7 +12,9 @@ from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 from lift_integrations.absorb.trainer import (
     MIN_SHARED_PREFIX,
     _collate,
+    _collate_packed,
     _suffix,
+    packs_shared_prefixes,
     per_sample_loss,
     plan_forward_passes,
     shared_prefix_groups,
@@ -33,11 +35,23 @@ def _random_ids(generator: torch.Generator, n: int, vocab: int) -> list[int]:
     return torch.randint(5, vocab, (n,), generator=generator).tolist()
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3"])
-def test_a_shared_prefix_gives_the_losses_and_gradients_of_whole_samples(arch: str) -> None:
+@pytest.mark.parametrize(
+    ("arch", "attn", "packed"),
+    [
+        ("llama", "sdpa", True),
+        ("llama", "eager", True),
+        ("qwen3", "sdpa", True),
+        ("gemma2", "eager", False),  # sliding-window layers: the key/value-cache path
+        ("gemma3", "sdpa", False),
+    ],
+)
+def test_a_shared_prefix_gives_the_losses_and_gradients_of_whole_samples(
+    arch: str, attn: str, packed: bool
+) -> None:
     # Gemma's sliding window (256) is shorter than the prefix, so its cached window is exercised too.
-    model, tokenizer = build_tiny_model(arch)
+    model, tokenizer = build_tiny_model(arch, attn=attn)
     model.float()
+    assert packs_shared_prefixes(model) == packed
     vocab = len(tokenizer)
     generator = torch.Generator().manual_seed(0)
     prefix = _random_ids(generator, 300, vocab)
@@ -53,7 +67,12 @@ def test_a_shared_prefix_gives_the_losses_and_gradients_of_whole_samples(arch: s
     whole = per_sample_loss(model, _collate(samples, tokenizer.pad_token_id, cpu))
     whole_grads = torch.autograd.grad(whole.sum(), weights)
     suffixes = [_suffix(s, len(prefix)) for s in samples]
-    shared = per_sample_loss(model, _collate(suffixes, tokenizer.pad_token_id, cpu), torch.tensor([prefix]))
+    if packed:
+        additive = torch.float32 if attn == "eager" else None
+        shared = per_sample_loss(model, _collate_packed(prefix, suffixes, cpu, additive))
+    else:
+        batch = _collate(suffixes, tokenizer.pad_token_id, cpu)
+        shared = per_sample_loss(model, batch, torch.tensor([prefix]))
     shared_grads = torch.autograd.grad(shared.sum(), weights)
 
     torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-5)

@@ -47,6 +47,9 @@ class GatedMemoryLayer(nn.Module):
     for every query, whatever its input.
     """
 
+    compiled_methods = ("forward", "mix")
+    """Element-wise chains that training fuses (see :mod:`lift_integrations.absorb.compilation`)."""
+
     def __init__(self, num_heads: int, head_dim: int, config: GatedMemoryConfig, *, bias: bool) -> None:
         super().__init__()
         self.num_heads = num_heads

@@ -9,6 +9,8 @@ sdpa, flash), of the KV cache and of transformers' private symbols.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -76,6 +78,7 @@ class GatedMemoryBackend(AdapterBackend):
         self._active: GatedMemoryWeights | None = None
         self._handles: list[RemovableHandle] = []
         self._pending: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.attention)
+        self._gate_sink: list[torch.Tensor] | None = None
 
     def create(self, generator: torch.Generator | None = None) -> GatedMemoryWeights:
         param = next(self.model.parameters())
@@ -97,6 +100,15 @@ class GatedMemoryBackend(AdapterBackend):
         self._active = weights
         if not self._handles:
             self._install_hooks()
+
+    @contextlib.contextmanager
+    def recording_gates(self) -> Iterator[list[torch.Tensor]]:
+        gates: list[torch.Tensor] = []
+        self._gate_sink = gates
+        try:
+            yield gates
+        finally:
+            self._gate_sink = None
 
     def config_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +142,8 @@ class GatedMemoryBackend(AdapterBackend):
             if query_norm is not None:
                 query = query_norm(query)
             self._pending[index] = self._active.layers[index](query)
+            if self._gate_sink is not None:
+                self._gate_sink.append(self._pending[index][1])
 
         return hook
 
@@ -140,6 +154,7 @@ class GatedMemoryBackend(AdapterBackend):
                 return None
             self._pending[index] = None
             memory, gate = pending
-            return (GatedMemoryLayer.mix(args[0], memory, gate), *args[1:])
+            mix = self._active.layers[index].mix  # the instance's: training may have compiled it
+            return (mix(args[0], memory, gate), *args[1:])
 
         return hook

@@ -1,0 +1,76 @@
+"""Fusing the small modules of training with ``torch.compile``, one module class at a time.
+
+A training step of a small model on long sequences spends much of its GPU time in element-wise kernels
+that each read and write whole activations: an RMS norm is about ten of them forward and backward, the
+MLP's activation and product three more, Gated Memory's gate and mix a few again. ``torch.compile`` fuses
+each such module into one or two kernels per direction. Compiling module by module instead of the whole
+decoder keeps compilation to seconds: every decoder layer shares one compiled function per module class
+(compiled for any sequence length), and the attention code, with the adapter's hooks, runs as it is.
+
+Compiled methods are installed on the module instances only for as long as :func:`compiled_modules` is
+entered (one optimizer step of an absorption), so generation and every other caller of the model run the
+original code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import types
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from torch import nn
+
+FUSED_CLASS_SUFFIXES: tuple[str, ...] = ("RMSNorm", "MLP")
+"""Module classes whose ``forward`` is compiled, by the end of their name (every supported architecture
+names its norms and feed-forward blocks so: ``LlamaRMSNorm``, ``Gemma3MLP``, ...)."""
+
+DEFAULT_BACKEND = "inductor"
+RECOMPILE_LIMIT = 64
+
+_compiled: dict[tuple[type, str, str], Callable[..., Any]] = {}
+
+
+def compiled_method_names(module: nn.Module) -> tuple[str, ...]:
+    """The methods of ``module`` worth compiling: those its class lists in ``compiled_methods``, else
+    ``forward`` for norms and MLPs, else none."""
+    listed = getattr(type(module), "compiled_methods", None)
+    if listed is not None:
+        return tuple(listed)
+    return ("forward",) if type(module).__name__.endswith(FUSED_CLASS_SUFFIXES) else ()
+
+
+def _compiled_function(cls: type, name: str, backend: str) -> tuple[Callable[..., Any], bool]:
+    """The compiled ``cls.name`` (made once per class) and whether it is a static method."""
+    import torch
+
+    static = isinstance(inspect.getattr_static(cls, name), staticmethod)
+    key = (cls, name, backend)
+    if key not in _compiled:
+        # One function serves every layer, so it sees more variants than a whole-model compile would
+        # (the first layer's input needs no gradient, a shared prefix runs one row, ...); past the
+        # limit it would silently run uncompiled.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        _compiled[key] = torch.compile(getattr(cls, name), backend=backend, dynamic=True)
+    return _compiled[key], static
+
+
+@contextlib.contextmanager
+def compiled_modules(modules: Iterable[nn.Module], backend: str | None = None) -> Iterator[int]:
+    """Run the fusable methods of ``modules`` compiled while the context is entered; yields how many
+    methods were replaced. Leaving it restores every module's own methods."""
+    backend = backend or DEFAULT_BACKEND
+    replaced: list[tuple[nn.Module, str]] = []
+    try:
+        for module in modules:
+            for name in compiled_method_names(module):
+                if name in module.__dict__:  # already replaced (a module reached twice, or nested use)
+                    continue
+                function, static = _compiled_function(type(module), name, backend)
+                module.__dict__[name] = function if static else types.MethodType(function, module)
+                replaced.append((module, name))
+        yield len(replaced)
+    finally:
+        for module, name in replaced:
+            module.__dict__.pop(name, None)

@@ -1,0 +1,92 @@
+"""Training with the small modules compiled (LIFTConfig.compile) computes what eager training computes,
+and the compiled methods exist only while a step runs.
+
+The tests compile with the ``aot_eager`` backend: it traces and differentiates exactly as inductor does but
+runs the traced graph with PyTorch's own kernels, so it checks the wiring in seconds on a CPU without
+generating code. The fused GPU kernels' numbers are checked on a GPU by ``benchmarks/absorb_speed.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import build_tiny_model
+
+from lift_integrations import LIFTConfig, LIFTModel
+from lift_integrations.absorb import compilation
+from lift_integrations.absorb.compilation import compiled_method_names, compiled_modules
+from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
+from lift_integrations.absorb.trainer import _collate, per_sample_loss
+
+FACTS = (
+    "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. "
+    "Its first director was Tobias Renwick, who studied glass harps and river tides. "
+)
+
+
+def _batch(tokenizer, lengths: list[int]) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for n in lengths:
+        ids = torch.randint(5, len(tokenizer), (n,), generator=generator).tolist()
+        samples.append(TrainingSample(ids, [IGNORE_INDEX] * (n // 2) + ids[n // 2 :], "segment"))
+    return _collate(samples, tokenizer.pad_token_id, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+def test_compiled_modules_give_the_losses_and_gradients_of_eager_ones(arch: str) -> None:
+    model, tokenizer = build_tiny_model(arch)
+    model.float()
+    lift = LIFTModel(model, tokenizer, name=f"tiny-{arch}")
+    weights = lift.backend.create(generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # a trained-looking memory: nonzero output layers, so the mix matters
+        for param in weights.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(1)))
+    lift.backend.activate(weights)
+    params = list(weights.parameters())
+    for param in params:
+        param.requires_grad_(True)
+    modules = [*model.modules(), *weights.modules()]
+
+    results = []
+    for lengths in ([30, 22, 17], [41, 12]):  # a second shape must not need another compiled function
+        batch = _batch(tokenizer, lengths)
+        eager = per_sample_loss(model, batch)
+        eager_grads = torch.autograd.grad(eager.sum(), params)
+        with compiled_modules(modules, backend="aot_eager") as count:
+            compiled = per_sample_loss(model, batch)
+            compiled_grads = torch.autograd.grad(compiled.sum(), params)
+        results.append(count)
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+        for got, expected in zip(compiled_grads, eager_grads, strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    lift.backend.activate(None)
+
+    norms = sum(type(m).__name__.endswith("RMSNorm") for m in model.modules())
+    mlps = sum(type(m).__name__.endswith("MLP") for m in model.modules())
+    assert results[0] == results[1] == norms + mlps + 2 * len(weights.layers)
+    # Left: every module runs its own class's methods again.
+    assert not any(name in m.__dict__ for m in modules for name in compiled_method_names(m))
+
+
+@pytest.mark.parametrize("adapter", ["gated_memory", "lora"])
+def test_an_absorption_with_compile_equals_one_without(adapter: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")
+    memories = []
+    for compile_ in (False, True):
+        model, tokenizer = build_tiny_model("llama")
+        lift = LIFTModel(model, tokenizer, name="tiny-llama", adapter=adapter)
+        config = LIFTConfig.fast(
+            stage1_epochs=1, stage2_epochs=1, qa_per_document=4, precision="fp32", compile=compile_
+        )
+        memories.append(lift.absorb(FACTS * 3, config=config))
+        assert not any("forward" in m.__dict__ for m in model.modules())  # nothing left compiled
+    eager, compiled = memories
+    assert eager.stats["steps"] == compiled.stats["steps"]
+    for name, tensor in eager.tensors.items():
+        torch.testing.assert_close(compiled.tensors[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_is_validated() -> None:
+    with pytest.raises(ValueError, match="compile"):
+        LIFTConfig(compile="yes")  # type: ignore[arg-type]
