@@ -458,17 +458,22 @@ class LIFTModel:
 
     def _base_answers(self, prompts: Sequence[ReplayPrompt]) -> list[str | None]:
         """The base model's greedy answers to replay prompts (``None`` where the answer was cut off),
-        remembered per prompt: the base model does not change, so later absorptions reuse them."""
-        for prompt in prompts:
-            if prompt not in self._replay_answers:
-                result = self.generate(
-                    prompt.question,
-                    memory=None,
-                    context=[prompt.context] if prompt.context else None,
-                    max_new_tokens=REPLAY_MAX_NEW_TOKENS,
-                )
-                finished = result.finish_reason == "stop" and result.text.strip()
-                self._replay_answers[prompt] = result.text.strip() if finished else None
+        remembered per prompt: the base model does not change, so later absorptions reuse them. The
+        missing ones are generated in batches (:meth:`generate_batch`)."""
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._replay_answers))
+        results = (
+            self.generate_batch(
+                [prompt.question for prompt in missing],
+                memory=None,
+                contexts=[[prompt.context] if prompt.context else None for prompt in missing],
+                max_new_tokens=REPLAY_MAX_NEW_TOKENS,
+            )
+            if missing
+            else []
+        )
+        for prompt, result in zip(missing, results, strict=True):
+            finished = result.finish_reason == "stop" and result.text.strip()
+            self._replay_answers[prompt] = result.text.strip() if finished else None
         return [self._replay_answers[prompt] for prompt in prompts]
 
     def _complete_for_qa(self, prompt: str, attempt: int) -> str:

@@ -59,20 +59,20 @@ def test_base_answers_come_from_the_base_model_once(
 ) -> None:
     prompts = pick_replay_prompts(3, np.random.default_rng(0))
     calls = []
-    generate = tiny_lift.generate
+    generate_batch = tiny_lift.generate_batch
 
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("memory", "attached"))
-        return generate(*args, **kwargs)
+    def counting(prompts, **kwargs):
+        calls.append((len(prompts), kwargs.get("memory", "attached")))
+        return generate_batch(prompts, **kwargs)
 
-    monkeypatch.setattr(tiny_lift, "generate", counting)
+    monkeypatch.setattr(tiny_lift, "generate_batch", counting)
     answers = tiny_lift._base_answers(prompts)
-    assert calls == [None, None, None]  # memory=None: the base model, whatever memory is attached
+    assert calls == [(3, None)]  # one batch; memory=None: the base model, whatever memory is attached
     for prompt, answer in zip(prompts, answers, strict=True):
         context = [prompt.context] if prompt.context else None
-        result = generate(prompt.question, memory=None, context=context, max_new_tokens=64)
+        result = tiny_lift.generate(prompt.question, memory=None, context=context, max_new_tokens=64)
         assert answer == (result.text.strip() if result.finish_reason == "stop" else None)
-    assert tiny_lift._base_answers(prompts) == answers and len(calls) == 3  # remembered
+    assert tiny_lift._base_answers(prompts) == answers and len(calls) == 1  # remembered
 
 
 def test_absorb_trains_the_replay_samples(tiny_lift: LIFTModel, monkeypatch: pytest.MonkeyPatch) -> None:
