@@ -402,14 +402,16 @@ class LIFTModel:
         """
         time.sleep(_STEP_HANDOFF_S)
         with self.lock:
-            self.backend.activate(weights)
-            for param in weights.parameters():  # activating may freeze everything in the model (LoRA)
-                param.requires_grad_(True)
+            self._activate_for_training(weights)
             if config.gradient_checkpointing:
                 self._set_checkpointing(True)
-            modules = [*self.model.modules(), *weights.modules()]
+            compiled = (
+                compiled_modules([*self.model.modules(), *weights.modules()])
+                if config.compile
+                else contextlib.nullcontext()
+            )
             try:
-                with compiled_modules(modules) if config.compile else contextlib.nullcontext():
+                with compiled:
                     yield
             finally:
                 if config.gradient_checkpointing:
@@ -423,9 +425,13 @@ class LIFTModel:
         try:
             yield
         finally:
-            self.backend.activate(weights)
-            for param in weights.parameters():  # activating may freeze everything in the model (LoRA)
-                param.requires_grad_(True)
+            self._activate_for_training(weights)
+
+    def _activate_for_training(self, weights: Any) -> None:
+        """Make ``weights`` the active memory, its parameters trainable."""
+        self.backend.activate(weights)
+        for param in weights.parameters():  # activating may freeze everything in the model (LoRA)
+            param.requires_grad_(True)
 
     def _checkpoint_key(self, config: LIFTConfig, into: Memory | None, digest: str) -> str:
         """Names an absorption's checkpoints: the same library version, samples, settings, base model,

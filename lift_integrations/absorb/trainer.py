@@ -250,7 +250,7 @@ def packs_shared_prefixes(model: nn.Module) -> bool:
     """
     if _attention_implementation(model) not in ("sdpa", "eager") or bidirectional(model):
         return False
-    config = getattr(model.config, "text_config", None) or model.config
+    config = _text_config(model)
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None:
         return all(kind == "full_attention" for kind in layer_types)
@@ -414,7 +414,7 @@ def replay_losses(
     gated = config.replay_gate_weight > 0
     if gated and record_gates is None:
         raise ValueError("LIFTConfig.replay_gate_weight needs an adapter with a gate (Gated Memory)")
-    with record_gates() if gated and record_gates else contextlib.nullcontext() as gates:
+    with record_gates() if gated else contextlib.nullcontext() as gates:
         logits = model(input_ids=ids).logits
     answer_weight = config.qa_weight if config.replay_weight is None else config.replay_weight
     if answer_weight > 0:
@@ -458,16 +458,19 @@ def _cache_argument(decoder: nn.Module, cache: Any) -> dict[str, Any]:
     return {name: cache}
 
 
+def _text_config(model: nn.Module) -> Any:
+    """The decoder's own config (a multimodal model keeps it in ``text_config``)."""
+    return getattr(model.config, "text_config", None) or model.config
+
+
 def _attention_implementation(model: nn.Module) -> str | None:
-    config = getattr(model.config, "text_config", None) or model.config
-    return getattr(config, "_attn_implementation", None)
+    return getattr(_text_config(model), "_attn_implementation", None)
 
 
 def bidirectional(model: nn.Module) -> bool:
     """Whether the model lets tokens attend to later ones (then padding needs a mask and no prefix can
     be shared)."""
-    config = getattr(model.config, "text_config", None) or model.config
-    return bool(getattr(config, "use_bidirectional_attention", False))
+    return bool(getattr(_text_config(model), "use_bidirectional_attention", False))
 
 
 def train_memory(
@@ -588,14 +591,14 @@ def train_memory(
                     prefix = None
                     if not forward.shared:
                         batch = _collate(micro, pad_id, device)
-                    elif packed:
-                        suffixes = [_suffix(s, forward.shared) for s in micro]
-                        batch = _collate_packed(
-                            micro[0].input_ids[: forward.shared], suffixes, device, additive_mask
-                        )
                     else:
-                        prefix = to_device(torch.tensor([micro[0].input_ids[: forward.shared]]), device)
-                        batch = _collate([_suffix(s, forward.shared) for s in micro], pad_id, device)
+                        shared_ids = micro[0].input_ids[: forward.shared]
+                        suffixes = [_suffix(s, forward.shared) for s in micro]
+                        if packed:
+                            batch = _collate_packed(shared_ids, suffixes, device, additive_mask)
+                        else:
+                            prefix = to_device(torch.tensor([shared_ids]), device)
+                            batch = _collate(suffixes, pad_id, device)
                     with autocast:
                         loss = per_sample_loss(model, batch, prefix)
                     weighted = (loss * micro_weights).sum() / total_weight
