@@ -19,7 +19,13 @@ from lift_integrations.absorb.replay import (
 )
 from lift_integrations.absorb.samples import SEPARATOR, document_text, qa_samples, segment_samples
 from lift_integrations.absorb.segmentation import head_tail, tokenize_document
-from lift_integrations.absorb.trainer import AbsorbProgress, CheckpointStore, samples_digest, train_memory
+from lift_integrations.absorb.trainer import (
+    AbsorbProgress,
+    CheckpointStore,
+    caches_shared_prefixes,
+    samples_digest,
+    train_memory,
+)
 from lift_integrations.config import LIFTConfig
 from lift_integrations.documents import normalize_documents
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
@@ -406,7 +412,10 @@ class LIFTModel:
             if config.gradient_checkpointing:
                 self._set_checkpointing(True)
             compiled = (
-                compiled_modules([*self.model.modules(), *weights.modules()])
+                compiled_modules(
+                    [*self.model.modules(), *weights.modules()],
+                    whole_layers=not caches_shared_prefixes(self.model, config),
+                )
                 if config.compile
                 else contextlib.nullcontext()
             )

@@ -65,14 +65,16 @@ TINY_SHAPE = dict(
 """The size of every tiny test model: 2 layers, 64 wide, grouped-query attention (4 heads, 2 KV heads)."""
 
 
-def build_tiny_model(arch: str = "llama", *, seed: int = 0, attn: str = "sdpa", window: int = 1024):
-    """A random 2-layer model of the given architecture with grouped-query attention."""
+def build_tiny_model(
+    arch: str = "llama", *, seed: int = 0, attn: str = "sdpa", window: int = 1024, layers: int | None = None
+):
+    """A random 2-layer (or ``layers``-layer) model of the given architecture with grouped-query attention."""
     import torch
     import transformers
 
     tokenizer = tiny_tokenizer()
     common = dict(
-        **TINY_SHAPE,
+        **(TINY_SHAPE if layers is None else {**TINY_SHAPE, "num_hidden_layers": layers}),
         vocab_size=len(tokenizer),
         max_position_embeddings=window,
         pad_token_id=tokenizer.pad_token_id,

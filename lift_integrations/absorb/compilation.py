@@ -26,15 +26,21 @@ FUSED_CLASS_SUFFIXES: tuple[str, ...] = ("RMSNorm", "MLP")
 """Module classes whose ``forward`` is compiled, by the end of their name (every supported architecture
 names its norms and feed-forward blocks so: ``LlamaRMSNorm``, ``Gemma3MLP``, ...)."""
 
+LAYER_CLASS_SUFFIX = "DecoderLayer"
+"""Whole decoder layers (``LlamaDecoderLayer``, ``Qwen3DecoderLayer``, ...), compiled when the training
+passes use no key/value cache (see :func:`compiled_modules`)."""
+
 DEFAULT_BACKEND = "inductor"
 RECOMPILE_LIMIT = 64
 
 _compiled: dict[tuple[type, str, str], Callable[..., Any]] = {}
 
 
-def compiled_method_names(module: nn.Module) -> tuple[str, ...]:
-    """The methods of ``module`` worth compiling: those its class lists in ``compiled_methods``, else
-    ``forward`` for norms and MLPs, else none."""
+def compiled_method_names(module: nn.Module, *, whole_layers: bool = False) -> tuple[str, ...]:
+    """The methods of ``module`` worth compiling: with ``whole_layers``, ``forward`` of decoder layers
+    only; else those its class lists in ``compiled_methods``, ``forward`` for norms and MLPs, else none."""
+    if whole_layers:
+        return ("forward",) if type(module).__name__.endswith(LAYER_CLASS_SUFFIX) else ()
     listed = getattr(type(module), "compiled_methods", None)
     if listed is not None:
         return tuple(listed)
@@ -57,14 +63,21 @@ def _compiled_function(cls: type, name: str, backend: str) -> tuple[Callable[...
 
 
 @contextlib.contextmanager
-def compiled_modules(modules: Iterable[nn.Module], backend: str | None = None) -> Iterator[int]:
+def compiled_modules(
+    modules: Iterable[nn.Module], backend: str | None = None, *, whole_layers: bool = False
+) -> Iterator[int]:
     """Run the fusable methods of ``modules`` compiled while the context is entered; yields how many
-    methods were replaced. Leaving it restores every module's own methods."""
+    methods were replaced. Leaving it restores every module's own methods.
+
+    ``whole_layers`` compiles each decoder layer whole (attention, rotary embedding, residual adds and
+    the adapter's hooks included), which fuses more but needs passes without a key/value cache: a cache
+    holds per-layer state that would specialise the compiled layer to one layer index.
+    """
     backend = backend or DEFAULT_BACKEND
     replaced: list[tuple[nn.Module, str]] = []
     try:
         for module in modules:
-            for name in compiled_method_names(module):
+            for name in compiled_method_names(module, whole_layers=whole_layers):
                 if name in module.__dict__:  # already replaced (a module reached twice, or nested use)
                     continue
                 function, static = _compiled_function(type(module), name, backend)

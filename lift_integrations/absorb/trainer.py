@@ -296,6 +296,14 @@ def _collate_packed(
     return batch
 
 
+def caches_shared_prefixes(model: nn.Module, config: LIFTConfig) -> bool:
+    """Whether training runs shared prefixes through the key/value cache: models that cannot pack them
+    (:func:`packs_shared_prefixes`), unless HF's gradient checkpointing (which turns the cache off) or a
+    bidirectional model rules sharing out."""
+    sharing = config.share_prefixes and not bidirectional(model)
+    return sharing and not config.gradient_checkpointing and not packs_shared_prefixes(model)
+
+
 def use_bf16_autocast(precision: str, device: torch.device, model_dtype: torch.dtype) -> bool:
     """Whether training runs its matrix products in bf16 (see ``LIFTConfig.precision``)."""
     if precision == "fp32" or model_dtype != torch.float32:
@@ -363,10 +371,11 @@ def per_sample_loss(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             position_ids=batch["position_ids"],
+            use_cache=False,
         ).last_hidden_state
     elif prefix is None:
         mask = batch["attention_mask"] if bidirectional(model) else None
-        hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False).last_hidden_state
     else:
         cache = decoder(input_ids=prefix, use_cache=True).past_key_values
         cache.batch_repeat_interleave(batch["input_ids"].shape[0])
@@ -530,9 +539,8 @@ def train_memory(
     # A shared prefix runs packed into one row, or else through the key/value cache, which HF's gradient
     # checkpointing turns off.
     packed = packs_shared_prefixes(model)
-    share_prefixes = (
-        config.share_prefixes and not bidirectional(model) and (packed or not config.gradient_checkpointing)
-    )
+    share_prefixes = packed and config.share_prefixes and not bidirectional(model)
+    share_prefixes = share_prefixes or caches_shared_prefixes(model, config)
     additive_mask = next(model.parameters()).dtype if _attention_implementation(model) == "eager" else None
     model_dtype = next(model.parameters()).dtype
     autocast = torch.autocast(

@@ -33,9 +33,12 @@ def _batch(tokenizer, lengths: list[int]) -> dict[str, torch.Tensor]:
     return _collate(samples, tokenizer.pad_token_id, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
-def test_compiled_modules_give_the_losses_and_gradients_of_eager_ones(arch: str) -> None:
-    model, tokenizer = build_tiny_model(arch)
+@pytest.mark.parametrize(
+    ("arch", "whole_layers"),
+    [("llama", False), ("qwen3", False), ("gemma3", False), ("llama", True), ("qwen3", True)],
+)
+def test_compiled_modules_give_the_losses_and_gradients_of_eager_ones(arch: str, whole_layers: bool) -> None:
+    model, tokenizer = build_tiny_model(arch, layers=3)
     model.float()
     lift = LIFTModel(model, tokenizer, name=f"tiny-{arch}")
     weights = lift.backend.create(generator=torch.Generator().manual_seed(0))
@@ -53,7 +56,7 @@ def test_compiled_modules_give_the_losses_and_gradients_of_eager_ones(arch: str)
         batch = _batch(tokenizer, lengths)
         eager = per_sample_loss(model, batch)
         eager_grads = torch.autograd.grad(eager.sum(), params)
-        with compiled_modules(modules, backend="aot_eager") as count:
+        with compiled_modules(modules, backend="aot_eager", whole_layers=whole_layers) as count:
             compiled = per_sample_loss(model, batch)
             compiled_grads = torch.autograd.grad(compiled.sum(), params)
         results.append(count)
@@ -62,11 +65,38 @@ def test_compiled_modules_give_the_losses_and_gradients_of_eager_ones(arch: str)
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
     lift.backend.activate(None)
 
-    norms = sum(type(m).__name__.endswith("RMSNorm") for m in model.modules())
-    mlps = sum(type(m).__name__.endswith("MLP") for m in model.modules())
-    assert results[0] == results[1] == norms + mlps + 2 * len(weights.layers)
+    if whole_layers:
+        expected = sum(type(m).__name__.endswith("DecoderLayer") for m in model.modules())
+    else:
+        norms = sum(type(m).__name__.endswith("RMSNorm") for m in model.modules())
+        mlps = sum(type(m).__name__.endswith("MLP") for m in model.modules())
+        expected = norms + mlps + 2 * len(weights.layers)
+    assert results[0] == results[1] == expected
     # Left: every module runs its own class's methods again.
-    assert not any(name in m.__dict__ for m in modules for name in compiled_method_names(m))
+    for mode in (False, True):
+        assert not any(
+            name in m.__dict__ for m in modules for name in compiled_method_names(m, whole_layers=mode)
+        )
+
+
+def test_one_compiled_decoder_layer_serves_every_layer() -> None:
+    """Gated Memory's hooks keep each layer's state on an object of their own, so the compiled layer is
+    not specialised to a layer index: a 6-layer model needs two graphs (the first layer, whose input
+    needs no gradient, and every other), not six."""
+    torch._dynamo.reset()
+    model, tokenizer = build_tiny_model("llama", layers=6)
+    model.float()
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    weights = lift.backend.create(generator=torch.Generator().manual_seed(0))
+    lift.backend.activate(weights)
+    for param in weights.parameters():
+        param.requires_grad_(True)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    with compiled_modules(model.modules(), backend="aot_eager", whole_layers=True) as count:
+        per_sample_loss(model, _batch(tokenizer, [20, 13])).sum().backward()
+    lift.backend.activate(None)
+    assert count == 6
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 2
 
 
 @pytest.mark.parametrize("adapter", ["gated_memory", "lora"])

@@ -77,7 +77,7 @@ class GatedMemoryBackend(AdapterBackend):
         self.bias = bool(getattr(first.config, "attention_bias", False)) if bias is None else bias
         self._active: GatedMemoryWeights | None = None
         self._handles: list[RemovableHandle] = []
-        self._pending: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.attention)
+        self._slots = [LayerHooks(self, getattr(attention, "q_norm", None)) for attention in self.attention]
         self._gate_sink: list[torch.Tensor] | None = None
 
     def create(self, generator: torch.Generator | None = None) -> GatedMemoryWeights:
@@ -98,6 +98,8 @@ class GatedMemoryBackend(AdapterBackend):
         if not isinstance(weights, GatedMemoryWeights) or len(weights.layers) != len(self.attention):
             raise ValueError("these weights do not belong to a Gated Memory of this model")
         self._active = weights
+        for slot, layer in zip(self._slots, weights.layers, strict=True):
+            slot.memory = layer
         if not self._handles:
             self._install_hooks()
 
@@ -120,41 +122,50 @@ class GatedMemoryBackend(AdapterBackend):
         }
 
     def _install_hooks(self) -> None:
-        for index, attention in enumerate(self.attention):
-            self._handles.append(attention.q_proj.register_forward_hook(self._query_hook(index, attention)))
-            self._handles.append(attention.o_proj.register_forward_pre_hook(self._output_hook(index)))
+        for attention, slot in zip(self.attention, self._slots, strict=True):
+            self._handles.append(attention.q_proj.register_forward_hook(slot.on_query))
+            self._handles.append(attention.o_proj.register_forward_pre_hook(slot.on_output))
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._pending = [None] * len(self.attention)
+        for slot in self._slots:
+            slot.memory = None
+            slot.pending = None
 
-    def _query_hook(self, index: int, attention: nn.Module):
+
+class LayerHooks:
+    """The hooks of one attention layer and what passes between them: the memory layer's ``(mem, gate)``
+    for the query ``q_proj`` just produced, consumed by the pre-hook of ``o_proj``.
+
+    Each layer's state lives on its own object rather than in a list indexed by layer, so every layer's
+    hooks run the same code on different objects: a compiled decoder layer
+    (:mod:`lift_integrations.absorb.compilation`) then serves every layer instead of being specialised
+    to one layer index.
+    """
+
+    def __init__(self, backend: GatedMemoryBackend, query_norm: nn.Module | None) -> None:
+        self.backend = backend
         # Qwen3 and Gemma3 normalise the query per head (q_norm) before RoPE. Their layouts around q_norm
         # differ, so the norm is applied here on q_proj's output, whose layout is the same everywhere.
-        query_norm = getattr(attention, "q_norm", None)
+        self.query_norm = query_norm
+        self.memory: GatedMemoryLayer | None = None
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            if self._active is None:
-                return
-            query = output.view(*output.shape[:2], self.num_heads, self.head_dim)
-            if query_norm is not None:
-                query = query_norm(query)
-            self._pending[index] = self._active.layers[index](query)
-            if self._gate_sink is not None:
-                self._gate_sink.append(self._pending[index][1])
+    def on_query(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        if self.memory is None:
+            return
+        query = output.view(*output.shape[:2], self.backend.num_heads, self.backend.head_dim)
+        if self.query_norm is not None:
+            query = self.query_norm(query)
+        self.pending = self.memory(query)
+        if self.backend._gate_sink is not None:
+            self.backend._gate_sink.append(self.pending[1])
 
-        return hook
-
-    def _output_hook(self, index: int):
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-            pending = self._pending[index]
-            if pending is None:
-                return None
-            self._pending[index] = None
-            memory, gate = pending
-            mix = self._active.layers[index].mix  # the instance's: training may have compiled it
-            return (mix(args[0], memory, gate), *args[1:])
-
-        return hook
+    def on_output(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if self.pending is None or self.memory is None:
+            return None
+        memory, gate = self.pending
+        self.pending = None
+        return (self.memory.mix(args[0], memory, gate), *args[1:])  # the instance's: may be compiled
