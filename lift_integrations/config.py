@@ -78,10 +78,12 @@ class LIFTConfig:
     """Matrix precision while training: ``auto`` uses bf16 autocast on CUDA and on CPUs with native bf16
     (AMX or AVX512-BF16), fp32 elsewhere. The memory's parameters always stay fp32."""
     compile: bool = False
-    """Fuse the element-wise work of the norms, MLPs and Gated Memory with ``torch.compile`` while
-    training (module by module, see :mod:`lift_integrations.absorb.compilation`). Worth it on a GPU that
-    absorbs many documents: the first absorption in a process pays for compiling (about 100 s on an H200),
-    later ones run faster (docs/benchmarks.md). Results equal eager training up to rounding."""
+    """Compile training with ``torch.compile``: whole decoder layers (attention, rotary embedding, norms,
+    MLP and the adapter fused), or, where shared prefixes run through the key/value cache (sliding-window
+    models), the norms, MLPs and Gated Memory alone; see :mod:`lift_integrations.absorb.compilation`.
+    Worth it on a GPU that absorbs many documents: the first absorption in a process pays for compiling
+    (about 110 s on an H200), later ones run about 1.4x faster (docs/benchmarks.md). Results equal eager
+    training up to rounding."""
     seed: int = 0
     """Seeds initialisation, context views, QA picks and shuffling: a CPU run on one thread is bitwise
     reproducible (several threads may differ in the last bits)."""

@@ -1,11 +1,15 @@
-"""Fusing the small modules of training with ``torch.compile``, one module class at a time.
+"""Fusing training's many small kernels with ``torch.compile``.
 
 A training step of a small model on long sequences spends much of its GPU time in element-wise kernels
-that each read and write whole activations: an RMS norm is about ten of them forward and backward, the
-MLP's activation and product three more, Gated Memory's gate and mix a few again. ``torch.compile`` fuses
-each such module into one or two kernels per direction. Compiling module by module instead of the whole
-decoder keeps compilation to seconds: every decoder layer shares one compiled function per module class
-(compiled for any sequence length), and the attention code, with the adapter's hooks, runs as it is.
+that each read and write whole activations (norms, rotary embeddings, residual adds, casts, the MLP's
+activation, Gated Memory's gate and mix), and, on short passes, in Python launching them. Compiling each
+decoder layer whole fuses them into a few kernels per direction. Every decoder layer shares one compiled
+function (compiled for any sequence length): the adapters' hooks keep per-layer state on per-layer
+objects, so nothing in the traced code names a layer index.
+
+A pass through the key/value cache (the shared-prefix path of sliding-window models) does name one: the
+cache's per-layer entries would specialise the compiled layer to each layer in turn. Such training
+compiles the norms, MLPs and Gated Memory module by module instead, and runs the attention code as it is.
 
 Compiled methods are installed on the module instances only for as long as :func:`compiled_modules` is
 entered (one optimizer step of an absorption), so generation and every other caller of the model run the

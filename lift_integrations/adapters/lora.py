@@ -96,9 +96,12 @@ class LoRABackend(AdapterBackend):
             for kind in ("lora_A", "lora_B"):
                 linear = getattr(module, kind)[name]
                 if kind == "lora_A" and generator is not None:
+                    # Drawn on the generator's device (the CPU) and copied: the same seed gives the
+                    # same memory on any device, and a CPU generator cannot fill a GPU tensor.
+                    bound = 1.0 / linear.weight.shape[1] ** 0.5
+                    values = torch.empty(linear.weight.shape, device=generator.device)
                     with torch.no_grad():
-                        bound = 1.0 / linear.weight.shape[1] ** 0.5
-                        linear.weight.uniform_(-bound, bound, generator=generator)
+                        linear.weight.copy_(values.uniform_(-bound, bound, generator=generator))
                 tensors[f"{module_name}.{kind}.weight"] = linear.weight
         for param in self.model.parameters():
             if not any(param is t for t in tensors.values()):

@@ -75,7 +75,6 @@ class GatedMemoryBackend(AdapterBackend):
         self.head_dim = int(first.head_dim)
         bias = self.config.bias
         self.bias = bool(getattr(first.config, "attention_bias", False)) if bias is None else bias
-        self._active: GatedMemoryWeights | None = None
         self._handles: list[RemovableHandle] = []
         self._slots = [LayerHooks(self, getattr(attention, "q_norm", None)) for attention in self.attention]
         self._gate_sink: list[torch.Tensor] | None = None
@@ -93,11 +92,9 @@ class GatedMemoryBackend(AdapterBackend):
     def activate(self, weights: nn.Module | None) -> None:
         if weights is None:
             self._remove_hooks()
-            self._active = None
             return
         if not isinstance(weights, GatedMemoryWeights) or len(weights.layers) != len(self.attention):
             raise ValueError("these weights do not belong to a Gated Memory of this model")
-        self._active = weights
         for slot, layer in zip(self._slots, weights.layers, strict=True):
             slot.memory = layer
         if not self._handles:
