@@ -539,8 +539,8 @@ def train_memory(
     # A shared prefix runs packed into one row, or else through the key/value cache, which HF's gradient
     # checkpointing turns off.
     packed = packs_shared_prefixes(model)
-    share_prefixes = packed and config.share_prefixes and not bidirectional(model)
-    share_prefixes = share_prefixes or caches_shared_prefixes(model, config)
+    sharing = config.share_prefixes and not bidirectional(model)
+    share_prefixes = (sharing and packed) or caches_shared_prefixes(model, config)
     additive_mask = next(model.parameters()).dtype if _attention_implementation(model) == "eager" else None
     model_dtype = next(model.parameters()).dtype
     autocast = torch.autocast(
