@@ -75,9 +75,13 @@ def compiled_modules(
 
     ``whole_layers`` compiles each decoder layer whole (attention, rotary embedding, residual adds and
     the adapter's hooks included), which fuses more but needs passes without a key/value cache: a cache
-    holds per-layer state that would specialise the compiled layer to one layer index.
+    holds per-layer state that would specialise the compiled layer to one layer index. A model without
+    classes named like decoder layers is compiled module by module.
     """
     backend = backend or DEFAULT_BACKEND
+    modules = list(modules)
+    if whole_layers and not any(compiled_method_names(m, whole_layers=True) for m in modules):
+        whole_layers = False
     replaced: list[tuple[nn.Module, str]] = []
     try:
         for module in modules:

@@ -79,6 +79,16 @@ def test_compiled_modules_give_the_losses_and_gradients_of_eager_ones(arch: str,
         )
 
 
+def test_a_model_without_decoder_layer_classes_is_compiled_module_by_module() -> None:
+    model, _ = build_tiny_model("llama")
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    others = [m for m in model.modules() if not type(m).__name__.endswith("DecoderLayer")]
+    with compiled_modules(others, backend="aot_eager", whole_layers=True) as count:
+        assert count == sum(len(compiled_method_names(m)) for m in others) > 0
+    with compiled_modules([*layers, *others], backend="aot_eager", whole_layers=True) as count:
+        assert count == len(layers)
+
+
 def test_one_compiled_decoder_layer_serves_every_layer() -> None:
     """Gated Memory's hooks keep each layer's state on an object of their own, so the compiled layer is
     not specialised to a layer index: a 6-layer model needs two graphs (the first layer, whose input
