@@ -79,8 +79,9 @@ class LIFTConfig:
     (AMX or AVX512-BF16), fp32 elsewhere. The memory's parameters always stay fp32."""
     compile: bool = False
     """Compile training with ``torch.compile``: whole decoder layers (attention, rotary embedding, norms,
-    MLP and the adapter fused), or, where shared prefixes run through the key/value cache (sliding-window
-    models), the norms, MLPs and Gated Memory alone; see :mod:`lift_integrations.absorb.compilation`.
+    MLP and Gated Memory fused), or the norms, MLPs and Gated Memory alone for LoRA, with gradient
+    checkpointing, and where shared prefixes run through the key/value cache (sliding-window models);
+    see :mod:`lift_integrations.absorb.compilation`.
     Worth it on a GPU that absorbs many documents: the first absorption in a process pays for compiling
     (about 110 s on an H200), later ones run about 1.4x faster (docs/benchmarks.md). Results equal eager
     training up to rounding."""

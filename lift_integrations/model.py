@@ -414,7 +414,7 @@ class LIFTModel:
             compiled = (
                 compiled_modules(
                     [*self.model.modules(), *weights.modules()],
-                    whole_layers=not caches_shared_prefixes(self.model, config),
+                    whole_layers=self._compiles_whole_layers(config),
                 )
                 if config.compile
                 else contextlib.nullcontext()
@@ -426,6 +426,17 @@ class LIFTModel:
                 if config.gradient_checkpointing:
                     self._set_checkpointing(False)
                 self.backend.activate(None)
+
+    def _compiles_whole_layers(self, config: LIFTConfig) -> bool:
+        """Whether ``config.compile`` compiles whole decoder layers rather than module by module: only for
+        an adapter whose code looks the same in every layer and memory, without HF's gradient
+        checkpointing (the adapter's hooks record state, which a compiled checkpoint refuses) and
+        without passes through the key/value cache (per-layer state)."""
+        return (
+            self.backend.compiles_whole_layers
+            and not config.gradient_checkpointing
+            and not caches_shared_prefixes(self.model, config)
+        )
 
     @contextlib.contextmanager
     def _without_memory(self, weights: Any) -> Iterator[None]:

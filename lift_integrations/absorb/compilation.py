@@ -8,8 +8,11 @@ function (compiled for any sequence length): the adapters' hooks keep per-layer 
 objects, so nothing in the traced code names a layer index.
 
 A pass through the key/value cache (the shared-prefix path of sliding-window models) does name one: the
-cache's per-layer entries would specialise the compiled layer to each layer in turn. Such training
-compiles the norms, MLPs and Gated Memory module by module instead, and runs the attention code as it is.
+cache's per-layer entries would specialise the compiled layer to each layer in turn. PEFT's LoRA layers
+name their memory (the adapter's name), so a compiled layer would compile again for every memory, and a
+layer under gradient checkpointing refuses hooks that record state. Such training compiles the norms,
+MLPs and Gated Memory module by module instead, and runs the attention code as it is
+(``LIFTModel._compiles_whole_layers`` decides).
 
 Compiled methods are installed on the module instances only for as long as :func:`compiled_modules` is
 entered (one optimizer step of an absorption), so generation and every other caller of the model run the

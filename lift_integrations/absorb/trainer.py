@@ -419,12 +419,12 @@ def replay_losses(
         if without_memory is None:
             raise ValueError("LIFTConfig.replay_kl_weight needs the base model's outputs (without_memory)")
         with torch.no_grad(), without_memory():
-            teacher = model(input_ids=ids).logits.float().log_softmax(-1)
+            teacher = model(input_ids=ids, use_cache=False).logits.float().log_softmax(-1)
     gated = config.replay_gate_weight > 0
     if gated and record_gates is None:
         raise ValueError("LIFTConfig.replay_gate_weight needs an adapter with a gate (Gated Memory)")
     with record_gates() if gated else contextlib.nullcontext() as gates:
-        logits = model(input_ids=ids).logits
+        logits = model(input_ids=ids, use_cache=False).logits
     answer_weight = config.qa_weight if config.replay_weight is None else config.replay_weight
     if answer_weight > 0:
         supervised = logits.flatten(0, 1)[batch["positions"]].float()

@@ -19,6 +19,10 @@ class AdapterBackend(ABC):
     """
 
     kind: ClassVar[str]
+    compiles_whole_layers: ClassVar[bool] = False
+    """Whether ``LIFTConfig.compile`` may compile whole decoder layers with this adapter installed: its
+    code inside a layer must look the same for every layer and every memory, or each would compile anew
+    (see :mod:`lift_integrations.absorb.compilation`)."""
 
     @abstractmethod
     def create(self, generator: torch.Generator | None = None) -> nn.Module:

@@ -67,6 +67,8 @@ class LoRAWeights(nn.Module):
 
 class LoRABackend(AdapterBackend):
     kind = "lora"
+    # Not compiles_whole_layers: PEFT looks each memory up by its adapter name inside the layer, so a
+    # compiled layer would be specialised to one memory and compile again for the next.
 
     def __init__(self, model: nn.Module, config: LoRAConfig | None = None) -> None:
         self.model = model

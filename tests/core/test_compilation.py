@@ -8,6 +8,8 @@ generating code. The fused GPU kernels' numbers are checked on a GPU by ``benchm
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from tiny_models import build_tiny_model
@@ -130,3 +132,45 @@ def test_an_absorption_with_compile_equals_one_without(adapter: str, monkeypatch
 def test_compile_is_validated() -> None:
     with pytest.raises(ValueError, match="compile"):
         LIFTConfig(compile="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("adapter", ["gated_memory", "lora"])
+def test_a_second_memory_reuses_the_compiled_code(adapter: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiling is paid once per process: absorbing a second memory (new Gated Memory weights, a new
+    LoRA adapter name) compiles no new graph."""
+    monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    model, tokenizer = build_tiny_model("llama", layers=3)
+    lift = LIFTModel(model, tokenizer, name="tiny-llama", adapter=adapter)
+    config = LIFTConfig.fast(
+        stage1_epochs=1, stage2_epochs=1, qa_per_document=4, precision="fp32", compile=True
+    )
+    lift.absorb(FACTS, config=config)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert before > 0
+    lift.absorb(FACTS, config=config)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == before
+
+
+def test_compile_with_gradient_checkpointing_compiles_module_by_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A compiled checkpointed layer would refuse the adapter's hooks (they record state) and run
+    uncompiled; with HF's gradient checkpointing, training compiles the norms, MLPs and Gated Memory."""
+    monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    model, tokenizer = build_tiny_model("llama")
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    config = LIFTConfig.fast(
+        stage1_epochs=1,
+        stage2_epochs=1,
+        qa_per_document=4,
+        precision="fp32",
+        compile=True,
+        gradient_checkpointing=True,
+    )
+    assert lift._compiles_whole_layers(dataclasses.replace(config, gradient_checkpointing=False))
+    assert not lift._compiles_whole_layers(config)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    lift.absorb(FACTS, config=config)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > before

@@ -65,6 +65,7 @@ class GatedMemoryBackend(AdapterBackend):
     """
 
     kind = "gated_memory"
+    compiles_whole_layers = True  # per-layer state lives on LayerHooks objects, not in layer indices
 
     def __init__(self, model: nn.Module, config: GatedMemoryConfig | None = None) -> None:
         self.model = model
