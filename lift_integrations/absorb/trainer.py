@@ -540,7 +540,7 @@ def train_memory(
     # checkpointing turns off.
     packed = packs_shared_prefixes(model)
     sharing = config.share_prefixes and not bidirectional(model)
-    share_prefixes = (sharing and packed) or caches_shared_prefixes(model, config)
+    share_prefixes = sharing and (packed or not config.gradient_checkpointing)
     additive_mask = next(model.parameters()).dtype if _attention_implementation(model) == "eager" else None
     model_dtype = next(model.parameters()).dtype
     autocast = torch.autocast(
