@@ -102,6 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="pick chunk size and k per document by RAG's own F1 (default: on, off with --quick)",
     )
+    parser.add_argument(
+        "--memory-seeds",
+        type=int,
+        default=1,
+        help="absorb each memory with this many seeds (--seed, --seed + 1, ...) and average its arms' "
+        "scores per question (default 1)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument(
         "--general",
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         llamaindex_stock_prompt=args.llamaindex_stock_prompt,
         general_probe=max(0, args.general),
         answer_batch=max(1, args.answer_batch),
+        memory_seeds=args.memory_seeds,
     )
     report = run_comparison(lift, cases, arms, settings)
     report["meta"].update(

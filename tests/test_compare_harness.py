@@ -444,3 +444,48 @@ def test_batched_answers_equal_one_at_a_time(run: dict[str, Any]) -> None:
         for side in ("base", "memory"):
             got = [r["answer"] for r in batched["general"]["questions"][side]]
             assert got == [r["answer"] for r in single["general"]["questions"][side]], side
+
+
+def test_memory_seeds_average_each_question_over_absorptions(run: dict[str, Any]) -> None:
+    """``memory_seeds=2`` absorbs every memory twice (the recipe's seed, then seed + 1); each memory arm
+    scores a question by its mean over both answers, the first seed's answers are the one-seed run's,
+    arms without a memory answer once, and the probe pools both document memories."""
+    from lift_integrations.bench.squad import f1_score
+
+    lift = run["lift"]
+    base: HarnessSettings = run["settings"]
+    settings = HarnessSettings(
+        **{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "memory_seeds": 2}
+    )
+    seeds: list[int] = []
+    absorb = lift.absorb
+
+    def recording_absorb(*args: Any, **kwargs: Any) -> Any:
+        seeds.append(kwargs["config"].seed)
+        return absorb(*args, **kwargs)
+
+    arms = ["closed_book", "lift_only", "hybrid", "control"]
+    lift.absorb = recording_absorb
+    try:
+        report = run_comparison(lift, run["cases"][:1], arms, settings)
+    finally:
+        lift.absorb = absorb
+    seed = base.absorb_config.seed
+    assert seeds == [seed, seed, seed + 1, seed + 1]  # document, control; then both again
+    case, single = report["cases"][0], run["report"]["cases"][0]
+    assert set(case["absorption"]) == {"document", "control", "document@seed1", "control@seed1"}
+    assert report["meta"]["memory_seeds"] == 2
+    assert "answers" not in case["questions"]["closed_book"][0]
+    for arm in ("lift_only", "hybrid", "control"):
+        rows = case["questions"][arm]
+        assert [r["answers"][0] for r in rows] == [r["answer"] for r in single["questions"][arm]], arm
+        per_seed = [[f1_score(r["answers"][i], r["gold"]) for r in rows] for i in range(2)]
+        for row, f1s in zip(rows, zip(*per_seed, strict=True), strict=True):
+            assert row["f1"] == pytest.approx(sum(f1s) / 2)
+        assert case["memory_seeds"][arm] == pytest.approx([sum(f) / len(f) for f in per_seed])
+    assert set(case["memory_seeds"]) == {"lift_only", "hybrid", "control"}
+    assert case["general"]["seeds"] == 2 and len(case["general"]["questions"]["memory"][0]["answers"]) == 2
+    markdown = markdown_report(report)
+    assert "## F1 per memory seed" in markdown and "absorbed 2 times" in markdown
+    with pytest.raises(ValueError, match="memory_seeds"):
+        HarnessSettings(memory_seeds=0)

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -157,12 +157,27 @@ class HarnessSettings:
     llamaindex_stock_prompt: bool = False
     general_probe: int = 20
     general_questions: Sequence[BenchQuestion] | None = None
+    memory_seeds: int = 1
+    """Absorptions of each memory, with the recipe's seed, seed + 1, ...: every arm with a memory answers
+    once per seed and its per-question scores are the mean over seeds. One training run of a memory moves
+    its arm by several F1 points (docs/tuning.md, sweep 9), as much as the effects being measured; the
+    mean over a few seeds measures the recipe rather than one run of it. Arms without a memory run once."""
     answer_batch: int = 1
     """Questions answered together (:meth:`LIFTModel.generate_batch`) by the arms that can (all but
     ``rag_llamaindex``), RAG tuning and the probe. 1 answers one question at a time, streaming, so each
     answer's time to first token and latency are its own; above 1 an answer's latency is its batch's time
     split evenly (nothing streams). Greedy answers are the same up to the rounding of padded batches."""
     log: Callable[[str], None] | None = print
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.memory_seeds, int)
+            or isinstance(self.memory_seeds, bool)
+            or self.memory_seeds < 1
+        ):
+            raise ValueError(
+                f"HarnessSettings.memory_seeds must be a positive integer, got {self.memory_seeds!r}"
+            )
 
     @property
     def overlap(self) -> int:
@@ -404,6 +419,7 @@ class CaseResources:
     rag: dict[str, Any] = field(default_factory=dict)
     _stores: dict[tuple[int, int], Any] = field(default_factory=dict)
     _memories: dict[str, Memory] = field(default_factory=dict)
+    _seed_offset: int = 0
 
     @property
     def document(self) -> BenchDocument:
@@ -428,6 +444,15 @@ class CaseResources:
             self._memories[which] = self._absorb(which, source)
         return self._memories[which]
 
+    def next_memory_seed(self) -> None:
+        """Release the memories made so far; the next ones are absorbed with the recipe's seed plus one
+        more than before (:attr:`HarnessSettings.memory_seeds`). Their absorption records are kept, the
+        first seed's under ``"document"``/``"control"``, later ones under ``"document@seed1"`` and so on."""
+        for memory in self._memories.values():
+            self.lift.release(memory)
+        self._memories.clear()
+        self._seed_offset += 1
+
     def absorbed(self, which: str = "document") -> Memory | None:
         """The memory if an arm already made it, else ``None``: for measurements that must reuse the arms'
         memory rather than train one of their own (the general-ability probe)."""
@@ -443,13 +468,16 @@ class CaseResources:
                 if self.lift.device.type == "cpu"
                 else (LIFTConfig.paper(seed=self.settings.seed))
             )
+        if self._seed_offset:
+            config = replace(config, seed=config.seed + self._seed_offset)
         tokens = self.lift.count_tokens(source.full_text)
         self.settings.say(f"  absorbing the {which} memory: {source.label!r}, {tokens:,} tokens")
         start = time.perf_counter()
         memory = self.lift.absorb((source.title, source.text), config=config)
         wall = time.perf_counter() - start
         stats = memory.stats
-        self.absorptions[which] = Absorption(
+        record = f"{which}@seed{self._seed_offset}" if self._seed_offset else which
+        self.absorptions[record] = Absorption(
             title=source.label,
             document_tokens=tokens,
             wall_s=round(wall, 3),
@@ -461,7 +489,7 @@ class CaseResources:
             disk_bytes=_disk_bytes(memory),
         )
         self.settings.say(
-            f"  absorbed in {wall:.1f} s ({self.absorptions[which].tokens_per_s:,.0f} trained tok/s)"
+            f"  absorbed in {wall:.1f} s ({self.absorptions[record].tokens_per_s:,.0f} trained tok/s)"
         )
         return memory
 

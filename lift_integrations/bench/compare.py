@@ -626,6 +626,100 @@ def _say_probe(general: dict[str, Any], settings: HarnessSettings) -> None:
             )
 
 
+def _uses_memory(arm: Arm) -> bool:
+    """Whether the arm answers with a memory (the document's or the control's), so that each memory
+    seed answers again with it; an arm of another kind (or a custom arm without ``source``) runs once."""
+    return getattr(arm, "source", None) in ("document", "control")
+
+
+def _run_arm(
+    arm: Arm,
+    resources: CaseResources,
+    questions: Sequence[BenchQuestion],
+    settings: HarnessSettings,
+    kv_per_token: int,
+) -> tuple[list[dict[str, Any]], float]:
+    """Prepare ``arm`` and answer every question with it: the scored rows and the seconds preparing took."""
+    timer = _Timer()
+    arm.prepare(resources)
+    seconds = timer()
+    answers = answer_all(arm, [q.question for q in questions], settings)
+    rows = [_score(q, a) for q, a in zip(questions, answers, strict=True)]
+    stats = _arm_stats(rows, settings, kv_per_token)
+    settings.say(
+        f"  {arm.name:<15} F1 {stats['f1']['mean']:.3f}  EM {stats['em']['mean']:.3f}  "
+        f"contains {stats['contains']:.2f}  {stats['total_s_mean']:.2f} s/question"
+    )
+    return rows, seconds
+
+
+def _probe_case(
+    lift: LIFTModel,
+    case: Case,
+    resources: CaseResources,
+    settings: HarnessSettings,
+    knowledge: Sequence[BenchQuestion],
+    base_rows: dict[ProbeQuestion, dict[str, Any]],
+) -> dict[str, Any] | None:
+    """The general-ability probe with the case's document memory, if an arm made one (it never absorbs)."""
+    memory = resources.absorbed("document")
+    if memory is None or settings.general_probe <= 0:
+        return None
+    probe = general_probe_questions(case, settings, knowledge)
+    if not probe:
+        settings.say("  general probe: no questions (no knowledge file, no unrelated articles)")
+        return None
+    timer = _Timer()
+    general = run_general_probe(lift, memory, probe, settings, base_rows)
+    general["wall_s"] = timer()
+    _say_probe(general, settings)
+    return general
+
+
+def _mean_over_seeds(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per question from the rows of several absorption seeds (same questions, same order):
+    scores and latencies are the mean over seeds, ``answer`` is the first seed's and ``answers`` all of
+    them. Averaging per question keeps the bootstrap over questions and the pairing with controls."""
+    if len(runs) == 1:
+        return runs[0]
+    merged = []
+    for rows in zip(*runs, strict=True):
+        if len({r["question"] for r in rows}) != 1:
+            raise AssertionError("memory seeds answered different questions")
+        row = dict(rows[0])
+        for key in ("em", "f1", "contains", "ttft_s", "total_s"):
+            row[key] = float(np.mean([r[key] for r in rows]))
+        row["answers"] = [r["answer"] for r in rows]
+        merged.append(row)
+    return merged
+
+
+def _seed_means(runs: dict[str, list[list[dict[str, Any]]]]) -> dict[str, list[float]]:
+    """Each memory arm's mean F1 under each seed: how much one training run moves the arm."""
+    return {
+        name: [float(np.mean([r["f1"] for r in rows])) for rows in per_seed]
+        for name, per_seed in runs.items()
+        if len(per_seed) > 1
+    }
+
+
+def _combine_probes(
+    probes: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_token: int
+) -> dict[str, Any] | None:
+    """The probe over several seeds' document memories: each question's with-memory row is the mean over
+    the seeds, against the base model's row (which no seed changes)."""
+    if len(probes) <= 1:
+        return probes[0] if probes else None
+    base = probes[0]["questions"]["base"]
+    memory = _mean_over_seeds([p["questions"]["memory"] for p in probes])
+    return {
+        "kinds": _probe_stats(base, memory, settings, kv_per_token),
+        "questions": {"base": base, "memory": memory},
+        "wall_s": sum(p["wall_s"] for p in probes),
+        "seeds": len(probes),
+    }
+
+
 def run_comparison(
     lift: LIFTModel,
     cases: Sequence[Case],
@@ -642,6 +736,10 @@ def run_comparison(
     When an arm made the case's document memory and ``settings.general_probe`` is positive, the
     general-ability probe (:func:`run_general_probe`) runs with that same memory before it is released:
     each case's ``general`` (``None`` otherwise) and each setting's pooled ``general`` in the summary.
+
+    With ``settings.memory_seeds`` above 1, every memory is absorbed once per seed and the arms that use
+    one (and the probe) answer once per seed; their per-question scores are the mean over seeds, and each
+    case's ``memory_seeds`` gives every such arm's F1 under each seed.
     """
     settings = settings or HarnessSettings()
     built: list[Arm] = [make_arm(a, lift, settings) if isinstance(a, str) else a for a in arms]
@@ -674,30 +772,23 @@ def run_comparison(
                     "k": settings.k,
                     "tuned": False,
                 }
-            rows: dict[str, list[dict[str, Any]]] = {}
+            runs: dict[str, list[list[dict[str, Any]]]] = {}
             prepare_s: dict[str, float] = {}
-            for arm in built:
-                timer = _Timer()
-                arm.prepare(resources)
-                prepare_s[arm.name] = timer()
-                answers = answer_all(arm, [q.question for q in doc.questions], settings)
-                rows[arm.name] = [_score(q, a) for q, a in zip(doc.questions, answers, strict=True)]
-                stats = _arm_stats(rows[arm.name], settings, kv_per_token)
-                settings.say(
-                    f"  {arm.name:<15} F1 {stats['f1']['mean']:.3f}  EM {stats['em']['mean']:.3f}  "
-                    f"contains {stats['contains']:.2f}  {stats['total_s_mean']:.2f} s/question"
-                )
-            general = None
-            memory = resources.absorbed("document")  # made by a memory arm; the probe never absorbs
-            if memory is not None and settings.general_probe > 0:
-                probe = general_probe_questions(case, settings, knowledge)
-                if probe:
-                    timer = _Timer()
-                    general = run_general_probe(lift, memory, probe, settings, base_rows)
-                    general["wall_s"] = timer()
-                    _say_probe(general, settings)
-                else:
-                    settings.say("  general probe: no questions (no knowledge file, no unrelated articles)")
+            probes: list[dict[str, Any]] = []
+            memory_arms = [arm for arm in built if _uses_memory(arm)]
+            for repeat in range(settings.memory_seeds if memory_arms else 1):
+                if repeat:
+                    resources.next_memory_seed()
+                    settings.say(f"  memory seed {repeat + 1} of {settings.memory_seeds}")
+                for arm in memory_arms if repeat else built:
+                    rows_once, seconds = _run_arm(arm, resources, doc.questions, settings, kv_per_token)
+                    runs.setdefault(arm.name, []).append(rows_once)
+                    prepare_s.setdefault(arm.name, seconds)
+                general_once = _probe_case(lift, case, resources, settings, knowledge, base_rows)
+                if general_once is not None:
+                    probes.append(general_once)
+            rows = {name: _mean_over_seeds(runs[name]) for name in names}
+            general = _combine_probes(probes, settings, kv_per_token)
             records.append(
                 {
                     "setting": case.setting,
@@ -714,6 +805,7 @@ def run_comparison(
                     "arms": {name: _arm_stats(r, settings, kv_per_token) for name, r in rows.items()},
                     "gains": _gains(rows, settings),
                     "questions": rows,
+                    "memory_seeds": _seed_means(runs) if settings.memory_seeds > 1 else None,
                     "general": general,
                 }
             )
@@ -736,7 +828,9 @@ def _summary(
         for case in cases:
             for arm, rows in case["questions"].items():
                 pooled.setdefault(arm, []).extend(rows)
-        absorbed = [c["absorption"]["document"] for c in cases if "document" in c["absorption"]]
+        absorbed = [  # the document memories of every case and memory seed
+            a for c in cases for key, a in c["absorption"].items() if key.partition("@")[0] == "document"
+        ]
         summary[setting] = {
             "documents": len(cases),
             "questions": len(next(iter(pooled.values()))) if pooled else 0,
@@ -818,6 +912,8 @@ def _meta(
             else str(GENERAL_QUESTIONS),
         },
         "seed": settings.seed,
+        "memory_seeds": settings.memory_seeds,
+        "absorb_config_seed": config.seed if config is not None else settings.seed,
         "bootstrap_resamples": settings.bootstrap_resamples,
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

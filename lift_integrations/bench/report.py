@@ -47,6 +47,12 @@ def markdown_report(report: dict[str, Any]) -> str:
         "(official normalisation) in percent with bootstrap 95% intervals; a memory arm's gain is over its "
         "control (a memory of unrelated text, same recipe), paired over the same questions.",
     ]
+    if meta.get("memory_seeds", 1) > 1:
+        lines[-1] += (
+            f" Every memory was absorbed {meta['memory_seeds']} times (seeds {meta['absorb_config_seed']}"
+            f" to {meta['absorb_config_seed'] + meta['memory_seeds'] - 1}); an arm with a memory scores"
+            " each question by its mean over them (per-seed F1 in the last table)."
+        )
     if meta.get("answer_batch", 1) > 1:
         lines[-1] += (
             f" Questions were answered {meta['answer_batch']} at a time (rag_llamaindex: one at a time): "
@@ -94,8 +100,30 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {case['control']} ({case['control_tokens']:,}) |"
         )
     lines += _general_table(report)
+    lines += _seed_table(report)
     lines += ["", "Arms: " + "; ".join(f"`{a}`: {d}" for a, d in meta["arm_descriptions"].items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _seed_table(report: dict[str, Any]) -> list[str]:
+    """Each memory arm's F1 under each absorption seed, per document: how far one training run moves it.
+    Empty for a run with one seed."""
+    seeded = [c for c in report["cases"] if c.get("memory_seeds")]
+    if not seeded:
+        return []
+    lines = [
+        "",
+        "## F1 per memory seed",
+        "",
+        "| Setting | Document | Arm | F1 per seed | spread |",
+        "|---|---|---|---|---|",
+    ]
+    for case in seeded:
+        for arm, f1s in case["memory_seeds"].items():
+            cells = ", ".join(f"{f * 100:.1f}" for f in f1s)
+            spread = (max(f1s) - min(f1s)) * 100
+            lines.append(f"| {case['setting']} | {case['document']} | {arm} | {cells} | {spread:.1f} |")
+    return lines
 
 
 _PROBE_LABELS = {**PROBE_KINDS, "all": "both kinds"}
