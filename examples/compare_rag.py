@@ -84,9 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settings", default=None, help="single, long or single,long (default: both)")
     parser.add_argument(
         "--preset",
-        choices=("auto", "fast", "paper"),
+        choices=("auto", "fast", "dense_qa", "paper"),
         default=None,
-        help="LIFTConfig preset (auto: fast on CPU, paper on GPU)",
+        help="LIFTConfig preset (auto: fast on CPU, dense_qa on GPU)",
     )
     parser.add_argument(
         "--config", default=None, help="JSON LIFTConfig overrides, e.g. '{\"stage2_epochs\": 8}'"
@@ -195,7 +195,7 @@ def control_pool(rest: list[Article]) -> list[BenchDocument]:
 
 def absorb_config(preset: str, overrides: str | None, seed: int, device_type: str) -> LIFTConfig:
     if preset == "auto":
-        preset = "fast" if device_type == "cpu" else "paper"
+        preset = "fast" if device_type == "cpu" else "dense_qa"
     extra = json.loads(overrides) if overrides else {}
     return getattr(LIFTConfig, preset)(**{"seed": seed, **extra})
 

@@ -278,7 +278,7 @@ class LIFTModel:
 
         docs = normalize_documents(documents)
         if config is None:
-            config = LIFTConfig.fast() if self.device.type == "cpu" else LIFTConfig.paper()
+            config = LIFTConfig.fast() if self.device.type == "cpu" else LIFTConfig.dense_qa()
         if not isinstance(config, LIFTConfig):
             raise TypeError(f"config must be a LIFTConfig, got {type(config).__name__}")
         config.validate()
@@ -307,8 +307,9 @@ class LIFTModel:
         for doc in docs:
             ids = tokenize_document(self.tokenizer, document_text(doc))  # streamed: 4 bytes per token
             segments += segment_samples(self.tokenizer, ids, fitted, rng)
-            if qa_generator is not None and fitted.stage2_epochs > 0 and fitted.qa_per_document > 0:
-                pairs = from_main(qa_generator.generate(doc, fitted.qa_per_document, rng))
+            wanted = fitted.qa_pairs_for(len(ids))
+            if qa_generator is not None and fitted.stage2_epochs > 0 and wanted > 0:
+                pairs = from_main(qa_generator.generate(doc, wanted, rng))
                 questions += qa_samples(self.tokenizer, ids, pairs, fitted, text=doc.text, rng=rng)
         if fitted.general_replay > 0 and fitted.stage2_epochs > 0:
             prompts = pick_replay_prompts(fitted.general_replay, rng)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -62,6 +64,8 @@ def test_bad_documents_are_refused_before_any_work(
         ({"batch_size": 0}, "batch_size"),
         ({"max_grad_norm": float("nan")}, "max_grad_norm"),
         ({"precision": "fp8"}, "precision"),
+        ({"qa_per_1k_tokens": -1.0}, "qa_per_1k_tokens"),
+        ({"qa_per_1k_tokens": float("inf")}, "qa_per_1k_tokens"),
     ],
 )
 def test_out_of_range_configs_name_the_setting(overrides: dict, message: str) -> None:
@@ -288,3 +292,22 @@ def test_qa_pairs_can_also_be_trained_with_retrieved_like_passages(tiny_lift: LI
     prompt = tokenizer.decode(with_passages.input_ids)
     assert "Context:" in prompt and "founded by Mira Quenton." in prompt
     assert tokenizer.decode([t for t in with_passages.labels if t != IGNORE_INDEX]).startswith("Mira Quenton")
+
+
+def test_qa_density_asks_longer_documents_for_more_pairs(tiny_lift: LIFTModel) -> None:
+    """``qa_per_1k_tokens`` scales the pairs with the document; ``qa_per_document`` stays the floor."""
+    asked: list[int] = []
+
+    class Recording:
+        def generate(self, document: Document, n: int, rng: object) -> list:
+            asked.append(n)
+            return []
+
+    config = LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2, qa_per_1k_tokens=500.0)
+    tiny_lift.absorb(FACTS, config=config, generator=Recording())
+    tokens = tiny_lift.count_tokens(FACTS)
+    assert asked == [math.ceil(500.0 * tokens / 1000)] and asked[0] > 2
+    assert config.qa_pairs_for(1) == 2  # the floor
+    dense = LIFTConfig.dense_qa()
+    assert (dense.qa_pairs_for(1000), dense.qa_pairs_for(10_000)) == (400, 600)
+    assert dense.stage2_epochs == LIFTConfig.fast().stage2_epochs  # fast()'s schedule

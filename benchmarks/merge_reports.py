@@ -1,0 +1,259 @@
+"""Pool several RAG-versus-LIFT reports (``examples/compare_rag.py``) into one.
+
+    python benchmarks/merge_reports.py runs/compare/normans runs/compare/oil runs/compare/amazon \\
+        --out runs/compare/merged
+
+Why it exists: one ``compare_rag.py`` process runs its articles one after another, and a small model
+leaves most of a GPU idle. Running one process per article in parallel (same recipe, arms, model, seed
+and settings) is several times faster, but each process writes its own report whose summary covers only
+its article. This tool concatenates the reports' cases and recomputes the summary over all of them, so
+the intervals and gains pool every article's questions (3 articles x 40 questions = 120 per arm), exactly
+as one process running all the articles would have computed them.
+
+Each argument is a run folder (its ``report.json``) or a ``report.json`` file. The reports must agree on
+model, arms, absorption recipe, seed, memory seeds, answer length and KV-cache size per token, and no
+document may appear twice in the same setting. The merged report keeps the first report's ``meta``, adds
+``merged_from`` and ``commands``, sums ``wall_s`` (and ``script_wall_s``): process-seconds, not elapsed
+time, as the runs overlapped. Writes report.json and report.md (no plots) under ``--out`` and prints the
+Markdown.
+
+``--seeds`` pools the other way: reports of the *same* cases whose absorptions differ only in the
+recipe's seed (``--config '{"seed": 1}'`` and so on, run in parallel), as one run with
+``--memory-seeds`` would have: every memory arm scores each question by its mean over the reports, the
+arms without a memory keep the first report's answers, and the probe pools every seed's memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lift_integrations.bench.arms import CONTROL_OF, HarnessSettings
+from lift_integrations.bench.compare import (
+    _arm_stats,
+    _combine_probes,
+    _gains,
+    _mean_over_seeds,
+    _seed_means,
+    _summary,
+)
+from lift_integrations.bench.report import markdown_report, write_outputs
+
+SAME_META: tuple[str, ...] = (
+    "model",
+    "arms",
+    "absorb_config",
+    "seed",
+    "memory_seeds",
+    "max_new_tokens",
+    "kv_cache_bytes_per_token",
+)
+"""The ``meta`` keys every merged report must share: pooling runs that differ in any of them would mix
+different experiments under one interval."""
+
+_META_DEFAULTS: dict[str, Any] = {"memory_seeds": 1}  # reports from before the key existed ran one seed
+
+
+class IncompatibleReports(ValueError):
+    """The reports cannot be pooled: different settings, or a document counted twice."""
+
+
+def report_path(source: str | Path) -> Path:
+    """The ``report.json`` a command-line argument names: the file itself, or the one in a run folder."""
+    path = Path(source)
+    return path / "report.json" if path.is_dir() else path
+
+
+def load_report(source: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The report's path and its parsed content."""
+    path = report_path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"no report at {path}")
+    return path, json.loads(path.read_text(encoding="utf-8"))
+
+
+def _meta_value(report: dict[str, Any], key: str) -> Any:
+    meta = report["meta"]
+    return meta.get(key, _META_DEFAULTS[key]) if key in _META_DEFAULTS else meta[key]
+
+
+def check_compatible(reports: Sequence[tuple[Path, dict[str, Any]]]) -> None:
+    """Raise :class:`IncompatibleReports` when two reports differ in a :data:`SAME_META` key, or when a
+    (setting, document) pair appears twice; the message names the key or document and both files."""
+    first_path, first = reports[0]
+    for path, report in reports[1:]:
+        for key in SAME_META:
+            mine, theirs = _meta_value(first, key), _meta_value(report, key)
+            if mine != theirs:
+                raise IncompatibleReports(
+                    f"meta[{key!r}] differs: {mine!r} in {first_path} but {theirs!r} in {path}"
+                )
+    seen: dict[tuple[str, str], Path] = {}
+    for path, report in reports:
+        for case in report["cases"]:
+            key = (case["setting"], case["document"])
+            if key in seen:
+                raise IncompatibleReports(
+                    f"document {key[1]!r} appears twice in setting {key[0]!r}: in {seen[key]} and in {path}"
+                )
+            seen[key] = path
+
+
+def merge_reports(
+    reports: Sequence[tuple[Path, dict[str, Any]]], bootstrap: int | None = None
+) -> dict[str, Any]:
+    """One report from several: the first's ``meta`` (plus ``merged_from``, ``commands`` and summed wall
+    times), every case in input order, and the summary recomputed over all of them with ``bootstrap``
+    resamples (default: the first report's)."""
+    if not reports:
+        raise ValueError("nothing to merge")
+    check_compatible(reports)
+    first = reports[0][1]["meta"]
+    resamples = first["bootstrap_resamples"] if bootstrap is None else bootstrap
+    # _summary reads only bootstrap_resamples and seed; log=None keeps the settings object quiet.
+    settings = HarnessSettings(bootstrap_resamples=resamples, seed=first["seed"], log=None)
+    cases = [case for _, report in reports for case in report["cases"]]
+    meta = dict(first)
+    meta["bootstrap_resamples"] = resamples
+    meta["merged_from"] = [str(path) for path, _ in reports]
+    meta["commands"] = [report["meta"].get("command") for _, report in reports]
+    meta["wall_s"] = sum(report["meta"]["wall_s"] for _, report in reports)
+    if all("script_wall_s" in report["meta"] for _, report in reports):
+        meta["script_wall_s"] = round(sum(report["meta"]["script_wall_s"] for _, report in reports), 1)
+    return {
+        "meta": meta,
+        "cases": cases,
+        "summary": _summary(cases, settings, first["kv_cache_bytes_per_token"]),
+    }
+
+
+MEMORY_ARMS = frozenset(CONTROL_OF) | frozenset(CONTROL_OF.values())
+"""The arms that answer with a memory, whose answers change with the absorption seed."""
+
+
+def _recipe_without_seed(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report["meta"]["absorb_config"].items() if k != "seed"}
+
+
+def merge_seeds(
+    reports: Sequence[tuple[Path, dict[str, Any]]], bootstrap: int | None = None
+) -> dict[str, Any]:
+    """One report from runs of the same cases whose absorptions differ only in the recipe's seed: each
+    memory arm's per-question scores are the mean over the runs (as ``--memory-seeds`` computes them)."""
+    if len(reports) < 2:
+        raise ValueError("--seeds needs at least two reports")
+    first_path, first = reports[0]
+    seeds = [report["meta"]["absorb_config"]["seed"] for _, report in reports]
+    if len(set(seeds)) != len(seeds):
+        raise IncompatibleReports(f"--seeds needs a different absorption seed per report, got {seeds}")
+    for path, report in reports[1:]:
+        for key in SAME_META:
+            mine, theirs = _meta_value(first, key), _meta_value(report, key)
+            if key == "absorb_config":
+                mine, theirs = _recipe_without_seed(first), _recipe_without_seed(report)
+            if mine != theirs:
+                raise IncompatibleReports(
+                    f"meta[{key!r}] differs: {mine!r} in {first_path} but {theirs!r} in {path}"
+                )
+        if _meta_value(report, "memory_seeds") != 1:
+            raise IncompatibleReports(f"{path} already averages several seeds")
+        mine = [
+            (c["setting"], c["document"], [r["question"] for r in next(iter(c["questions"].values()))])
+            for c in first["cases"]
+        ]
+        theirs = [
+            (c["setting"], c["document"], [r["question"] for r in next(iter(c["questions"].values()))])
+            for c in report["cases"]
+        ]
+        if mine != theirs:
+            raise IncompatibleReports(f"{first_path} and {path} asked different cases or questions")
+    meta = dict(first["meta"])
+    resamples = meta["bootstrap_resamples"] if bootstrap is None else bootstrap
+    settings = HarnessSettings(bootstrap_resamples=resamples, seed=meta["seed"], log=None)
+    kv_per_token = meta["kv_cache_bytes_per_token"]
+    cases = []
+    for index, case in enumerate(first["cases"]):
+        runs = [report["cases"][index] for _, report in reports]
+        seeded = {
+            arm: [run["questions"][arm] for run in runs] for arm in case["questions"] if arm in MEMORY_ARMS
+        }
+        rows = {
+            arm: _mean_over_seeds(seeded[arm]) if arm in seeded else case["questions"][arm]
+            for arm in case["questions"]
+        }
+        absorption = dict(case["absorption"])
+        for offset, run in enumerate(runs[1:], 1):
+            absorption.update({f"{key}@seed{offset}": value for key, value in run["absorption"].items()})
+        probes = [run["general"] for run in runs if run.get("general")]
+        for probe in probes:
+            probe.setdefault("wall_s", 0.0)
+        cases.append(
+            {
+                **case,
+                "absorption": absorption,
+                "arms": {arm: _arm_stats(r, settings, kv_per_token) for arm, r in rows.items()},
+                "gains": _gains(rows, settings),
+                "questions": rows,
+                "memory_seeds": _seed_means(seeded),
+                "general": _combine_probes(probes, settings, kv_per_token),
+            }
+        )
+    meta.update(
+        {
+            "memory_seeds": len(reports),
+            "absorb_config_seed": seeds[0],
+            "bootstrap_resamples": resamples,
+            "merged_from": [str(path) for path, _ in reports],
+            "commands": [report["meta"].get("command") for _, report in reports],
+            "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
+        }
+    )
+    return {"meta": meta, "cases": cases, "summary": _summary(cases, settings, kv_per_token)}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("reports", nargs="+", help="run folders (their report.json) or report.json files")
+    parser.add_argument("--out", required=True, help="folder for the merged report.json and report.md")
+    parser.add_argument(
+        "--seeds",
+        action="store_true",
+        help="the reports ran the same cases with different absorption seeds: average the memory arms",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=None,
+        help="bootstrap resamples for the pooled intervals (default: the first report's)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.bootstrap is not None and args.bootstrap < 1:
+        sys.exit("--bootstrap must be a positive integer")
+    try:
+        reports = [load_report(source) for source in args.reports]
+    except (OSError, json.JSONDecodeError) as error:
+        sys.exit(f"cannot read a report: {error}")
+    target = (Path(args.out) / "report.json").resolve()
+    if any(path.resolve() == target for path, _ in reports):
+        sys.exit(f"--out {args.out} would overwrite one of the input reports; choose another folder")
+    try:
+        report = (merge_seeds if args.seeds else merge_reports)(reports, args.bootstrap)
+    except IncompatibleReports as error:
+        sys.exit(f"cannot merge: {error}")
+    paths = write_outputs(report, args.out, plots=False)
+    print(markdown_report(report))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+if __name__ == "__main__":
+    main()
