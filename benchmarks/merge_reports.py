@@ -14,8 +14,8 @@ Each argument is a run folder (its ``report.json``) or a ``report.json`` file. T
 model, arms, absorption recipe, seed, memory seeds, answer length and KV-cache size per token, and no
 document may appear twice in the same setting. The merged report keeps the first report's ``meta``, adds
 ``merged_from`` and ``commands``, sums ``wall_s`` (and ``script_wall_s``): process-seconds, not elapsed
-time, as the runs overlapped. Writes report.json and report.md (no plots) under ``--out`` and prints the
-Markdown.
+time, as the runs overlapped. Writes report.json and report.md (and with ``--plots`` the PNG plots)
+under ``--out`` and prints the Markdown.
 
 ``--seeds`` pools the other way: reports of the *same* cases whose absorptions differ only in the
 recipe's seed (``--config '{"seed": 1}'`` and so on, run in parallel), as one run with
@@ -221,6 +221,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("reports", nargs="+", help="run folders (their report.json) or report.json files")
     parser.add_argument("--out", required=True, help="folder for the merged report.json and report.md")
+    parser.add_argument("--plots", action="store_true", help="also draw the report's PNG plots")
     parser.add_argument(
         "--seeds",
         action="store_true",
@@ -250,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = (merge_seeds if args.seeds else merge_reports)(reports, args.bootstrap)
     except IncompatibleReports as error:
         sys.exit(f"cannot merge: {error}")
-    paths = write_outputs(report, args.out, plots=False)
+    paths = write_outputs(report, args.out, plots=args.plots)
     print(markdown_report(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 

@@ -109,6 +109,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="absorb each memory with this many seeds (--seed, --seed + 1, ...) and average its arms' "
         "scores per question (default 1)",
     )
+    parser.add_argument(
+        "--route-memories",
+        action="store_true",
+        help="attach each memory only to the questions a MemoryRouter finds about its documents "
+        "(arms with a memory and the general-ability probe)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument(
         "--general",
@@ -245,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         general_probe=max(0, args.general),
         answer_batch=max(1, args.answer_batch),
         memory_seeds=args.memory_seeds,
+        route_memories=args.route_memories,
     )
     report = run_comparison(lift, cases, arms, settings)
     report["meta"].update(

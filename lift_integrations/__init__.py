@@ -25,6 +25,7 @@ _EXPORTS = {
     "AbsorbProgress": "lift_integrations.absorb.trainer",
     "GatedMemoryConfig": "lift_integrations.adapters.gated_memory.config",
     "LoRAConfig": "lift_integrations.adapters.lora",
+    "MemoryRouter": "lift_integrations.routing",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from lift_integrations.generation import GenerationResult, TextStream
     from lift_integrations.memory import Memory, MemoryFormatError, MemoryMismatchError
     from lift_integrations.model import ATTACHED, LIFTModel
+    from lift_integrations.routing import MemoryRouter
 
 
 def __getattr__(name: str) -> Any:

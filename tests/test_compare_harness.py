@@ -489,3 +489,48 @@ def test_memory_seeds_average_each_question_over_absorptions(run: dict[str, Any]
     assert "## F1 per memory seed" in markdown and "absorbed 2 times" in markdown
     with pytest.raises(ValueError, match="memory_seeds"):
         HarnessSettings(memory_seeds=0)
+
+
+def test_routed_memories_leave_unrelated_questions_to_the_base_model(run: dict[str, Any]) -> None:
+    """``route_memories``: each memory arm (and the probe) sends a question to its memory only when the
+    router finds it about the memory's documents; every question routed away gets exactly the answer of
+    the same arm without a memory (closed book, or RAG for the hybrids), batched or one at a time."""
+    from langchain_core.embeddings import Embeddings
+    from tiny_models import bag_of_words, one_torch_thread
+
+    class BagOfWords(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return bag_of_words(texts).tolist()
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+    base: HarnessSettings = run["settings"]
+    arms = ["closed_book", "rag_langchain", "lift_only", "hybrid", "control", "control_hybrid"]
+    without_memory = {"lift_only": "closed_book", "control": "closed_book", "hybrid": "rag_langchain"}
+    without_memory["control_hybrid"] = "rag_langchain"
+    for batch in (1, 3):
+        fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+        settings = HarnessSettings(
+            **{**fields, "route_memories": True, "answer_batch": batch, "langchain_embeddings": BagOfWords()}
+        )
+        with one_torch_thread():
+            report = run_comparison(run["lift"], run["cases"][:1], arms, settings)
+        assert report["meta"]["route_memories"] is True
+        rows = report["cases"][0]["questions"]
+        assert all(r["memory_used"] is None for r in rows["closed_book"] + rows["rag_langchain"])
+        used = {arm: [r["memory_used"] for r in rows[arm]] for arm in without_memory}
+        assert all(isinstance(u, bool) for flags in used.values() for u in flags)
+        assert any(used["lift_only"]) and not all(used["lift_only"] + used["control"])  # a real mix
+        for arm, plain in without_memory.items():
+            for mine, theirs in zip(rows[arm], rows[plain], strict=True):
+                if not mine["memory_used"]:
+                    assert mine["answer"] == theirs["answer"], (batch, arm, mine["question"])
+        stats = report["summary"]["single"]["arms"]["lift_only"]
+        assert stats["memory_used"] == pytest.approx(sum(used["lift_only"]) / len(used["lift_only"]))
+        assert "Memory routing: share of questions" in markdown_report(report)
+        probe = report["cases"][0]["general"]["questions"]
+        assert all(isinstance(r["memory_used"], bool) for r in probe["memory"])
+        for mine, theirs in zip(probe["memory"], probe["base"], strict=True):
+            if not mine["memory_used"]:
+                assert mine["answer"] == theirs["answer"]

@@ -171,3 +171,19 @@ def stop_at(step: int) -> Callable[[Any], None]:
             raise Interrupt
 
     return callback
+
+
+def bag_of_words(texts: list[str], dimensions: int = 512) -> Any:
+    """A deterministic stand-in for a sentence embedder: each text as counts of its lower-cased words
+    (of four letters or more, so "the", "what" and "who" do not make unrelated questions look alike),
+    hashed into ``dimensions`` buckets. Texts sharing content words get a high cosine similarity."""
+    import re
+    import zlib
+
+    import numpy as np
+
+    rows = np.zeros((len(texts), dimensions), dtype=np.float32)
+    for row, text in zip(rows, texts, strict=True):
+        for word in re.findall(r"[a-z]{4,}", text.lower()):
+            row[zlib.crc32(word.encode()) % dimensions] += 1.0
+    return rows

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from lift_integrations.config import LIFTConfig
     from lift_integrations.memory import Memory
     from lift_integrations.model import LIFTModel
+    from lift_integrations.routing import MemoryRouter
 
 __all__ = [
     "ALL_ARMS",
@@ -102,7 +103,8 @@ class Answer:
     ``prompt_tokens`` is what the model actually read (after any truncation), ``ttft_s`` the seconds from
     the call to the first text piece (retrieval included, as a user waits for it too) and ``total_s`` the
     seconds to the last. ``context`` holds the chunks or document view that were in the prompt, so the
-    report can tell retrieval misses from reading failures.
+    report can tell retrieval misses from reading failures. ``memory_used`` says whether a
+    :class:`~lift_integrations.routing.MemoryRouter` sent the question to the memory (``None``: no router).
     """
 
     text: str
@@ -110,6 +112,7 @@ class Answer:
     ttft_s: float
     total_s: float
     context: tuple[str, ...] | None = None
+    memory_used: bool | None = None
 
 
 @runtime_checkable
@@ -167,6 +170,10 @@ class HarnessSettings:
     ``rag_llamaindex``), RAG tuning and the probe. 1 answers one question at a time, streaming, so each
     answer's time to first token and latency are its own; above 1 an answer's latency is its batch's time
     split evenly (nothing streams). Greedy answers are the same up to the rounding of padded batches."""
+    route_memories: bool = False
+    """Answer through a :class:`~lift_integrations.routing.MemoryRouter`: every arm with a memory (and the
+    general-ability probe) attaches it only to the questions the router finds about its documents, the
+    base model answering the rest. The router embeds with ``langchain_embeddings``."""
     log: Callable[[str], None] | None = print
 
     def __post_init__(self) -> None:
@@ -193,10 +200,23 @@ class HarnessSettings:
 
 
 def stream_answer(
-    lift: LIFTModel, prompt: Any, *, memory: Memory | None, context: Any, max_new_tokens: int
+    lift: LIFTModel,
+    prompt: Any,
+    *,
+    memory: Memory | None,
+    context: Any,
+    max_new_tokens: int,
+    router: MemoryRouter | None = None,
 ) -> Answer:
-    """Generate through :meth:`LIFTModel.stream` and time the first piece (time to first token)."""
+    """Generate through :meth:`LIFTModel.stream` and time the first piece (time to first token).
+
+    With a ``router`` (and a memory), the memory answers only if the router sends the question to it;
+    routing counts in the time to first token, as a user waits for it too."""
     start = time.perf_counter()
+    used: bool | None = None
+    if router is not None and memory is not None:
+        used = router.wants([prompt])[0]
+        memory = memory if used else None
     stream = lift.stream(prompt, memory=memory, context=context, max_new_tokens=max_new_tokens)
     first: float | None = None
     for piece in stream:
@@ -210,6 +230,7 @@ def stream_answer(
         prompt_tokens=result.input_tokens,
         ttft_s=(first if first is not None else end) - start,
         total_s=end - start,
+        memory_used=used,
     )
 
 
@@ -221,10 +242,30 @@ def batch_answers(
     contexts: Sequence[Any],
     settings: HarnessSettings,
     overhead_s: float = 0.0,
+    router: MemoryRouter | None = None,
 ) -> list[Answer]:
     """Answer ``prompts`` ``settings.answer_batch`` at a time; each answer's latency (and time to first
     token: nothing streams) is its batch's generation time split evenly, plus ``overhead_s`` (e.g. its
-    share of retrieval)."""
+    share of retrieval). With a ``router`` (and a memory), the questions it sends to the memory are
+    answered with it and the others by the base model, each group in its own batches."""
+    if router is not None and memory is not None:
+        timer = time.perf_counter()
+        wants = router.wants(list(prompts))
+        overhead_s += (time.perf_counter() - timer) / max(1, len(prompts))
+        routed: list[Answer | None] = [None] * len(prompts)
+        for use in (True, False):
+            picked = [i for i, want in enumerate(wants) if want is use]
+            group = batch_answers(
+                lift,
+                [prompts[i] for i in picked],
+                memory=memory if use else None,
+                contexts=[contexts[i] for i in picked],
+                settings=settings,
+                overhead_s=overhead_s,
+            )
+            for i, answer in zip(picked, group, strict=True):
+                routed[i] = replace(answer, memory_used=use)
+        return [a for a in routed if a is not None]
     answers: list[Answer] = []
     size = max(1, settings.answer_batch)
     for start in range(0, len(prompts), size):
@@ -256,9 +297,11 @@ def retrieve_and_answer(
     questions: Sequence[str],
     memory: Memory | None,
     settings: HarnessSettings,
+    router: MemoryRouter | None = None,
 ) -> list[Answer]:
     """Batched RAG: the LangChain retriever's ``batch`` for every question, then the chunks in context as
-    the LCEL chain of :func:`langchain_rag_chain` puts them (the same prompt ids), answered in batches."""
+    the LCEL chain of :func:`langchain_rag_chain` puts them (the same prompt ids), answered in batches
+    (through ``router`` when given, see :func:`batch_answers`)."""
     timer = time.perf_counter()
     found = retriever.batch(list(questions))
     chunks = [tuple(d.page_content for d in docs) for docs in found]
@@ -270,6 +313,7 @@ def retrieve_and_answer(
         contexts=[list(c) for c in chunks],
         settings=settings,
         overhead_s=retrieval_share,
+        router=router,
     )
     return [_with_context(a, c) for a, c in zip(answers, chunks, strict=True)]
 
@@ -419,6 +463,7 @@ class CaseResources:
     rag: dict[str, Any] = field(default_factory=dict)
     _stores: dict[tuple[int, int], Any] = field(default_factory=dict)
     _memories: dict[str, Memory] = field(default_factory=dict)
+    _routers: dict[str, MemoryRouter] = field(default_factory=dict)
     _seed_offset: int = 0
 
     @property
@@ -451,7 +496,22 @@ class CaseResources:
         for memory in self._memories.values():
             self.lift.release(memory)
         self._memories.clear()
+        self._routers.clear()
         self._seed_offset += 1
+
+    def router(self, which: str = "document") -> MemoryRouter | None:
+        """The router of that memory when ``settings.route_memories`` is set, else ``None``; it embeds
+        with the run's LangChain embeddings and calibrates its threshold on first use."""
+        if not self.settings.route_memories:
+            return None
+        if which not in self._routers:
+            from lift_integrations.routing import MemoryRouter
+
+            embeddings = self.langchain_embeddings
+            self._routers[which] = MemoryRouter(
+                self.memory(which), embed=lambda texts: embeddings.embed_documents(list(texts))
+            )
+        return self._routers[which]
 
     def absorbed(self, which: str = "document") -> Memory | None:
         """The memory if an arm already made it, else ``None``: for measurements that must reuse the arms'
@@ -598,11 +658,13 @@ class LIFTArm:
             raise ValueError(f"bad LIFTArm source/view: {source!r}, {view!r}")
         self.name, self.lift, self.settings, self.source, self.view = name, lift, settings, source, view
         self._memory: Memory | None = None
+        self._router: MemoryRouter | None = None
         self._context: Any = None
         self._view: tuple[str, ...] = ()
 
     def prepare(self, resources: CaseResources) -> None:
         self._memory = resources.memory(self.source)
+        self._router = resources.router(self.source)
         if self.view == "truncated":
             # The document's own memory uses the public "truncated" path; the control's memory holds an
             # unrelated document, so it gets the same view explicitly (identical prompt ids, tested).
@@ -616,13 +678,19 @@ class LIFTArm:
             memory=self._memory,
             context=self._context,
             max_new_tokens=self.settings.max_new_tokens,
+            router=self._router,
         )
         return _with_context(answer, self._view) if self._view else answer
 
     def answer_batch(self, questions: list[str]) -> list[Answer]:
         contexts = [self._context] * len(questions)
         answers = batch_answers(
-            self.lift, questions, memory=self._memory, contexts=contexts, settings=self.settings
+            self.lift,
+            questions,
+            memory=self._memory,
+            contexts=contexts,
+            settings=self.settings,
+            router=self._router,
         )
         return [_with_context(a, self._view) for a in answers] if self._view else answers
 
@@ -683,28 +751,35 @@ class LangChainRAGArm:
         self, lift: LIFTModel, settings: HarnessSettings, name: str, *, source: str | None = None
     ) -> None:
         self.name, self.lift, self.settings, self.source = name, lift, settings, source
-        self._chain: Any = None
+        self._chains: dict[bool, Any] = {}
         self._record: dict[str, Any] = {}
         self._retriever: Any = None
         self._memory: Memory | None = None
+        self._router: MemoryRouter | None = None
 
     def prepare(self, resources: CaseResources) -> None:
         memory = resources.memory(self.source) if self.source is not None else None
+        self._router = resources.router(self.source) if self.source is not None else None
         retriever = resources.langchain_store().as_retriever(search_kwargs={"k": resources.k})
         self._retriever, self._memory = retriever, memory
-        self._chain = langchain_rag_chain(
-            retriever,
-            self.lift,
-            memory=memory,
-            max_new_tokens=self.settings.max_new_tokens,
-            record=self._record,
-        )
+        # With a router, one chain with the memory and one without; each question takes one of them.
+        self._chains = {
+            use: langchain_rag_chain(
+                retriever,
+                self.lift,
+                memory=memory if use else None,
+                max_new_tokens=self.settings.max_new_tokens,
+                record=self._record,
+            )
+            for use in ((True, False) if self._router is not None else (True,))
+        }
 
     def answer(self, question: str) -> Answer:
         self._record.clear()
         start = time.perf_counter()
+        used = self._router.wants([question])[0] if self._router is not None else None
         first: float | None = None
-        for piece in self._chain.stream(question):
+        for piece in self._chains[used is not False].stream(question):
             if first is None and piece:
                 first = time.perf_counter()
         end = time.perf_counter()
@@ -715,10 +790,13 @@ class LangChainRAGArm:
             ttft_s=(first if first is not None else end) - start,
             total_s=end - start,
             context=self._record.get("chunks"),
+            memory_used=used,
         )
 
     def answer_batch(self, questions: list[str]) -> list[Answer]:
-        return retrieve_and_answer(self._retriever, self.lift, questions, self._memory, self.settings)
+        return retrieve_and_answer(
+            self._retriever, self.lift, questions, self._memory, self.settings, self._router
+        )
 
 
 class LlamaIndexRAGArm:
@@ -791,7 +869,7 @@ class LlamaIndexRAGArm:
 
 
 def _with_context(answer: Answer, context: tuple[str, ...]) -> Answer:
-    return Answer(answer.text, answer.prompt_tokens, answer.ttft_s, answer.total_s, context)
+    return replace(answer, context=context)
 
 
 def make_arm(name: str, lift: LIFTModel, settings: HarnessSettings) -> Arm:

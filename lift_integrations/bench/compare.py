@@ -55,6 +55,7 @@ from lift_integrations.bench.squad import Article, bootstrap_ci, exact_match, f1
 if TYPE_CHECKING:
     from lift_integrations.memory import Memory
     from lift_integrations.model import LIFTModel
+    from lift_integrations.routing import MemoryRouter
 
 __all__ = [
     "GENERAL_QUESTIONS",
@@ -334,6 +335,7 @@ def _arm_stats(
 ) -> dict[str, Any]:
     """Pooled statistics of one arm over its per-question rows."""
     in_context = [r["gold_in_context"] for r in rows if r["gold_in_context"] is not None]
+    routed = [r["memory_used"] for r in rows if r.get("memory_used") is not None]
     prompt = [r["prompt_tokens"] for r in rows]
     return {
         "n": len(rows),
@@ -341,6 +343,7 @@ def _arm_stats(
         "f1": _ci([r["f1"] for r in rows], settings),
         "contains": float(np.mean([r["contains"] for r in rows])),
         "gold_in_context": float(np.mean(in_context)) if in_context else None,
+        "memory_used": float(np.mean(routed)) if routed else None,
         "prompt_tokens_mean": float(np.mean(prompt)),
         "kv_cache_bytes_prompt_mean": float(np.mean(prompt)) * kv_per_token,
         "ttft_s_mean": float(np.mean([r["ttft_s"] for r in rows])),
@@ -458,6 +461,7 @@ def _score(question: BenchQuestion | ProbeQuestion, answer: Answer) -> dict[str,
         "prompt_tokens": answer.prompt_tokens,
         "ttft_s": round(answer.ttft_s, 4),
         "total_s": round(answer.total_s, 4),
+        "memory_used": answer.memory_used,
     }
 
 
@@ -552,15 +556,28 @@ def general_probe_questions(
 
 
 def _probe_rows(
-    lift: LIFTModel, questions: Sequence[ProbeQuestion], memory: Memory | None, settings: HarnessSettings
+    lift: LIFTModel,
+    questions: Sequence[ProbeQuestion],
+    memory: Memory | None,
+    settings: HarnessSettings,
+    router: MemoryRouter | None = None,
 ) -> list[dict[str, Any]]:
     contexts = [None if q.context is None else [q.context] for q in questions]
     if settings.answer_batch > 1:
         prompts = [q.question for q in questions]
-        answers = batch_answers(lift, prompts, memory=memory, contexts=contexts, settings=settings)
+        answers = batch_answers(
+            lift, prompts, memory=memory, contexts=contexts, settings=settings, router=router
+        )
     else:
         answers = [
-            stream_answer(lift, q.question, memory=memory, context=c, max_new_tokens=settings.max_new_tokens)
+            stream_answer(
+                lift,
+                q.question,
+                memory=memory,
+                context=c,
+                max_new_tokens=settings.max_new_tokens,
+                router=router,
+            )
             for q, c in zip(questions, contexts, strict=True)
         ]
     return [{"kind": q.kind, **_score(q, a)} for q, a in zip(questions, answers, strict=True)]
@@ -595,9 +612,11 @@ def run_general_probe(
     questions: Sequence[ProbeQuestion],
     settings: HarnessSettings,
     base_rows: dict[ProbeQuestion, dict[str, Any]] | None = None,
+    router: MemoryRouter | None = None,
 ) -> dict[str, Any]:
     """Answer the probe questions with the base model and with ``memory``: is the model with a document's
     memory any worse at what it could do before? Returns per-kind statistics and every answer's row.
+    With a ``router``, "with the memory" means through it: the memory answers only what it routes to it.
 
     Decoding and answer length are the arms'. ``base_rows`` caches the base model's rows across cases: they
     do not depend on the case (greedy decoding, no memory), so each question costs the base model one
@@ -608,7 +627,7 @@ def run_general_probe(
     missing = [question for question in questions if question not in cache]
     cache.update(zip(missing, _probe_rows(lift, missing, None, settings), strict=True))
     base = [cache[question] for question in questions]
-    with_memory = _probe_rows(lift, questions, memory, settings)
+    with_memory = _probe_rows(lift, questions, memory, settings, router)
     return {
         "kinds": _probe_stats(base, with_memory, settings, kv_cache_bytes_per_token(lift)),
         "questions": {"base": base, "memory": with_memory},
@@ -670,7 +689,8 @@ def _probe_case(
         settings.say("  general probe: no questions (no knowledge file, no unrelated articles)")
         return None
     timer = _Timer()
-    general = run_general_probe(lift, memory, probe, settings, base_rows)
+    router = resources.router("document")
+    general = run_general_probe(lift, memory, probe, settings, base_rows, router)
     general["wall_s"] = timer()
     _say_probe(general, settings)
     return general
@@ -913,6 +933,7 @@ def _meta(
         },
         "seed": settings.seed,
         "memory_seeds": settings.memory_seeds,
+        "route_memories": settings.route_memories,
         "absorb_config_seed": config.seed if config is not None else settings.seed,
         "bootstrap_resamples": settings.bootstrap_resamples,
         "torch_threads": torch.get_num_threads(),

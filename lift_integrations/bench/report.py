@@ -76,6 +76,17 @@ def markdown_report(report: dict[str, Any]) -> str:
                 f"| {_rate(stats['gold_in_context'])} | {stats['prompt_tokens_mean']:,.0f} "
                 f"| {stats['ttft_s_mean']:.2f} | {stats['total_s_mean']:.2f} |"
             )
+        routed = {
+            arm: st["memory_used"] for arm, st in summary["arms"].items() if st.get("memory_used") is not None
+        }
+        if routed:
+            lines += [
+                "",
+                "Memory routing: share of questions each arm's router sent to its memory (the base model "
+                "answered the rest): "
+                + ", ".join(f"{arm} {_rate(rate)}" for arm, rate in routed.items())
+                + ".",
+            ]
     lines += [
         "",
         "## Documents, absorption and memory size",

@@ -1,0 +1,143 @@
+"""Attach a memory only to the questions it was absorbed for.
+
+A memory answers every question in its documents' voice. Trained on dense QA, a Gated Memory makes
+SmolLM2-135M answer "Which planet is known as the Red Planet?" with "Vega" and, with an unrelated
+paragraph in context, name people from the absorbed article (docs/tuning.md, sweep 10: contains-gold on
+unrelated questions falls by about a third). The gate was meant to close on such questions; a short
+absorption does not teach it to. A user who keeps one model for many questions needs the memory to stay
+out of the unrelated ones.
+
+:class:`MemoryRouter` decides per question, as a retriever decides what to put in context: the question's
+highest cosine similarity to any passage of the memory's own documents (sentence windows, embedded once),
+against a threshold. By default the threshold calibrates itself, without any evaluation data: it is the
+highest similarity that any of the package's replay questions (general-knowledge questions and questions
+about short invented passages, ``lift_integrations/data/replay_prompts.json``, none of them about a
+user's document) reaches on this memory. On the three SQuAD dev articles this routes 95-100% of each
+article's questions to its memory and nearly every unrelated probe question away from it (sweep 13).
+A question routed away is answered by the base model exactly as if no memory had been absorbed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lift_integrations.absorb.extractive import split_sentences
+from lift_integrations.absorb.replay import load_replay_prompts
+
+if TYPE_CHECKING:
+    from lift_integrations.memory import Memory
+
+__all__ = ["MemoryRouter", "default_embedder", "memory_passages"]
+
+Embedder = Callable[[Sequence[str]], Any]
+"""Texts to one embedding row each (any array-like); rows are L2-normalised here."""
+
+WINDOW_SENTENCES = 3
+"""Sentences per passage: about a retrieval chunk's worth of text, so one fact's words stay together."""
+
+
+def default_embedder() -> Embedder:
+    """all-MiniLM-L6-v2 (the embedded copy, or ``$LIFT_DEFAULT_EMBEDDING``) through sentence-transformers,
+    on the CPU: a few milliseconds per question, and the GPU stays free for the model."""
+    from sentence_transformers import SentenceTransformer
+
+    from lift_integrations.loading import default_embedding_path
+
+    model = SentenceTransformer(str(default_embedding_path()), device="cpu")
+
+    def embed(texts: Sequence[str]) -> Any:
+        return model.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+
+    return embed
+
+
+def memory_passages(memory: Memory) -> list[str]:
+    """The memory's documents as overlapping windows of :data:`WINDOW_SENTENCES` sentences (a window
+    starts every two sentences), each prefixed with its document's title when it has one."""
+    passages: list[str] = []
+    for document in memory.documents:
+        sentences = split_sentences(document.text) or [document.text]
+        prefix = f"{document.title}: " if document.title else ""
+        step = max(1, WINDOW_SENTENCES - 1)
+        for start in range(0, max(1, len(sentences) - 1), step):
+            window = " ".join(sentences[start : start + WINDOW_SENTENCES]).strip()
+            if window:
+                passages.append(prefix + window)
+    return passages
+
+
+def _normalised(rows: Any) -> np.ndarray:
+    matrix = np.asarray(rows, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"an embedder must return one row per text, got an array of shape {matrix.shape}")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+class MemoryRouter:
+    """Chooses, per question, the memory or the base model.
+
+    ``embed`` maps texts to embeddings (default: :func:`default_embedder`). ``threshold`` is the cosine
+    similarity a question must exceed; ``None`` calibrates it on the package's replay questions (see the
+    module docstring), plus ``margin``. Use :meth:`route` to get the memory to pass to
+    :meth:`LIFTModel.generate <lift_integrations.LIFTModel.generate>` (``None``: the base model)::
+
+        router = MemoryRouter(memory)
+        answer = lift.generate(question, memory=router.route(question))
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        *,
+        embed: Embedder | None = None,
+        threshold: float | None = None,
+        margin: float = 0.0,
+    ) -> None:
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
+        self.memory = memory
+        self._embed = embed
+        self._threshold = threshold
+        self.margin = float(margin)
+
+    @property
+    def embed(self) -> Embedder:
+        if self._embed is None:
+            self._embed = default_embedder()
+        return self._embed
+
+    @cached_property
+    def _passages(self) -> np.ndarray:
+        passages = memory_passages(self.memory)
+        if not passages:
+            raise ValueError("the memory holds no document text to route by")
+        return _normalised(self.embed(passages))
+
+    @property
+    def threshold(self) -> float:
+        """The similarity above which a question goes to the memory (calibrated on first use)."""
+        if self._threshold is None:
+            self._threshold = float(self.relevance([p.question for p in load_replay_prompts()]).max())
+        return self._threshold + self.margin
+
+    def relevance(self, questions: Sequence[str]) -> np.ndarray:
+        """Each question's highest cosine similarity to a passage of the memory's documents."""
+        if isinstance(questions, str):
+            raise TypeError("relevance takes a list of questions; use route() for one")
+        if not questions:
+            return np.zeros(0, dtype=np.float32)
+        return (_normalised(self.embed(list(questions))) @ self._passages.T).max(axis=1)
+
+    def wants(self, questions: Sequence[str]) -> list[bool]:
+        """Whether each question goes to the memory."""
+        threshold = self.threshold
+        return [bool(score > threshold) for score in self.relevance(questions)]
+
+    def route(self, question: str) -> Memory | None:
+        """The memory when ``question`` is about its documents, else ``None`` (the base model)."""
+        return self.memory if self.wants([question])[0] else None

@@ -1,0 +1,97 @@
+"""``MemoryRouter``: a memory answers only the questions about its documents.
+
+The unit tests use a bag-of-words embedder, so which questions share words with the document is known
+by construction; one test uses the real embedded all-MiniLM-L6-v2 on a real article.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import bag_of_words
+
+from lift_integrations import LIFTConfig, MemoryRouter
+from lift_integrations.absorb.replay import load_replay_prompts
+from lift_integrations.memory import AbsorbedDocument, Memory
+from lift_integrations.routing import memory_passages
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
+
+ZORBLAT = (
+    "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. Its first "
+    "director was Tobias Renwick, who studied glass harps and river tides. The institute moved to a "
+    "granite building beside the Oskel river in 1902. Renwick's students catalogued every tide of the "
+    "Oskel estuary for forty years."
+)
+
+
+def _memory(*documents: tuple[str, str]) -> Memory:
+    """A memory holding only document text: routing never reads the adapter's weights."""
+    return Memory(
+        adapter_kind="gated_memory",
+        adapter_config={},
+        tensors={},
+        documents=[AbsorbedDocument(title, text) for title, text in documents],
+        config=LIFTConfig(),
+        base_model_name="none",
+        base_fingerprint="none",
+    )
+
+
+def test_questions_about_the_document_go_to_the_memory() -> None:
+    memory = _memory(("Zorblat Institute", ZORBLAT))
+    router = MemoryRouter(memory, embed=bag_of_words)
+    assert router.route("Who founded the Zorblat Institute in Vellhaven?") is memory
+    assert router.route("Which river tides did Renwick's students catalogue?") is memory
+    assert router.route("What is the capital of France?") is None
+    assert router.route("How many legs does a spider have?") is None
+    # Calibrated on the replay questions: every one of them is routed away, by construction.
+    replay = [p.question for p in load_replay_prompts()]
+    assert router.threshold == pytest.approx(router.relevance(replay).max())
+    assert not any(router.wants(replay))
+
+
+def test_threshold_and_margin() -> None:
+    memory = _memory(("", ZORBLAT))
+    question = "Who founded the Zorblat Institute?"
+    score = float(MemoryRouter(memory, embed=bag_of_words).relevance([question])[0])
+    assert 0.0 < score < 1.0
+    assert MemoryRouter(memory, embed=bag_of_words, threshold=score - 0.01).route(question) is memory
+    assert MemoryRouter(memory, embed=bag_of_words, threshold=score + 0.01).route(question) is None
+    lowered = MemoryRouter(memory, embed=bag_of_words, threshold=score + 0.01, margin=-0.02)
+    assert lowered.threshold == pytest.approx(score - 0.01) and lowered.route(question) is memory
+    with pytest.raises(ValueError, match="cosine similarity"):
+        MemoryRouter(memory, embed=bag_of_words, threshold=1.5)
+    with pytest.raises(TypeError, match="list of questions"):
+        MemoryRouter(memory, embed=bag_of_words).relevance(question)  # type: ignore[arg-type]
+    assert MemoryRouter(memory, embed=bag_of_words).relevance([]).shape == (0,)
+
+
+def test_every_document_of_the_memory_is_routed_to() -> None:
+    memory = _memory(("Zorblat Institute", ZORBLAT), ("Harbour", "The Quillon harbour freezes every March."))
+    passages = memory_passages(memory)
+    assert passages[0].startswith("Zorblat Institute: ") and passages[-1].startswith("Harbour: ")
+    assert MemoryRouter(memory, embed=bag_of_words).route("When does the Quillon harbour freeze?") is memory
+
+
+def test_bad_inputs_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="no document text"):
+        MemoryRouter(_memory(("", "   ")), embed=bag_of_words).relevance(["anything?"])
+    with pytest.raises(ValueError, match="one row per text"):
+        MemoryRouter(_memory(("", ZORBLAT)), embed=lambda texts: np.zeros(3)).relevance(["anything?"])
+
+
+@pytest.mark.slow
+def test_minilm_separates_an_articles_questions_from_unrelated_ones() -> None:
+    """The embedded all-MiniLM-L6-v2 on the bundled SQuAD "Normans" paragraphs: most of their own
+    questions go to the memory, and almost none of the bundled general-knowledge questions do."""
+    paragraphs = json.loads((EXAMPLES / "normans.json").read_text(encoding="utf-8"))
+    memory = _memory(("Normans", "\n\n".join(p["context"] for p in paragraphs)))
+    own = [q["question"] for p in paragraphs for q in p["questions"]]
+    general = [q["question"] for q in json.loads((EXAMPLES / "general_questions.json").read_text("utf-8"))]
+    router = MemoryRouter(memory)
+    assert np.mean(router.wants(own)) >= 0.8
+    assert np.mean(router.wants(general)) <= 0.1
