@@ -51,11 +51,14 @@ SAME_META: tuple[str, ...] = (
     "memory_seeds",
     "max_new_tokens",
     "kv_cache_bytes_per_token",
+    "route_memories",
+    "answer_batch",
 )
 """The ``meta`` keys every merged report must share: pooling runs that differ in any of them would mix
 different experiments under one interval."""
 
-_META_DEFAULTS: dict[str, Any] = {"memory_seeds": 1}  # reports from before the key existed ran one seed
+# What reports written before a key existed ran with.
+_META_DEFAULTS: dict[str, Any] = {"memory_seeds": 1, "route_memories": False, "answer_batch": 1}
 
 
 class IncompatibleReports(ValueError):
@@ -81,17 +84,25 @@ def _meta_value(report: dict[str, Any], key: str) -> Any:
     return meta.get(key, _META_DEFAULTS[key]) if key in _META_DEFAULTS else meta[key]
 
 
-def check_compatible(reports: Sequence[tuple[Path, dict[str, Any]]]) -> None:
-    """Raise :class:`IncompatibleReports` when two reports differ in a :data:`SAME_META` key, or when a
-    (setting, document) pair appears twice; the message names the key or document and both files."""
+def _check_same_meta(reports: Sequence[tuple[Path, dict[str, Any]]], ignore_seed: bool = False) -> None:
+    """Raise :class:`IncompatibleReports` naming the first :data:`SAME_META` key two reports differ in
+    (with ``ignore_seed``, the absorption recipe is compared without its seed)."""
     first_path, first = reports[0]
     for path, report in reports[1:]:
         for key in SAME_META:
             mine, theirs = _meta_value(first, key), _meta_value(report, key)
+            if key == "absorb_config" and ignore_seed:
+                mine, theirs = _recipe_without_seed(first_path, first), _recipe_without_seed(path, report)
             if mine != theirs:
                 raise IncompatibleReports(
                     f"meta[{key!r}] differs: {mine!r} in {first_path} but {theirs!r} in {path}"
                 )
+
+
+def check_compatible(reports: Sequence[tuple[Path, dict[str, Any]]]) -> None:
+    """Raise :class:`IncompatibleReports` when two reports differ in a :data:`SAME_META` key, or when a
+    (setting, document) pair appears twice; the message names the key or document and both files."""
+    _check_same_meta(reports)
     seen: dict[tuple[str, str], Path] = {}
     for path, report in reports:
         for case in report["cases"]:
@@ -135,8 +146,19 @@ MEMORY_ARMS = frozenset(CONTROL_OF) | frozenset(CONTROL_OF.values())
 """The arms that answer with a memory, whose answers change with the absorption seed."""
 
 
-def _recipe_without_seed(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report["meta"]["absorb_config"].items() if k != "seed"}
+def _recipe_without_seed(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    config = report["meta"]["absorb_config"]
+    if not isinstance(config, dict):
+        raise IncompatibleReports(f"{path} names no absorption recipe ({config!r}); --seeds needs one")
+    return {k: v for k, v in config.items() if k != "seed"}
+
+
+def _case_questions(report: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """Each case's setting, document and questions in order: what runs of the same cases share."""
+    return [
+        (c["setting"], c["document"], [r["question"] for r in next(iter(c["questions"].values()))])
+        for c in report["cases"]
+    ]
 
 
 def merge_seeds(
@@ -147,29 +169,14 @@ def merge_seeds(
     if len(reports) < 2:
         raise ValueError("--seeds needs at least two reports")
     first_path, first = reports[0]
+    _check_same_meta(reports, ignore_seed=True)
     seeds = [report["meta"]["absorb_config"]["seed"] for _, report in reports]
     if len(set(seeds)) != len(seeds):
         raise IncompatibleReports(f"--seeds needs a different absorption seed per report, got {seeds}")
-    for path, report in reports[1:]:
-        for key in SAME_META:
-            mine, theirs = _meta_value(first, key), _meta_value(report, key)
-            if key == "absorb_config":
-                mine, theirs = _recipe_without_seed(first), _recipe_without_seed(report)
-            if mine != theirs:
-                raise IncompatibleReports(
-                    f"meta[{key!r}] differs: {mine!r} in {first_path} but {theirs!r} in {path}"
-                )
+    for path, report in reports:
         if _meta_value(report, "memory_seeds") != 1:
             raise IncompatibleReports(f"{path} already averages several seeds")
-        mine = [
-            (c["setting"], c["document"], [r["question"] for r in next(iter(c["questions"].values()))])
-            for c in first["cases"]
-        ]
-        theirs = [
-            (c["setting"], c["document"], [r["question"] for r in next(iter(c["questions"].values()))])
-            for c in report["cases"]
-        ]
-        if mine != theirs:
+        if _case_questions(report) != _case_questions(first):
             raise IncompatibleReports(f"{first_path} and {path} asked different cases or questions")
     meta = dict(first["meta"])
     resamples = meta["bootstrap_resamples"] if bootstrap is None else bootstrap
@@ -186,8 +193,8 @@ def merge_seeds(
             for arm in case["questions"]
         }
         absorption = dict(case["absorption"])
-        for offset, run in enumerate(runs[1:], 1):
-            absorption.update({f"{key}@seed{offset}": value for key, value in run["absorption"].items()})
+        for seed, run in zip(seeds[1:], runs[1:], strict=True):
+            absorption.update({f"{key}@seed{seed}": value for key, value in run["absorption"].items()})
         probes = [run["general"] for run in runs if run.get("general")]
         for probe in probes:
             probe.setdefault("wall_s", 0.0)
@@ -205,7 +212,7 @@ def merge_seeds(
     meta.update(
         {
             "memory_seeds": len(reports),
-            "absorb_config_seed": seeds[0],
+            "absorb_config_seeds": seeds,
             "bootstrap_resamples": resamples,
             "merged_from": [str(path) for path, _ in reports],
             "commands": [report["meta"].get("command") for _, report in reports],

@@ -7,13 +7,13 @@ exactly as the same arm without a memory did otherwise (``hybrid`` -> ``rag_lang
 ``icl``, ``lift_only`` -> ``closed_book``; the probe's base answers). Both answers are already in a report
 run with those arms, so routing can be measured on the GPU runs of record without the GPU: only the
 router runs here (all-MiniLM-L6-v2 on the CPU). The router reads the document memory's text, rebuilt from
-the SQuAD file exactly as ``examples/compare_rag.py`` built it. Control memories hold parts of other
-articles cut to a token count, which the report does not keep, so control arms are not re-routed; a routed
-run of ``examples/compare_rag.py --route-memories`` measures them.
+the SQuAD file exactly as ``examples/compare_rag.py`` built it. The control arms follow the document
+memory's router, as ``--route-memories`` routes them (``lift_integrations.bench.arms.CaseResources.router``),
+so their routed answers are in the report too.
 
-Prints a Markdown table per report: each document arm's F1 unrouted and routed with the share of questions
-sent to the memory, and the probe's contains-gold (base, with the memory, through the router) with paired
-bootstrap intervals. ``--json`` also writes the numbers.
+Prints a Markdown table per report: each memory arm's F1 unrouted and routed with the share of questions
+sent to the memory, its routed gain over its routed control, and the probe's contains-gold (base, with the
+memory, through the router), with paired bootstrap intervals. ``--json`` also writes the numbers.
 """
 
 from __future__ import annotations
@@ -26,18 +26,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from merge_reports import load_report
 
+from lift_integrations.bench.arms import CONTROL_OF
 from lift_integrations.bench.compare import article_document, concatenate
-from lift_integrations.bench.squad import bootstrap_ci, load_squad_articles
+from lift_integrations.bench.squad import Article, bootstrap_ci, load_squad_articles
 from lift_integrations.config import LIFTConfig
 from lift_integrations.memory import AbsorbedDocument, Memory
-from lift_integrations.routing import MemoryRouter, default_embedder
+from lift_integrations.routing import Embedder, MemoryRouter, default_embedder
 
-WITHOUT_MEMORY = {"lift_only": "closed_book", "lift_icl": "icl", "hybrid": "rag_langchain"}
-"""Each document memory arm and the arm that answers the same prompt without a memory."""
+WITHOUT_MEMORY = {
+    "lift_only": "closed_book",
+    "lift_icl": "icl",
+    "hybrid": "rag_langchain",
+    "control": "closed_book",
+    "control_icl": "icl",
+    "control_hybrid": "rag_langchain",
+}
+"""Each memory arm and the arm that answers the same prompt without a memory."""
 
 
-def document_memory(case: dict[str, Any], articles: dict[str, Any]) -> Memory:
+def document_memory(case: dict[str, Any], articles: dict[str, Article]) -> Memory:
     """A memory holding the case's document text as the harness absorbed it (no weights: the router
     reads text only)."""
     missing = [s for s in case["sources"] if s not in articles]
@@ -61,42 +70,63 @@ def _ci(values: Sequence[float]) -> str:
     return f"{mean * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
 
 
-def route_report(report: dict[str, Any], articles: dict[str, Any], embed: Any) -> dict[str, Any]:
-    """Routed scores for every case of ``report``, pooled per setting."""
-    pooled: dict[str, dict[str, list[Any]]] = {}
+def _routed(
+    wants: Sequence[bool], mine: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]], key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per question: the memory arm's score, the memory-free arm's, and the routed one."""
+    if [r["question"] for r in mine] != [r["question"] for r in theirs]:
+        raise ValueError("the memory arm and the arm without memory answered different questions")
+    memory = np.array([r[key] for r in mine], dtype=float)
+    plain = np.array([r[key] for r in theirs], dtype=float)
+    return memory, plain, np.where(np.asarray(wants, dtype=bool), memory, plain)
+
+
+def _collect(
+    bucket: dict[str, dict[str, list[Any]]], arm: str, wants: Sequence[bool], *scores: np.ndarray
+) -> None:
+    """Append one case's decisions and (memory, without memory, routed) scores to the arm's pool."""
+    entry = bucket.setdefault(arm, {"wants": [], "memory": [], "without": [], "routed": []})
+    entry["wants"].extend(wants)
+    for name, values in zip(("memory", "without", "routed"), scores, strict=True):
+        entry[name].extend(values)
+
+
+def route_report(report: dict[str, Any], articles: dict[str, Article], embed: Embedder) -> dict[str, Any]:
+    """Routed scores for every case of ``report``, pooled per setting. Every arm follows the document
+    memory's router (the controls too, as ``--route-memories`` does), so a routed gain over the routed
+    control compares the two memories on the same questions."""
+    pooled: dict[str, dict[str, dict[str, list[Any]]]] = {}
     for case in report["cases"]:
         router = MemoryRouter(document_memory(case, articles), embed=embed)
         rows = case["questions"]
         bucket = pooled.setdefault(case["setting"], {})
+        any_arm = next(iter(rows.values()))
+        wants = router.wants([r["question"] for r in any_arm])
         for arm, plain in WITHOUT_MEMORY.items():
-            if arm not in rows or plain not in rows:
-                continue
-            wants = router.wants([r["question"] for r in rows[arm]])
-            for want, mine, theirs in zip(wants, rows[arm], rows[plain], strict=True):
-                bucket.setdefault(arm, []).append((want, mine["f1"], theirs["f1"]))
+            if arm in rows and plain in rows:
+                _collect(bucket, arm, wants, *_routed(wants, rows[arm], rows[plain], "f1"))
         general = case.get("general")
         if general:
-            base, memory = general["questions"]["base"], general["questions"]["memory"]
-            wants = router.wants([r["question"] for r in base])
-            for want, theirs, mine in zip(wants, base, memory, strict=True):
-                bucket.setdefault("probe", []).append((want, mine["contains"], theirs["contains"]))
+            base, with_memory = general["questions"]["base"], general["questions"]["memory"]
+            probe_wants = router.wants([r["question"] for r in base])
+            _collect(bucket, "probe", probe_wants, *_routed(probe_wants, with_memory, base, "contains"))
     result: dict[str, Any] = {}
     for setting, arms in pooled.items():
         result[setting] = {}
-        for arm, triples in arms.items():
-            wants = np.array([t[0] for t in triples])
-            mine = np.array([t[1] for t in triples], dtype=float)
-            theirs = np.array([t[2] for t in triples], dtype=float)
-            routed = np.where(wants, mine, theirs)
-            result[setting][arm] = {
-                "n": len(triples),
-                "routed_to_memory": float(wants.mean()),
-                "memory": float(mine.mean()),
-                "without_memory": float(theirs.mean()),
+        for arm, entry in arms.items():
+            memory, without, routed = (np.array(entry[k]) for k in ("memory", "without", "routed"))
+            stats = {
+                "n": len(routed),
+                "routed_to_memory": float(np.mean(entry["wants"])),
+                "memory": float(memory.mean()),
+                "without_memory": float(without.mean()),
                 "routed": float(routed.mean()),
-                "routed_minus_without": _ci(routed - theirs),
-                "memory_minus_without": _ci(mine - theirs),
+                "routed_minus_without": _ci(routed - without),
             }
+            control = CONTROL_OF.get(arm)
+            if control in arms:
+                stats["routed_gain_over_routed_control"] = _ci(routed - np.array(arms[control]["routed"]))
+            result[setting][arm] = stats
     return result
 
 
@@ -105,8 +135,8 @@ def markdown(name: str, routed: dict[str, Any]) -> str:
         f"### {name}",
         "",
         "| setting | arm (vs the arm without memory) | n | sent to memory | without memory | memory always "
-        "| routed | routed minus without memory |",
-        "|---|---|---|---|---|---|---|---|",
+        "| routed | routed minus without memory | routed gain over routed control |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for setting, arms in routed.items():
         for arm, s in arms.items():
@@ -118,7 +148,7 @@ def markdown(name: str, routed: dict[str, Any]) -> str:
             lines.append(
                 f"| {setting} | {label} | {s['n']} | {s['routed_to_memory'] * 100:.0f}% "
                 f"| {s['without_memory'] * 100:.1f} | {s['memory'] * 100:.1f} | {s['routed'] * 100:.1f} "
-                f"| {s['routed_minus_without']} |"
+                f"| {s['routed_minus_without']} | {s.get('routed_gain_over_routed_control', '')} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -137,10 +167,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     embed = default_embedder()
     everything: dict[str, Any] = {}
     for source in args.reports:
-        path = Path(source) / "report.json" if Path(source).is_dir() else Path(source)
-        if not path.is_file():
-            sys.exit(f"no report at {path}")
-        report = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            path, report = load_report(source)
+        except (OSError, json.JSONDecodeError) as error:
+            sys.exit(f"cannot read a report: {error}")
         routed = route_report(report, articles, embed)
         everything[str(path)] = routed
         print(markdown(str(path.parent if path.name == "report.json" else path), routed))

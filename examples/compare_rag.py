@@ -46,6 +46,13 @@ def default_data() -> Path:
     return SHARED_DATA if SHARED_DATA.is_file() else EXAMPLE_DATA / "normans.json"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,10 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--memory-seeds",
-        type=int,
+        type=_positive_int,
         default=1,
-        help="absorb each memory with this many seeds (--seed, --seed + 1, ...) and average its arms' "
-        "scores per question (default 1)",
+        help="absorb each memory with this many seeds (the recipe's seed, then + 1, ...) and average its "
+        "arms' scores per question (default 1)",
     )
     parser.add_argument(
         "--route-memories",
@@ -200,10 +207,10 @@ def control_pool(rest: list[Article]) -> list[BenchDocument]:
 
 
 def absorb_config(preset: str, overrides: str | None, seed: int, device_type: str) -> LIFTConfig:
+    extra = {"seed": seed, **(json.loads(overrides) if overrides else {})}
     if preset == "auto":
-        preset = "fast" if device_type == "cpu" else "dense_qa"
-    extra = json.loads(overrides) if overrides else {}
-    return getattr(LIFTConfig, preset)(**{"seed": seed, **extra})
+        return LIFTConfig.for_device(device_type, **extra)
+    return getattr(LIFTConfig, preset)(**extra)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,7 +30,8 @@ class LIFTConfig:
     qa_per_1k_tokens: float = 0.0
     """QA pairs per 1,000 tokens of the document, so longer documents get more: a document gets
     ``max(qa_per_document, ceil(qa_per_1k_tokens * tokens / 1000))`` pairs (fewer when the generator
-    finds fewer). 0 keeps the count fixed at ``qa_per_document``."""
+    finds fewer). 0 keeps the count fixed at ``qa_per_document``; QA is off only when both are 0 (or with
+    ``qa_generator="none"``)."""
     qa_generator: Literal["extractive", "model", "none"] = "extractive"
     qa_weight: float = 1.0
     """Weight of the QA loss against the segment loss (each a per-sample mean over supervised tokens)."""
@@ -221,13 +222,18 @@ class LIFTConfig:
         return cls(**settings)
 
     @classmethod
+    def for_device(cls, device_type: str, **overrides: Any) -> LIFTConfig:
+        """The default recipe for a device: :meth:`fast` on a CPU, :meth:`dense_qa` on anything else."""
+        return cls.fast(**overrides) if device_type == "cpu" else cls.dense_qa(**overrides)
+
+    @classmethod
     def dense_qa(cls, **overrides: Any) -> LIFTConfig:
         """:meth:`fast`'s schedule with dense extractive QA: at least 400 pairs per document and 60 per
         1,000 tokens, about two per sentence. The best recipe measured for small models (docs/tuning.md,
         sweep 10: on three SQuAD articles with SmolLM2-135M the memory alone matches RAG and the hybrid
         reaches 1.8x RAG, both well above their controls). It trains several times the tokens of
-        :meth:`fast` (about a minute per 5,000-token article on an H200), so it is the default on GPUs,
-        while CPUs keep :meth:`fast`."""
+        :meth:`fast` (about a minute per 4,000-token article on an H200), so it is the default on GPUs
+        (:meth:`for_device`), while CPUs keep :meth:`fast`."""
         return cls.fast(**{"qa_per_document": 400, "qa_per_1k_tokens": 60.0, **overrides})
 
     def qa_pairs_for(self, tokens: int) -> int:

@@ -247,7 +247,7 @@ class LIFTModel:
         """Fine-tune a new memory on ``documents`` and return it.
 
         ``documents``: a string, or a list of strings, ``(title, text)`` pairs or :class:`Document`.
-        ``config``: a :class:`LIFTConfig` (default: ``LIFTConfig.fast()`` on CPU, ``LIFTConfig.paper()`` on
+        ``config``: a :class:`LIFTConfig` (default: ``LIFTConfig.fast()`` on CPU, ``LIFTConfig.dense_qa()`` on
         GPU), fitted to this model's window. ``generator``: where auxiliary QA pairs come from (see
         :func:`~lift_integrations.absorb.qa.resolve_qa_generator`). ``callback`` receives an
         :class:`AbsorbProgress` after every optimizer step; ``show_progress`` draws a tqdm bar.
@@ -278,7 +278,7 @@ class LIFTModel:
 
         docs = normalize_documents(documents)
         if config is None:
-            config = LIFTConfig.fast() if self.device.type == "cpu" else LIFTConfig.dense_qa()
+            config = LIFTConfig.for_device(self.device.type)
         if not isinstance(config, LIFTConfig):
             raise TypeError(f"config must be a LIFTConfig, got {type(config).__name__}")
         config.validate()

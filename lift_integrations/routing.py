@@ -70,10 +70,12 @@ def memory_passages(memory: Memory) -> list[str]:
     return passages
 
 
-def _normalised(rows: Any) -> np.ndarray:
+def _normalised(rows: Any, texts: int) -> np.ndarray:
     matrix = np.asarray(rows, dtype=np.float32)
-    if matrix.ndim != 2:
-        raise ValueError(f"an embedder must return one row per text, got an array of shape {matrix.shape}")
+    if matrix.ndim != 2 or matrix.shape[0] != texts:
+        raise ValueError(
+            f"an embedder must return one row per text: {texts} texts gave an array of shape {matrix.shape}"
+        )
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
 
@@ -100,6 +102,8 @@ class MemoryRouter:
     ) -> None:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
+        if not np.isfinite(margin):
+            raise ValueError(f"margin must be a finite number, got {margin!r}")
         self.memory = memory
         self._embed = embed
         self._threshold = threshold
@@ -116,7 +120,7 @@ class MemoryRouter:
         passages = memory_passages(self.memory)
         if not passages:
             raise ValueError("the memory holds no document text to route by")
-        return _normalised(self.embed(passages))
+        return _normalised(self.embed(passages), len(passages))
 
     @property
     def threshold(self) -> float:
@@ -131,7 +135,7 @@ class MemoryRouter:
             raise TypeError("relevance takes a list of questions; use route() for one")
         if not questions:
             return np.zeros(0, dtype=np.float32)
-        return (_normalised(self.embed(list(questions))) @ self._passages.T).max(axis=1)
+        return (_normalised(self.embed(list(questions)), len(questions)) @ self._passages.T).max(axis=1)
 
     def wants(self, questions: Sequence[str]) -> list[bool]:
         """Whether each question goes to the memory."""

@@ -492,9 +492,10 @@ def test_memory_seeds_average_each_question_over_absorptions(run: dict[str, Any]
 
 
 def test_routed_memories_leave_unrelated_questions_to_the_base_model(run: dict[str, Any]) -> None:
-    """``route_memories``: each memory arm (and the probe) sends a question to its memory only when the
-    router finds it about the memory's documents; every question routed away gets exactly the answer of
-    the same arm without a memory (closed book, or RAG for the hybrids), batched or one at a time."""
+    """``route_memories``: every memory arm (and the probe) attaches its memory only to the questions the
+    document memory's router sends to it; a question routed away gets exactly the answer of the same arm
+    without a memory (closed book, ICL's view, or RAG), one routed in the answer of the unrouted run,
+    batched or one at a time. Controls follow the same decisions as their memory arms."""
     from langchain_core.embeddings import Embeddings
     from tiny_models import bag_of_words, one_torch_thread
 
@@ -506,26 +507,47 @@ def test_routed_memories_leave_unrelated_questions_to_the_base_model(run: dict[s
             return self.embed_documents([text])[0]
 
     base: HarnessSettings = run["settings"]
-    arms = ["closed_book", "rag_langchain", "lift_only", "hybrid", "control", "control_hybrid"]
-    without_memory = {"lift_only": "closed_book", "control": "closed_book", "hybrid": "rag_langchain"}
-    without_memory["control_hybrid"] = "rag_langchain"
+    without_memory = {
+        "lift_only": "closed_book",
+        "control": "closed_book",
+        "lift_icl": "icl",
+        "control_icl": "icl",
+        "hybrid": "rag_langchain",
+        "control_hybrid": "rag_langchain",
+    }
+    arms = ["closed_book", "icl", "rag_langchain", *without_memory]
+    # Zorblat's document, asked one question about it and one about Old Kestrel.
+    mixed = BenchDocument(
+        ZORBLAT.title, ZORBLAT.text, (ZORBLAT.questions[0], KESTREL.questions[1]), ZORBLAT.sources
+    )
+    cases = build_cases(
+        [mixed], control_pool=CONTROL_POOL, count_tokens=run["lift"].count_tokens, questions=2
+    )
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    plain_settings = HarnessSettings(**{**fields, "langchain_embeddings": BagOfWords(), "general_probe": 0})
+    with one_torch_thread():
+        unrouted = run_comparison(run["lift"], cases, arms, plain_settings)["cases"][0]["questions"]
     for batch in (1, 3):
-        fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
         settings = HarnessSettings(
             **{**fields, "route_memories": True, "answer_batch": batch, "langchain_embeddings": BagOfWords()}
         )
         with one_torch_thread():
-            report = run_comparison(run["lift"], run["cases"][:1], arms, settings)
+            report = run_comparison(run["lift"], cases, arms, settings)
         assert report["meta"]["route_memories"] is True
         rows = report["cases"][0]["questions"]
-        assert all(r["memory_used"] is None for r in rows["closed_book"] + rows["rag_langchain"])
+        assert all(
+            r["memory_used"] is None for arm in ("closed_book", "icl", "rag_langchain") for r in rows[arm]
+        )
         used = {arm: [r["memory_used"] for r in rows[arm]] for arm in without_memory}
         assert all(isinstance(u, bool) for flags in used.values() for u in flags)
-        assert any(used["lift_only"]) and not all(used["lift_only"] + used["control"])  # a real mix
+        assert used["lift_only"] == [True, False]  # about Zorblat; about Old Kestrel
+        assert all(flags == used["lift_only"] for flags in used.values())  # one router decides for all
         for arm, plain in without_memory.items():
-            for mine, theirs in zip(rows[arm], rows[plain], strict=True):
+            for index, (mine, theirs) in enumerate(zip(rows[arm], rows[plain], strict=True)):
                 if not mine["memory_used"]:
                     assert mine["answer"] == theirs["answer"], (batch, arm, mine["question"])
+                else:
+                    assert mine["answer"] == unrouted[arm][index]["answer"], (batch, arm, mine["question"])
         stats = report["summary"]["single"]["arms"]["lift_only"]
         assert stats["memory_used"] == pytest.approx(sum(used["lift_only"]) / len(used["lift_only"]))
         assert "Memory routing: share of questions" in markdown_report(report)

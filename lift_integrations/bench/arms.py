@@ -254,7 +254,7 @@ def batch_answers(
         overhead_s += (time.perf_counter() - timer) / max(1, len(prompts))
         routed: list[Answer | None] = [None] * len(prompts)
         for use in (True, False):
-            picked = [i for i, want in enumerate(wants) if want is use]
+            picked = [i for i, want in enumerate(wants) if bool(want) == use]
             group = batch_answers(
                 lift,
                 [prompts[i] for i in picked],
@@ -265,6 +265,7 @@ def batch_answers(
             )
             for i, answer in zip(picked, group, strict=True):
                 routed[i] = replace(answer, memory_used=use)
+        assert all(a is not None for a in routed)
         return [a for a in routed if a is not None]
     answers: list[Answer] = []
     size = max(1, settings.answer_batch)
@@ -463,7 +464,7 @@ class CaseResources:
     rag: dict[str, Any] = field(default_factory=dict)
     _stores: dict[tuple[int, int], Any] = field(default_factory=dict)
     _memories: dict[str, Memory] = field(default_factory=dict)
-    _routers: dict[str, MemoryRouter] = field(default_factory=dict)
+    _router: MemoryRouter | None = None
     _seed_offset: int = 0
 
     @property
@@ -492,26 +493,35 @@ class CaseResources:
     def next_memory_seed(self) -> None:
         """Release the memories made so far; the next ones are absorbed with the recipe's seed plus one
         more than before (:attr:`HarnessSettings.memory_seeds`). Their absorption records are kept, the
-        first seed's under ``"document"``/``"control"``, later ones under ``"document@seed1"`` and so on."""
+        first seed's under ``"document"``/``"control"``, later ones under ``"document@seed1"`` and so on
+        (the seed the absorption used)."""
+        self._release_memories()
+        self._seed_offset += 1
+
+    def _release_memories(self) -> None:
         for memory in self._memories.values():
             self.lift.release(memory)
         self._memories.clear()
-        self._routers.clear()
-        self._seed_offset += 1
 
-    def router(self, which: str = "document") -> MemoryRouter | None:
-        """The router of that memory when ``settings.route_memories`` is set, else ``None``; it embeds
-        with the run's LangChain embeddings and calibrates its threshold on first use."""
+    def router(self) -> MemoryRouter | None:
+        """The document memory's router when ``settings.route_memories`` is set, else ``None``.
+
+        Every memory arm follows its decisions, the control arms too: a control then answers with the
+        unrelated memory exactly the questions the document's memory answers, so the gain over it still
+        isolates what the document taught. It embeds with the run's LangChain embeddings; its threshold
+        is calibrated here, inside the arm's preparation, and kept across memory seeds (routing reads
+        the document's text, which no seed changes)."""
         if not self.settings.route_memories:
             return None
-        if which not in self._routers:
+        memory = self.memory("document")
+        if self._router is None:
             from lift_integrations.routing import MemoryRouter
 
             embeddings = self.langchain_embeddings
-            self._routers[which] = MemoryRouter(
-                self.memory(which), embed=lambda texts: embeddings.embed_documents(list(texts))
-            )
-        return self._routers[which]
+            self._router = MemoryRouter(memory, embed=lambda texts: embeddings.embed_documents(list(texts)))
+            _ = self._router.threshold  # embed the passages and calibrate now, not in a timed answer
+        self._router.memory = memory
+        return self._router
 
     def absorbed(self, which: str = "document") -> Memory | None:
         """The memory if an arm already made it, else ``None``: for measurements that must reuse the arms'
@@ -523,11 +533,7 @@ class CaseResources:
 
         config = self.settings.absorb_config
         if config is None:
-            config = (
-                LIFTConfig.fast(seed=self.settings.seed)
-                if self.lift.device.type == "cpu"
-                else (LIFTConfig.paper(seed=self.settings.seed))
-            )
+            config = LIFTConfig.for_device(self.lift.device.type, seed=self.settings.seed)
         if self._seed_offset:
             config = replace(config, seed=config.seed + self._seed_offset)
         tokens = self.lift.count_tokens(source.full_text)
@@ -536,7 +542,7 @@ class CaseResources:
         memory = self.lift.absorb((source.title, source.text), config=config)
         wall = time.perf_counter() - start
         stats = memory.stats
-        record = f"{which}@seed{self._seed_offset}" if self._seed_offset else which
+        record = f"{which}@seed{config.seed}" if self._seed_offset else which
         self.absorptions[record] = Absorption(
             title=source.label,
             document_tokens=tokens,
@@ -583,9 +589,8 @@ class CaseResources:
 
     def close(self) -> None:
         """Release the memories' adapters and drop the stores (a long run holds many documents)."""
-        for memory in self._memories.values():
-            self.lift.release(memory)
-        self._memories.clear()
+        self._release_memories()
+        self._router = None
         self._stores.clear()
 
 
@@ -664,11 +669,13 @@ class LIFTArm:
 
     def prepare(self, resources: CaseResources) -> None:
         self._memory = resources.memory(self.source)
-        self._router = resources.router(self.source)
+        self._router = resources.router()
         if self.view == "truncated":
             # The document's own memory uses the public "truncated" path; the control's memory holds an
-            # unrelated document, so it gets the same view explicitly (identical prompt ids, tested).
-            self._context = "truncated" if self.source == "document" else [resources.icl_text]
+            # unrelated document, and a routed question may reach no memory at all, so those get the
+            # same view explicitly (identical prompt ids, tested).
+            explicit = self.source == "control" or self._router is not None
+            self._context = [resources.icl_text] if explicit else "truncated"
             self._view = (resources.icl_text,)
 
     def answer(self, question: str) -> Answer:
@@ -759,7 +766,7 @@ class LangChainRAGArm:
 
     def prepare(self, resources: CaseResources) -> None:
         memory = resources.memory(self.source) if self.source is not None else None
-        self._router = resources.router(self.source) if self.source is not None else None
+        self._router = resources.router() if self.source is not None else None
         retriever = resources.langchain_store().as_retriever(search_kwargs={"k": resources.k})
         self._retriever, self._memory = retriever, memory
         # With a router, one chain with the memory and one without; each question takes one of them.

@@ -689,7 +689,7 @@ def _probe_case(
         settings.say("  general probe: no questions (no knowledge file, no unrelated articles)")
         return None
     timer = _Timer()
-    router = resources.router("document")
+    router = resources.router()
     general = run_general_probe(lift, memory, probe, settings, base_rows, router)
     general["wall_s"] = timer()
     _say_probe(general, settings)
@@ -934,7 +934,10 @@ def _meta(
         "seed": settings.seed,
         "memory_seeds": settings.memory_seeds,
         "route_memories": settings.route_memories,
-        "absorb_config_seed": config.seed if config is not None else settings.seed,
+        "absorb_config_seeds": [
+            (config.seed if config is not None else settings.seed) + offset
+            for offset in range(settings.memory_seeds)
+        ],
         "bootstrap_resamples": settings.bootstrap_resamples,
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

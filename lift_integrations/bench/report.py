@@ -49,8 +49,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     ]
     if meta.get("memory_seeds", 1) > 1:
         lines[-1] += (
-            f" Every memory was absorbed {meta['memory_seeds']} times (seeds {meta['absorb_config_seed']}"
-            f" to {meta['absorb_config_seed'] + meta['memory_seeds'] - 1}); an arm with a memory scores"
+            f" Every memory was absorbed {meta['memory_seeds']} times (seeds "
+            f"{', '.join(str(seed) for seed in meta['absorb_config_seeds'])}); an arm with a memory scores"
             " each question by its mean over them (per-seed F1 in the last table)."
         )
     if meta.get("answer_batch", 1) > 1:

@@ -374,8 +374,7 @@ class LIFTChatModel(BaseChatModel):
         from lift_integrations.config import LIFTConfig
 
         if lift_config is None:
-            preset = LIFTConfig.fast if lift.device.type == "cpu" else LIFTConfig.paper
-            return preset(**overrides)
+            return LIFTConfig.for_device(lift.device.type, **overrides)
         if not isinstance(lift_config, LIFTConfig):
             raise TypeError(f"lift_config must be a LIFTConfig, got {type(lift_config).__name__}")
         return dataclasses.replace(lift_config, **overrides) if overrides else lift_config
