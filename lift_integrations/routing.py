@@ -31,7 +31,7 @@ from lift_integrations.absorb.replay import load_replay_prompts
 if TYPE_CHECKING:
     from lift_integrations.memory import Memory
 
-__all__ = ["MemoryRouter", "default_embedder", "memory_passages"]
+__all__ = ["MemoryRouter", "RouterSlot", "default_embedder", "memory_passages"]
 
 Embedder = Callable[[Sequence[str]], Any]
 """Texts to one embedding row each (any array-like); rows are L2-normalised here."""
@@ -145,3 +145,21 @@ class MemoryRouter:
     def route(self, question: str) -> Memory | None:
         """The memory when ``question`` is about its documents, else ``None`` (the base model)."""
         return self.memory if self.wants([question])[0] else None
+
+
+class RouterSlot:
+    """The router of whichever memory a framework adapter holds: built on first use and again whenever
+    the memory changes (an absorb or a load gives the adapter a new one)."""
+
+    def __init__(self, embed: Embedder | None = None) -> None:
+        self.embed = embed
+        self._router: MemoryRouter | None = None
+
+    def route(self, memory: Memory | None, question: str) -> Memory | None:
+        """``memory`` when ``question`` is about its documents, else ``None`` (also for an empty question)."""
+        if memory is None or not question.strip():
+            return None
+        router = self._router
+        if router is None or router.memory is not memory:
+            router = self._router = MemoryRouter(memory, embed=self.embed)
+        return router.route(question)

@@ -135,8 +135,18 @@ class LIFTChatModel(BaseChatModel):
     """The :class:`~lift_integrations.Memory` used for generation (``None``: the base model alone)."""
     show_progress: bool = False
     """Draw a tqdm bar while absorbing."""
+    route_memory: bool = False
+    """Attach the memory only when the last user message is about its documents
+    (:class:`~lift_integrations.routing.MemoryRouter`); other messages get the base model's answer. A
+    memory otherwise answers unrelated questions in its documents' voice. Meant for parametric mode, where
+    the message is the question: in a RAG prompt the retrieved passages are about the documents whatever
+    the question asks. Each response's ``lift_memory_id`` says whether the memory answered."""
+    router_embeddings: Any = Field(default=None, exclude=True, repr=False)
+    """The LangChain ``Embeddings`` the router compares messages and passages with (``None``: the
+    embedded all-MiniLM-L6-v2)."""
 
     _absorb_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _routes: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_lift_objects(self) -> LIFTChatModel:
@@ -195,6 +205,7 @@ class LIFTChatModel(BaseChatModel):
             "max_tokens": self.max_tokens,
             "top_p": self.top_p,
             "mode": self.mode,
+            "route_memory": self.route_memory,
             "lift_memory_id": self.memory_id,
             # Two wrapped models may share a display name; their weights' fingerprint tells them apart.
             "lift_base_fingerprint": self.lift_model.fingerprint if self.lift_model is not None else None,
@@ -271,7 +282,7 @@ class LIFTChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        memory = self.memory  # one snapshot per call: an absorb in another thread cannot change it midway
+        memory = self._memory_for(messages)  # one snapshot per call: an absorb elsewhere cannot change it
         lift = self.lift
         # Workaround for a core race: LIFTModel builds prompt ids outside its lock, and the fast tokenizer's
         # split-special-tokens switch is shared state, so concurrent calls (batch) could tokenize a control
@@ -308,7 +319,7 @@ class LIFTChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        memory = self.memory
+        memory = self._memory_for(messages)
         lift = self.lift
         with lift.lock:  # prompt building only (see _generate); generation takes the lock in its own thread
             stream = lift.stream(_to_lift_messages(messages), memory=memory, **self._call_args(stop, kwargs))
@@ -340,7 +351,7 @@ class LIFTChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        memory = self.memory
+        memory = await asyncio.to_thread(self._memory_for, messages)
         lift_messages = _to_lift_messages(messages)
         args = self._call_args(stop, kwargs)
 
@@ -367,6 +378,21 @@ class LIFTChatModel(BaseChatModel):
         yield self._final_chunk(memory, stream.result)
 
     # Memory --------------------------------------------------------------------------------------
+
+    def _memory_for(self, messages: Sequence[BaseMessage]) -> Memory | None:
+        """The memory this call answers with: the instance's, unless ``route_memory`` sends the last user
+        message to the base model."""
+        memory = self.memory
+        if memory is None or not self.route_memory:
+            return memory
+        if self._routes is None:
+            from lift_integrations.routing import RouterSlot
+
+            embeddings = self.router_embeddings
+            embed = None if embeddings is None else (lambda texts: embeddings.embed_documents(list(texts)))
+            self._routes = RouterSlot(embed)
+        question = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+        return self._routes.route(memory, question)
 
     def _lift_config(
         self, lift: LIFTModel, lift_config: LIFTConfig | None, overrides: Mapping[str, Any]

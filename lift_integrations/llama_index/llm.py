@@ -164,9 +164,16 @@ class LIFTLLM(CustomLLM):
     stop: list[str] = Field(default_factory=list, description="Strings that end generation (not returned).")
     device: str | None = Field(default=None, description="Torch device; None picks CUDA when available.")
     dtype: str | None = Field(default=None, description="Torch dtype; None is bf16 on CUDA, fp32 on CPU.")
+    route_memory: bool = Field(
+        default=False,
+        description="Attach the memory only when the last user message is about its documents "
+        "(lift_integrations.routing.MemoryRouter); other messages get the base model's answer. Meant for "
+        "questions asked directly: a RAG prompt holds retrieved passages about the documents.",
+    )
 
     _lift: Any = PrivateAttr(default=None)
     _memory: Memory | None = PrivateAttr(default=None)
+    _routes: Any = PrivateAttr(default=None)
     _rendered: OrderedDict[str, list[dict[str, str]]] = PrivateAttr(default_factory=OrderedDict)
     _rendered_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
@@ -175,6 +182,7 @@ class LIFTLLM(CustomLLM):
         model: str | os.PathLike[str] | LIFTModel | None = None,
         *,
         memory: Memory | str | os.PathLike[str] | None = None,
+        router_embed_model: Any = None,
         **kwargs: Any,
     ) -> None:
         lift = None
@@ -187,6 +195,12 @@ class LIFTLLM(CustomLLM):
         self._lift = lift
         if not custom_rendering:
             self.messages_to_prompt = _ChatTemplate(self)
+        embed = None
+        if router_embed_model is not None:  # a LlamaIndex BaseEmbedding; None: all-MiniLM-L6-v2
+            embed = lambda texts: router_embed_model.get_text_embedding_batch(list(texts))  # noqa: E731
+        from lift_integrations.routing import RouterSlot
+
+        self._routes = RouterSlot(embed)
         if memory is not None:
             # Not checked against the weights here (that would load them); the core checks at first use.
             self._memory = memory if isinstance(memory, Memory) else Memory.load(memory)
@@ -373,9 +387,17 @@ class LIFTLLM(CustomLLM):
             "memory_id": memory.id if memory is not None else None,
         }
 
+    def _routed(self, messages: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with the memory ``route_memory`` picks for the last user message."""
+        if not self.route_memory or options["memory"] is None:
+            return options
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        return {**options, "memory": self._routes.route(options["memory"], question)}
+
     def _generate(
         self, messages: list[dict[str, str]], options: dict[str, Any]
     ) -> tuple[str, dict[str, Any]]:
+        options = self._routed(messages, options)
         result = self.lift_model.generate(messages, **options)
         return result.text, self._raw(result, options["memory"])
 
@@ -385,6 +407,7 @@ class LIFTLLM(CustomLLM):
         """Start generating now (bad input raises here, inside the callback) and return an iterator of
         ``(cumulative text, delta, raw)``. Each piece is held back until the next one arrives, so the last
         response carries the usage without an extra empty-delta response."""
+        options = self._routed(messages, options)
         stream = self.lift_model.stream(messages, **options)
 
         def pieces() -> Iterator[tuple[str, str, Any]]:

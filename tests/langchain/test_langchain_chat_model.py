@@ -454,3 +454,46 @@ async def test_async_paths_do_not_block_event_loop(
     monkeypatch.setattr(tiny, "generate", record)
     await chat.ainvoke("hi")
     assert threading.get_ident() not in thread_ids
+
+
+def test_route_memory_answers_unrelated_messages_with_the_base_model(tiny: Any, trained_memory: Any) -> None:
+    """``route_memory``: a message about the absorbed text gets the memory's answer, an unrelated one
+    exactly the base model's, whether invoked, streamed or awaited; the response says which answered."""
+    from langchain_core.embeddings import Embeddings
+    from lc_tiny_model import QUESTION
+    from tiny_models import bag_of_words
+
+    class BagOfWords(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return bag_of_words(texts).tolist()
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+    routed = LIFTChatModel(
+        model=TINY_NAME,
+        max_tokens=8,
+        memory=trained_memory,
+        route_memory=True,
+        router_embeddings=BagOfWords(),
+    )
+    always = LIFTChatModel(model=TINY_NAME, max_tokens=8, memory=trained_memory)
+    base = LIFTChatModel(model=TINY_NAME, max_tokens=8)
+    unrelated = "How many legs does a spider have?"
+    assert always.invoke(QUESTION).content != base.invoke(QUESTION).content  # the memory changes answers
+    answer = routed.invoke(QUESTION)
+    assert answer.content == always.invoke(QUESTION).content
+    assert answer.response_metadata["lift_memory_id"] == trained_memory.id
+    answer = routed.invoke([("system", "Be brief."), ("human", unrelated)])
+    assert answer.content == base.invoke([("system", "Be brief."), ("human", unrelated)]).content
+    assert answer.response_metadata["lift_memory_id"] is None
+    chunks = list(routed.stream(unrelated))
+    assert "".join(c.content for c in chunks) == base.invoke(unrelated).content
+    assert chunks[-1].response_metadata["lift_memory_id"] is None
+    streamed = asyncio.run(_collect_astream(routed, QUESTION))
+    assert streamed == always.invoke(QUESTION).content
+    assert always.route_memory is False and "route_memory" in routed._identifying_params
+
+
+async def _collect_astream(chat: LIFTChatModel, message: str) -> str:
+    return "".join([chunk.content async for chunk in chat.astream(message)])  # type: ignore[misc]

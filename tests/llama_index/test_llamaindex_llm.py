@@ -379,3 +379,38 @@ def test_absorb_rejects_empty_documents_before_any_event(llm: LIFTLLM, events: A
     with pytest.raises(ValueError, match="empty"):
         llm.absorb(["  "])
     assert "LIFTAbsorbStartEvent" not in events.names()
+
+
+def test_route_memory_answers_unrelated_prompts_with_the_base_model(
+    tiny_smollm: Any, facts: Any, absorb_config: Any
+) -> None:
+    """``route_memory``: a prompt about the absorbed text is answered with the memory, an unrelated one
+    exactly as the base model answers it, in complete, chat and streaming; ``raw`` says which answered."""
+    from llama_index.core.embeddings import BaseEmbedding
+    from tiny_models import bag_of_words
+
+    class BagOfWords(BaseEmbedding):
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return bag_of_words([text])[0].tolist()
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._get_text_embedding(query)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._get_text_embedding(query)
+
+    always = LIFTLLM(tiny_smollm, max_new_tokens=8)
+    memory = always.absorb(facts.zorbia, config=absorb_config)
+    routed = LIFTLLM(
+        tiny_smollm, max_new_tokens=8, memory=memory, route_memory=True, router_embed_model=BagOfWords()
+    )
+    base = LIFTLLM(tiny_smollm, max_new_tokens=8)
+    unrelated = "How many legs does a spider have?"
+    about = routed.complete(facts.question)
+    assert about.raw["memory_id"] == memory.id and about.text == always.complete(facts.question).text
+    away = routed.complete(unrelated)
+    assert away.raw["memory_id"] is None and away.text == base.complete(unrelated).text
+    chat = routed.chat([ChatMessage(role=MessageRole.USER, content=unrelated)])
+    assert chat.raw["memory_id"] is None and chat.message.content == base.complete(unrelated).text
+    streamed = list(routed.stream_complete(facts.question))
+    assert streamed[-1].raw["memory_id"] == memory.id and streamed[-1].text == about.text
