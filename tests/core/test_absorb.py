@@ -311,3 +311,5 @@ def test_qa_density_asks_longer_documents_for_more_pairs(tiny_lift: LIFTModel) -
     dense = LIFTConfig.dense_qa()
     assert (dense.qa_pairs_for(1000), dense.qa_pairs_for(10_000)) == (400, 600)
     assert dense.stage2_epochs == LIFTConfig.fast().stage2_epochs  # fast()'s schedule
+    assert LIFTConfig.for_device("cpu") == LIFTConfig.fast()
+    assert LIFTConfig.for_device("cuda", seed=3) == LIFTConfig.dense_qa(seed=3)
