@@ -34,12 +34,12 @@ from typing import Any
 
 from lift_integrations.bench.arms import CONTROL_OF, HarnessSettings
 from lift_integrations.bench.compare import (
-    _arm_stats,
-    _combine_probes,
-    _gains,
-    _mean_over_seeds,
-    _seed_means,
-    _summary,
+    arm_stats,
+    combine_probes,
+    gains_over_controls,
+    mean_over_seeds,
+    seed_means,
+    summarize,
 )
 from lift_integrations.bench.report import markdown_report, write_outputs
 
@@ -125,7 +125,7 @@ def merge_reports(
     check_compatible(reports)
     first = reports[0][1]["meta"]
     resamples = first["bootstrap_resamples"] if bootstrap is None else bootstrap
-    # _summary reads only bootstrap_resamples and seed; log=None keeps the settings object quiet.
+    # summarize reads only bootstrap_resamples and seed; log=None keeps the settings object quiet.
     settings = HarnessSettings(bootstrap_resamples=resamples, seed=first["seed"], log=None)
     cases = [case for _, report in reports for case in report["cases"]]
     meta = dict(first)
@@ -138,7 +138,7 @@ def merge_reports(
     return {
         "meta": meta,
         "cases": cases,
-        "summary": _summary(cases, settings, first["kv_cache_bytes_per_token"]),
+        "summary": summarize(cases, settings, first["kv_cache_bytes_per_token"]),
     }
 
 
@@ -189,7 +189,7 @@ def merge_seeds(
             arm: [run["questions"][arm] for run in runs] for arm in case["questions"] if arm in MEMORY_ARMS
         }
         rows = {
-            arm: _mean_over_seeds(seeded[arm]) if arm in seeded else case["questions"][arm]
+            arm: mean_over_seeds(seeded[arm]) if arm in seeded else case["questions"][arm]
             for arm in case["questions"]
         }
         absorption = dict(case["absorption"])
@@ -202,11 +202,11 @@ def merge_seeds(
             {
                 **case,
                 "absorption": absorption,
-                "arms": {arm: _arm_stats(r, settings, kv_per_token) for arm, r in rows.items()},
-                "gains": _gains(rows, settings),
+                "arms": {arm: arm_stats(r, settings, kv_per_token) for arm, r in rows.items()},
+                "gains": gains_over_controls(rows, settings),
                 "questions": rows,
-                "memory_seeds": _seed_means(seeded),
-                "general": _combine_probes(probes, settings, kv_per_token),
+                "memory_seeds": seed_means(seeded),
+                "general": combine_probes(probes, settings, kv_per_token),
             }
         )
     meta.update(
@@ -219,7 +219,7 @@ def merge_seeds(
             "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
         }
     )
-    return {"meta": meta, "cases": cases, "summary": _summary(cases, settings, kv_per_token)}
+    return {"meta": meta, "cases": cases, "summary": summarize(cases, settings, kv_per_token)}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,6 +1,6 @@
 """benchmarks/merge_reports.py: pooling per-article compare_rag reports into one, on hand-built reports.
 
-No model runs: the reports are built by hand with the fields ``_summary`` and ``markdown_report`` read,
+No model runs: the reports are built by hand with the fields ``summarize`` and ``markdown_report`` read,
 two arms (``lift_only`` and its control) and known per-question scores, so the pooled numbers can be
 checked against plain means over all rows.
 """

@@ -67,17 +67,23 @@ __all__ = [
     "Case",
     "HarnessSettings",
     "ProbeQuestion",
+    "arm_stats",
     "article_document",
     "build_cases",
+    "combine_probes",
     "concatenate",
     "contains_gold",
     "control_document",
+    "gains_over_controls",
     "general_probe_questions",
     "kv_cache_bytes_per_token",
     "load_general_questions",
+    "mean_over_seeds",
     "run_comparison",
     "run_general_probe",
     "sample_questions",
+    "seed_means",
+    "summarize",
     "tune_rag",
 ]
 
@@ -330,9 +336,7 @@ def _ci(values: Sequence[float], settings: HarnessSettings) -> dict[str, float]:
     return {"mean": mean, "low": low, "high": high}
 
 
-def _arm_stats(
-    rows: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_token: int
-) -> dict[str, Any]:
+def arm_stats(rows: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_token: int) -> dict[str, Any]:
     """Pooled statistics of one arm over its per-question rows."""
     in_context = [r["gold_in_context"] for r in rows if r["gold_in_context"] is not None]
     routed = [r["memory_used"] for r in rows if r.get("memory_used") is not None]
@@ -370,7 +374,7 @@ def _paired(
     }
 
 
-def _gains(rows: dict[str, list[dict[str, Any]]], settings: HarnessSettings) -> dict[str, Any]:
+def gains_over_controls(rows: dict[str, list[dict[str, Any]]], settings: HarnessSettings) -> dict[str, Any]:
     """Each memory arm minus its control, per question (same questions, same order): paired intervals."""
     gains: dict[str, Any] = {}
     for arm, control in CONTROL_OF.items():
@@ -597,8 +601,8 @@ def _probe_stats(
         theirs, mine = [base[i] for i in keep], [memory[i] for i in keep]
         stats[kind] = {
             "n": len(keep),
-            "base": _arm_stats(theirs, settings, kv_per_token) if keep else None,
-            "memory": _arm_stats(mine, settings, kv_per_token) if keep else None,
+            "base": arm_stats(theirs, settings, kv_per_token) if keep else None,
+            "memory": arm_stats(mine, settings, kv_per_token) if keep else None,
             "difference": _paired(mine, theirs, settings, "the probe with and without memory")
             if keep
             else None,
@@ -664,7 +668,7 @@ def _run_arm(
     seconds = timer()
     answers = answer_all(arm, [q.question for q in questions], settings)
     rows = [_score(q, a) for q, a in zip(questions, answers, strict=True)]
-    stats = _arm_stats(rows, settings, kv_per_token)
+    stats = arm_stats(rows, settings, kv_per_token)
     settings.say(
         f"  {arm.name:<15} F1 {stats['f1']['mean']:.3f}  EM {stats['em']['mean']:.3f}  "
         f"contains {stats['contains']:.2f}  {stats['total_s_mean']:.2f} s/question"
@@ -696,7 +700,7 @@ def _probe_case(
     return general
 
 
-def _mean_over_seeds(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def mean_over_seeds(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per question from the rows of several absorption seeds (same questions, same order):
     scores and latencies are the mean over seeds, ``answer`` is the first seed's and ``answers`` all of
     them. Averaging per question keeps the bootstrap over questions and the pairing with controls."""
@@ -714,7 +718,7 @@ def _mean_over_seeds(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any
     return merged
 
 
-def _seed_means(runs: dict[str, list[list[dict[str, Any]]]]) -> dict[str, list[float]]:
+def seed_means(runs: dict[str, list[list[dict[str, Any]]]]) -> dict[str, list[float]]:
     """Each memory arm's mean F1 under each seed: how much one training run moves the arm."""
     return {
         name: [float(np.mean([r["f1"] for r in rows])) for rows in per_seed]
@@ -723,7 +727,7 @@ def _seed_means(runs: dict[str, list[list[dict[str, Any]]]]) -> dict[str, list[f
     }
 
 
-def _combine_probes(
+def combine_probes(
     probes: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_token: int
 ) -> dict[str, Any] | None:
     """The probe over several seeds' document memories: each question's with-memory row is the mean over
@@ -731,7 +735,7 @@ def _combine_probes(
     if len(probes) <= 1:
         return probes[0] if probes else None
     base = probes[0]["questions"]["base"]
-    memory = _mean_over_seeds([p["questions"]["memory"] for p in probes])
+    memory = mean_over_seeds([p["questions"]["memory"] for p in probes])
     return {
         "kinds": _probe_stats(base, memory, settings, kv_per_token),
         "questions": {"base": base, "memory": memory},
@@ -807,8 +811,8 @@ def run_comparison(
                 general_once = _probe_case(lift, case, resources, settings, knowledge, base_rows)
                 if general_once is not None:
                     probes.append(general_once)
-            rows = {name: _mean_over_seeds(runs[name]) for name in names}
-            general = _combine_probes(probes, settings, kv_per_token)
+            rows = {name: mean_over_seeds(runs[name]) for name in names}
+            general = combine_probes(probes, settings, kv_per_token)
             records.append(
                 {
                     "setting": case.setting,
@@ -822,10 +826,10 @@ def run_comparison(
                     "rag": resources.rag,
                     "absorption": {k: v.to_dict() for k, v in resources.absorptions.items()},
                     "prepare_s": prepare_s,
-                    "arms": {name: _arm_stats(r, settings, kv_per_token) for name, r in rows.items()},
-                    "gains": _gains(rows, settings),
+                    "arms": {name: arm_stats(r, settings, kv_per_token) for name, r in rows.items()},
+                    "gains": gains_over_controls(rows, settings),
                     "questions": rows,
-                    "memory_seeds": _seed_means(runs) if settings.memory_seeds > 1 else None,
+                    "memory_seeds": seed_means(runs) if settings.memory_seeds > 1 else None,
                     "general": general,
                 }
             )
@@ -834,13 +838,16 @@ def run_comparison(
     return {
         "meta": _meta(lift, settings, names, kv_per_token, clock()),
         "cases": records,
-        "summary": _summary(records, settings, kv_per_token),
+        "summary": summarize(records, settings, kv_per_token),
     }
 
 
-def _summary(
+def summarize(
     records: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_token: int
 ) -> dict[str, Any]:
+    """A report's ``summary`` from its case records: per setting, every arm's statistics pooled over the
+    setting's cases, each memory arm's gain over its control and the pooled probe. Public so that reports
+    run apart (one process per article) can be pooled afterwards (``benchmarks/merge_reports.py``)."""
     summary: dict[str, Any] = {}
     for setting in dict.fromkeys(r["setting"] for r in records):
         cases = [r for r in records if r["setting"] == setting]
@@ -866,8 +873,8 @@ def _summary(
             "memory_tensor_bytes_mean": float(np.mean([a["tensor_bytes"] for a in absorbed]))
             if absorbed
             else None,
-            "arms": {arm: _arm_stats(rows, settings, kv_per_token) for arm, rows in pooled.items()},
-            "gains": _gains(pooled, settings),
+            "arms": {arm: arm_stats(rows, settings, kv_per_token) for arm, rows in pooled.items()},
+            "gains": gains_over_controls(pooled, settings),
             "general": _pooled_probe(cases, settings, kv_per_token),
         }
     return summary
