@@ -91,13 +91,15 @@ def _collect(
         entry[name].extend(values)
 
 
-def route_report(report: dict[str, Any], articles: dict[str, Article], embed: Embedder) -> dict[str, Any]:
+def route_report(
+    report: dict[str, Any], articles: dict[str, Article], embed: Embedder, quantile: float = 1.0
+) -> dict[str, Any]:
     """Routed scores for every case of ``report``, pooled per setting. Every arm follows the document
     memory's router (the controls too, as ``--route-memories`` does), so a routed gain over the routed
     control compares the two memories on the same questions."""
     pooled: dict[str, dict[str, dict[str, list[Any]]]] = {}
     for case in report["cases"]:
-        router = MemoryRouter(document_memory(case, articles), embed=embed)
+        router = MemoryRouter(document_memory(case, articles), embed=embed, quantile=quantile)
         rows = case["questions"]
         bucket = pooled.setdefault(case["setting"], {})
         any_arm = next(iter(rows.values()))
@@ -162,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--data", required=True, help="the SQuAD file the runs read (to rebuild the documents)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument(
+        "--quantile", type=float, default=1.0, help="the router's calibration quantile (MemoryRouter, 1.0)"
+    )
     args = parser.parse_args(argv)
     articles = {a.title: a for a in load_squad_articles(args.data)}
     embed = default_embedder()
@@ -171,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             path, report = load_report(source)
         except (OSError, json.JSONDecodeError) as error:
             sys.exit(f"cannot read a report: {error}")
-        routed = route_report(report, articles, embed)
+        routed = route_report(report, articles, embed, args.quantile)
         everything[str(path)] = routed
         print(markdown(str(path.parent if path.name == "report.json" else path), routed))
     if args.json is not None:

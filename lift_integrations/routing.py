@@ -86,8 +86,9 @@ class MemoryRouter:
 
     ``embed`` maps texts to embeddings (default: :func:`default_embedder`). ``threshold`` is the cosine
     similarity a question must exceed; ``None`` calibrates it on the package's replay questions (see the
-    module docstring), plus ``margin``. Use :meth:`route` to get the memory to pass to
-    :meth:`LIFTModel.generate <lift_integrations.LIFTModel.generate>` (``None``: the base model)::
+    module docstring): their ``quantile`` (1.0, the default: the highest of them), plus ``margin``. Use
+    :meth:`route` to get the memory to pass to :meth:`LIFTModel.generate
+    <lift_integrations.LIFTModel.generate>` (``None``: the base model)::
 
         router = MemoryRouter(memory)
         answer = lift.generate(question, memory=router.route(question))
@@ -100,11 +101,15 @@ class MemoryRouter:
         embed: Embedder | None = None,
         threshold: float | None = None,
         margin: float = 0.0,
+        quantile: float = 1.0,
     ) -> None:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
         if not np.isfinite(margin):
             raise ValueError(f"margin must be a finite number, got {margin!r}")
+        if not 0.0 <= quantile <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {quantile!r}")
+        self.quantile = float(quantile)
         self.memory = memory
         self._embed = embed
         self._threshold = threshold
@@ -127,7 +132,8 @@ class MemoryRouter:
     def threshold(self) -> float:
         """The similarity above which a question goes to the memory (calibrated on first use)."""
         if self._threshold is None:
-            self._threshold = float(self.relevance([p.question for p in load_replay_prompts()]).max())
+            replay = self.relevance([p.question for p in load_replay_prompts()])
+            self._threshold = float(np.quantile(replay, self.quantile))
         return self._threshold + self.margin
 
     def relevance(self, questions: Sequence[str]) -> np.ndarray:

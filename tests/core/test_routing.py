@@ -63,6 +63,14 @@ def test_threshold_and_margin() -> None:
     assert MemoryRouter(memory, embed=bag_of_words, threshold=score + 0.01).route(question) is None
     lowered = MemoryRouter(memory, embed=bag_of_words, threshold=score + 0.01, margin=-0.02)
     assert lowered.threshold == pytest.approx(score - 0.01) and lowered.route(question) is memory
+    replay = MemoryRouter(memory, embed=bag_of_words).relevance([p.question for p in load_replay_prompts()])
+    median = MemoryRouter(memory, embed=bag_of_words, quantile=0.5)
+    assert median.threshold == pytest.approx(float(np.quantile(replay, 0.5)))
+    assert median.threshold <= MemoryRouter(memory, embed=bag_of_words).threshold
+    with pytest.raises(ValueError, match="quantile"):
+        MemoryRouter(memory, embed=bag_of_words, quantile=1.5)
+    with pytest.raises(ValueError, match="margin"):
+        MemoryRouter(memory, embed=bag_of_words, margin=float("nan"))
     with pytest.raises(ValueError, match="cosine similarity"):
         MemoryRouter(memory, embed=bag_of_words, threshold=1.5)
     with pytest.raises(TypeError, match="list of questions"):
