@@ -20,6 +20,7 @@ A question routed away is answered by the base model exactly as if no memory had
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -161,12 +162,15 @@ class RouterSlot:
     def __init__(self, embed: Embedder | None = None) -> None:
         self.embed = embed
         self._router: MemoryRouter | None = None
+        self._lock = threading.Lock()  # concurrent calls (a batch) build and calibrate one router
 
     def route(self, memory: Memory | None, question: str) -> Memory | None:
         """``memory`` when ``question`` is about its documents, else ``None`` (also for an empty question)."""
         if memory is None or not question.strip():
             return None
-        router = self._router
-        if router is None or router.memory is not memory:
-            router = self._router = MemoryRouter(memory, embed=self.embed)
+        with self._lock:
+            router = self._router
+            if router is None or router.memory is not memory:
+                router = self._router = MemoryRouter(memory, embed=self.embed)
+                _ = router.threshold
         return router.route(question)
