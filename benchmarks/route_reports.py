@@ -176,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             path, report = load_report(source)
         except (OSError, json.JSONDecodeError) as error:
             sys.exit(f"cannot read a report: {error}")
+        if report["meta"].get("route_memories"):
+            sys.exit(f"{path} was run with --route-memories: its memory arms are routed already")
         routed = route_report(report, articles, embed, args.quantile)
         everything[str(path)] = routed
         print(markdown(str(path.parent if path.name == "report.json" else path), routed))

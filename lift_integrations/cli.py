@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PRESETS = ("fast", "paper")
+PRESETS = ("fast", "dense_qa", "paper")
 MODES = ("shard", "each")
 ADAPTERS = ("gated_memory", "lora")  # lift_integrations.model.ADAPTERS, without importing torch
 
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=PRESETS,
         default=None,
-        help="LIFTConfig preset (default: fast on CPU, paper on GPU, as LIFTModel.absorb)",
+        help="LIFTConfig preset (default: fast on CPU, dense_qa on GPU, as LIFTModel.absorb)",
     )
     parser.add_argument(
         "--config-json",
@@ -168,9 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:
         parser.error(f"--device: {error}")
     use_cuda = torch.cuda.is_available() if requested is None else requested.type == "cuda"
-    preset = args.preset or ("paper" if use_cuda else "fast")
     try:
-        config = getattr(LIFTConfig, preset)(**overrides)
+        if args.preset is None:
+            config = LIFTConfig.for_device("cuda" if use_cuda else "cpu", **overrides)
+        else:
+            config = getattr(LIFTConfig, args.preset)(**overrides)
     except (TypeError, ValueError) as error:
         parser.error(f"--config-json: {error}")
 

@@ -173,4 +173,5 @@ class RouterSlot:
             if router is None or router.memory is not memory:
                 router = self._router = MemoryRouter(memory, embed=self.embed)
                 _ = router.threshold
+                self.embed = router.embed  # the default embedder loads once, not once per memory
         return router.route(question)

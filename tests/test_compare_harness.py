@@ -487,6 +487,9 @@ def test_memory_seeds_average_each_question_over_absorptions(run: dict[str, Any]
     assert case["general"]["seeds"] == 2 and len(case["general"]["questions"]["memory"][0]["answers"]) == 2
     markdown = markdown_report(report)
     assert "## F1 per memory seed" in markdown and "absorbed 2 times" in markdown
+    old_meta = {k: v for k, v in report["meta"].items() if k != "absorb_config_seeds"}  # before the key
+    old_report = {**report, "meta": {**old_meta, "absorb_config_seed": seed}}
+    assert f"seeds {seed}, {seed + 1})" in markdown_report(old_report)
     with pytest.raises(ValueError, match="memory_seeds"):
         HarnessSettings(memory_seeds=0)
 

@@ -50,7 +50,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     if meta.get("memory_seeds", 1) > 1:
         lines[-1] += (
             f" Every memory was absorbed {meta['memory_seeds']} times (seeds "
-            f"{', '.join(str(seed) for seed in meta['absorb_config_seeds'])}); an arm with a memory scores"
+            f"{', '.join(str(seed) for seed in _absorption_seeds(meta))}); an arm with a memory scores"
             " each question by its mean over them (per-seed F1 in the last table)."
         )
     if meta.get("answer_batch", 1) > 1:
@@ -114,6 +114,14 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines += _seed_table(report)
     lines += ["", "Arms: " + "; ".join(f"`{a}`: {d}" for a, d in meta["arm_descriptions"].items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _absorption_seeds(meta: dict[str, Any]) -> list[int]:
+    """The recipe seeds of a run's memories; reports written before ``absorb_config_seeds`` existed
+    give the first one and count up."""
+    if "absorb_config_seeds" in meta:
+        return list(meta["absorb_config_seeds"])
+    return [meta["absorb_config_seed"] + offset for offset in range(meta["memory_seeds"])]
 
 
 def _seed_table(report: dict[str, Any]) -> list[str]:

@@ -147,6 +147,7 @@ class LIFTChatModel(BaseChatModel):
 
     _absorb_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _routes: Any = PrivateAttr(default=None)
+    _routes_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @model_validator(mode="after")
     def _check_lift_objects(self) -> LIFTChatModel:
@@ -385,14 +386,19 @@ class LIFTChatModel(BaseChatModel):
         memory = self.memory
         if memory is None or not self.route_memory:
             return memory
-        if self._routes is None:
-            from lift_integrations.routing import RouterSlot
+        embeddings = self.router_embeddings
+        with self._routes_lock:  # concurrent calls share one slot; new embeddings get a new one
+            slot = self._routes
+            if slot is None or slot[0] is not embeddings:
+                from lift_integrations.routing import RouterSlot
 
-            embeddings = self.router_embeddings
-            embed = None if embeddings is None else (lambda texts: embeddings.embed_documents(list(texts)))
-            self._routes = RouterSlot(embed)
-        question = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
-        return self._routes.route(memory, question)
+                embed = (
+                    None if embeddings is None else (lambda texts: embeddings.embed_documents(list(texts)))
+                )
+                slot = self._routes = (embeddings, RouterSlot(embed))
+        turns = _to_lift_messages(messages)
+        question = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+        return slot[1].route(memory, question)
 
     def _lift_config(
         self, lift: LIFTModel, lift_config: LIFTConfig | None, overrides: Mapping[str, Any]
@@ -469,7 +475,8 @@ class LIFTChatModel(BaseChatModel):
 
         ``documents``: a str, LangChain ``Document``s (title from metadata ``title`` or ``source``), strs
         or ``(title, text)`` pairs. ``config_overrides`` are :class:`~lift_integrations.LIFTConfig` fields
-        applied to ``lift_config`` (default: the ``fast`` preset on CPU, ``paper`` on GPU).
+        applied to ``lift_config`` (default: ``LIFTConfig.for_device``, ``fast`` on CPU, ``dense_qa`` on
+        GPU).
         ``extend=True`` continues from the current memory, so earlier documents stay; ``False`` starts
         a fresh one. Progress is reported as LangChain custom events ``lift_absorb_start``,
         ``lift_absorb_progress`` and ``lift_absorb_end`` inside a ``lift_absorb`` run, so handlers passed

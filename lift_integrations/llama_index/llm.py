@@ -197,6 +197,11 @@ class LIFTLLM(CustomLLM):
             self.messages_to_prompt = _ChatTemplate(self)
         embed = None
         if router_embed_model is not None:  # a LlamaIndex BaseEmbedding; None: all-MiniLM-L6-v2
+            if not callable(getattr(router_embed_model, "get_text_embedding_batch", None)):
+                raise TypeError(
+                    "router_embed_model must be a LlamaIndex embedding (with get_text_embedding_batch), "
+                    f"got {type(router_embed_model).__name__}"
+                )
             embed = lambda texts: router_embed_model.get_text_embedding_batch(list(texts))  # noqa: E731
         from lift_integrations.routing import RouterSlot
 

@@ -103,3 +103,29 @@ def test_minilm_separates_an_articles_questions_from_unrelated_ones() -> None:
     router = MemoryRouter(memory)
     assert np.mean(router.wants(own)) >= 0.8
     assert np.mean(router.wants(general)) <= 0.1
+
+
+def test_router_slot_builds_one_router_per_memory_even_under_concurrent_calls() -> None:
+    """A framework adapter's slot calibrates once per memory however many calls arrive together, and
+    builds a new router when the adapter holds a new memory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lift_integrations.routing import RouterSlot
+
+    replay = {p.question for p in load_replay_prompts()}
+    calibrations: list[int] = []
+
+    def counting(texts: list[str]) -> object:
+        if replay.issuperset(texts) and len(texts) == len(replay):
+            calibrations.append(1)
+        return bag_of_words(texts)
+
+    first = _memory(("Zorblat Institute", ZORBLAT))
+    second = _memory(("Harbour", "The Quillon harbour freezes every March."))
+    slot = RouterSlot(counting)
+    with ThreadPoolExecutor(8) as pool:
+        routed = list(pool.map(lambda _: slot.route(first, "Who founded the Zorblat Institute?"), range(8)))
+    assert routed == [first] * 8 and len(calibrations) == 1
+    assert slot.route(first, "What is the capital of France?") is None and len(calibrations) == 1
+    assert slot.route(second, "When does the Quillon harbour freeze?") is second and len(calibrations) == 2
+    assert slot.route(second, "   ") is None and slot.route(None, "anything?") is None

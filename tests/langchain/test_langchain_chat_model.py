@@ -458,7 +458,8 @@ async def test_async_paths_do_not_block_event_loop(
 
 def test_route_memory_answers_unrelated_messages_with_the_base_model(tiny: Any, trained_memory: Any) -> None:
     """``route_memory``: a message about the absorbed text gets the memory's answer, an unrelated one
-    exactly the base model's, whether invoked, streamed or awaited; the response says which answered."""
+    exactly the base model's, through invoke, stream, ainvoke and astream; the response says which
+    answered."""
     from langchain_core.embeddings import Embeddings
     from lc_tiny_model import QUESTION
     from tiny_models import bag_of_words
@@ -492,6 +493,14 @@ def test_route_memory_answers_unrelated_messages_with_the_base_model(tiny: Any, 
     assert chunks[-1].response_metadata["lift_memory_id"] is None
     streamed = asyncio.run(_collect_astream(routed, QUESTION))
     assert streamed == always.invoke(QUESTION).content
+    awaited = asyncio.run(routed.ainvoke(unrelated))
+    assert (
+        awaited.content == base.invoke(unrelated).content
+        and awaited.response_metadata["lift_memory_id"] is None
+    )
+    # A user turn given as a generic ChatMessage is the question too.
+    generic = routed.invoke([ChatMessage(role="user", content=QUESTION)])
+    assert generic.response_metadata["lift_memory_id"] == trained_memory.id
     assert always.route_memory is False and "route_memory" in routed._identifying_params
 
 

@@ -414,3 +414,5 @@ def test_route_memory_answers_unrelated_prompts_with_the_base_model(
     assert chat.raw["memory_id"] is None and chat.message.content == base.complete(unrelated).text
     streamed = list(routed.stream_complete(facts.question))
     assert streamed[-1].raw["memory_id"] == memory.id and streamed[-1].text == about.text
+    with pytest.raises(TypeError, match="router_embed_model"):
+        LIFTLLM(tiny_smollm, route_memory=True, router_embed_model="MiniLM")
