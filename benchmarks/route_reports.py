@@ -29,7 +29,7 @@ import numpy as np
 from merge_reports import load_report
 
 from lift_integrations.bench.arms import CONTROL_OF
-from lift_integrations.bench.compare import article_document, concatenate
+from lift_integrations.bench.compare import BenchDocument, article_document, concatenate
 from lift_integrations.bench.squad import Article, bootstrap_ci, load_squad_articles
 from lift_integrations.config import LIFTConfig
 from lift_integrations.memory import AbsorbedDocument, Memory
@@ -46,14 +46,9 @@ WITHOUT_MEMORY = {
 """Each memory arm and the arm that answers the same prompt without a memory."""
 
 
-def document_memory(case: dict[str, Any], articles: dict[str, Article]) -> Memory:
-    """A memory holding the case's document text as the harness absorbed it (no weights: the router
-    reads text only)."""
-    missing = [s for s in case["sources"] if s not in articles]
-    if missing:
-        raise ValueError(f"articles {missing} of case {case['document']!r} are not in the data file")
-    documents = [article_document(articles[s]) for s in case["sources"]]
-    document = documents[0] if case["setting"] == "single" else concatenate(documents)
+def text_memory(document: BenchDocument) -> Memory:
+    """A memory holding ``document``'s text as the harness absorbs it, and no weights: the router reads
+    text only."""
     return Memory(
         adapter_kind="none",
         adapter_config={},
@@ -63,6 +58,15 @@ def document_memory(case: dict[str, Any], articles: dict[str, Article]) -> Memor
         base_model_name="none",
         base_fingerprint="none",
     )
+
+
+def document_memory(case: dict[str, Any], articles: dict[str, Article]) -> Memory:
+    """The case's document memory as the harness absorbed it (see :func:`text_memory`)."""
+    missing = [s for s in case["sources"] if s not in articles]
+    if missing:
+        raise ValueError(f"articles {missing} of case {case['document']!r} are not in the data file")
+    documents = [article_document(articles[s]) for s in case["sources"]]
+    return text_memory(documents[0] if case["setting"] == "single" else concatenate(documents))
 
 
 def _ci(values: Sequence[float]) -> str:

@@ -24,33 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from route_reports import text_memory
 
+from lift_integrations.bench.compare import article_document, concatenate
 from lift_integrations.bench.squad import Article, load_squad_articles
-from lift_integrations.config import LIFTConfig
-from lift_integrations.memory import AbsorbedDocument, Memory
+from lift_integrations.memory import Memory
 from lift_integrations.routing import Embedder, MemoryRouter, default_embedder
 
 DEV_ARTICLES = ("Normans", "1973 oil crisis", "Amazon rainforest")
 """The comparison's articles (examples/compare_rag.py's default), left out of this benchmark."""
 
 
-def text_memory(articles: Sequence[Article]) -> Memory:
-    """A memory holding the articles as one document, as the harness absorbs it (title line per article
-    when several, no weights)."""
-    if len(articles) == 1:
-        document = AbsorbedDocument(articles[0].title, "\n\n".join(articles[0].paragraphs))
-    else:
-        text = "\n\n".join(f"{a.title}\n" + "\n\n".join(a.paragraphs) for a in articles)
-        document = AbsorbedDocument("", text)
-    return Memory(
-        adapter_kind="none",
-        adapter_config={},
-        tensors={},
-        documents=[document],
-        config=LIFTConfig(),
-        base_model_name="none",
-        base_fingerprint="none",
-    )
+def articles_memory(articles: Sequence[Article]) -> Memory:
+    """A memory of the articles as one document, built as the harness builds it (one article as itself,
+    several concatenated with a title line each), without weights."""
+    documents = [article_document(a) for a in articles]
+    return text_memory(documents[0] if len(documents) == 1 else concatenate(documents))
 
 
 def cached(embed: Embedder) -> Embedder:
@@ -80,7 +69,7 @@ def measure(
         own = [q.question for a in members for q in a.questions]
         pool = [q.question for a in articles if a.title not in titles for q in a.questions]
         others = rng.sample(pool, min(negatives, len(pool)))
-        memory = text_memory(members)
+        memory = articles_memory(members)
         base = MemoryRouter(memory, embed=embed)
         own_scores, other_scores = base.relevance(own), base.relevance(others)
         for quantile in quantiles:
