@@ -21,7 +21,7 @@ A question routed away is answered by the base model exactly as if no memory had
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +163,11 @@ class RouterSlot:
         self.embed = embed
         self._router: MemoryRouter | None = None
         self._lock = threading.Lock()  # concurrent calls (a batch) build and calibrate one router
+
+    def route_chat(self, memory: Memory | None, messages: Sequence[Mapping[str, str]]) -> Memory | None:
+        """:meth:`route` for a chat (``{"role", "content"}`` turns): the last user turn is the question."""
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        return self.route(memory, question)
 
     def route(self, memory: Memory | None, question: str) -> Memory | None:
         """``memory`` when ``question`` is about its documents, else ``None`` (also for an empty question)."""

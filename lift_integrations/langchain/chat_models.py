@@ -283,15 +283,14 @@ class LIFTChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        memory = self._memory_for(messages)  # one snapshot per call: an absorb elsewhere cannot change it
+        turns = _to_lift_messages(messages)
+        memory = self._memory_for(turns)  # one snapshot per call: an absorb elsewhere cannot change it
         lift = self.lift
         # Workaround for a core race: LIFTModel builds prompt ids outside its lock, and the fast tokenizer's
         # split-special-tokens switch is shared state, so concurrent calls (batch) could tokenize a control
         # token as text or vice versa. Holding the (re-entrant) model lock around the whole call avoids it.
         with lift.lock:
-            result = lift.generate(
-                _to_lift_messages(messages), memory=memory, **self._call_args(stop, kwargs)
-            )
+            result = lift.generate(turns, memory=memory, **self._call_args(stop, kwargs))
         metadata = self._metadata(memory, result.finish_reason)
         message = AIMessage(
             content=result.text, usage_metadata=self._usage(result), response_metadata=metadata
@@ -320,10 +319,11 @@ class LIFTChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        memory = self._memory_for(messages)
+        turns = _to_lift_messages(messages)
+        memory = self._memory_for(turns)
         lift = self.lift
         with lift.lock:  # prompt building only (see _generate); generation takes the lock in its own thread
-            stream = lift.stream(_to_lift_messages(messages), memory=memory, **self._call_args(stop, kwargs))
+            stream = lift.stream(turns, memory=memory, **self._call_args(stop, kwargs))
         try:
             for piece in stream:  # the core never yields empty pieces
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
@@ -352,8 +352,8 @@ class LIFTChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        memory = await asyncio.to_thread(self._memory_for, messages)
         lift_messages = _to_lift_messages(messages)
+        memory = await asyncio.to_thread(self._memory_for, lift_messages)
         args = self._call_args(stop, kwargs)
 
         def start() -> Any:
@@ -380,9 +380,9 @@ class LIFTChatModel(BaseChatModel):
 
     # Memory --------------------------------------------------------------------------------------
 
-    def _memory_for(self, messages: Sequence[BaseMessage]) -> Memory | None:
-        """The memory this call answers with: the instance's, unless ``route_memory`` sends the last user
-        message to the base model."""
+    def _memory_for(self, turns: Sequence[dict[str, str]]) -> Memory | None:
+        """The memory this call (its messages as core turns) answers with: the instance's, unless
+        ``route_memory`` sends the last user message to the base model."""
         memory = self.memory
         if memory is None or not self.route_memory:
             return memory
@@ -396,9 +396,7 @@ class LIFTChatModel(BaseChatModel):
                     None if embeddings is None else (lambda texts: embeddings.embed_documents(list(texts)))
                 )
                 slot = self._routes = (embeddings, RouterSlot(embed))
-        turns = _to_lift_messages(messages)
-        question = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
-        return slot[1].route(memory, question)
+        return slot[1].route_chat(memory, turns)
 
     def _lift_config(
         self, lift: LIFTModel, lift_config: LIFTConfig | None, overrides: Mapping[str, Any]

@@ -396,8 +396,7 @@ class LIFTLLM(CustomLLM):
         """``options`` with the memory ``route_memory`` picks for the last user message."""
         if not self.route_memory or options["memory"] is None:
             return options
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        return {**options, "memory": self._routes.route(options["memory"], question)}
+        return {**options, "memory": self._routes.route_chat(options["memory"], messages)}
 
     def _generate(
         self, messages: list[dict[str, str]], options: dict[str, Any]
