@@ -21,6 +21,11 @@ under ``--out`` and prints the Markdown.
 recipe's seed (``--config '{"seed": 1}'`` and so on, run in parallel), as one run with
 ``--memory-seeds`` would have: every memory arm scores each question by its mean over the reports, the
 arms without a memory keep the first report's answers, and the probe pools every seed's memory.
+
+``--arms`` joins the third way: reports of the same cases and questions that ran *different arms* (the
+document's memory arms in one process, the control's in another, so that the two absorptions run side
+by side), as one run of all the arms would have reported them: each case's answers and absorptions are
+the union, the gains over controls and the summary are recomputed. An arm may appear in one report only.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lift_integrations.bench.arms import CONTROL_OF, HarnessSettings
+from lift_integrations.bench.arms import ALL_ARMS, CONTROL_OF, HarnessSettings
 from lift_integrations.bench.compare import (
     arm_stats,
     combine_probes,
@@ -42,6 +47,7 @@ from lift_integrations.bench.compare import (
     summarize,
 )
 from lift_integrations.bench.report import markdown_report, write_outputs
+from lift_integrations.config import LIFTConfig
 
 SAME_META: tuple[str, ...] = (
     "model",
@@ -81,15 +87,24 @@ def load_report(source: str | Path) -> tuple[Path, dict[str, Any]]:
 
 def _meta_value(report: dict[str, Any], key: str) -> Any:
     meta = report["meta"]
-    return meta.get(key, _META_DEFAULTS[key]) if key in _META_DEFAULTS else meta[key]
+    value = meta.get(key, _META_DEFAULTS[key]) if key in _META_DEFAULTS else meta[key]
+    if key == "absorb_config" and isinstance(value, dict):
+        # A recipe field added after the report was written ran with its default.
+        value = {**LIFTConfig().to_dict(), **value}
+    return value
 
 
-def _check_same_meta(reports: Sequence[tuple[Path, dict[str, Any]]], ignore_seed: bool = False) -> None:
-    """Raise :class:`IncompatibleReports` naming the first :data:`SAME_META` key two reports differ in
-    (with ``ignore_seed``, the absorption recipe is compared without its seed)."""
+def _check_same_meta(
+    reports: Sequence[tuple[Path, dict[str, Any]]], ignore_seed: bool = False, ignore: tuple[str, ...] = ()
+) -> None:
+    """Raise :class:`IncompatibleReports` naming the first :data:`SAME_META` key (but those in
+    ``ignore``) two reports differ in (with ``ignore_seed``, the absorption recipe is compared without
+    its seed)."""
     first_path, first = reports[0]
     for path, report in reports[1:]:
         for key in SAME_META:
+            if key in ignore:
+                continue
             mine, theirs = _meta_value(first, key), _meta_value(report, key)
             if key == "absorb_config" and ignore_seed:
                 mine, theirs = _recipe_without_seed(first_path, first), _recipe_without_seed(path, report)
@@ -114,6 +129,15 @@ def check_compatible(reports: Sequence[tuple[Path, dict[str, Any]]]) -> None:
             seen[key] = path
 
 
+def _commands(reports: Sequence[tuple[Path, dict[str, Any]]]) -> list[str | None]:
+    """Every command behind the reports: a merged report's own list, else its one command."""
+    return [
+        command
+        for _, report in reports
+        for command in report["meta"].get("commands") or [report["meta"].get("command")]
+    ]
+
+
 def merge_reports(
     reports: Sequence[tuple[Path, dict[str, Any]]], bootstrap: int | None = None
 ) -> dict[str, Any]:
@@ -131,7 +155,7 @@ def merge_reports(
     meta = dict(first)
     meta["bootstrap_resamples"] = resamples
     meta["merged_from"] = [str(path) for path, _ in reports]
-    meta["commands"] = [report["meta"].get("command") for _, report in reports]
+    meta["commands"] = _commands(reports)
     meta["wall_s"] = sum(report["meta"]["wall_s"] for _, report in reports)
     if all("script_wall_s" in report["meta"] for _, report in reports):
         meta["script_wall_s"] = round(sum(report["meta"]["script_wall_s"] for _, report in reports), 1)
@@ -147,7 +171,7 @@ MEMORY_ARMS = frozenset(CONTROL_OF) | frozenset(CONTROL_OF.values())
 
 
 def _recipe_without_seed(path: Path, report: dict[str, Any]) -> dict[str, Any]:
-    config = report["meta"]["absorb_config"]
+    config = _meta_value(report, "absorb_config")
     if not isinstance(config, dict):
         raise IncompatibleReports(f"{path} names no absorption recipe ({config!r}); --seeds needs one")
     return {k: v for k, v in config.items() if k != "seed"}
@@ -215,11 +239,76 @@ def merge_seeds(
             "absorb_config_seeds": seeds,
             "bootstrap_resamples": resamples,
             "merged_from": [str(path) for path, _ in reports],
-            "commands": [report["meta"].get("command") for _, report in reports],
+            "commands": _commands(reports),
             "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
         }
     )
     return {"meta": meta, "cases": cases, "summary": summarize(cases, settings, kv_per_token)}
+
+
+def merge_arms(
+    reports: Sequence[tuple[Path, dict[str, Any]]], bootstrap: int | None = None
+) -> dict[str, Any]:
+    """One report from runs of the same cases and questions with disjoint arms: each case's answers,
+    absorptions and probe are the union, its arm statistics and gains over controls recomputed."""
+    if len(reports) < 2:
+        raise ValueError("--arms needs at least two reports")
+    first_path, first = reports[0]
+    _check_same_meta(reports, ignore=("arms",))
+    owner: dict[str, Path] = {}
+    for path, report in reports:
+        if _case_questions(report) != _case_questions(first):
+            raise IncompatibleReports(f"{first_path} and {path} asked different cases or questions")
+        for arm in report["meta"]["arms"]:
+            if arm in owner:
+                raise IncompatibleReports(f"arm {arm!r} ran in both {owner[arm]} and {path}")
+            owner[arm] = path
+    meta = dict(first["meta"])
+    resamples = meta["bootstrap_resamples"] if bootstrap is None else bootstrap
+    settings = HarnessSettings(bootstrap_resamples=resamples, seed=meta["seed"], log=None)
+    kv_per_token = meta["kv_cache_bytes_per_token"]
+    order = {arm: index for index, arm in enumerate(ALL_ARMS)}
+    arms = sorted(owner, key=lambda arm: order.get(arm, len(order)))
+    cases = []
+    for index, case in enumerate(first["cases"]):
+        runs = [report["cases"][index] for _, report in reports]
+        rows = {arm: row for run in runs for arm, row in run["questions"].items()}
+        rows = {arm: rows[arm] for arm in arms if arm in rows}
+        probes = [run["general"] for run in runs if run.get("general")]
+        if len(probes) > 1:
+            raise IncompatibleReports(f"case {case['document']!r} has a general-ability probe in two reports")
+        cases.append(
+            {
+                **case,
+                "absorption": {key: value for run in runs for key, value in run["absorption"].items()},
+                "prepare_s": {key: value for run in runs for key, value in run.get("prepare_s", {}).items()},
+                "arms": {arm: arm_stats(r, settings, kv_per_token) for arm, r in rows.items()},
+                "gains": gains_over_controls(rows, settings),
+                "questions": rows,
+                "memory_seeds": _joined_seed_means(runs),
+                "general": probes[0] if probes else None,
+            }
+        )
+    meta.update(
+        {
+            "arms": arms,
+            "arm_descriptions": {
+                arm: text
+                for _, report in reports
+                for arm, text in report["meta"].get("arm_descriptions", {}).items()
+            },
+            "bootstrap_resamples": resamples,
+            "merged_from": [str(path) for path, _ in reports],
+            "commands": _commands(reports),
+            "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
+        }
+    )
+    return {"meta": meta, "cases": cases, "summary": summarize(cases, settings, kv_per_token)}
+
+
+def _joined_seed_means(runs: Sequence[dict[str, Any]]) -> dict[str, list[float]] | None:
+    joined = {arm: means for run in runs for arm, means in (run.get("memory_seeds") or {}).items()}
+    return joined or None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -233,6 +322,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--seeds",
         action="store_true",
         help="the reports ran the same cases with different absorption seeds: average the memory arms",
+    )
+    parser.add_argument(
+        "--arms",
+        action="store_true",
+        help="the reports ran the same cases with different arms: join their arms into one report",
     )
     parser.add_argument(
         "--bootstrap",
@@ -254,8 +348,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     target = (Path(args.out) / "report.json").resolve()
     if any(path.resolve() == target for path, _ in reports):
         sys.exit(f"--out {args.out} would overwrite one of the input reports; choose another folder")
+    if args.seeds and args.arms:
+        sys.exit("--seeds and --arms join different things; merge the arms first, then the seeds")
+    merge = merge_seeds if args.seeds else merge_arms if args.arms else merge_reports
     try:
-        report = (merge_seeds if args.seeds else merge_reports)(reports, args.bootstrap)
+        report = merge(reports, args.bootstrap)
     except IncompatibleReports as error:
         sys.exit(f"cannot merge: {error}")
     paths = write_outputs(report, args.out, plots=args.plots)

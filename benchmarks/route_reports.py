@@ -33,7 +33,13 @@ from lift_integrations.bench.compare import BenchDocument, article_document, con
 from lift_integrations.bench.squad import Article, bootstrap_ci, load_squad_articles
 from lift_integrations.config import LIFTConfig
 from lift_integrations.memory import AbsorbedDocument, Memory
-from lift_integrations.routing import Embedder, MemoryRouter, default_embedder
+from lift_integrations.routing import (
+    CALIBRATION_QUANTILE,
+    LEXICAL_WEIGHT,
+    Embedder,
+    MemoryRouter,
+    default_embedder,
+)
 
 WITHOUT_MEMORY = {
     "lift_only": "closed_book",
@@ -96,14 +102,20 @@ def _collect(
 
 
 def route_report(
-    report: dict[str, Any], articles: dict[str, Article], embed: Embedder, quantile: float = 1.0
+    report: dict[str, Any],
+    articles: dict[str, Article],
+    embed: Embedder,
+    quantile: float = CALIBRATION_QUANTILE,
+    lexical_weight: float = LEXICAL_WEIGHT,
 ) -> dict[str, Any]:
-    """Routed scores for every case of ``report``, pooled per setting. Every arm follows the document
-    memory's router (the controls too, as ``--route-memories`` does), so a routed gain over the routed
-    control compares the two memories on the same questions."""
+    """Routed scores for every case of ``report``, pooled per setting, by a :class:`MemoryRouter` with
+    ``quantile`` and ``lexical_weight``. Every arm follows the document memory's router (the controls
+    too, as ``--route-memories`` does), so a routed gain over the routed control compares the two
+    memories on the same questions."""
     pooled: dict[str, dict[str, dict[str, list[Any]]]] = {}
     for case in report["cases"]:
-        router = MemoryRouter(document_memory(case, articles), embed=embed, quantile=quantile)
+        memory = document_memory(case, articles)
+        router = MemoryRouter(memory, embed=embed, quantile=quantile, lexical_weight=lexical_weight)
         rows = case["questions"]
         bucket = pooled.setdefault(case["setting"], {})
         any_arm = next(iter(rows.values()))
@@ -169,7 +181,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument(
-        "--quantile", type=float, default=1.0, help="the router's calibration quantile (MemoryRouter, 1.0)"
+        "--quantile",
+        type=float,
+        default=CALIBRATION_QUANTILE,
+        help=f"the router's calibration quantile (MemoryRouter's default, {CALIBRATION_QUANTILE})",
+    )
+    parser.add_argument(
+        "--lexical-weight",
+        type=float,
+        default=LEXICAL_WEIGHT,
+        help=f"the router's lexical weight (MemoryRouter's default, {LEXICAL_WEIGHT}; 0: embeddings alone)",
     )
     args = parser.parse_args(argv)
     articles = {a.title: a for a in load_squad_articles(args.data)}
@@ -182,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(f"cannot read a report: {error}")
         if report["meta"].get("route_memories"):
             sys.exit(f"{path} was run with --route-memories: its memory arms are routed already")
-        routed = route_report(report, articles, embed, args.quantile)
+        routed = route_report(report, articles, embed, args.quantile, args.lexical_weight)
         everything[str(path)] = routed
         print(markdown(str(path.parent if path.name == "report.json" else path), routed))
     if args.json is not None:

@@ -6,8 +6,9 @@ No model runs: a memory here is only text (routing reads nothing else), and only
 For each SQuAD article outside the comparison's three dev articles (those, and the general-knowledge
 probe, stay out so that choosing a rule here does not tune on the comparison's own questions), a memory of
 the article alone, and one of every three consecutive such articles concatenated as one document (the
-long setting's shape). Reported per calibration rule (``--quantiles`` of the replay questions'
-similarities; 1.0 is their maximum, the default):
+long setting's shape). Reported per rule: the relevance's ``--lexical-weights`` (0: the embedding
+similarity alone; 0.2, the default, adds the lexical coverage) and calibration (``--quantiles`` of the
+replay questions' relevance; 1.0 is their maximum, the default):
 
 * recall: the share of the memory's own SQuAD questions sent to it;
 * false routes: the share of other articles' questions (up to ``--negatives`` drawn from articles not in
@@ -55,13 +56,24 @@ def cached(embed: Embedder) -> Embedder:
     return embed_once
 
 
+def rule_name(lexical_weight: float, quantile: float) -> str:
+    return f"lexical {lexical_weight:g}, quantile {quantile:g}"
+
+
 def measure(
-    articles: Sequence[Article], group: int, quantiles: Sequence[float], negatives: int, embed: Any
+    articles: Sequence[Article],
+    group: int,
+    lexical_weights: Sequence[float],
+    quantiles: Sequence[float],
+    negatives: int,
+    embed: Any,
 ) -> dict[str, Any]:
-    """Recall and false-route rate per quantile, pooled over memories of ``group`` consecutive articles."""
+    """Recall and false-route rate per rule (lexical weight, quantile), pooled over memories of ``group``
+    consecutive articles."""
     rng = random.Random(0)
-    own_hits = {q: 0 for q in quantiles}
-    other_hits = {q: 0 for q in quantiles}
+    rules = [(w, q) for w in lexical_weights for q in quantiles]
+    own_hits = dict.fromkeys(rules, 0)
+    other_hits = dict.fromkeys(rules, 0)
     own_total = other_total = 0
     memories = [articles[i : i + group] for i in range(0, len(articles) - group + 1, group)]
     for members in memories:
@@ -70,12 +82,13 @@ def measure(
         pool = [q.question for a in articles if a.title not in titles for q in a.questions]
         others = rng.sample(pool, min(negatives, len(pool)))
         memory = articles_memory(members)
-        base = MemoryRouter(memory, embed=embed)
-        own_scores, other_scores = base.relevance(own), base.relevance(others)
-        for quantile in quantiles:
-            threshold = MemoryRouter(memory, embed=embed, quantile=quantile).threshold
-            own_hits[quantile] += int((own_scores > threshold).sum())
-            other_hits[quantile] += int((other_scores > threshold).sum())
+        for weight in lexical_weights:
+            base = MemoryRouter(memory, embed=embed, lexical_weight=weight)
+            own_scores, other_scores = base.relevance(own), base.relevance(others)
+            for quantile in quantiles:
+                router = MemoryRouter(memory, embed=embed, lexical_weight=weight, quantile=quantile)
+                own_hits[weight, quantile] += int((own_scores > router.threshold).sum())
+                other_hits[weight, quantile] += int((other_scores > router.threshold).sum())
         own_total += len(own)
         other_total += len(others)
     return {
@@ -83,8 +96,11 @@ def measure(
         "own_questions": own_total,
         "other_questions": other_total,
         "rules": {
-            str(q): {"recall": own_hits[q] / own_total, "false_routes": other_hits[q] / other_total}
-            for q in quantiles
+            rule_name(*rule): {
+                "recall": own_hits[rule] / own_total,
+                "false_routes": other_hits[rule] / other_total,
+            }
+            for rule in rules
         },
     }
 
@@ -94,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", required=True, help="SQuAD paragraph-list JSON")
+    parser.add_argument("--lexical-weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
     parser.add_argument("--quantiles", type=float, nargs="+", default=[1.0, 0.99, 0.95, 0.9])
     parser.add_argument("--negatives", type=int, default=300, help="other articles' questions per memory")
     parser.add_argument("--json", type=Path, default=None)
@@ -101,10 +118,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     articles = [a for a in load_squad_articles(args.data) if a.title not in DEV_ARTICLES]
     embed = cached(default_embedder())
     results = {
-        f"{group} article(s) per memory": measure(articles, group, args.quantiles, args.negatives, embed)
+        f"{group} article(s) per memory": measure(
+            articles, group, args.lexical_weights, args.quantiles, args.negatives, embed
+        )
         for group in (1, 3)
     }
-    print("| memory | memories | calibration (replay quantile) | recall (own questions) | false routes |")
+    print("| memory | memories | rule | recall (own questions) | false routes |")
     print("|---|---|---|---|---|")
     for name, result in results.items():
         for rule, stats in result["rules"].items():

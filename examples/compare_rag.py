@@ -118,9 +118,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--route-memories",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="attach each memory only to the questions a MemoryRouter finds about its documents "
-        "(arms with a memory and the general-ability probe)",
+        "(arms with a memory and the general-ability probe), the base model answering the rest "
+        "(default: on; --no-route-memories attaches every memory to every question)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument(

@@ -8,18 +8,25 @@ absorption does not teach it to. A user who keeps one model for many questions n
 out of the unrelated ones.
 
 :class:`MemoryRouter` decides per question, as a retriever decides what to put in context: the question's
-highest cosine similarity to any passage of the memory's own documents (sentence windows, embedded once),
-against a threshold. By default the threshold calibrates itself, without any evaluation data: it is the
-highest similarity that any of the package's replay questions (general-knowledge questions and questions
-about short invented passages, ``lift_integrations/data/replay_prompts.json``, none of them about a
-user's document) reaches on this memory. On the three SQuAD dev articles this sends 95% of the articles'
-questions to their memories and none of 60 unrelated probe questions (docs/tuning.md, sweep 13); on the
-three concatenated into one 13,852-token document, 77% of its questions.
-A question routed away is answered by the base model exactly as if no memory had been absorbed.
+relevance to the memory's own documents (sentence windows, embedded once) against a threshold. The
+relevance is the highest cosine similarity to a passage plus :data:`LEXICAL_WEIGHT` times the lexical
+coverage (:class:`LexicalIndex`): the share of the question's content words, weighted by their rarity in
+the memory, that its best passage contains. A question about a document shares its rare words (names,
+places, terms) with one passage and a general one does not, while the similarity alone misses questions
+that name a passage's subjects in other words than the passage's. By default the threshold calibrates
+itself, without any evaluation data: a high quantile (:data:`CALIBRATION_QUANTILE`) of the relevance that
+the package's replay questions (general-knowledge questions and questions about short invented passages,
+``lift_integrations/data/replay_prompts.json``, none of them about a user's document) reach on this
+memory. On the three SQuAD dev articles this sends 98% of the articles' questions to their memories and 1
+of 60 unrelated probe questions; on the three concatenated into one 13,852-token document, 90% of its
+questions (docs/tuning.md, sweep 17). A question routed away is answered by the base model exactly as if
+no memory had been absorbed.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
@@ -33,13 +40,83 @@ from lift_integrations.absorb.replay import load_replay_prompts
 if TYPE_CHECKING:
     from lift_integrations.memory import Memory
 
-__all__ = ["MemoryRouter", "RouterSlot", "default_embedder", "memory_passages"]
+__all__ = [
+    "LexicalIndex",
+    "MemoryRouter",
+    "RouterSlot",
+    "content_words",
+    "default_embedder",
+    "memory_passages",
+]
 
 Embedder = Callable[[Sequence[str]], Any]
 """Texts to one embedding row each (any array-like); rows are L2-normalised here."""
 
 WINDOW_SENTENCES = 3
 """Sentences per passage: about a retrieval chunk's worth of text, so one fact's words stay together."""
+
+LEXICAL_WEIGHT = 0.5
+"""How much the lexical coverage (0 to 1) adds to the cosine similarity in a question's relevance."""
+
+CALIBRATION_QUANTILE = 0.99
+"""The quantile of the replay questions' relevance that a question must exceed.
+
+This and :data:`LEXICAL_WEIGHT` were chosen together on 21 SQuAD articles the comparison does not use
+(docs/tuning.md, sweep 17; ``benchmarks/routing_accuracy.py``), by a rule fixed beforehand: the highest
+recall of a memory's own questions with under 2% of other articles' questions routed to it, for
+one-article and three-article memories alike. Weights 0 to 0.5 and quantiles 0.9 to 1 were tried."""
+
+STOP_WORDS = frozenset(
+    (  # noqa: SIM905 (one string reads better than ninety quoted words)
+        "a an the of in on at to for from by with and or is are was were be been being what which who whom "
+        "whose when where why how did do does that this these those it its as into than then there their "
+        "they he she his her him not no can could would should may might will shall has have had about "
+        "after before during over under between most many much more other some any such one two three "
+        "first also only year years called name named"
+    ).split()
+)
+"""Words that say what kind of question it is, not what it is about: left out of the lexical coverage."""
+
+_WORD = re.compile(r"\w+")
+
+
+def content_words(text: str) -> set[str]:
+    """The lower-cased words of ``text`` longer than two characters, less :data:`STOP_WORDS`."""
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in STOP_WORDS}
+
+
+class LexicalIndex:
+    """How much of a question's vocabulary one passage of the memory covers.
+
+    A content word's weight is its inverse passage frequency, ``log((N + 1) / (df + 0.5))``, so a word
+    absent from the memory weighs most and one in every passage least; a question's coverage is the
+    weight of its words that its best passage contains over the weight of all its words.
+    """
+
+    def __init__(self, passages: Sequence[str]) -> None:
+        self._postings: dict[str, list[int]] = {}
+        for index, passage in enumerate(passages):
+            for word in content_words(passage):
+                self._postings.setdefault(word, []).append(index)
+        self._passages = len(passages)
+
+    def _weight(self, word: str) -> float:
+        return math.log((self._passages + 1) / (len(self._postings.get(word, ())) + 0.5))
+
+    def coverage(self, questions: Sequence[str]) -> np.ndarray:
+        """Each question's best passage's share of its content words' weight (0 for no content words)."""
+        scores = np.zeros(len(questions), dtype=np.float32)
+        for row, question in enumerate(questions):
+            words = content_words(question)
+            total = sum(self._weight(w) for w in words)
+            if total <= 0.0:
+                continue
+            covered = np.zeros(self._passages, dtype=np.float64)
+            for word in words:
+                if word in self._postings:
+                    covered[self._postings[word]] += self._weight(word)
+            scores[row] = covered.max(initial=0.0) / total
+        return scores
 
 
 def default_embedder() -> Embedder:
@@ -85,9 +162,12 @@ def _normalised(rows: Any, texts: int) -> np.ndarray:
 class MemoryRouter:
     """Chooses, per question, the memory or the base model.
 
-    ``embed`` maps texts to embeddings (default: :func:`default_embedder`). ``threshold`` is the cosine
-    similarity a question must exceed; ``None`` calibrates it on the package's replay questions (see the
-    module docstring): their ``quantile`` (1.0, the default: the highest of them), plus ``margin``. Use
+    A question's relevance is its highest cosine similarity to a passage of the memory's documents plus
+    ``lexical_weight`` (default :data:`LEXICAL_WEIGHT`; 0 for the similarity alone) times its lexical
+    coverage (:class:`LexicalIndex`). ``embed`` maps texts to embeddings (default:
+    :func:`default_embedder`). ``threshold`` is the relevance a question must exceed; ``None`` calibrates
+    it on the package's replay questions (see the module docstring): their ``quantile`` (default
+    :data:`CALIBRATION_QUANTILE`; 1.0 is the highest of them), plus ``margin``. Use
     :meth:`route` to get the memory to pass to :meth:`LIFTModel.generate
     <lift_integrations.LIFTModel.generate>` (``None``: the base model)::
 
@@ -102,14 +182,21 @@ class MemoryRouter:
         embed: Embedder | None = None,
         threshold: float | None = None,
         margin: float = 0.0,
-        quantile: float = 1.0,
+        quantile: float = CALIBRATION_QUANTILE,
+        lexical_weight: float = LEXICAL_WEIGHT,
     ) -> None:
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
+        if not (np.isfinite(lexical_weight) and lexical_weight >= 0.0):
+            raise ValueError(f"lexical_weight must be a finite number >= 0, got {lexical_weight!r}")
+        if threshold is not None and not -1.0 <= threshold <= 1.0 + lexical_weight:
+            raise ValueError(
+                "threshold is a relevance (cosine similarity plus lexical_weight times a coverage in "
+                f"[0, 1]) in [-1, {1.0 + lexical_weight:g}], got {threshold!r}"
+            )
         if not np.isfinite(margin):
             raise ValueError(f"margin must be a finite number, got {margin!r}")
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {quantile!r}")
+        self.lexical_weight = float(lexical_weight)
         self.quantile = float(quantile)
         self.memory = memory
         self._embed = embed
@@ -123,11 +210,19 @@ class MemoryRouter:
         return self._embed
 
     @cached_property
-    def _passages(self) -> np.ndarray:
+    def _passage_texts(self) -> list[str]:
         passages = memory_passages(self.memory)
         if not passages:
             raise ValueError("the memory holds no document text to route by")
-        return _normalised(self.embed(passages), len(passages))
+        return passages
+
+    @cached_property
+    def _passages(self) -> np.ndarray:
+        return _normalised(self.embed(self._passage_texts), len(self._passage_texts))
+
+    @cached_property
+    def _lexical(self) -> LexicalIndex:
+        return LexicalIndex(self._passage_texts)
 
     @property
     def threshold(self) -> float:
@@ -138,12 +233,17 @@ class MemoryRouter:
         return self._threshold + self.margin
 
     def relevance(self, questions: Sequence[str]) -> np.ndarray:
-        """Each question's highest cosine similarity to a passage of the memory's documents."""
+        """Each question's highest cosine similarity to a passage of the memory's documents, plus
+        ``lexical_weight`` times its lexical coverage."""
         if isinstance(questions, str):
             raise TypeError("relevance takes a list of questions; use route() for one")
         if not questions:
             return np.zeros(0, dtype=np.float32)
-        return (_normalised(self.embed(list(questions)), len(questions)) @ self._passages.T).max(axis=1)
+        questions = list(questions)
+        similarity = (_normalised(self.embed(questions), len(questions)) @ self._passages.T).max(axis=1)
+        if self.lexical_weight == 0.0:
+            return similarity
+        return similarity + self.lexical_weight * self._lexical.coverage(questions)
 
     def wants(self, questions: Sequence[str]) -> list[bool]:
         """Whether each question goes to the memory."""

@@ -559,3 +559,17 @@ def test_routed_memories_leave_unrelated_questions_to_the_base_model(run: dict[s
         for mine, theirs in zip(probe["memory"], probe["base"], strict=True):
             if not mine["memory_used"]:
                 assert mine["answer"] == theirs["answer"]
+
+
+def test_compare_rag_routes_memories_unless_told_not_to() -> None:
+    """The command line runs the recommended configuration, memories behind a router, by default; the
+    memory-always comparison stays one flag away."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compare_rag.py"
+    spec = importlib.util.spec_from_file_location("compare_rag_cli", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_args(["--quick"]).route_memories is True
+    assert module.parse_args(["--quick", "--no-route-memories"]).route_memories is False

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from merge_reports import IncompatibleReports, load_report, main, merge_reports, merge_seeds
+from merge_reports import IncompatibleReports, load_report, main, merge_arms, merge_reports, merge_seeds
 
 KV_PER_TOKEN = 46080
 
@@ -164,6 +164,25 @@ def test_missing_memory_seeds_counts_as_one(two_runs: list[Path], tmp_path: Path
     assert merged["summary"]["single"]["questions"] == 4
 
 
+def test_recipe_fields_added_later_count_as_their_defaults(tmp_path: Path) -> None:
+    """A report written before a ``LIFTConfig`` field existed ran with that field's default: it pools
+    with a newer report whose recipe names the default, and not with one that changed it."""
+    from lift_integrations import LIFTConfig
+
+    recipe = LIFTConfig(learning_rate=0.001, seed=0).to_dict()
+    older = {k: v for k, v in recipe.items() if k != "qa_per_1k_tokens"}
+    old = _save(tmp_path / "old", _meta(absorb_config=older), [_case("Alpha", [1.0], [0.0])])
+    new = _save(tmp_path / "new", _meta(absorb_config=recipe), [_case("Beta", [0.5], [0.0])])
+    assert merge_reports([load_report(old), load_report(new)])["summary"]["single"]["questions"] == 2
+    dense = _save(
+        tmp_path / "dense",
+        _meta(absorb_config={**recipe, "qa_per_1k_tokens": 60.0}),
+        [_case("Beta", [0.5], [0.0])],
+    )
+    with pytest.raises(IncompatibleReports, match="absorb_config"):
+        merge_reports([load_report(old), load_report(dense)])
+
+
 def test_duplicate_document_is_refused(two_runs: list[Path], tmp_path: Path) -> None:
     again = _save(tmp_path / "again", _meta(), [_case("Alpha", [0.5], [0.5])])
     with pytest.raises(IncompatibleReports, match="'Alpha' appears twice in setting 'single'"):
@@ -209,3 +228,37 @@ def test_seeds_average_the_memory_arms_per_question(tmp_path: Path) -> None:
     other = _save(tmp_path / "lr", _meta(arms=arms, absorb_config={"learning_rate": 0.01, "seed": 1}), [])
     with pytest.raises(IncompatibleReports, match="absorb_config"):
         merge_seeds([load_report(first), load_report(other)])
+
+
+def test_arms_join_reports_that_ran_different_arms(tmp_path: Path) -> None:
+    """``--arms``: the document's arms from one run and the control's from another become one case with
+    both, whose gain over the control is recomputed from the joined rows; the probe and absorptions of
+    both runs are kept; an arm in two reports, or runs of different questions, are refused."""
+
+    def run(folder: str, arm: str, f1: list[float], probe: dict[str, Any] | None) -> Path:
+        case = _case("Alpha", f1, f1)
+        case["questions"] = {arm: [_row(i, f) for i, f in enumerate(f1)]}
+        key = "document" if arm == "lift_only" else "control"
+        case["absorption"] = {key: case["absorption"]["document"]}
+        case["general"] = probe
+        meta = _meta(arms=[arm], arm_descriptions={arm: f"the {arm} arm"})
+        return _save(tmp_path / folder, meta, [case])
+
+    base, memory = ({**_row(0, f1), "kind": "knowledge"} for f1 in (0.5, 0.0))
+    probe = {"kinds": {}, "questions": {"base": [base], "memory": [memory]}, "wall_s": 2.0}
+    control = run("ctl", "control", [0.0, 0.5, 0.0], None)
+    document = run("doc", "lift_only", [1.0, 0.5, 0.5], probe)
+    merged = merge_arms([load_report(control), load_report(document)])
+    case = merged["cases"][0]
+    assert list(case["questions"]) == ["lift_only", "control"]
+    assert merged["meta"]["arms"] == ["lift_only", "control"]
+    assert set(case["absorption"]) == {"document", "control"}
+    assert case["general"] == probe
+    assert merged["summary"]["single"]["general"]["kinds"]["knowledge"]["n"] == 1
+    gain = merged["summary"]["single"]["gains"]["lift_only"]["f1"]["mean"]
+    assert gain == pytest.approx((1.0 + 0.0 + 0.5) / 3)
+    with pytest.raises(IncompatibleReports, match="arm 'control' ran in both"):
+        merge_arms([load_report(control), load_report(control)])
+    shorter = run("short", "closed_book", [0.0, 0.0], None)
+    with pytest.raises(IncompatibleReports, match="different cases or questions"):
+        merge_arms([load_report(document), load_report(shorter)])

@@ -16,7 +16,12 @@ from tiny_models import bag_of_words
 from lift_integrations import LIFTConfig, MemoryRouter
 from lift_integrations.absorb.replay import load_replay_prompts
 from lift_integrations.memory import AbsorbedDocument, Memory
-from lift_integrations.routing import memory_passages
+from lift_integrations.routing import (
+    CALIBRATION_QUANTILE,
+    LexicalIndex,
+    content_words,
+    memory_passages,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
 
@@ -43,22 +48,57 @@ def _memory(*documents: tuple[str, str]) -> Memory:
 
 def test_questions_about_the_document_go_to_the_memory() -> None:
     memory = _memory(("Zorblat Institute", ZORBLAT))
-    router = MemoryRouter(memory, embed=bag_of_words)
+    router = MemoryRouter(memory, embed=bag_of_words, quantile=1.0)
     assert router.route("Who founded the Zorblat Institute in Vellhaven?") is memory
     assert router.route("Which river tides did Renwick's students catalogue?") is memory
     assert router.route("What is the capital of France?") is None
     assert router.route("How many legs does a spider have?") is None
-    # Calibrated on the replay questions: every one of them is routed away, by construction.
+    # Calibrated on the replay questions: at quantile 1 every one of them is routed away, by construction.
     replay = [p.question for p in load_replay_prompts()]
     assert router.threshold == pytest.approx(router.relevance(replay).max())
     assert not any(router.wants(replay))
+    default = MemoryRouter(memory, embed=bag_of_words)
+    assert default.threshold == pytest.approx(
+        float(np.quantile(router.relevance(replay), CALIBRATION_QUANTILE))
+    )
+
+
+def test_lexical_coverage_weighs_a_questions_rare_words_by_its_best_passage() -> None:
+    """A question's coverage is the share of its content words' weight found in one passage; a word in
+    every passage weighs least, one absent from the memory most; stop words do not count."""
+    passages = [
+        "Mira Quenton founded the Zorblat Institute in Vellhaven.",
+        "The Zorblat Institute moved beside the Oskel river.",
+        "Zorblat students catalogued the tides.",
+    ]
+    index = LexicalIndex(passages)
+    assert content_words("Who founded the Zorblat Institute?") == {"founded", "zorblat", "institute"}
+    founded, capital, none = index.coverage(
+        ["Who founded the Zorblat Institute?", "What is the capital of France?", "What was it?"]
+    )
+    assert founded == pytest.approx(1.0)  # every word in the first passage
+    assert capital == 0.0 and none == 0.0
+    # "Quenton" (one passage) outweighs "zorblat" (all three): covering only the rare word counts more.
+    rare, common = index.coverage(["Quenton plasma?", "Zorblat plasma?"])
+    assert 0.0 < common < rare < 1.0
+    assert index.coverage([]).shape == (0,)
+
+
+def test_relevance_adds_the_weighted_lexical_coverage() -> None:
+    memory = _memory(("Zorblat Institute", ZORBLAT))
+    questions = ["Who founded the Zorblat Institute?", "Which planet is red?", "Where did Renwick study?"]
+    similarity = MemoryRouter(memory, embed=bag_of_words, lexical_weight=0.0).relevance(questions)
+    coverage = LexicalIndex(memory_passages(memory)).coverage(questions)
+    combined = MemoryRouter(memory, embed=bag_of_words, lexical_weight=0.5).relevance(questions)
+    np.testing.assert_allclose(combined, similarity + 0.5 * coverage, rtol=1e-6)
+    assert coverage[0] > 0.0 and coverage[1] == 0.0
 
 
 def test_threshold_and_margin() -> None:
     memory = _memory(("", ZORBLAT))
     question = "Who founded the Zorblat Institute?"
     score = float(MemoryRouter(memory, embed=bag_of_words).relevance([question])[0])
-    assert 0.0 < score < 1.0
+    assert 0.0 < score < 1.5  # a cosine similarity plus half a coverage
     assert MemoryRouter(memory, embed=bag_of_words, threshold=score - 0.01).route(question) is memory
     assert MemoryRouter(memory, embed=bag_of_words, threshold=score + 0.01).route(question) is None
     lowered = MemoryRouter(memory, embed=bag_of_words, threshold=score + 0.01, margin=-0.02)
@@ -71,8 +111,11 @@ def test_threshold_and_margin() -> None:
         MemoryRouter(memory, embed=bag_of_words, quantile=1.5)
     with pytest.raises(ValueError, match="margin"):
         MemoryRouter(memory, embed=bag_of_words, margin=float("nan"))
-    with pytest.raises(ValueError, match="cosine similarity"):
-        MemoryRouter(memory, embed=bag_of_words, threshold=1.5)
+    with pytest.raises(ValueError, match="threshold is a relevance"):
+        MemoryRouter(memory, embed=bag_of_words, threshold=1.6)
+    assert MemoryRouter(memory, embed=bag_of_words, threshold=1.4, lexical_weight=0.5).threshold == 1.4
+    with pytest.raises(ValueError, match="lexical_weight"):
+        MemoryRouter(memory, embed=bag_of_words, lexical_weight=-0.1)
     with pytest.raises(TypeError, match="list of questions"):
         MemoryRouter(memory, embed=bag_of_words).relevance(question)  # type: ignore[arg-type]
     assert MemoryRouter(memory, embed=bag_of_words).relevance([]).shape == (0,)
