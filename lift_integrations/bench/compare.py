@@ -564,14 +564,13 @@ def _probe_rows(
     questions: Sequence[ProbeQuestion],
     memory: Memory | None,
     settings: HarnessSettings,
-    router: MemoryRouter | None = None,
 ) -> list[dict[str, Any]]:
+    if not questions:
+        return []
     contexts = [None if q.context is None else [q.context] for q in questions]
     if settings.answer_batch > 1:
         prompts = [q.question for q in questions]
-        answers = batch_answers(
-            lift, prompts, memory=memory, contexts=contexts, settings=settings, router=router
-        )
+        answers = batch_answers(lift, prompts, memory=memory, contexts=contexts, settings=settings)
     else:
         answers = [
             stream_answer(
@@ -580,7 +579,6 @@ def _probe_rows(
                 memory=memory,
                 context=c,
                 max_new_tokens=settings.max_new_tokens,
-                router=router,
             )
             for q, c in zip(questions, contexts, strict=True)
         ]
@@ -620,7 +618,8 @@ def run_general_probe(
 ) -> dict[str, Any]:
     """Answer the probe questions with the base model and with ``memory``: is the model with a document's
     memory any worse at what it could do before? Returns per-kind statistics and every answer's row.
-    With a ``router``, "with the memory" means through it: the memory answers only what it routes to it.
+    With a ``router``, "with the memory" means through it: the memory answers only what it routes to it,
+    and a question routed away keeps the base model's answer.
 
     Decoding and answer length are the arms'. ``base_rows`` caches the base model's rows across cases: they
     do not depend on the case (greedy decoding, no memory), so each question costs the base model one
@@ -631,7 +630,18 @@ def run_general_probe(
     missing = [question for question in questions if question not in cache]
     cache.update(zip(missing, _probe_rows(lift, missing, None, settings), strict=True))
     base = [cache[question] for question in questions]
-    with_memory = _probe_rows(lift, questions, memory, settings, router)
+    if router is None:
+        with_memory = _probe_rows(lift, questions, memory, settings)
+    else:
+        # A question routed away is the base model's to answer, and its answer to this very prompt is
+        # in ``base``: reusing it keeps batch composition (bf16 rounding on a GPU) out of the difference.
+        routed = router.wants([q.question for q in questions])
+        asked = [q for q, use in zip(questions, routed, strict=True) if use]
+        answered = iter(_probe_rows(lift, asked, memory, settings))
+        with_memory = [
+            {**(next(answered) if use else row), "memory_used": use}
+            for row, use in zip(base, routed, strict=True)
+        ]
     return {
         "kinds": _probe_stats(base, with_memory, settings, kv_cache_bytes_per_token(lift)),
         "questions": {"base": base, "memory": with_memory},
