@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 from merge_reports import load_report
 
+from lift_integrations import routing
 from lift_integrations.bench.arms import CONTROL_OF
 from lift_integrations.bench.compare import BenchDocument, article_document, concatenate
 from lift_integrations.bench.squad import Article, bootstrap_ci, load_squad_articles
-from lift_integrations.config import LIFTConfig
-from lift_integrations.memory import AbsorbedDocument, Memory
+from lift_integrations.memory import Memory
 from lift_integrations.routing import (
     CALIBRATION_QUANTILE,
     LEXICAL_WEIGHT,
@@ -55,15 +55,7 @@ WITHOUT_MEMORY = {
 def text_memory(document: BenchDocument) -> Memory:
     """A memory holding ``document``'s text as the harness absorbs it, and no weights: the router reads
     text only."""
-    return Memory(
-        adapter_kind="none",
-        adapter_config={},
-        tensors={},
-        documents=[AbsorbedDocument(document.title, document.text)],
-        config=LIFTConfig(),
-        base_model_name="none",
-        base_fingerprint="none",
-    )
+    return routing.text_memory([(document.title, document.text)])
 
 
 def document_memory(case: dict[str, Any], articles: dict[str, Article]) -> Memory:

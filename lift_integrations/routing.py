@@ -46,7 +46,9 @@ __all__ = [
     "RouterSlot",
     "content_words",
     "default_embedder",
+    "document_embedder",
     "memory_passages",
+    "text_memory",
 ]
 
 Embedder = Callable[[Sequence[str]], Any]
@@ -134,6 +136,16 @@ def default_embedder() -> Embedder:
     return embed
 
 
+def document_embedder(embeddings: Any) -> Embedder:
+    """An :data:`Embedder` from any object with LangChain's ``embed_documents(list[str])`` (a LangChain
+    ``Embeddings``, for one): routers then share the embeddings a RAG chain already uses."""
+
+    def embed(texts: Sequence[str]) -> Any:
+        return embeddings.embed_documents(list(texts))
+
+    return embed
+
+
 def memory_passages(memory: Memory) -> list[str]:
     """The memory's documents as overlapping windows of :data:`WINDOW_SENTENCES` sentences (a window
     starts every two sentences), each prefixed with its document's title when it has one."""
@@ -147,6 +159,24 @@ def memory_passages(memory: Memory) -> list[str]:
             if window:
                 passages.append(prefix + window)
     return passages
+
+
+def text_memory(documents: Sequence[tuple[str, str]]) -> Memory:
+    """A memory of ``(title, text)`` documents that holds no weights: all a router reads. It lets a
+    router decide before (or without) an absorption, e.g. for a memory still being absorbed elsewhere;
+    it cannot be attached to a model."""
+    from lift_integrations.config import LIFTConfig
+    from lift_integrations.memory import AbsorbedDocument, Memory
+
+    return Memory(
+        adapter_kind="none",
+        adapter_config={},
+        tensors={},
+        documents=[AbsorbedDocument(title, text) for title, text in documents],
+        config=LIFTConfig(),
+        base_model_name="none",
+        base_fingerprint="none",
+    )
 
 
 def _normalised(rows: Any, texts: int) -> np.ndarray:

@@ -559,6 +559,11 @@ def test_routed_memories_leave_unrelated_questions_to_the_base_model(run: dict[s
         for mine, theirs in zip(probe["memory"], probe["base"], strict=True):
             if not mine["memory_used"]:
                 assert mine["answer"] == theirs["answer"]
+    # The router reads the document's text, not its memory: control arms alone absorb only the control.
+    with one_torch_thread():
+        controls = run_comparison(run["lift"], cases, ["control"], settings)["cases"][0]
+    assert set(controls["absorption"]) == {"control"}
+    assert [r["memory_used"] for r in controls["questions"]["control"]] == used["control"]
 
 
 def test_compare_rag_routes_memories_unless_told_not_to() -> None:

@@ -508,19 +508,18 @@ class CaseResources:
 
         Every memory arm follows its decisions, the control arms too: a control then answers with the
         unrelated memory exactly the questions the document's memory answers, so the gain over it still
-        isolates what the document taught. It embeds with the run's LangChain embeddings; its threshold
-        is calibrated here, inside the arm's preparation, and kept across memory seeds (routing reads
-        the document's text, which no seed changes)."""
+        isolates what the document taught. It reads the document's text only (as absorbed:
+        :func:`~lift_integrations.routing.text_memory`), so a run of control arms alone absorbs no
+        document memory for it, and it serves every memory seed. It embeds with the run's LangChain
+        embeddings; its threshold is calibrated here, inside the arm's preparation."""
         if not self.settings.route_memories:
             return None
-        memory = self.memory("document")
         if self._router is None:
-            from lift_integrations.routing import MemoryRouter
+            from lift_integrations.routing import MemoryRouter, document_embedder, text_memory
 
-            embeddings = self.langchain_embeddings
-            self._router = MemoryRouter(memory, embed=lambda texts: embeddings.embed_documents(list(texts)))
+            memory = text_memory([(self.document.title, self.document.text)])
+            self._router = MemoryRouter(memory, embed=document_embedder(self.langchain_embeddings))
             _ = self._router.threshold  # embed the passages and calibrate now, not in a timed answer
-        self._router.memory = memory
         return self._router
 
     def absorbed(self, which: str = "document") -> Memory | None:

@@ -390,11 +390,9 @@ class LIFTChatModel(BaseChatModel):
         with self._routes_lock:  # concurrent calls share one slot; new embeddings get a new one
             slot = self._routes
             if slot is None or slot[0] is not embeddings:
-                from lift_integrations.routing import RouterSlot
+                from lift_integrations.routing import RouterSlot, document_embedder
 
-                embed = (
-                    None if embeddings is None else (lambda texts: embeddings.embed_documents(list(texts)))
-                )
+                embed = None if embeddings is None else document_embedder(embeddings)
                 slot = self._routes = (embeddings, RouterSlot(embed))
         return slot[1].route_chat(memory, turns)
 

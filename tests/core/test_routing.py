@@ -20,7 +20,9 @@ from lift_integrations.routing import (
     CALIBRATION_QUANTILE,
     LexicalIndex,
     content_words,
+    document_embedder,
     memory_passages,
+    text_memory,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
@@ -92,6 +94,27 @@ def test_relevance_adds_the_weighted_lexical_coverage() -> None:
     combined = MemoryRouter(memory, embed=bag_of_words, lexical_weight=0.5).relevance(questions)
     np.testing.assert_allclose(combined, similarity + 0.5 * coverage, rtol=1e-6)
     assert coverage[0] > 0.0 and coverage[1] == 0.0
+
+
+def test_a_text_only_memory_routes_as_the_absorbed_one() -> None:
+    """``text_memory`` holds what a router reads (the documents' titles and text) and no weights, so a
+    router can decide before or without an absorption; ``document_embedder`` adapts anything with
+    LangChain's ``embed_documents``."""
+
+    class Embeddings:
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return bag_of_words(texts).tolist()
+
+    absorbed = _memory(("Zorblat Institute", ZORBLAT))
+    text_only = text_memory([("Zorblat Institute", ZORBLAT)])
+    assert text_only.tensors == {} and memory_passages(text_only) == memory_passages(absorbed)
+    questions = ["Who founded the Zorblat Institute?", "What is the capital of France?"]
+    embed = document_embedder(Embeddings())
+    np.testing.assert_allclose(
+        MemoryRouter(text_only, embed=embed).relevance(questions),
+        MemoryRouter(absorbed, embed=bag_of_words).relevance(questions),
+        rtol=1e-6,
+    )
 
 
 def test_threshold_and_margin() -> None:
