@@ -39,6 +39,7 @@ from typing import Any
 
 from lift_integrations.bench.arms import ALL_ARMS, CONTROL_OF, HarnessSettings
 from lift_integrations.bench.compare import (
+    RAG_ARMS,
     arm_stats,
     combine_probes,
     gains_over_controls,
@@ -89,7 +90,8 @@ def _meta_value(report: dict[str, Any], key: str) -> Any:
     meta = report["meta"]
     value = meta.get(key, _META_DEFAULTS[key]) if key in _META_DEFAULTS else meta[key]
     if key == "absorb_config" and isinstance(value, dict):
-        # A recipe field added after the report was written ran with its default.
+        # A recipe field added after the report was written ran with its default (every field added so
+        # far defaults to the behaviour before it existed).
         value = {**LIFTConfig().to_dict(), **value}
     return value
 
@@ -258,7 +260,9 @@ def merge_arms(
     owner: dict[str, Path] = {}
     for path, report in reports:
         if _case_questions(report) != _case_questions(first):
-            raise IncompatibleReports(f"{first_path} and {path} asked different cases or questions")
+            raise IncompatibleReports(
+                f"{first_path} and {path} asked different cases or questions (or in another order)"
+            )
         for arm in report["meta"]["arms"]:
             if arm in owner:
                 raise IncompatibleReports(f"arm {arm!r} ran in both {owner[arm]} and {path}")
@@ -277,10 +281,20 @@ def merge_arms(
         probes = [run["general"] for run in runs if run.get("general")]
         if len(probes) > 1:
             raise IncompatibleReports(f"case {case['document']!r} has a general-ability probe in two reports")
+        absorption: dict[str, Any] = {}
+        for (path, _), run in zip(reports, runs, strict=True):
+            for key, value in run["absorption"].items():
+                if key in absorption:
+                    raise IncompatibleReports(
+                        f"the {key!r} memory of case {case['document']!r} was absorbed in two reports "
+                        f"(again in {path}): their arms answered with different memories"
+                    )
+                absorption[key] = value
         cases.append(
             {
                 **case,
-                "absorption": {key: value for run in runs for key, value in run["absorption"].items()},
+                "rag": _rag_of(runs, case["document"]),
+                "absorption": absorption,
                 "prepare_s": {key: value for run in runs for key, value in run.get("prepare_s", {}).items()},
                 "arms": {arm: arm_stats(r, settings, kv_per_token) for arm, r in rows.items()},
                 "gains": gains_over_controls(rows, settings),
@@ -303,7 +317,18 @@ def merge_arms(
             "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
         }
     )
+    if all("script_wall_s" in report["meta"] for _, report in reports):
+        meta["script_wall_s"] = round(sum(report["meta"]["script_wall_s"] for _, report in reports), 1)
     return {"meta": meta, "cases": cases, "summary": summarize(cases, settings, kv_per_token)}
+
+
+def _rag_of(runs: Sequence[dict[str, Any]], document: str) -> dict[str, Any]:
+    """The RAG settings of the runs that ran RAG arms (the first run's when none did); runs whose RAG
+    arms used different settings cannot be joined."""
+    settings = [run["rag"] for run in runs if RAG_ARMS & set(run["questions"])]
+    if any(other != settings[0] for other in settings[1:]):
+        raise IncompatibleReports(f"case {document!r}: the RAG arms ran with different chunks: {settings}")
+    return settings[0] if settings else runs[0]["rag"]
 
 
 def _joined_seed_means(runs: Sequence[dict[str, Any]]) -> dict[str, list[float]] | None:

@@ -6,9 +6,10 @@ No model runs: a memory here is only text (routing reads nothing else), and only
 For each SQuAD article outside the comparison's three dev articles (those, and the general-knowledge
 probe, stay out so that choosing a rule here does not tune on the comparison's own questions), a memory of
 the article alone, and one of every three consecutive such articles concatenated as one document (the
-long setting's shape). Reported per rule: the relevance's ``--lexical-weights`` (0: the embedding
-similarity alone; 0.2, the default, adds the lexical coverage) and calibration (``--quantiles`` of the
-replay questions' relevance; 1.0 is their maximum, the default):
+long setting's shape). Reported per rule: every pair of a lexical weight (``--lexical-weights``; 0 is
+the embedding similarity alone, ``MemoryRouter``'s default is ``LEXICAL_WEIGHT``) and a calibration
+quantile of the replay questions' relevance (``--quantiles``; 1.0 is their maximum, ``MemoryRouter``'s
+default is ``CALIBRATION_QUANTILE``):
 
 * recall: the share of the memory's own SQuAD questions sent to it;
 * false routes: the share of other articles' questions (up to ``--negatives`` drawn from articles not in

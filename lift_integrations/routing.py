@@ -166,13 +166,15 @@ def text_memory(documents: Sequence[tuple[str, str]]) -> Memory:
     router decide before (or without) an absorption, e.g. for a memory still being absorbed elsewhere;
     it cannot be attached to a model."""
     from lift_integrations.config import LIFTConfig
+    from lift_integrations.documents import normalize_documents
     from lift_integrations.memory import AbsorbedDocument, Memory
 
     return Memory(
         adapter_kind="none",
         adapter_config={},
         tensors={},
-        documents=[AbsorbedDocument(title, text) for title, text in documents],
+        # Normalised as absorb normalises them (titles stripped), so the passages are the same.
+        documents=[AbsorbedDocument(d.title, d.text) for d in normalize_documents(list(documents))],
         config=LIFTConfig(),
         base_model_name="none",
         base_fingerprint="none",
@@ -256,7 +258,7 @@ class MemoryRouter:
 
     @property
     def threshold(self) -> float:
-        """The similarity above which a question goes to the memory (calibrated on first use)."""
+        """The relevance above which a question goes to the memory (calibrated on first use)."""
         if self._threshold is None:
             replay = self.relevance([p.question for p in load_replay_prompts()])
             self._threshold = float(np.quantile(replay, self.quantile))

@@ -527,9 +527,12 @@ def test_routed_memories_leave_unrelated_questions_to_the_base_model(run: dict[s
         [mixed], control_pool=CONTROL_POOL, count_tokens=run["lift"].count_tokens, questions=2
     )
     fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
-    plain_settings = HarnessSettings(**{**fields, "langchain_embeddings": BagOfWords(), "general_probe": 0})
+    # The probe's knowledge questions: one about the absorbed text (routed in), one not (routed away).
+    fields["general_questions"] = (ZORBLAT.questions[0], KESTREL.questions[1])
+    plain_settings = HarnessSettings(**{**fields, "langchain_embeddings": BagOfWords()})
     with one_torch_thread():
-        unrouted = run_comparison(run["lift"], cases, arms, plain_settings)["cases"][0]["questions"]
+        plain = run_comparison(run["lift"], cases, arms, plain_settings)["cases"][0]
+    unrouted, unrouted_probe = plain["questions"], plain["general"]["questions"]["memory"]
     for batch in (1, 3):
         settings = HarnessSettings(
             **{**fields, "route_memories": True, "answer_batch": batch, "langchain_embeddings": BagOfWords()}
@@ -555,10 +558,13 @@ def test_routed_memories_leave_unrelated_questions_to_the_base_model(run: dict[s
         assert stats["memory_used"] == pytest.approx(sum(used["lift_only"]) / len(used["lift_only"]))
         assert "Memory routing: share of questions" in markdown_report(report)
         probe = report["cases"][0]["general"]["questions"]
-        assert all(isinstance(r["memory_used"], bool) for r in probe["memory"])
-        for mine, theirs in zip(probe["memory"], probe["base"], strict=True):
-            if not mine["memory_used"]:
-                assert mine["answer"] == theirs["answer"]
+        flags = {r["question"]: r["memory_used"] for r in probe["memory"]}
+        assert flags[ZORBLAT.questions[0].question] is True
+        assert flags[KESTREL.questions[1].question] is False
+        for mine, theirs, always in zip(probe["memory"], probe["base"], unrouted_probe, strict=True):
+            # Routed away: the base model's answer; routed in: the memory's, as when always attached.
+            expected = always if mine["memory_used"] else theirs
+            assert mine["answer"] == expected["answer"], (batch, mine["question"])
     # The router reads the document's text, not its memory: control arms alone absorb only the control.
     with one_torch_thread():
         controls = run_comparison(run["lift"], cases, ["control"], settings)["cases"][0]

@@ -262,3 +262,35 @@ def test_arms_join_reports_that_ran_different_arms(tmp_path: Path) -> None:
     shorter = run("short", "closed_book", [0.0, 0.0], None)
     with pytest.raises(IncompatibleReports, match="different cases or questions"):
         merge_arms([load_report(document), load_report(shorter)])
+    # The same memory absorbed by two runs: their arms answered with different memories.
+    again = run("again", "control", [0.0, 0.5, 0.0], None)
+    twice = _save(tmp_path / "twice", _meta(arms=["closed_book"]), [_case("Alpha", [0.0] * 3, [0.0] * 3)])
+    report = json.loads((twice / "report.json").read_text())
+    report["cases"][0]["questions"] = {"closed_book": report["cases"][0]["questions"]["lift_only"]}
+    report["cases"][0]["absorption"] = load_report(again)[1]["cases"][0]["absorption"]
+    (twice / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    with pytest.raises(IncompatibleReports, match="'control' memory of case 'Alpha' was absorbed in two"):
+        merge_arms([load_report(again), load_report(twice)])
+
+
+def test_arms_take_the_rag_settings_of_the_run_that_ran_rag(tmp_path: Path) -> None:
+    """A joined case's RAG settings are those its RAG arms ran with, whichever report comes first;
+    RAG arms run with different chunks in two reports are refused."""
+
+    def run(folder: str, arm: str, rag: dict[str, Any]) -> Path:
+        case = _case("Alpha", [0.5, 0.0], [0.0, 0.0])
+        case["questions"] = {arm: [_row(i, f) for i, f in enumerate([0.5, 0.0])]}
+        memory = arm not in ("rag_langchain", "closed_book")
+        case["absorption"] = {arm: case["absorption"]["document"]} if memory else {}
+        case["rag"] = rag
+        return _save(tmp_path / folder, _meta(arms=[arm]), [case])
+
+    tuned = {"chunk_size": 128, "chunk_overlap": 16, "k": 3, "tuned": True}
+    untuned = {"chunk_size": 256, "chunk_overlap": 32, "k": 4, "tuned": False}
+    closed = run("closed", "closed_book", untuned)
+    rag = run("rag", "rag_langchain", tuned)
+    merged = merge_arms([load_report(closed), load_report(rag)])
+    assert merged["cases"][0]["rag"] == tuned
+    other = run("hybrid", "hybrid", untuned)
+    with pytest.raises(IncompatibleReports, match="different chunks"):
+        merge_arms([load_report(rag), load_report(other)])

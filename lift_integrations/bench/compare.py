@@ -619,7 +619,8 @@ def run_general_probe(
     """Answer the probe questions with the base model and with ``memory``: is the model with a document's
     memory any worse at what it could do before? Returns per-kind statistics and every answer's row.
     With a ``router``, "with the memory" means through it: the memory answers only what it routes to it,
-    and a question routed away keeps the base model's answer.
+    and a question routed away keeps the base model's row, its latency included (routing time is not
+    added, so the probe's latencies are not the arms').
 
     Decoding and answer length are the arms'. ``base_rows`` caches the base model's rows across cases: they
     do not depend on the case (greedy decoding, no memory), so each question costs the base model one

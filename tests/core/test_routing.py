@@ -108,6 +108,8 @@ def test_a_text_only_memory_routes_as_the_absorbed_one() -> None:
     absorbed = _memory(("Zorblat Institute", ZORBLAT))
     text_only = text_memory([("Zorblat Institute", ZORBLAT)])
     assert text_only.tensors == {} and memory_passages(text_only) == memory_passages(absorbed)
+    # Titles are normalised as absorb normalises them, so the passages' prefixes match.
+    assert text_memory([("  Zorblat Institute ", ZORBLAT)]).documents[0].title == "Zorblat Institute"
     questions = ["Who founded the Zorblat Institute?", "What is the capital of France?"]
     embed = document_embedder(Embeddings())
     np.testing.assert_allclose(
