@@ -245,6 +245,8 @@ def merge_seeds(
             "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
         }
     )
+    if all("script_wall_s" in report["meta"] for _, report in reports):
+        meta["script_wall_s"] = round(sum(report["meta"]["script_wall_s"] for _, report in reports), 1)
     return {"meta": meta, "cases": cases, "summary": summarize(cases, settings, kv_per_token)}
 
 
