@@ -149,22 +149,54 @@ def merge_reports(
     if not reports:
         raise ValueError("nothing to merge")
     check_compatible(reports)
-    first = reports[0][1]["meta"]
-    resamples = first["bootstrap_resamples"] if bootstrap is None else bootstrap
-    # summarize reads only bootstrap_resamples and seed; log=None keeps the settings object quiet.
-    settings = HarnessSettings(bootstrap_resamples=resamples, seed=first["seed"], log=None)
+    settings, kv_per_token = _pooling(reports, bootstrap)
     cases = [case for _, report in reports for case in report["cases"]]
-    meta = dict(first)
-    meta["bootstrap_resamples"] = resamples
-    meta["merged_from"] = [str(path) for path, _ in reports]
-    meta["commands"] = _commands(reports)
-    meta["wall_s"] = sum(report["meta"]["wall_s"] for _, report in reports)
+    return _report(reports, settings, kv_per_token, cases)
+
+
+def _pooling(
+    reports: Sequence[tuple[Path, dict[str, Any]]], bootstrap: int | None
+) -> tuple[HarnessSettings, int]:
+    """The settings the pooled statistics are computed with (the first report's seed, and its bootstrap
+    resamples unless ``bootstrap`` is given) and the KV-cache bytes per token."""
+    meta = reports[0][1]["meta"]
+    resamples = meta["bootstrap_resamples"] if bootstrap is None else bootstrap
+    # The statistics read only bootstrap_resamples and seed; log=None keeps the settings object quiet.
+    settings = HarnessSettings(bootstrap_resamples=resamples, seed=meta["seed"], log=None)
+    return settings, meta["kv_cache_bytes_per_token"]
+
+
+def _report(
+    reports: Sequence[tuple[Path, dict[str, Any]]],
+    settings: HarnessSettings,
+    kv_per_token: int,
+    cases: list[dict[str, Any]],
+    **meta_changes: Any,
+) -> dict[str, Any]:
+    """The merged report: the first report's ``meta`` with ``meta_changes``, the inputs (``merged_from``,
+    ``commands``), the summed wall times and the resamples used; ``cases``; the summary over them."""
+    meta = {**reports[0][1]["meta"], **meta_changes}
+    meta.update(
+        {
+            "bootstrap_resamples": settings.bootstrap_resamples,
+            "merged_from": [str(path) for path, _ in reports],
+            "commands": _commands(reports),
+            "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
+        }
+    )
     if all("script_wall_s" in report["meta"] for _, report in reports):
         meta["script_wall_s"] = round(sum(report["meta"]["script_wall_s"] for _, report in reports), 1)
+    return {"meta": meta, "cases": cases, "summary": summarize(cases, settings, kv_per_token)}
+
+
+def _scored(
+    rows: dict[str, list[dict[str, Any]]], settings: HarnessSettings, kv_per_token: int
+) -> dict[str, Any]:
+    """A case's per-question rows with the statistics recomputed from them: arms and gains."""
     return {
-        "meta": meta,
-        "cases": cases,
-        "summary": summarize(cases, settings, first["kv_cache_bytes_per_token"]),
+        "arms": {arm: arm_stats(r, settings, kv_per_token) for arm, r in rows.items()},
+        "gains": gains_over_controls(rows, settings),
+        "questions": rows,
     }
 
 
@@ -187,6 +219,17 @@ def _case_questions(report: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     ]
 
 
+def _check_same_cases(reports: Sequence[tuple[Path, dict[str, Any]]]) -> None:
+    """Raise :class:`IncompatibleReports` unless every report asked the first one's cases and questions,
+    in its order."""
+    first_path, first = reports[0]
+    for path, report in reports[1:]:
+        if _case_questions(report) != _case_questions(first):
+            raise IncompatibleReports(
+                f"{first_path} and {path} asked different cases or questions (or in another order)"
+            )
+
+
 def merge_seeds(
     reports: Sequence[tuple[Path, dict[str, Any]]], bootstrap: int | None = None
 ) -> dict[str, Any]:
@@ -194,7 +237,6 @@ def merge_seeds(
     memory arm's per-question scores are the mean over the runs (as ``--memory-seeds`` computes them)."""
     if len(reports) < 2:
         raise ValueError("--seeds needs at least two reports")
-    first_path, first = reports[0]
     _check_same_meta(reports, ignore_seed=True)
     seeds = [report["meta"]["absorb_config"]["seed"] for _, report in reports]
     if len(set(seeds)) != len(seeds):
@@ -202,14 +244,10 @@ def merge_seeds(
     for path, report in reports:
         if _meta_value(report, "memory_seeds") != 1:
             raise IncompatibleReports(f"{path} already averages several seeds")
-        if _case_questions(report) != _case_questions(first):
-            raise IncompatibleReports(f"{first_path} and {path} asked different cases or questions")
-    meta = dict(first["meta"])
-    resamples = meta["bootstrap_resamples"] if bootstrap is None else bootstrap
-    settings = HarnessSettings(bootstrap_resamples=resamples, seed=meta["seed"], log=None)
-    kv_per_token = meta["kv_cache_bytes_per_token"]
+    _check_same_cases(reports)
+    settings, kv_per_token = _pooling(reports, bootstrap)
     cases = []
-    for index, case in enumerate(first["cases"]):
+    for index, case in enumerate(reports[0][1]["cases"]):
         runs = [report["cases"][index] for _, report in reports]
         seeded = {
             arm: [run["questions"][arm] for run in runs] for arm in case["questions"] if arm in MEMORY_ARMS
@@ -228,26 +266,14 @@ def merge_seeds(
             {
                 **case,
                 "absorption": absorption,
-                "arms": {arm: arm_stats(r, settings, kv_per_token) for arm, r in rows.items()},
-                "gains": gains_over_controls(rows, settings),
-                "questions": rows,
+                **_scored(rows, settings, kv_per_token),
                 "memory_seeds": seed_means(seeded),
                 "general": combine_probes(probes, settings, kv_per_token),
             }
         )
-    meta.update(
-        {
-            "memory_seeds": len(reports),
-            "absorb_config_seeds": seeds,
-            "bootstrap_resamples": resamples,
-            "merged_from": [str(path) for path, _ in reports],
-            "commands": _commands(reports),
-            "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
-        }
+    return _report(
+        reports, settings, kv_per_token, cases, memory_seeds=len(reports), absorb_config_seeds=seeds
     )
-    if all("script_wall_s" in report["meta"] for _, report in reports):
-        meta["script_wall_s"] = round(sum(report["meta"]["script_wall_s"] for _, report in reports), 1)
-    return {"meta": meta, "cases": cases, "summary": summarize(cases, settings, kv_per_token)}
 
 
 def merge_arms(
@@ -257,26 +283,19 @@ def merge_arms(
     absorptions and probe are the union, its arm statistics and gains over controls recomputed."""
     if len(reports) < 2:
         raise ValueError("--arms needs at least two reports")
-    first_path, first = reports[0]
     _check_same_meta(reports, ignore=("arms",))
+    _check_same_cases(reports)
     owner: dict[str, Path] = {}
     for path, report in reports:
-        if _case_questions(report) != _case_questions(first):
-            raise IncompatibleReports(
-                f"{first_path} and {path} asked different cases or questions (or in another order)"
-            )
         for arm in report["meta"]["arms"]:
             if arm in owner:
                 raise IncompatibleReports(f"arm {arm!r} ran in both {owner[arm]} and {path}")
             owner[arm] = path
-    meta = dict(first["meta"])
-    resamples = meta["bootstrap_resamples"] if bootstrap is None else bootstrap
-    settings = HarnessSettings(bootstrap_resamples=resamples, seed=meta["seed"], log=None)
-    kv_per_token = meta["kv_cache_bytes_per_token"]
+    settings, kv_per_token = _pooling(reports, bootstrap)
     order = {arm: index for index, arm in enumerate(ALL_ARMS)}
     arms = sorted(owner, key=lambda arm: order.get(arm, len(order)))
     cases = []
-    for index, case in enumerate(first["cases"]):
+    for index, case in enumerate(reports[0][1]["cases"]):
         runs = [report["cases"][index] for _, report in reports]
         rows = {arm: row for run in runs for arm, row in run["questions"].items()}
         rows = {arm: rows[arm] for arm in arms if arm in rows}
@@ -298,30 +317,15 @@ def merge_arms(
                 "rag": _rag_of(runs, case["document"]),
                 "absorption": absorption,
                 "prepare_s": {key: value for run in runs for key, value in run.get("prepare_s", {}).items()},
-                "arms": {arm: arm_stats(r, settings, kv_per_token) for arm, r in rows.items()},
-                "gains": gains_over_controls(rows, settings),
-                "questions": rows,
+                **_scored(rows, settings, kv_per_token),
                 "memory_seeds": _joined_seed_means(runs),
                 "general": probes[0] if probes else None,
             }
         )
-    meta.update(
-        {
-            "arms": arms,
-            "arm_descriptions": {
-                arm: text
-                for _, report in reports
-                for arm, text in report["meta"].get("arm_descriptions", {}).items()
-            },
-            "bootstrap_resamples": resamples,
-            "merged_from": [str(path) for path, _ in reports],
-            "commands": _commands(reports),
-            "wall_s": sum(report["meta"]["wall_s"] for _, report in reports),
-        }
-    )
-    if all("script_wall_s" in report["meta"] for _, report in reports):
-        meta["script_wall_s"] = round(sum(report["meta"]["script_wall_s"] for _, report in reports), 1)
-    return {"meta": meta, "cases": cases, "summary": summarize(cases, settings, kv_per_token)}
+    descriptions = {
+        arm: text for _, report in reports for arm, text in report["meta"].get("arm_descriptions", {}).items()
+    }
+    return _report(reports, settings, kv_per_token, cases, arms=arms, arm_descriptions=descriptions)
 
 
 def _rag_of(runs: Sequence[dict[str, Any]], document: str) -> dict[str, Any]:
