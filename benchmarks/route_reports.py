@@ -30,7 +30,7 @@ from merge_reports import load_report
 
 from lift_integrations import routing
 from lift_integrations.bench.arms import CONTROL_OF
-from lift_integrations.bench.compare import BenchDocument, article_document, concatenate
+from lift_integrations.bench.compare import article_document, concatenate
 from lift_integrations.bench.squad import Article, bootstrap_ci, load_squad_articles
 from lift_integrations.memory import Memory
 from lift_integrations.routing import (
@@ -52,19 +52,21 @@ WITHOUT_MEMORY = {
 """Each memory arm and the arm that answers the same prompt without a memory."""
 
 
-def text_memory(document: BenchDocument) -> Memory:
-    """A memory holding ``document``'s text as the harness absorbs it, and no weights: the router reads
-    text only."""
+def articles_memory(articles: Sequence[Article]) -> Memory:
+    """A memory of the articles as the harness builds its document (one article as itself, several
+    concatenated with a title line each), holding its text and no weights: the router reads text only."""
+    documents = [article_document(a) for a in articles]
+    document = documents[0] if len(documents) == 1 else concatenate(documents)
     return routing.text_memory([(document.title, document.text)])
 
 
 def document_memory(case: dict[str, Any], articles: dict[str, Article]) -> Memory:
-    """The case's document memory as the harness absorbed it (see :func:`text_memory`)."""
+    """The case's document memory as the harness absorbed it (see :func:`articles_memory`; a long case
+    always has several sources)."""
     missing = [s for s in case["sources"] if s not in articles]
     if missing:
         raise ValueError(f"articles {missing} of case {case['document']!r} are not in the data file")
-    documents = [article_document(articles[s]) for s in case["sources"]]
-    return text_memory(documents[0] if case["setting"] == "single" else concatenate(documents))
+    return articles_memory([articles[s] for s in case["sources"]])
 
 
 def _ci(values: Sequence[float]) -> str:

@@ -26,22 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from route_reports import text_memory
+from route_reports import articles_memory
 
-from lift_integrations.bench.compare import article_document, concatenate
 from lift_integrations.bench.squad import Article, load_squad_articles
-from lift_integrations.memory import Memory
 from lift_integrations.routing import Embedder, MemoryRouter, default_embedder
 
 DEV_ARTICLES = ("Normans", "1973 oil crisis", "Amazon rainforest")
 """The comparison's articles (examples/compare_rag.py's default), left out of this benchmark."""
-
-
-def articles_memory(articles: Sequence[Article]) -> Memory:
-    """A memory of the articles as one document, built as the harness builds it (one article as itself,
-    several concatenated with a title line each), without weights."""
-    documents = [article_document(a) for a in articles]
-    return text_memory(documents[0] if len(documents) == 1 else concatenate(documents))
 
 
 def cached(embed: Embedder) -> Embedder:
