@@ -109,14 +109,14 @@ class LexicalIndex:
         """Each question's best passage's share of its content words' weight (0 for no content words)."""
         scores = np.zeros(len(questions), dtype=np.float32)
         for row, question in enumerate(questions):
-            words = content_words(question)
-            total = sum(self._weight(w) for w in words)
+            weights = {word: self._weight(word) for word in content_words(question)}
+            total = sum(weights.values())
             if total <= 0.0:
                 continue
             covered = np.zeros(self._passages, dtype=np.float64)
-            for word in words:
+            for word, weight in weights.items():
                 if word in self._postings:
-                    covered[self._postings[word]] += self._weight(word)
+                    covered[self._postings[word]] += weight
             scores[row] = covered.max(initial=0.0) / total
         return scores
 
