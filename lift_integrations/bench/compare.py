@@ -79,6 +79,7 @@ __all__ = [
     "kv_cache_bytes_per_token",
     "load_general_questions",
     "mean_over_seeds",
+    "paired_difference",
     "run_comparison",
     "run_general_probe",
     "sample_questions",
@@ -357,7 +358,7 @@ def arm_stats(rows: Sequence[dict[str, Any]], settings: HarnessSettings, kv_per_
     }
 
 
-def _paired(
+def paired_difference(
     mine: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]], settings: HarnessSettings, what: str
 ) -> dict[str, Any]:
     """``mine`` minus ``theirs``, per question (same questions, same order), with paired bootstrap intervals:
@@ -379,7 +380,7 @@ def gains_over_controls(rows: dict[str, list[dict[str, Any]]], settings: Harness
     gains: dict[str, Any] = {}
     for arm, control in CONTROL_OF.items():
         if arm in rows and control in rows:
-            paired = _paired(rows[arm], rows[control], settings, f"{arm} and {control}")
+            paired = paired_difference(rows[arm], rows[control], settings, f"{arm} and {control}")
             gains[arm] = {"control": control, **paired}
     return gains
 
@@ -601,7 +602,7 @@ def _probe_stats(
             "n": len(keep),
             "base": arm_stats(theirs, settings, kv_per_token) if keep else None,
             "memory": arm_stats(mine, settings, kv_per_token) if keep else None,
-            "difference": _paired(mine, theirs, settings, "the probe with and without memory")
+            "difference": paired_difference(mine, theirs, settings, "the probe with and without memory")
             if keep
             else None,
         }
