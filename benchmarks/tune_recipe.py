@@ -127,7 +127,7 @@ def main() -> None:
                 ),
                 flush=True,
             )
-            lift.backend.release(memory._binding[1]) if memory._binding else None
+            lift.release(memory)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lift_integrations._fs import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -118,14 +121,6 @@ def clear_quantization_marker(model: PreTrainedModel) -> None:
         del model.config.quantization_config
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _gguf_cache_dir(gguf_path: Path) -> Path:
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -159,7 +154,7 @@ def _write_gguf_cache(
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / "done.json").write_text(
-            json.dumps({"source": str(gguf_path), "sha256": _file_digest(gguf_path)})
+            json.dumps({"source": str(gguf_path), "sha256": sha256_file(gguf_path)})
         )
         if target.exists():
             shutil.rmtree(target)
@@ -222,6 +217,8 @@ def model_fingerprint(model: PreTrainedModel) -> str:
     Memories record it so that loading one onto a different base model fails loudly. Hashing every
     weight would take seconds for large models, so it hashes the config and a strided sample of
     every parameter tensor: two different checkpoints of one architecture differ in that sample.
+    Adapters injected into the model (PEFT's LoRA layers, ours or the user's) are not part of the base
+    model: their parameters are skipped and the wrapped layers' weights hashed under their own names.
     """
     import torch
 
@@ -240,7 +237,7 @@ def model_fingerprint(model: PreTrainedModel) -> str:
         config.pop(volatile, None)
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     with torch.no_grad():
-        for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        for name, param in sorted(_base_parameters(model), key=lambda item: item[0]):
             flat = param.detach().reshape(-1)
             step = max(1, flat.numel() // 64)
             # Through bf16 so that one checkpoint loaded in fp32 or bf16 gives the same fingerprint.
@@ -248,3 +245,25 @@ def model_fingerprint(model: PreTrainedModel) -> str:
             digest.update(name.encode())
             digest.update(sample.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _base_parameters(model: PreTrainedModel) -> list[tuple[str, torch.nn.Parameter]]:
+    """The base model's named parameters, without those of PEFT adapters injected into it, named as
+    before injection (``q_proj.base_layer.weight`` is ``q_proj.weight``)."""
+    import torch
+
+    adapter_params: set[int] = set()
+    if "peft" in sys.modules:  # without peft imported, no PEFT layer can be in the model
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for module in model.modules():
+            if isinstance(module, BaseTunerLayer):
+                for attribute in (*module.adapter_layer_names, *module.other_param_names):
+                    part = getattr(module, attribute, None)
+                    if isinstance(part, torch.nn.Module):
+                        adapter_params.update(id(p) for p in part.parameters())
+    return [
+        (name.replace(".base_layer.", "."), param)
+        for name, param in model.named_parameters()
+        if id(param) not in adapter_params
+    ]

@@ -26,26 +26,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lift_integrations._fs import fsync_dir, path_lock, sha256_file
 from lift_integrations.config import LIFTConfig
+from lift_integrations.errors import MemoryFormatError, MemoryMismatchError
+from lift_integrations.memory_validation import (
+    ALLOWED_DTYPES,
+    DOCUMENTS_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    OLD_MARKER,
+    TENSORS_FILE,
+    document_sha256,
+    is_memory_folder,
+    old_versions,
+    read_memory,
+    tensor_problem,
+)
 
 if TYPE_CHECKING:
     import torch
 
-FORMAT_NAME = "lift-memory"
-FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-TENSORS_FILE = "adapter.safetensors"
-DOCUMENTS_FILE = "documents.json"
-_OLD_MARKER = ".old-"
-_ALLOWED_DTYPES = {"float32", "float16", "bfloat16"}
-
-
-class MemoryFormatError(ValueError):
-    """A memory folder is missing, tampered with, truncated or of an unknown format."""
-
-
-class MemoryMismatchError(ValueError):
-    """A memory was made for a different base model or adapter than the one it is used with."""
+__all__ = [
+    "DOCUMENTS_FILE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "TENSORS_FILE",
+    "AbsorbedDocument",
+    "Memory",
+    "MemoryFormatError",
+    "MemoryMismatchError",
+    "check_save_target",
+    "save_or_rescue",
+]
 
 
 @dataclass(frozen=True)
@@ -55,38 +69,36 @@ class AbsorbedDocument:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(f"{self.title}\n{self.text}".encode()).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return document_sha256(self.title, self.text)
 
 
 def check_save_target(path: str | os.PathLike[str]) -> Path:
-    """The resolved folder :meth:`Memory.save` would write to ``path``, or ``FileExistsError`` naming why
-    it would refuse (a link, a file, a folder holding anything but a memory). Callers that train before
+    """The resolved folder :meth:`Memory.save` would write to ``path``, or an error naming why it would
+    refuse: ``ValueError`` for an empty path, a file-system root, or the working directory (or a folder
+    holding it); ``FileExistsError`` for a symbolic link, a file, or a folder that is not verifiably a
+    memory (see :func:`~lift_integrations.memory_validation.is_memory_folder`). Callers that train before
     saving check this first, so a long absorption never ends in a refused save."""
-    given = Path(path).expanduser()
+    if isinstance(path, (str, bytes)) and not path.strip():
+        raise ValueError("the path to save a memory to is empty; name a folder for it")
+    given = Path(os.fsdecode(path)).expanduser()
     if given.is_symlink():
         raise FileExistsError(f"{given} is a symbolic link; save to the folder it points to instead")
     target = given.resolve()
+    if target.parent == target:
+        raise ValueError(f"{target} is a file-system root; save the memory into a folder of its own")
+    here = Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise ValueError(
+            f"{target} is the working directory or holds it; save the memory into a folder of its own"
+        )
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a folder")
-    if target.exists():
-        entries = {entry.name for entry in target.iterdir()}
-        if entries and MANIFEST_FILE not in entries:
+    if target.exists() and any(target.iterdir()):
+        reason = is_memory_folder(target)
+        if reason is not None:
             raise FileExistsError(
-                f"{target} is a non-empty folder that does not hold a memory; not overwriting it"
-            )
-        foreign = sorted(entries - {MANIFEST_FILE, TENSORS_FILE, DOCUMENTS_FILE})
-        if foreign:
-            raise FileExistsError(
-                f"{target} holds files that are not part of a memory ({foreign[:3]}); replacing the "
-                "folder would delete them, so it is not overwritten"
+                f"{target} is a folder that does not hold a memory: {reason}; replacing it would delete "
+                "what it holds, so it is not overwritten"
             )
     return target
 
@@ -107,19 +119,6 @@ def save_or_rescue(memory: Memory, path: str | os.PathLike[str]) -> Path:
                 f"could not save the memory to {given} ({error}) nor to {rescue} ({second})"
             ) from error
         raise OSError(f"could not save the memory to {given} ({error}); it was saved to {rescue}") from error
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Memory:
@@ -154,8 +153,6 @@ class Memory:
         self.stats = dict(stats or {})
         self.created_at = created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self._id: str | None = None
-        # Set by the LIFTModel that last used this memory: its backend and the live adapter module.
-        self._binding: tuple[object, Any] | None = None
 
     # Identity and sizes ----------------------------------------------------------------------------
 
@@ -231,38 +228,46 @@ class Memory:
 
         Returns the resolved folder. The write happens in a sibling temporary folder that is renamed
         into place, so an interruption never leaves a half-written memory at ``path``: a kill at any
-        moment leaves the old memory or the new one loadable. Nothing is written outside ``path`` except
-        that sibling (and the old version's, between the two renames). Tensors that cannot be loaded back
-        (NaN, infinite, unknown dtype) are refused before anything is written. ``path`` must not be a
-        symbolic link, and a folder there is replaced only if it holds nothing but a memory's files.
+        moment leaves the old memory or the new one loadable. Saves to one path, from any threads and
+        processes, take turns through the lock file ``.NAME.lock`` beside it. Nothing else is written
+        outside ``path`` except the temporary sibling (and the old version's, between the two renames).
+        Tensors that cannot be loaded back (NaN, infinite, absurdly large, unknown dtype) are refused
+        before anything is written. A folder at ``path`` is replaced only if it verifiably holds a
+        memory and nothing else; see :func:`check_save_target` for every refusal.
         """
         from safetensors.torch import save_file
 
-        target = check_save_target(path)
+        check_save_target(path)
         self._check_savable()
+        target = Path(os.fsdecode(path)).expanduser().resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.tensors.items()}
-            save_file(tensors, str(staging / TENSORS_FILE), metadata={"format": FORMAT_NAME})
-            documents = [{"title": d.title, "text": d.text} for d in self.documents]
-            (staging / DOCUMENTS_FILE).write_text(json.dumps(documents, ensure_ascii=False), encoding="utf-8")
-            manifest = self.manifest()
-            manifest["files"] = {
-                name: _sha256_file(staging / name) for name in (TENSORS_FILE, DOCUMENTS_FILE)
-            }
-            (staging / MANIFEST_FILE).write_text(
-                json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8"
-            )
-            for name in (TENSORS_FILE, DOCUMENTS_FILE, MANIFEST_FILE):
-                with (staging / name).open("rb") as handle:
-                    os.fsync(handle.fileno())
-            _fsync_dir(staging)
-            _swap_into_place(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-        _remove_old_versions(target)
+        with path_lock(target):
+            check_save_target(path)  # again: the folder may have changed while this save waited
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+            try:
+                tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.tensors.items()}
+                save_file(tensors, str(staging / TENSORS_FILE), metadata={"format": FORMAT_NAME})
+                documents = [{"title": d.title, "text": d.text} for d in self.documents]
+                (staging / DOCUMENTS_FILE).write_text(
+                    json.dumps(documents, ensure_ascii=False), encoding="utf-8"
+                )
+                manifest = self.manifest()
+                manifest["files"] = {
+                    name: sha256_file(staging / name) for name in (TENSORS_FILE, DOCUMENTS_FILE)
+                }
+                (staging / MANIFEST_FILE).write_text(
+                    json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8"
+                )
+                for name in (TENSORS_FILE, DOCUMENTS_FILE, MANIFEST_FILE):
+                    with (staging / name).open("rb") as handle:
+                        os.fsync(handle.fileno())
+                fsync_dir(staging)
+                _swap_into_place(staging, target)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+            for old in old_versions(target):  # superseded now; left by saves killed between renames
+                shutil.rmtree(old, ignore_errors=True)
         return target
 
     def _check_savable(self) -> None:
@@ -271,12 +276,13 @@ class Memory:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
             dtype = str(tensor.dtype).removeprefix("torch.")
-            if dtype not in _ALLOWED_DTYPES:
+            if dtype not in ALLOWED_DTYPES:
                 raise ValueError(
-                    f"tensor {name!r} has dtype {dtype}; a memory holds only {sorted(_ALLOWED_DTYPES)}"
+                    f"tensor {name!r} has dtype {dtype}; a memory holds only {sorted(ALLOWED_DTYPES)}"
                 )
-            if not bool(tensor.isfinite().all()):
-                raise ValueError(f"tensor {name!r} holds NaN or infinite values; not saving a broken memory")
+            problem = tensor_problem(tensor)
+            if problem is not None:
+                raise ValueError(f"tensor {name!r} {problem}; not saving a broken memory")
 
     # Loading ---------------------------------------------------------------------------------------
 
@@ -286,11 +292,10 @@ class Memory:
 
         Raises :class:`MemoryFormatError` for anything missing, altered or malformed. A memory is bound to
         its base model when it is first used; a different base model raises :class:`MemoryMismatchError`.
+        A save to the same path meanwhile is never seen half-done: this returns the old or the new memory.
         """
-        from lift_integrations.memory_validation import read_memory_folder
-
-        folder = _recover(Path(path).expanduser())
-        manifest, tensors, documents = read_memory_folder(folder)
+        folder = Path(path).expanduser()
+        manifest, tensors, documents = read_memory(folder)
         memory = cls(
             adapter_kind=manifest["adapter"]["kind"],
             adapter_config=manifest["adapter"]["config"],
@@ -316,47 +321,12 @@ def _byte_dtype() -> Any:
 def _swap_into_place(staging: Path, target: Path) -> None:
     if not target.exists():
         staging.rename(target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return
-    old = target.with_name(f".{target.name}{_OLD_MARKER}{os.getpid()}")
+    old = target.with_name(f".{target.name}{OLD_MARKER}{os.getpid()}")
     if old.exists():
         shutil.rmtree(old)
     target.rename(old)
     staging.rename(target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _old_versions(target: Path) -> list[Path]:
-    """Previous versions of ``target`` that a save cut off between its two renames left beside it."""
-    if not target.parent.is_dir():
-        return []
-    prefix = f".{target.name}{_OLD_MARKER}"
-    found = [
-        p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
-    ]
-    return sorted(found, key=_mtime, reverse=True)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:  # deleted meanwhile
-        return 0.0
-
-
-def _remove_old_versions(target: Path) -> None:
-    """After a successful save the previous versions are superseded; delete what crashed saves left."""
-    for old in _old_versions(target):
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover(folder: Path) -> Path:
-    """The folder to read: ``folder`` itself, or the previous version left by a save that was cut off
-    between its two renames."""
-    if folder.exists():
-        return folder
-    for candidate in _old_versions(folder):
-        if (candidate / MANIFEST_FILE).is_file():
-            return candidate
-    raise FileNotFoundError(f"no memory at {folder}")

@@ -1,31 +1,40 @@
-"""Reading a memory folder as untrusted input: every field checked before anything is used."""
+"""The memory folder format: its file names, and reading a folder as untrusted input, every field
+checked before anything is used."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lift_integrations.adapters import ADAPTER_KINDS, adapter_config_class
 from lift_integrations.config import LIFTConfig
-from lift_integrations.memory import (
-    _ALLOWED_DTYPES,
-    DOCUMENTS_FILE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST_FILE,
-    TENSORS_FILE,
-    AbsorbedDocument,
-    MemoryFormatError,
-    _sha256_file,
-)
+from lift_integrations.errors import MemoryFormatError
 
 if TYPE_CHECKING:
     import torch
 
+FORMAT_NAME = "lift-memory"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TENSORS_FILE = "adapter.safetensors"
+DOCUMENTS_FILE = "documents.json"
+MEMORY_FILES = (MANIFEST_FILE, TENSORS_FILE, DOCUMENTS_FILE)
+OLD_MARKER = ".old-"
+ALLOWED_DTYPES = {"float32", "float16", "bfloat16"}
+MAX_ABS_WEIGHT = 65504.0
+"""The largest float16 value: a weight beyond it becomes infinite in a model run in float16. Such finite
+but absurd values come from damage or an attack, not training; they are refused on load and on save."""
+READ_ATTEMPTS = 20
+"""How often :func:`read_memory` starts again when saves replace the folder while it is being read."""
+
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 """Nesting deeper than this in a manifest is refused: hashing or re-serialising it could exhaust the stack."""
-ADAPTER_KINDS = ("gated_memory", "lora")
 
 
 def _require(condition: bool, folder: Path, message: str) -> None:
@@ -61,16 +70,17 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _read_json(folder: Path, name: str, limit: int | None) -> Any:
-    """A JSON file of the folder, never through a symbolic link, any decoding problem a format error."""
-    path = folder / name
-    _require(path.is_file() and not path.is_symlink(), folder, f"{name} is missing (or a symbolic link)")
-    if limit is not None:
-        _require(path.stat().st_size <= limit, folder, f"{name} is larger than {limit} bytes")
+def _parse_json(folder: Path, name: str, data: bytes) -> Any:
+    """A memory file's JSON, any decoding problem a format error."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: also huge integers
         raise MemoryFormatError(f"{folder}: {name} is not valid UTF-8 JSON ({error})") from None
+
+
+def document_sha256(title: str, text: str) -> str:
+    """The hash a manifest records for an absorbed document."""
+    return hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()
 
 
 def validate_manifest(folder: Path, manifest: Any) -> None:
@@ -99,6 +109,7 @@ def validate_manifest(folder: Path, manifest: Any) -> None:
     _require(isinstance(adapter, dict), folder, "adapter section is missing")
     _require(adapter.get("kind") in ADAPTER_KINDS, folder, f"unknown adapter kind {adapter.get('kind')!r}")
     _require(isinstance(adapter.get("config"), dict), folder, "adapter config is missing")
+    _check_adapter_config(folder, adapter["kind"], adapter["config"])
     tensors = adapter.get("tensors")
     _require(isinstance(tensors, dict) and tensors, folder, "adapter tensor list is missing or empty")
     for name, spec in tensors.items():
@@ -111,7 +122,7 @@ def validate_manifest(folder: Path, manifest: Any) -> None:
         )
         dtype = spec.get("dtype")
         _require(
-            isinstance(dtype, str) and dtype in _ALLOWED_DTYPES,
+            isinstance(dtype, str) and dtype in ALLOWED_DTYPES,
             folder,
             f"tensor {name!r} has dtype {dtype!r}",
         )
@@ -143,24 +154,170 @@ def validate_manifest(folder: Path, manifest: Any) -> None:
     )
 
 
-def read_memory_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[dict[str, str]]]:
-    """Manifest, tensors and documents of a memory folder, each verified against the manifest."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _check_adapter_config(folder: Path, kind: str, config: dict[str, Any]) -> None:
+    """The adapter configuration must build its config class (every value in range); Gated Memory's
+    model-shape fields must be positive integers (whether they fit a model is checked when it is used)."""
+    try:
+        adapter_config_class(kind).from_dict(config)
+    except (TypeError, ValueError) as error:
+        raise MemoryFormatError(f"{folder}: adapter config is invalid ({error})") from None
+    if kind == "gated_memory":
+        for field in ("num_layers", "num_heads", "head_dim"):
+            value = config.get(field)
+            _require(_is_int(value) and value >= 1, folder, f"adapter config {field} is {value!r}")
 
-    _require(folder.is_dir(), folder, "not a folder")
-    manifest = _read_json(folder, MANIFEST_FILE, MAX_MANIFEST_BYTES)
-    validate_manifest(folder, manifest)
+
+def is_memory_folder(folder: Path) -> str | None:
+    """``None`` if ``folder`` verifiably holds a memory and nothing else (only its files, each a regular
+    file, and a manifest that parses as a memory's); otherwise the reason it does not."""
+    for entry in folder.iterdir():
+        if entry.name not in MEMORY_FILES:
+            return f"it holds files that are not part of a memory ({entry.name})"
+        if entry.is_symlink() or not entry.is_file():
+            return f"its {entry.name} is not a file"
+    try:
+        manifest = _parse_json(
+            folder, MANIFEST_FILE, _read_file(folder, None, MANIFEST_FILE, MAX_MANIFEST_BYTES)
+        )
+        validate_manifest(folder, manifest)
+    except (MemoryFormatError, OSError) as error:
+        return f"it is not a memory ({error})"
+    return None
+
+
+class _Superseded(Exception):
+    """The folder being read was replaced by a save meanwhile."""
+
+
+def old_versions(target: Path) -> list[Path]:
+    """Previous versions of ``target`` that a save cut off between its two renames left beside it,
+    newest first."""
+    if not target.parent.is_dir():
+        return []
+    prefix = f".{target.name}{OLD_MARKER}"
+    found = [
+        p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+    ]
+    return sorted(found, key=_mtime, reverse=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted meanwhile
+        return 0.0
+
+
+def _current_version(folder: Path) -> Path:
+    """The folder to read: ``folder`` itself, or the previous version left by a save that was cut off
+    between its two renames."""
+    for _ in range(2):  # twice: a save may finish its swap between the two looks
+        if folder.exists():
+            return folder
+        for candidate in old_versions(folder):
+            if (candidate / MANIFEST_FILE).is_file():
+                return candidate
+    raise FileNotFoundError(f"no memory at {folder}")
+
+
+def read_memory(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[dict[str, str]]]:
+    """Manifest, tensors and documents of the memory saved at ``path``, each verified.
+
+    A save never changes a folder it has swapped in; it puts a new folder in its place. All three files
+    are therefore read through one open handle of the folder, so they come from one version, and a
+    read that loses its folder to a concurrent save (its files deleted before they were opened) starts
+    again on the new one: readers see the old memory or the new one whole, never an error.
+    """
+    for _ in range(READ_ATTEMPTS):
+        folder = _current_version(path)
+        try:
+            return _read_version(folder, transient=folder != path)
+        except _Superseded:
+            continue
+    raise MemoryFormatError(f"{path}: replaced by other saves {READ_ATTEMPTS} times while it was read")
+
+
+def _read_file(folder: Path, folder_fd: int | None, name: str, limit: int | None) -> bytes:
+    """A regular file of the folder (never through a symbolic link), read whole."""
+    try:
+        fd = os.open(
+            name if folder_fd is not None else folder / name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder_fd
+        )
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            raise
+        raise MemoryFormatError(f"{folder}: {name} is missing (or a symbolic link)") from None
+    try:
+        info = os.fstat(fd)
+        _require(stat.S_ISREG(info.st_mode), folder, f"{name} is missing (not a file)")
+        if limit is not None:
+            _require(info.st_size <= limit, folder, f"{name} is larger than {limit} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
+def _superseded(folder: Path, folder_fd: int) -> bool:
+    """Whether the folder opened as ``folder_fd`` is no longer the one at ``folder``."""
+    opened = os.fstat(folder_fd)
+    try:
+        current = os.stat(folder)
+    except FileNotFoundError:
+        return True
+    return opened.st_nlink == 0 or (opened.st_dev, opened.st_ino) != (current.st_dev, current.st_ino)
+
+
+def _read_version(
+    folder: Path, *, transient: bool
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[dict[str, str]]]:
+    """Read one version of a memory; ``transient``: it is an old version that the save that left it
+    may be deleting, so a missing file means that save is done."""
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        raise _Superseded from None
+    except OSError:
+        raise MemoryFormatError(f"{folder}: not a folder") from None
+    try:
+        manifest = _parse_json(
+            folder, MANIFEST_FILE, _read_member(folder, folder_fd, MANIFEST_FILE, transient)
+        )
+        validate_manifest(folder, manifest)
+        files = {
+            name: _read_member(folder, folder_fd, name, transient) for name in (TENSORS_FILE, DOCUMENTS_FILE)
+        }
+    finally:
+        os.close(folder_fd)
+    return _verify(folder, manifest, files)
+
+
+def _read_member(folder: Path, folder_fd: int, name: str, transient: bool) -> bytes:
+    """One of the memory's files, through the folder's descriptor; :class:`_Superseded` if a save
+    deleted it meanwhile."""
+    try:
+        return _read_file(folder, folder_fd, name, MAX_MANIFEST_BYTES if name == MANIFEST_FILE else None)
+    except FileNotFoundError:
+        if transient or _superseded(folder, folder_fd):
+            raise _Superseded from None
+        raise MemoryFormatError(f"{folder}: {name} is missing") from None
+
+
+def _verify(
+    folder: Path, manifest: dict[str, Any], files: dict[str, bytes]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[dict[str, str]]]:
+    """Tensors and documents from a memory's file contents, each verified against its manifest."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     for name in (TENSORS_FILE, DOCUMENTS_FILE):
-        path = folder / name
-        _require(path.is_file() and not path.is_symlink(), folder, f"{name} is missing")
         _require(
-            _sha256_file(path) == manifest["files"][name],
+            hashlib.sha256(files[name]).hexdigest() == manifest["files"][name],
             folder,
             f"{name} does not match its hash in the manifest (altered or truncated)",
         )
     try:
-        tensors = load_file(str(folder / TENSORS_FILE), device="cpu")
+        tensors = load(files[TENSORS_FILE])
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise MemoryFormatError(f"{folder}: {TENSORS_FILE} cannot be read ({error})") from None
     expected = manifest["adapter"]["tensors"]
@@ -181,8 +338,9 @@ def read_memory_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Te
             folder,
             f"tensor {name!r} has dtype {tensor.dtype}, manifest says {spec['dtype']}",
         )
-        _require(bool(tensor.isfinite().all()), folder, f"tensor {name!r} holds NaN or infinite values")
-    documents = _read_json(folder, DOCUMENTS_FILE, None)
+        problem = tensor_problem(tensor)
+        _require(problem is None, folder, f"tensor {name!r} {problem}")
+    documents = _parse_json(folder, DOCUMENTS_FILE, files[DOCUMENTS_FILE])
     _require(
         isinstance(documents, list) and len(documents) == len(manifest["documents"]),
         folder,
@@ -195,8 +353,23 @@ def read_memory_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Te
             f"document {index} in {DOCUMENTS_FILE} needs a title and a text (valid Unicode)",
         )
         _require(
-            AbsorbedDocument(doc["title"], doc["text"]).sha256 == entry["sha256"],
+            document_sha256(doc["title"], doc["text"]) == entry["sha256"],
             folder,
             f"document {index} does not match its hash",
         )
     return manifest, tensors, documents
+
+
+def tensor_problem(tensor: torch.Tensor) -> str | None:
+    """Why a memory may not hold ``tensor`` (NaN, infinite or absurdly large values), or ``None``."""
+    if tensor.numel() == 0:
+        return None
+    if not bool(tensor.isfinite().all()):
+        return "holds NaN or infinite values"
+    largest = float(tensor.detach().abs().max())
+    if largest > MAX_ABS_WEIGHT:
+        return (
+            f"holds weights of magnitude {largest:.3g}, beyond {MAX_ABS_WEIGHT:,.0f} (float16's largest "
+            "value, where a model run in float16 overflows)"
+        )
+    return None

@@ -26,17 +26,19 @@ from lift_integrations.absorb.trainer import (
     samples_digest,
     train_memory,
 )
+from lift_integrations.adapters import ADAPTER_KINDS, make_backend
+from lift_integrations.adapters.live import LiveAdapters
 from lift_integrations.config import LIFTConfig
 from lift_integrations.documents import normalize_documents
+from lift_integrations.errors import MemoryMismatchError
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
-from lift_integrations.memory import AbsorbedDocument, Memory, MemoryMismatchError
+from lift_integrations.memory import AbsorbedDocument, Memory
 from lift_integrations.prompting import encode_chat_with_answer, encode_text
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from lift_integrations.adapters.base import AdapterBackend
 
 
 class _Attached:
@@ -47,25 +49,9 @@ class _Attached:
 
 
 ATTACHED: Any = _Attached()
-ADAPTERS = ("gated_memory", "lora")
+ADAPTERS = ADAPTER_KINDS
 _STEP_HANDOFF_S = 0.001
 """Pause of an absorbing thread between optimizer steps, so that waiting requests get the model lock."""
-
-
-def _make_backend(kind: str, model: PreTrainedModel, adapter_config: Any) -> AdapterBackend:
-    if kind == "gated_memory":
-        from lift_integrations.adapters.gated_memory import GatedMemoryBackend, GatedMemoryConfig
-
-        if isinstance(adapter_config, dict):
-            adapter_config = GatedMemoryConfig.from_dict(adapter_config)
-        return GatedMemoryBackend(model, adapter_config)
-    if kind == "lora":
-        from lift_integrations.adapters.lora import LoRABackend, LoRAConfig
-
-        if isinstance(adapter_config, dict):
-            adapter_config = LoRAConfig.from_dict(adapter_config)
-        return LoRABackend(model, adapter_config)
-    raise ValueError(f"unknown adapter {kind!r}; expected one of {ADAPTERS}")
 
 
 class LIFTModel:
@@ -93,11 +79,15 @@ class LIFTModel:
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self.adapter = adapter
-        self.backend = _make_backend(adapter, model, adapter_config)
+        from lift_integrations.loading import model_fingerprint
+
+        # Before any adapter is installed: it identifies the base weights that every memory is tied to.
+        self.fingerprint = model_fingerprint(model)
+        self.backend = make_backend(adapter, model, adapter_config)
         self.lock = threading.RLock()
+        self._live = LiveAdapters(self.backend)
         self._generator = Generator(model, tokenizer)
         self._attached: Memory | None = None
-        self._fingerprint: str | None = None
         self._replay_answers: dict[ReplayPrompt, str | None] = {}
 
     @classmethod
@@ -146,14 +136,6 @@ class LIFTModel:
         return min(candidates) if candidates else 2048
 
     @property
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            from lift_integrations.loading import model_fingerprint
-
-            self._fingerprint = model_fingerprint(self.model)
-        return self._fingerprint
-
-    @property
     def attached_memory(self) -> Memory | None:
         return self._attached
 
@@ -180,10 +162,39 @@ class LIFTModel:
             return memory
         raise TypeError(f"memory must be a Memory or None, got {type(memory).__name__}")
 
-    def _weights_for(self, memory: Memory) -> Any:
-        """The live adapter module for ``memory`` on this model, built from its tensors on first use."""
-        if memory._binding is not None and memory._binding[0] is self.backend:
-            return memory._binding[1]
+    def _weights_for(self, memory: Memory) -> nn.Module:
+        """The live adapter module for ``memory`` on this model, built from its tensors on first use and
+        kept while the memory object lives (see :class:`~lift_integrations.adapters.live.LiveAdapters`)."""
+        with self.lock:
+            self._live.collect()
+            weights = self._live.get(memory)
+            if weights is None:
+                weights = self._build_weights(memory)
+                for param in weights.parameters():
+                    param.requires_grad_(False)
+                self._live.add(memory, weights)
+            return weights
+
+    def _build_weights(self, memory: Memory, generator: torch.Generator | None = None) -> nn.Module:
+        """A new adapter module holding ``memory``'s tensors, made with the memory's own adapter
+        configuration."""
+        config = self._adapter_config_of(memory)
+        with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
+            weights = self.backend.create(generator=generator, config=config)
+            expected = {name: tuple(t.shape) for name, t in weights.state_dict().items()}
+            given = {name: tuple(t.shape) for name, t in memory.tensors.items()}
+            if expected != given:
+                self.backend.release(weights)
+                raise MemoryMismatchError(
+                    "the memory's tensors do not fit this model's adapter "
+                    f"(first differences: {sorted(set(expected.items()) ^ set(given.items()))[:3]})"
+                )
+            weights.load_state_dict({k: v.to(self.device) for k, v in memory.tensors.items()})
+        return weights
+
+    def _adapter_config_of(self, memory: Memory) -> Any:
+        """The adapter configuration ``memory`` runs with here; :class:`MemoryMismatchError` if it was
+        made for another base model or adapter kind, or its configuration cannot fit this model."""
         if memory.adapter_kind != self.backend.kind:
             raise MemoryMismatchError(
                 f"this memory uses the {memory.adapter_kind!r} adapter, but the model was "
@@ -194,36 +205,30 @@ class LIFTModel:
                 f"this memory was made for base model {memory.base_model_name!r} (fingerprint "
                 f"{memory.base_fingerprint}), not for {self.name!r} (fingerprint {self.fingerprint})"
             )
-        with self.lock:
-            weights = self.backend.create()
-            expected = {name: tuple(t.shape) for name, t in weights.state_dict().items()}
-            given = {name: tuple(t.shape) for name, t in memory.tensors.items()}
-            if expected != given:
-                self.backend.release(weights)
-                raise MemoryMismatchError(
-                    "the memory's tensors do not fit this model's adapter "
-                    f"(first differences: {sorted(set(expected.items()) ^ set(given.items()))[:3]})"
-                )
-            weights.load_state_dict({k: v.to(self.device) for k, v in memory.tensors.items()})
-            for param in weights.parameters():
-                param.requires_grad_(False)
-            memory._binding = (self.backend, weights)
-        return weights
+        try:
+            return self.backend.memory_config(memory.adapter_config)
+        except (TypeError, ValueError) as error:
+            if isinstance(error, MemoryMismatchError):
+                raise
+            raise MemoryMismatchError(
+                f"the memory's adapter configuration is invalid here: {error}"
+            ) from None
 
     def release(self, memory: Memory | None) -> None:
-        """Free the live adapter built for ``memory`` on this model (LoRA keeps adapters inside the
-        model), for a caller done with a memory; using it again rebuilds the adapter from its tensors."""
-        if memory is None or memory._binding is None or memory._binding[0] is not self.backend:
+        """Free the live adapter built for ``memory`` on this model now (LoRA keeps adapters inside the
+        model) rather than when the memory object is garbage-collected; using it again rebuilds the
+        adapter from its tensors."""
+        if memory is None:
             return
         with self.lock:
-            self.backend.release(memory._binding[1])
-            memory._binding = None
+            self._live.release(memory)
+            self._live.collect()
 
     @contextlib.contextmanager
     def using(self, memory: Memory | None) -> Iterator[None]:
         """Hold the model lock with ``memory`` active (``None``: the base model) for the block."""
-        weights = self._weights_for(memory) if memory is not None else None
         with self.lock:
+            weights = self._weights_for(memory) if memory is not None else None
             self.backend.activate(weights)
             try:
                 yield
@@ -290,6 +295,7 @@ class LIFTModel:
         fitted = config.fit_to_window(self.context_window)
         if into is not None and not isinstance(into, Memory):
             raise TypeError(f"into must be a Memory, got {type(into).__name__}")
+        adapter_config = self.backend.config if into is None else self._adapter_config_of(into)
         group = _distributed_context(distributed, self.device)
         qa_generator = resolve_qa_generator(generator, fitted.qa_generator, self._complete_for_qa)
 
@@ -334,12 +340,11 @@ class LIFTModel:
                 barrier(group)  # no rank may find a checkpoint that rank 0 is deleting
 
         init = torch.Generator(device="cpu").manual_seed(fitted.seed)
-        with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
-            weights = self.backend.create(generator=init)
         if into is not None:
-            weights.load_state_dict(
-                {k: v.to(self.device) for k, v in self._weights_for(into).state_dict().items()}
-            )
+            weights = self._build_weights(into, generator=init)
+        else:
+            with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
+                weights = self.backend.create(generator=init, config=adapter_config)
         progress = _progress_bar(show_progress and (group is None or group.is_main))
 
         def on_step(report: AbsorbProgress) -> None:
@@ -373,7 +378,7 @@ class LIFTModel:
         previous = list(into.documents) if into is not None else []
         memory = Memory(
             adapter_kind=self.backend.kind,
-            adapter_config=self.backend.config_dict(),
+            adapter_config=self.backend.config_dict(adapter_config),
             tensors={name: t.detach() for name, t in weights.state_dict().items()},
             documents=previous + [AbsorbedDocument(title=d.title, text=d.text) for d in docs],
             config=fitted,
@@ -393,7 +398,8 @@ class LIFTModel:
                 **({"processes": group.world_size} if group is not None else {}),
             },
         )
-        memory._binding = (self.backend, weights)
+        with self.lock:
+            self._live.add(memory, weights)
         if checkpoint is not None and (group is None or group.is_main):
             checkpoint.clear()
         return memory

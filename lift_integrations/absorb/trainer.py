@@ -833,7 +833,7 @@ class CheckpointStore:
         """Write the checkpoint of ``step`` atomically and delete the older ones."""
         from safetensors.torch import save_file
 
-        from lift_integrations.memory import _fsync_dir, _sha256_file
+        from lift_integrations._fs import fsync_dir, sha256_file
 
         self.folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
@@ -870,17 +870,17 @@ class CheckpointStore:
                 "rng": _jsonable(rng.bit_generator.state),
                 "optimizer_scalars": scalars,
                 "param_groups": groups,
-                "files": {name: _sha256_file(staging / name) for name in (_PARAMS_FILE, _OPTIMIZER_FILE)},
+                "files": {name: sha256_file(staging / name) for name in (_PARAMS_FILE, _OPTIMIZER_FILE)},
             }
             (staging / _STATE_FILE).write_text(json.dumps(record), encoding="utf-8")
             for name in (_PARAMS_FILE, _OPTIMIZER_FILE, _STATE_FILE):
                 with (staging / name).open("rb") as handle:
                     os.fsync(handle.fileno())
-            _fsync_dir(staging)
+            fsync_dir(staging)
             if final.exists():
                 shutil.rmtree(final)
             staging.rename(final)
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -925,7 +925,7 @@ class CheckpointStore:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from lift_integrations.memory import _sha256_file
+        from lift_integrations._fs import sha256_file
 
         def require(condition: bool, message: str) -> None:
             if not condition:
@@ -951,7 +951,7 @@ class CheckpointStore:
         files = record.get("files")
         for name in (_PARAMS_FILE, _OPTIMIZER_FILE):
             require(
-                isinstance(files, dict) and files.get(name) == _sha256_file(paths[name]),
+                isinstance(files, dict) and files.get(name) == sha256_file(paths[name]),
                 f"{name} does not match its hash",
             )
         try:

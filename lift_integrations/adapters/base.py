@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -15,26 +16,35 @@ class AdapterBackend(ABC):
 
     The backend is created once per loaded base model. Each memory's parameters live in their own
     ``nn.Module`` (created by :meth:`create`), so switching memories is a pointer change, not a copy,
-    and the base weights are never modified.
+    and the base weights are never modified. Each memory also keeps its own adapter configuration
+    (``config`` is only the default for new memories), so one model serves memories of several configs.
     """
 
     kind: ClassVar[str]
+    config: Any
     compiles_whole_layers: ClassVar[bool] = False
     """Whether ``LIFTConfig.compile`` may compile whole decoder layers with this adapter installed: its
     code inside a layer must look the same for every layer and every memory, or each would compile anew
     (see :mod:`lift_integrations.absorb.compilation`)."""
 
     @abstractmethod
-    def create(self, generator: torch.Generator | None = None) -> nn.Module:
-        """Fresh, untrained memory parameters on the model's device."""
+    def create(self, generator: torch.Generator | None = None, config: Any = None) -> nn.Module:
+        """Fresh, untrained memory parameters on the model's device, shaped by ``config`` (default: the
+        backend's ``config``)."""
 
     @abstractmethod
     def activate(self, weights: nn.Module | None) -> None:
         """Make ``weights`` the memory the model uses; ``None`` restores the base model exactly."""
 
     @abstractmethod
-    def config_dict(self) -> dict[str, Any]:
-        """What, besides the tensors, is needed to rebuild a memory of this kind (JSON-safe)."""
+    def config_dict(self, config: Any = None) -> dict[str, Any]:
+        """What, besides the tensors, is needed to rebuild a memory of this kind made with ``config``
+        (default: the backend's) on this model (JSON-safe)."""
+
+    @abstractmethod
+    def memory_config(self, adapter_config: Mapping[str, Any]) -> Any:
+        """The configuration a memory saved with ``adapter_config`` runs with on this model; raises
+        :class:`~lift_integrations.errors.MemoryMismatchError` naming a field that cannot fit it."""
 
     def recording_gates(self) -> AbstractContextManager[list[torch.Tensor]]:
         """A context collecting the gate values of every layer during the forward passes run inside it
@@ -44,9 +54,13 @@ class AdapterBackend(ABC):
     def release(self, weights: nn.Module) -> None:  # noqa: B027 - optional hook
         """Forget a memory's parameters (for backends that keep them inside the model)."""
 
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Tensor names and shapes that a memory for this model must have."""
-        return {name: tuple(t.shape) for name, t in self.create().state_dict().items()}
+    def expected_shapes(self, config: Any = None) -> dict[str, tuple[int, ...]]:
+        """Tensor names and shapes that a memory made with ``config`` must have on this model."""
+        weights = self.create(config=config)
+        try:
+            return {name: tuple(t.shape) for name, t in weights.state_dict().items()}
+        finally:
+            self.release(weights)
 
 
 def unsupported_architecture_message(cls_name: str, supported: tuple[str, ...], kind: str) -> str:

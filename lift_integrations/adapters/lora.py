@@ -7,6 +7,7 @@ parameters are therefore exposed through a light module that points at those ten
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from lift_integrations.adapters.base import AdapterBackend
+from lift_integrations.adapters.config_checks import require_float, require_int
 
 
 @dataclass
@@ -26,8 +28,19 @@ class LoRAConfig:
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
+        require_int("r", self.r, minimum=1)
+        self.alpha = require_float("alpha", self.alpha, above=0.0)  # type: ignore[assignment]
+        self.dropout = require_float("dropout", self.dropout, at_least=0.0, below=1.0)
+        modules = [self.target_modules] if isinstance(self.target_modules, str) else self.target_modules
+        if (
+            not isinstance(modules, list)
+            or not modules
+            or not all(isinstance(name, str) and name for name in modules)
+        ):
+            raise ValueError(
+                "target_modules must be a module name or a non-empty list of them, "
+                f"got {self.target_modules!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,16 +90,19 @@ class LoRABackend(AdapterBackend):
         self._tuner_layers: list[nn.Module] = []
         self._active: str | None = None
 
-    def create(self, generator: torch.Generator | None = None) -> LoRAWeights:
+    def create(
+        self, generator: torch.Generator | None = None, config: LoRAConfig | None = None
+    ) -> LoRAWeights:
         from peft import LoraConfig, inject_adapter_in_model
         from peft.tuners.tuners_utils import BaseTunerLayer
 
+        config = config or self.config
         name = f"lift{next(self._counter)}"
         peft_config = LoraConfig(
-            r=self.config.r,
-            lora_alpha=self.config.alpha,
-            lora_dropout=self.config.dropout,
-            target_modules=self.config.target_modules,
+            r=config.r,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=config.target_modules,
             bias="none",
         )
         inject_adapter_in_model(peft_config, self.model, adapter_name=name)
@@ -94,6 +110,8 @@ class LoRABackend(AdapterBackend):
         tensors: dict[str, nn.Parameter] = {}
         for module_name, module in self.model.named_modules():
             if not isinstance(module, BaseTunerLayer):
+                continue
+            if name not in module.lora_A:  # a layer of another memory's target_modules
                 continue
             for kind in ("lora_A", "lora_B"):
                 linear = getattr(module, kind)[name]
@@ -136,15 +154,11 @@ class LoRABackend(AdapterBackend):
         if self._active == name:
             self._active = None
 
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
+    def config_dict(self, config: LoRAConfig | None = None) -> dict[str, Any]:
+        return (config or self.config).to_dict()
 
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        weights = self.create()
-        try:
-            return {name: tuple(t.shape) for name, t in weights.state_dict().items()}
-        finally:
-            self.release(weights)
+    def memory_config(self, adapter_config: Mapping[str, Any]) -> LoRAConfig:
+        return LoRAConfig.from_dict(dict(adapter_config))  # its shapes are checked against its tensors
 
 
 class _NamedOnly:

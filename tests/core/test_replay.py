@@ -94,7 +94,7 @@ def _replay_batch(lift: LIFTModel, prompts: list[ReplayPrompt]) -> dict[str, tor
 def _mean_gate_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) -> float:
     """The memory's gate averaged over layers, heads and tokens of ``prompts`` as replay samples."""
     batch = _replay_batch(lift, prompts)
-    lift.backend.activate(memory._binding[1])
+    lift.backend.activate(lift._weights_for(memory))
     try:
         with torch.no_grad(), lift.backend.recording_gates() as gates:
             lift.model(input_ids=batch["input_ids"])
@@ -107,7 +107,7 @@ def _mean_divergence_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) ->
     """Mean KL(base || with the memory) of the next-token distributions over ``prompts``' tokens."""
     batch = _replay_batch(lift, prompts)
     only_kl = LIFTConfig(general_replay=1, replay_weight=0.0, replay_kl_weight=1.0)
-    weights = memory._binding[1]
+    weights = lift._weights_for(memory)
     lift.backend.activate(weights)
     try:
         with torch.no_grad():

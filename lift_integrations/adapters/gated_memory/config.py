@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lift_integrations.adapters.config_checks import require_float, require_int
+
 
 @dataclass
 class GatedMemoryConfig:
@@ -31,12 +33,12 @@ class GatedMemoryConfig:
     """Biases on the memory and first gate layer; ``None`` follows the model's ``attention_bias``."""
 
     def __post_init__(self) -> None:
-        if self.hidden_multiplier < 1:
-            raise ValueError(f"hidden_multiplier must be >= 1, got {self.hidden_multiplier}")
-        if not 0.0 < self.initial_gate < 1.0:
-            raise ValueError(f"initial_gate must be strictly between 0 and 1, got {self.initial_gate}")
-        if self.gate_scale <= 0:
-            raise ValueError(f"gate_scale must be positive, got {self.gate_scale}")
+        require_int("hidden_multiplier", self.hidden_multiplier, minimum=1)
+        self.gate_scale = require_float("gate_scale", self.gate_scale, above=0.0)
+        self.gate_shift = require_float("gate_shift", self.gate_shift)
+        self.initial_gate = require_float("initial_gate", self.initial_gate, above=0.0, below=1.0)
+        if self.bias is not None and not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be True, False or None, got {self.bias!r}")
 
     @property
     def initial_gate_bias(self) -> float:

@@ -10,7 +10,7 @@ sdpa, flash), of the KV cache and of transformers' private symbols.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from torch.utils.hooks import RemovableHandle
 from lift_integrations.adapters.base import AdapterBackend, unsupported_architecture_message
 from lift_integrations.adapters.gated_memory.config import GatedMemoryConfig
 from lift_integrations.adapters.gated_memory.layer import GatedMemoryLayer
+from lift_integrations.errors import MemoryMismatchError
 
 SUPPORTED_ATTENTION_CLASSES: tuple[str, ...] = (
     "LlamaAttention",
@@ -74,18 +75,20 @@ class GatedMemoryBackend(AdapterBackend):
         first = self.attention[0]
         self.num_heads = int(first.config.num_attention_heads)
         self.head_dim = int(first.head_dim)
-        bias = self.config.bias
-        self.bias = bool(getattr(first.config, "attention_bias", False)) if bias is None else bias
+        self.attention_bias = bool(getattr(first.config, "attention_bias", False))
         self._handles: list[RemovableHandle] = []
         self._slots = [LayerHooks(self, getattr(attention, "q_norm", None)) for attention in self.attention]
         self._gate_sink: list[torch.Tensor] | None = None
 
-    def create(self, generator: torch.Generator | None = None) -> GatedMemoryWeights:
+    def create(
+        self, generator: torch.Generator | None = None, config: GatedMemoryConfig | None = None
+    ) -> GatedMemoryWeights:
+        config = config or self.config
         param = next(self.model.parameters())
         layers = []
         for _ in self.attention:
-            layer = GatedMemoryLayer(self.num_heads, self.head_dim, self.config, bias=self.bias)
-            layer.reset_parameters(self.config.initial_gate_bias, generator=generator)
+            layer = GatedMemoryLayer(self.num_heads, self.head_dim, config, bias=self._bias(config))
+            layer.reset_parameters(config.initial_gate_bias, generator=generator)
             layers.append(layer)
         # Parameters stay fp32 (the optimizer's master copy); they are cast to the activations' dtype.
         return GatedMemoryWeights(layers).to(device=param.device, dtype=torch.float32)
@@ -110,14 +113,25 @@ class GatedMemoryBackend(AdapterBackend):
         finally:
             self._gate_sink = None
 
-    def config_dict(self) -> dict[str, Any]:
-        return {
-            "num_layers": len(self.attention),
-            "num_heads": self.num_heads,
-            "head_dim": self.head_dim,
-            "bias": self.bias,
-            **self.config.to_dict(),
-        }
+    def config_dict(self, config: GatedMemoryConfig | None = None) -> dict[str, Any]:
+        config = config or self.config
+        return {**self._structure(), **config.to_dict(), "bias": self._bias(config)}
+
+    def memory_config(self, adapter_config: Mapping[str, Any]) -> GatedMemoryConfig:
+        for field, value in self._structure().items():
+            if adapter_config.get(field) != value:
+                raise MemoryMismatchError(
+                    f"the memory's Gated Memory has {field}={adapter_config.get(field)!r}, "
+                    f"this model needs {field}={value}"
+                )
+        return GatedMemoryConfig.from_dict(dict(adapter_config))
+
+    def _structure(self) -> dict[str, int]:
+        """The fields of a memory's configuration that the model fixes."""
+        return {"num_layers": len(self.attention), "num_heads": self.num_heads, "head_dim": self.head_dim}
+
+    def _bias(self, config: GatedMemoryConfig) -> bool:
+        return self.attention_bias if config.bias is None else config.bias
 
     def _install_hooks(self) -> None:
         for attention, slot in zip(self.attention, self._slots, strict=True):
