@@ -180,7 +180,10 @@ class LIFTModel:
         configuration."""
         config = self._adapter_config_of(memory)
         with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
-            weights = self.backend.create(generator=generator, config=config)
+            try:
+                weights = self.backend.create(generator=generator, config=config)
+            except ValueError as error:  # e.g. LoRA target modules this model does not have
+                raise MemoryMismatchError(f"the memory's adapter does not fit this model: {error}") from None
             expected = {name: tuple(t.shape) for name, t in weights.state_dict().items()}
             given = {name: tuple(t.shape) for name, t in memory.tensors.items()}
             if expected != given:

@@ -7,6 +7,7 @@ parameters are therefore exposed through a light module that points at those ten
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -105,7 +106,9 @@ class LoRABackend(AdapterBackend):
             target_modules=config.target_modules,
             bias="none",
         )
-        inject_adapter_in_model(peft_config, self.model, adapter_name=name)
+        with warnings.catch_warnings():  # one adapter per memory is the design, not a mistake
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)
+            inject_adapter_in_model(peft_config, self.model, adapter_name=name)
         self._tuner_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
         tensors: dict[str, nn.Parameter] = {}
         for module_name, module in self.model.named_modules():
@@ -148,9 +151,11 @@ class LoRABackend(AdapterBackend):
         name = getattr(weights, "adapter_name", None)
         if name is None:
             return
-        for layer in self._tuner_layers:
-            if name in layer.lora_A:
-                layer.delete_adapter(name)
+        with warnings.catch_warnings():  # "Adapter X was active which is now deleted": activate() decides
+            warnings.simplefilter("ignore", UserWarning)
+            for layer in self._tuner_layers:
+                if name in layer.lora_A:
+                    layer.delete_adapter(name)
         if self._active == name:
             self._active = None
 

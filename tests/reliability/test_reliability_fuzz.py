@@ -25,13 +25,13 @@ from lift_integrations.memory_validation import validate_manifest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from fuzz_memory import KINDS, fuzz_memory_folder
+from fuzz_memory import KINDS, USED_KINDS, fuzz_memory_folder
 
 FUZZ_ROUNDS = 50  # per mutation kind; `python benchmarks/fuzz_memory.py` runs 300
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def absorbed(tmp_path_factory: pytest.TempPathFactory) -> tuple[LIFTModel, Path]:
     model, tokenizer = build_tiny_model("llama")
     lift = LIFTModel(model, tokenizer, name="tiny-llama")
     memory = lift.absorb(
@@ -41,7 +41,12 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
         config=LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2),
     )
-    return memory.save(tmp_path_factory.mktemp("fuzz") / "memory")
+    return lift, memory.save(tmp_path_factory.mktemp("fuzz") / "memory")
+
+
+@pytest.fixture(scope="module")
+def saved(absorbed: tuple[LIFTModel, Path]) -> Path:
+    return absorbed[1]
 
 
 # The QA-reply parser --------------------------------------------------------------------------------
@@ -158,12 +163,17 @@ def test_validate_manifest_on_damaged_real_manifests_only_raises_format_errors(
 # Memory.load under byte-level and field-level damage ------------------------------------------------
 
 
-def test_every_damaged_memory_is_loaded_identically_or_refused_cleanly(saved: Path) -> None:
-    report = fuzz_memory_folder(saved, FUZZ_ROUNDS, seed=1, timeout=20.0)
+def test_every_damaged_memory_is_loaded_identically_or_refused_cleanly(
+    absorbed: tuple[LIFTModel, Path],
+) -> None:
+    lift, saved = absorbed
+    report = fuzz_memory_folder(saved, FUZZ_ROUNDS, lift=lift, seed=1, timeout=20.0)
     assert report.bugs == []
     assert report.total == FUZZ_ROUNDS * len(KINDS)
     assert report.outcome("refused") > report.total // 2
     assert report.outcome("identical") > 0, "harmless edits (a date, JSON whitespace) still load"
     for kind, counter in report.counts.items():
         assert counter["refused"] > 0, kind
+    for kind in USED_KINDS:  # consistent memories of other configs or magnitudes: refused or run cleanly
+        assert report.counts[kind]["accepted"] > 0, kind
     assert Memory.load(saved).id, "the fuzzer leaves the original untouched"
