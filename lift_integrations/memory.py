@@ -294,7 +294,7 @@ class Memory:
         its base model when it is first used; a different base model raises :class:`MemoryMismatchError`.
         A save to the same path meanwhile is never seen half-done: this returns the old or the new memory.
         """
-        folder = Path(path).expanduser()
+        folder = Path(os.fsdecode(path)).expanduser().resolve()  # as save() resolves it
         manifest, tensors, documents = read_memory(folder)
         memory = cls(
             adapter_kind=manifest["adapter"]["kind"],
