@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from route_reports import route_report
 
-from lift_integrations.bench.squad import Article, Question
+from lift_bench.squad import Article, Question
 
 ARTICLE = Article(
     title="Zorblat Institute",
