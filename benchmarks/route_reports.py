@@ -8,7 +8,7 @@ exactly as the same arm without a memory did otherwise (``hybrid`` -> ``rag_lang
 run with those arms, so routing can be measured on the GPU runs of record without the GPU: only the
 router runs here (all-MiniLM-L6-v2 on the CPU). The router reads the document memory's text, rebuilt from
 the SQuAD file exactly as ``examples/compare_rag.py`` built it. The control arms follow the document
-memory's router, as ``--route-memories`` routes them (``lift_integrations.bench.arms.CaseResources.router``),
+memory's router, as ``--route-memories`` routes them (``lift_bench.arms.CaseResources.router``),
 so their routed answers are in the report too.
 
 Prints a Markdown table per report: each memory arm's F1 unrouted and routed with the share of questions
@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from merge_reports import load_report
 
+from lift_bench.arms import CONTROL_OF
+from lift_bench.cases import article_document, concatenate
+from lift_bench.squad import Article, bootstrap_ci, load_squad_articles
 from lift_integrations import routing
-from lift_integrations.bench.arms import CONTROL_OF
-from lift_integrations.bench.compare import article_document, concatenate
-from lift_integrations.bench.squad import Article, bootstrap_ci, load_squad_articles
 from lift_integrations.memory import Memory
 from lift_integrations.routing import (
     CALIBRATION_QUANTILE,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from route_reports import articles_memory
 
-from lift_integrations.bench.squad import Article, load_squad_articles
+from lift_bench.squad import Article, load_squad_articles
 from lift_integrations.routing import Embedder, MemoryRouter, default_embedder
 
 DEV_ARTICLES = ("Normans", "1973 oil crisis", "Amazon rainforest")

@@ -16,9 +16,9 @@ import json
 import time
 from pathlib import Path
 
+from lift_bench.squad import exact_match, f1_score, load_squad_articles, normalize_answer
 from lift_integrations import LIFTConfig, LIFTModel, Memory
 from lift_integrations.absorb.samples import split_passages
-from lift_integrations.bench.squad import exact_match, f1_score, load_squad_articles, normalize_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,13 +11,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import string
 import time
+from collections import Counter
 from pathlib import Path
 
 from lift_integrations import LIFTConfig, LIFTModel
-from lift_integrations.bench.squad import f1_score, load_squad_articles, normalize_answer
 
 DATA = Path(__file__).resolve().parent / "data"
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no a/an/the, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    """SQuAD's token F1 between the normalised answer and the normalised gold answer."""
+    mine, theirs = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    same = sum((Counter(mine) & Counter(theirs)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(mine), same / len(theirs)
+    return 2 * precision * recall / (precision + recall)
 
 
 def main() -> None:
@@ -35,14 +53,12 @@ def main() -> None:
     print(f"model: {lift.name} on {lift.device}, window {lift.context_window} tokens")
 
     fiction = json.loads((DATA / "quillon.json").read_text())
-    article = load_squad_articles(DATA / "normans.json")[0]
-    paragraphs = article.paragraphs[: args.paragraphs]
-    normans_questions = [
-        (q.question, q.answer) for q in article.questions if q.paragraph_index < args.paragraphs
-    ]
+    # A SQuAD paragraph list: {"title", "context", "questions": [{"question", "answer"}]} per paragraph.
+    paragraphs = json.loads((DATA / "normans.json").read_text(encoding="utf-8"))[: args.paragraphs]
+    normans_questions = [(q["question"], q["answer"]) for p in paragraphs for q in p["questions"]]
     cases = [
         (fiction["title"], fiction["text"], [(q["question"], q["answer"]) for q in fiction["questions"]]),
-        (article.title, "\n\n".join(paragraphs), normans_questions[:8]),
+        ("Normans", "\n\n".join(p["context"] for p in paragraphs), normans_questions[:8]),
     ]
     for title, text, questions in cases:
         start = time.perf_counter()

@@ -23,17 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+from lift_bench.arms import ALL_ARMS, HarnessSettings
+from lift_bench.cases import BenchDocument, article_document, build_cases
+from lift_bench.compare import QUICK_ARMS, run_comparison
+from lift_bench.report import markdown_report, write_outputs
+from lift_bench.squad import Article, load_squad_articles
 from lift_integrations import LIFTConfig, LIFTModel
-from lift_integrations.bench.arms import ALL_ARMS, HarnessSettings
-from lift_integrations.bench.compare import (
-    QUICK_ARMS,
-    BenchDocument,
-    article_document,
-    build_cases,
-    run_comparison,
-)
-from lift_integrations.bench.report import markdown_report, write_outputs
-from lift_integrations.bench.squad import Article, load_squad_articles
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "squad-dev.json"

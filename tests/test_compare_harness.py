@@ -18,8 +18,7 @@ pytest.importorskip("matplotlib")
 
 from tiny_models import build_tiny_model
 
-from lift_integrations import LIFTConfig, LIFTModel, Memory
-from lift_integrations.bench.arms import (
+from lift_bench.arms import (
     ALL_ARMS,
     CONTROL_OF,
     CaseResources,
@@ -29,22 +28,25 @@ from lift_integrations.bench.arms import (
     make_arm,
     split_by_tokens,
 )
-from lift_integrations.bench.compare import (
-    GENERAL_QUESTIONS,
-    PROBE_KINDS,
+from lift_bench.cases import (
     BenchDocument,
     BenchQuestion,
     Case,
     build_cases,
-    contains_gold,
     control_document,
+    sample_questions,
+)
+from lift_bench.compare import (
+    GENERAL_QUESTIONS,
+    PROBE_KINDS,
+    contains_gold,
     general_probe_questions,
     kv_cache_bytes_per_token,
     load_general_questions,
     run_comparison,
-    sample_questions,
 )
-from lift_integrations.bench.report import markdown_report, write_outputs
+from lift_bench.report import markdown_report, write_outputs
+from lift_integrations import LIFTConfig, LIFTModel, Memory
 from lift_integrations.memory import AbsorbedDocument
 
 MAX_NEW_TOKENS = 6
@@ -450,7 +452,7 @@ def test_memory_seeds_average_each_question_over_absorptions(run: dict[str, Any]
     """``memory_seeds=2`` absorbs every memory twice (the recipe's seed, then seed + 1); each memory arm
     scores a question by its mean over both answers, the first seed's answers are the one-seed run's,
     arms without a memory answer once, and the probe pools both document memories."""
-    from lift_integrations.bench.squad import f1_score
+    from lift_bench.squad import f1_score
 
     lift = run["lift"]
     base: HarnessSettings = run["settings"]

@@ -8,15 +8,11 @@ checked against plain means over all rows.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
 from merge_reports import IncompatibleReports, load_report, main, merge_arms, merge_reports, merge_seeds
 
 KV_PER_TOKEN = 46080

@@ -7,18 +7,13 @@ question took.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+from route_reports import route_report
 from tiny_models import bag_of_words
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from route_reports import route_report
-
-from lift_integrations.bench.squad import Article, Question
+from lift_bench.squad import Article, Question
 
 ARTICLE = Article(
     title="Zorblat Institute",

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lift_integrations.bench.squad import (
+from lift_bench.squad import (
     Article,
     Question,
     bootstrap_ci,

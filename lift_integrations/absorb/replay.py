@@ -1,11 +1,11 @@
 """General replay: prompts unrelated to the document, trained with the base model's own answers.
 
-A memory trained on one document pulls every answer towards that document: the comparison's general
-probe (``lift_integrations.bench``) measured the base model answering unrelated questions worse once a
-memory was attached. Replay adds prompts from the package's own set (``data/replay_prompts.json``,
-written for this purpose and disjoint from the probe's questions), each trained with the answer the base
-model gives without the memory. The memory thereby learns to leave requests the document does not
-concern as it found them, which is what the gate is for.
+A memory trained on one document pulls every answer towards that document: the comparison's general probe
+(``lift_bench``, the harness in the source tree) measured the base model answering unrelated questions
+worse once a memory was attached. Replay adds prompts from the package's own set
+(``data/replay_prompts.json``, written for this purpose and disjoint from the probe's questions), each
+trained with the answer the base model gives without the memory. The memory thereby learns to leave
+requests the document does not concern as it found them, which is what the gate is for.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lift_bench.squad import normalize_answer
 from lift_integrations import LIFTConfig, LIFTModel, Memory
-from lift_integrations.bench.squad import normalize_answer
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fuzz_memory import KINDS, USED_KINDS, fuzz_memory_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_models import build_tiny_model
@@ -22,10 +22,6 @@ from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryFormatError, 
 from lift_integrations.absorb.qa import _MARKERS, parse_qa_reply
 from lift_integrations.memory import MANIFEST_FILE
 from lift_integrations.memory_validation import validate_manifest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from fuzz_memory import KINDS, USED_KINDS, fuzz_memory_folder
 
 FUZZ_ROUNDS = 50  # per mutation kind; `python benchmarks/fuzz_memory.py` runs 300
 

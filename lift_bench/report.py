@@ -1,7 +1,7 @@
 """Turning a comparison report into what people read: a Markdown table, PNG plots and the JSON file.
 
 The tables put each memory arm's gain over its control next to its raw score, because a raw score alone
-would credit the memory with changes any training causes (see :mod:`lift_integrations.bench.compare`), and
+would credit the memory with changes any training causes (see :mod:`lift_bench.compare`), and
 show what the memory costs on unrelated questions (the general-ability probe) next to what it adds.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lift_integrations.bench.compare import PROBE_KINDS, save_json
+from lift_bench.compare import PROBE_KINDS, save_json
 
 __all__ = ["markdown_report", "plot_f1_per_arm", "plot_vs_length", "write_outputs"]
 
@@ -268,7 +268,7 @@ def plot_vs_length(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def write_outputs(report: dict[str, Any], out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and (with matplotlib, the ``bench`` extra) the two plots."""
+    """Write ``report.json``, ``report.md`` and (with matplotlib, in the ``dev`` extra) the two plots."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": save_json(report, out / "report.json")}

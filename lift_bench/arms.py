@@ -40,7 +40,7 @@ from lift_integrations.absorb.segmentation import head_tail
 from lift_integrations.prompting import encode_text
 
 if TYPE_CHECKING:
-    from lift_integrations.bench.compare import BenchDocument, BenchQuestion, Case
+    from lift_bench.cases import BenchDocument, BenchQuestion, Case
     from lift_integrations.config import LIFTConfig
     from lift_integrations.memory import Memory
     from lift_integrations.model import LIFTModel
@@ -131,7 +131,7 @@ class HarnessSettings:
     """Everything a run holds fixed across arms and documents.
 
     ``chunk_size``/``chunk_overlap`` are in the model's tokens and ``k`` is the number of chunks, shared by
-    both RAG arms and the hybrid arms; :func:`~lift_integrations.bench.compare.tune_rag` picks them per
+    both RAG arms and the hybrid arms; :func:`~lift_bench.compare.tune_rag` picks them per
     document for RAG's benefit when ``tune_rag`` is set. ``langchain_embeddings`` (a LangChain
     ``Embeddings``) and ``llamaindex_embed_model`` (a LlamaIndex ``BaseEmbedding``) default to the embedded
     all-MiniLM-L6-v2; tests pass fakes. ``llamaindex_stock_prompt`` keeps LlamaIndex's own QA template
@@ -140,7 +140,7 @@ class HarnessSettings:
     ``general_probe`` is the number of questions per kind of the general-ability probe (0 disables it):
     general-knowledge questions asked closed book, and questions about unrelated SQuAD paragraphs asked
     with their paragraph in context, each answered by the base model and with the case's document memory
-    (see :func:`~lift_integrations.bench.compare.run_general_probe`). ``general_questions`` replaces the
+    (see :func:`~lift_bench.compare.run_general_probe`). ``general_questions`` replaces the
     bundled knowledge questions (``examples/data/general_questions.json``).
     """
 
