@@ -131,8 +131,9 @@ def _torchrun_world_size() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``), absorb, save; returns the exit status (argument errors
-    exit with status 2 before any model is loaded)."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``), absorb, save; returns the exit status. Argument errors
+    (files, ``--output``, ``--device``, ``--dtype``, every ``--config-json`` setting, checked by
+    :class:`LIFTConfig`) exit with status 2 before any model is loaded or file written."""
     parser = build_parser()
     args = parser.parse_args(argv)
     documents = _read_documents(parser, args.files)
@@ -167,6 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         requested = torch.device(args.device) if args.device is not None else None
     except RuntimeError as error:
         parser.error(f"--device: {error}")
+    if args.dtype is not None:
+        from lift_integrations.loading import resolve_dtype
+
+        try:
+            resolve_dtype(args.dtype, torch.device("cpu"))
+        except ValueError as error:
+            parser.error(f"--dtype: {error}")
     use_cuda = torch.cuda.is_available() if requested is None else requested.type == "cuda"
     try:
         if args.preset is None:

@@ -7,7 +7,28 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from lift_integrations.validation import check_text
+
 RECITE_PROMPT = "Given above context, please recite following segment of the context: \n\n\n"
+MIN_SEGMENT_LENGTH = 16
+"""Shortest segment :meth:`LIFTConfig.fit_to_window` scales down to."""
+MIN_SEQ_LENGTH = 64
+"""Shortest ``max_seq_length``: :meth:`LIFTConfig.fit_to_window` keeps 64 tokens of each sample for the
+recite prompt and chat template, and scales segment and view into the rest, down to a
+``MIN_SEGMENT_LENGTH``-token segment without a view."""
+WINDOW_MARGIN = 16
+"""Tokens of a model's window that training samples leave free (see :meth:`LIFTConfig.fit_to_window`)."""
+
+
+def _finite(value: Any) -> bool:
+    """A real number that is not a bool, NaN or infinite (an int too large for a float counts as
+    infinite: the optimizer would overflow on it)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 @dataclass
@@ -103,16 +124,25 @@ class LIFTConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        if isinstance(self.adam_betas, list):  # JSON gives a list; anything else is left to validate()
+            self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting that is out of range."""
-        positive = ("segment_length", "segment_stride", "max_seq_length", "batch_size")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"LIFTConfig.{name} must be a positive integer, got {value!r}")
+        """Raise ``ValueError`` naming the first setting that is out of range or of the wrong type.
+
+        Numbers refuse bools (``True`` is an ``int`` to Python), NaN and infinities; integers refuse
+        floats. Run on construction and again by :meth:`LIFTModel.absorb`, which catches a setting
+        changed after construction.
+        """
+        for name in ("segment_length", "segment_stride", "batch_size", "checkpoint_every", "qa_passages"):
+            self._check_int(name, minimum=1)
+        self._check_int("max_seq_length", minimum=1)
+        if self.max_seq_length < MIN_SEQ_LENGTH:
+            raise ValueError(
+                f"LIFTConfig.max_seq_length must be at least {MIN_SEQ_LENGTH} tokens (room for a "
+                f"{MIN_SEGMENT_LENGTH}-token segment and the prompt around it), got {self.max_seq_length}"
+            )
         if self.segment_stride > self.segment_length:
             raise ValueError(
                 f"LIFTConfig.segment_stride ({self.segment_stride}) must not exceed segment_length "
@@ -126,35 +156,22 @@ class LIFTConfig:
             "stage2_epochs",
             "warmup_steps",
             "qa_context_length",
+            "seed",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"LIFTConfig.{name} must be a non-negative integer, got {value!r}")
+            self._check_int(name, minimum=0)
         if self.stage1_epochs + self.stage2_epochs == 0:
             raise ValueError("LIFTConfig needs at least one epoch (stage1_epochs + stage2_epochs > 0)")
-        if self.micro_batch_tokens is not None and (
-            not isinstance(self.micro_batch_tokens, int) or self.micro_batch_tokens <= 0
-        ):
-            raise ValueError(
-                f"LIFTConfig.micro_batch_tokens must be a positive integer or None, "
-                f"got {self.micro_batch_tokens!r}"
-            )
-        if self.steps_per_epoch is not None and (
-            not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch <= 0
-        ):
-            raise ValueError(
-                f"LIFTConfig.steps_per_epoch must be a positive integer or None, got {self.steps_per_epoch!r}"
-            )
+        for name in ("micro_batch_tokens", "steps_per_epoch"):
+            if getattr(self, name) is not None:
+                self._check_int(name, minimum=1, optional=True)
         for name in ("learning_rate", "adam_eps", "max_grad_norm"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"LIFTConfig.{name} must be a positive finite number, got {value!r}")
-        if not isinstance(self.qa_passage_fraction, (int, float)) or not 0 <= self.qa_passage_fraction <= 1:
-            raise ValueError(
-                f"LIFTConfig.qa_passage_fraction must be in [0, 1], got {self.qa_passage_fraction!r}"
-            )
-        if not isinstance(self.qa_passages, int) or self.qa_passages < 1:
-            raise ValueError(f"LIFTConfig.qa_passages must be a positive integer, got {self.qa_passages!r}")
+            if not _finite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(
+                    f"LIFTConfig.{name} must be a positive finite number, got {getattr(self, name)!r}"
+                )
+        fraction = self.qa_passage_fraction
+        if not _finite(fraction) or not 0 <= fraction <= 1:
+            raise ValueError(f"LIFTConfig.qa_passage_fraction must be a number in [0, 1], got {fraction!r}")
         for name in (
             "weight_decay",
             "qa_weight",
@@ -166,30 +183,46 @@ class LIFTConfig:
             value = getattr(self, name)
             if value is None and name == "replay_weight":
                 continue
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"LIFTConfig.{name} must be a non-negative finite number, got {value!r}")
+            if not _finite(value) or value < 0:
+                accepted = "a non-negative finite number" + (" or None" if name == "replay_weight" else "")
+                raise ValueError(f"LIFTConfig.{name} must be {accepted}, got {value!r}")
         for name in ("replay_gate_weight", "replay_kl_weight"):
             if getattr(self, name) > 0 and self.general_replay == 0:
                 raise ValueError(f"LIFTConfig.{name} needs replay prompts: set general_replay > 0")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            raise ValueError(f"LIFTConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
-        if self.precision not in ("auto", "bf16", "fp32"):
+        betas = self.adam_betas
+        if (
+            not isinstance(betas, tuple)
+            or len(betas) != 2
+            or not all(_finite(b) and 0 <= b < 1 for b in betas)
+        ):
+            raise ValueError(f"LIFTConfig.adam_betas must be two numbers in [0, 1), got {betas!r}")
+        if not isinstance(self.precision, str) or self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"LIFTConfig.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         path = self.checkpoint_dir
         if path is not None and (not isinstance(path, str) or not path):
             raise ValueError(
                 f"LIFTConfig.checkpoint_dir must be a non-empty path string or None, got {path!r}"
             )
-        every = self.checkpoint_every
-        if not isinstance(every, int) or isinstance(every, bool) or every <= 0:
-            raise ValueError(f"LIFTConfig.checkpoint_every must be a positive integer, got {every!r}")
         for name in ("contextualized", "gradient_checkpointing", "share_prefixes", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LIFTConfig.{name} must be True or False, got {getattr(self, name)!r}")
-        if self.qa_generator not in ("extractive", "model", "none"):
+        if not isinstance(self.qa_generator, str) or self.qa_generator not in ("extractive", "model", "none"):
             raise ValueError(
                 f"LIFTConfig.qa_generator must be 'extractive', 'model' or 'none', got {self.qa_generator!r}"
             )
+        try:
+            check_text(self.recite_prompt, "LIFTConfig.recite_prompt")
+        except TypeError as error:  # every LIFTConfig error is a ValueError
+            raise ValueError(str(error)) from None
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"LIFTConfig.extra must be a dict, got {type(self.extra).__name__}")
+
+    def _check_int(self, name: str, *, minimum: int, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            kind = "a positive integer" if minimum == 1 else "a non-negative integer"
+            kind += " or None" if optional else ""
+            raise ValueError(f"LIFTConfig.{name} must be {kind}, got {value!r}")
 
     # Presets ---------------------------------------------------------------------------------------
 
@@ -248,16 +281,17 @@ class LIFTConfig:
         The paper's lengths assume an 8K window (a 4096-token view + a 2048-token segment < 7800). For a
         smaller window every length is scaled by the same factor, keeping the stride/segment ratio.
         """
-        if window < 64:
+        smallest = MIN_SEQ_LENGTH + WINDOW_MARGIN
+        if window < smallest:
             raise ValueError(
-                f"the model's context window ({window} tokens) is too small for LIFT (needs >= 64)"
+                f"the model's context window ({window} tokens) is too small for LIFT (needs >= {smallest})"
             )
-        budget = min(self.max_seq_length, window - 16)
+        budget = min(self.max_seq_length, window - WINDOW_MARGIN)
         needed = self.segment_length + (self.context_view_length if self.contextualized else 0) + 64
         if needed <= budget and self.qa_context_length <= budget:
             return dataclasses.replace(self, max_seq_length=budget)
         scale = min(1.0, (budget - 64) / max(1, needed - 64))
-        segment = max(16, int(self.segment_length * scale))
+        segment = max(MIN_SEGMENT_LENGTH, int(self.segment_length * scale))
         stride = max(1, min(segment, int(self.segment_stride * scale)))
         view = int(self.context_view_length * scale)
         return dataclasses.replace(

@@ -6,20 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lift_integrations.absorb.types import Document
-
-
-def _check_text(text: Any, where: str) -> str:
-    if isinstance(text, (bytes, bytearray)):
-        raise TypeError(f"{where} is bytes; decode it to str first (for example data.decode('utf-8'))")
-    if not isinstance(text, str):
-        raise TypeError(f"{where} must be a str, got {type(text).__name__}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError(
-            f"{where} is not valid Unicode (unpaired surrogate at position {error.start})"
-        ) from None
-    return text
+from lift_integrations.validation import check_text
 
 
 def normalize_documents(documents: Any) -> list[Document]:
@@ -50,8 +37,8 @@ def normalize_documents(documents: Any) -> list[Document]:
             title, text = item
         else:
             title, text = "", item
-        title = _check_text(title, f"{where}'s title")
-        text = _check_text(text, where)
+        title = check_text(title, f"{where}'s title")
+        text = check_text(text, where)
         if not text.strip():
             raise ValueError(f"{where} is empty or only whitespace")
         result.append(Document(title=title.strip(), text=text))

@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lift_integrations.absorb.compilation import compiled_modules
@@ -34,6 +34,15 @@ from lift_integrations.errors import MemoryMismatchError
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
 from lift_integrations.memory import AbsorbedDocument, Memory
 from lift_integrations.prompting import encode_chat_with_answer, encode_text
+from lift_integrations.validation import (
+    check_bool,
+    check_context,
+    check_generation_args,
+    check_int,
+    check_max_new_tokens,
+    check_prompt,
+    check_text,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -280,11 +289,18 @@ class LIFTModel:
         process that built different samples makes every process raise
         :class:`~lift_integrations.distributed.DistributedMismatchError` before training. Rank 0 alone
         draws the progress bar and writes checkpoints.
+
+        Every argument (and every ``config`` setting, again: it may have changed since construction) is
+        checked before any work: a refused call tokenizes nothing and writes no checkpoint.
         """
         import numpy as np
         import torch
 
         docs = normalize_documents(documents)
+        check_bool(show_progress, "show_progress")
+        check_bool(resume, "resume")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
         if config is None:
             config = LIFTConfig.for_device(self.device.type)
         if not isinstance(config, LIFTConfig):
@@ -546,6 +562,9 @@ class LIFTModel:
         """The token ids :meth:`generate` would feed the model (context cut to fit the window)."""
         from lift_integrations.generation import build_prompt_ids
 
+        check_prompt(prompt_or_messages)
+        context = check_context(context)
+        check_max_new_tokens(max_new_tokens, context_window=self.context_window)
         resolved = self._resolve(memory)
         messages = to_messages(prompt_or_messages)
         text = self._context_text(context, resolved)
@@ -571,16 +590,32 @@ class LIFTModel:
         """Answer a prompt (or chat messages) with ``memory`` (default: the attached one; ``None``: the base
         model alone). ``context``: ``None``, ``"truncated"`` (head and tail of the memory's documents) or a
         list of text chunks (hybrid mode). Returns the text with token counts and the finish reason.
+
+        ``max_new_tokens``: an integer >= 1, below the context window. ``temperature``: a finite number
+        >= 0 (0 decodes greedily). ``top_p``: ``None`` or a number in (0, 1], used when sampling.
+        ``stop``: a string or a list of strings that end the answer (not returned); one string is one
+        stop string, as in LangChain and Hugging Face, never split into characters. Every argument is
+        checked (:mod:`lift_integrations.validation`) before any tokenizing or locking: a bool, NaN or
+        infinity where a number is expected raises ``TypeError``/``ValueError`` naming the argument.
         """
+        check_prompt(prompt_or_messages)
+        context = check_context(context)
+        args = check_generation_args(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            context_window=self.context_window,
+        )
         return self._run(
             self._generator.generate,
             prompt_or_messages,
             memory,
             context,
-            max_new_tokens,
-            temperature,
-            stop,
-            top_p,
+            args.max_new_tokens,
+            args.temperature,
+            args.stop,
+            args.top_p,
         )
 
     def generate_batch(
@@ -599,14 +634,34 @@ class LIFTModel:
         for each (``contexts``: one ``context`` per prompt), in far less time where decoding is bound by
         per-token overhead (a small model, a GPU). Prompts of similar length are batched together; the
         results come back in the order of ``prompts``. Greedy answers equal :meth:`generate`'s up to the
-        floating-point rounding of padded batches.
+        floating-point rounding of padded batches. The arguments are those of :meth:`generate` and are
+        checked the same way, every prompt and context before the first is tokenized.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(prompts, (str, bytes, bytearray, Mapping)) or not isinstance(prompts, Iterable):
+            raise TypeError(
+                f"prompts must be a list of prompts (use generate() for one), got {type(prompts).__name__}"
+            )
+        if contexts is not None and (
+            isinstance(contexts, (str, bytes, bytearray, Mapping)) or not isinstance(contexts, Iterable)
+        ):
+            raise TypeError(f"contexts must be None or a list of contexts, got {type(contexts).__name__}")
+        check_int(batch_size, "batch_size", minimum=1)
         prompts = list(prompts)
         contexts = [None] * len(prompts) if contexts is None else list(contexts)
         if len(contexts) != len(prompts):
             raise ValueError(f"got {len(contexts)} contexts for {len(prompts)} prompts")
+        for index, prompt in enumerate(prompts):
+            check_prompt(prompt, f"prompts[{index}]")
+        contexts = [check_context(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
+        args = check_generation_args(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            context_window=self.context_window,
+        )
+        max_new_tokens, temperature = args.max_new_tokens, args.temperature
+        top_p, stop = args.top_p, args.stop
         resolved = self._resolve(memory)
         ids = [
             self.prompt_ids(prompt, memory=resolved, context=context, max_new_tokens=max_new_tokens)
@@ -638,17 +693,26 @@ class LIFTModel:
         stop: Sequence[str] | None = None,
         top_p: float | None = None,
     ) -> TextStream:
-        """Like :meth:`generate`, but yields text pieces as they are produced; the returned stream's
-        ``result`` holds the token counts once it is exhausted."""
+        """Like :meth:`generate` (same arguments, checked before any work), but yields text pieces as they
+        are produced; the returned stream's ``result`` holds the token counts once it is exhausted."""
+        check_prompt(prompt_or_messages)
+        context = check_context(context)
+        args = check_generation_args(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            context_window=self.context_window,
+        )
         return self._run(
             self._generator.stream,
             prompt_or_messages,
             memory,
             context,
-            max_new_tokens,
-            temperature,
-            stop,
-            top_p,
+            args.max_new_tokens,
+            args.temperature,
+            args.stop,
+            args.top_p,
         )
 
     def _run(
@@ -683,6 +747,9 @@ class LIFTModel:
         """Total log-probability of ``answer`` as the reply to ``question`` (higher is more likely)."""
         import torch
 
+        check_prompt(question, "question")
+        check_text(answer, "answer")
+        context = check_context(context)
         resolved = self._resolve(memory)
         prompt = self.prompt_ids(question, memory=resolved, context=context, max_new_tokens=64)
         messages = to_messages(question)

@@ -35,10 +35,19 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig, RunnableLambda
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from lift_integrations.langchain import _models
 from lift_integrations.langchain._documents import to_langchain_documents, to_lift_documents
+from lift_integrations.validation import (
+    check_bool,
+    check_context,
+    check_max_new_tokens,
+    check_prompt,
+    check_stop,
+    check_temperature,
+    check_top_p,
+)
 
 if TYPE_CHECKING:
     from lift_integrations.absorb.trainer import AbsorbProgress
@@ -112,6 +121,13 @@ class LIFTChatModel(BaseChatModel):
 
     ``mode`` is informational (reported as ``lift_mode``): in hybrid mode the retrieved passages are
     already in the prompt, placed there by the chain, and the model generates with its memory either way.
+
+    ``temperature`` (a finite number >= 0), ``max_tokens`` (an integer >= 1), ``top_p`` (``None`` or in
+    (0, 1]) and ``stop`` are fields and per-call keywords (``invoke(..., temperature=0.7)``); a call's
+    keyword overrides the field, ``None`` keeps it. ``stop`` is a string or a list of strings; one string
+    is one stop string, never split into characters. Per-call ``context`` is a list of text chunks put
+    above the question. Every value is checked before any work (:mod:`lift_integrations.validation`):
+    bools, NaN and infinities are refused with an error naming the argument.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -166,9 +182,27 @@ class LIFTChatModel(BaseChatModel):
                 raise TypeError(
                     f"memory must be a lift_integrations.Memory, got {type(self.memory).__name__}"
                 )
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         return self
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _check_temperature(cls, value: Any) -> float:
+        return check_temperature(value)
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _check_max_tokens(cls, value: Any) -> int | None:
+        return None if value is None else check_max_new_tokens(value, "max_tokens")
+
+    @field_validator("top_p", mode="before")
+    @classmethod
+    def _check_top_p(cls, value: Any) -> float | None:
+        return check_top_p(value)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _check_stop(cls, value: Any) -> list[str] | None:
+        return None if value is None else check_stop(value)
 
     # Identity ------------------------------------------------------------------------------------
 
@@ -248,16 +282,26 @@ class LIFTChatModel(BaseChatModel):
 
     # Generation ----------------------------------------------------------------------------------
 
-    def _call_args(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        temperature = kwargs.get("temperature", self.temperature)
+    def _call_args(self, stop: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The core's generation arguments for one call, checked (before routing, loading or locking): a
+        keyword given to the call overrides the field, ``None`` keeps the field."""
+        max_tokens = kwargs.get("max_tokens")
+        if max_tokens is None:
+            max_tokens = self.max_tokens if self.max_tokens is not None else DEFAULT_MAX_TOKENS
+        temperature = kwargs.get("temperature")
         return {
-            "max_new_tokens": int(max_tokens) if max_tokens else DEFAULT_MAX_TOKENS,
-            "temperature": float(temperature) if temperature is not None else 0.0,
-            "top_p": kwargs.get("top_p", self.top_p),
-            "stop": list(stop) if stop is not None else list(self.stop or ()),
-            "context": kwargs.get("context"),
+            "max_new_tokens": check_max_new_tokens(max_tokens, "max_tokens"),
+            "temperature": check_temperature(self.temperature if temperature is None else temperature),
+            "top_p": check_top_p(kwargs.get("top_p", self.top_p)),
+            "stop": check_stop(self.stop if stop is None else stop),
+            "context": check_context(kwargs.get("context")),
         }
+
+    def _call_turns(self, messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+        """The messages as core turns, their text checked before any work."""
+        turns = _to_lift_messages(messages)
+        check_prompt(turns)
+        return turns
 
     def _metadata(self, memory: Memory | None, finish_reason: str) -> dict[str, Any]:
         return {
@@ -283,14 +327,15 @@ class LIFTChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        turns = _to_lift_messages(messages)
+        args = self._call_args(stop, kwargs)
+        turns = self._call_turns(messages)
         memory = self._memory_for(turns)  # one snapshot per call: an absorb elsewhere cannot change it
         lift = self.lift
         # Workaround for a core race: LIFTModel builds prompt ids outside its lock, and the fast tokenizer's
         # split-special-tokens switch is shared state, so concurrent calls (batch) could tokenize a control
         # token as text or vice versa. Holding the (re-entrant) model lock around the whole call avoids it.
         with lift.lock:
-            result = lift.generate(turns, memory=memory, **self._call_args(stop, kwargs))
+            result = lift.generate(turns, memory=memory, **args)
         metadata = self._metadata(memory, result.finish_reason)
         message = AIMessage(
             content=result.text, usage_metadata=self._usage(result), response_metadata=metadata
@@ -319,11 +364,12 @@ class LIFTChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        turns = _to_lift_messages(messages)
+        args = self._call_args(stop, kwargs)
+        turns = self._call_turns(messages)
         memory = self._memory_for(turns)
         lift = self.lift
         with lift.lock:  # prompt building only (see _generate); generation takes the lock in its own thread
-            stream = lift.stream(turns, memory=memory, **self._call_args(stop, kwargs))
+            stream = lift.stream(turns, memory=memory, **args)
         try:
             for piece in stream:  # the core never yields empty pieces
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
@@ -352,9 +398,9 @@ class LIFTChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        lift_messages = _to_lift_messages(messages)
-        memory = await asyncio.to_thread(self._memory_for, lift_messages)
         args = self._call_args(stop, kwargs)
+        lift_messages = self._call_turns(messages)
+        memory = await asyncio.to_thread(self._memory_for, lift_messages)
 
         def start() -> Any:
             lift = self.lift
@@ -445,6 +491,36 @@ class LIFTChatModel(BaseChatModel):
             merged["callbacks"] = callbacks
         return merged
 
+    @staticmethod
+    def _check_absorb_args(
+        lift_config: Any, overrides: Mapping[str, Any], config: Any, extend: Any, show_progress: Any
+    ) -> None:
+        """Refuse bad :meth:`absorb` arguments before any event, loading or training. ``config`` is
+        LangChain's ``RunnableConfig``, an easy slot to put a ``LIFTConfig`` in by mistake."""
+        from lift_integrations.config import LIFTConfig
+
+        if isinstance(config, LIFTConfig):
+            raise TypeError(
+                "config= is LangChain's RunnableConfig (callbacks, tags, ...); pass the LIFTConfig as "
+                "lift_config="
+            )
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a RunnableConfig (a dict) or None, got {type(config).__name__}")
+        if lift_config is not None and not isinstance(lift_config, LIFTConfig):
+            raise TypeError(f"lift_config must be a LIFTConfig or None, got {type(lift_config).__name__}")
+        check_bool(extend, "extend")
+        check_bool(show_progress, "show_progress", optional=True)
+        unknown = sorted(set(overrides) - set(LIFTConfig.__dataclass_fields__))
+        if unknown:
+            raise TypeError(
+                f"unknown LIFTConfig fields: {unknown} (absorb() passes its other keyword arguments to "
+                "LIFTConfig)"
+            )
+        if lift_config is not None:
+            (dataclasses.replace(lift_config, **overrides) if overrides else lift_config).validate()
+        else:  # every device's preset is fast() with other QA counts, which no cross-field check involves
+            LIFTConfig.fast(**overrides)
+
     def _absorb_inputs(self, documents: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
         """The documents as core ``(title, text)`` pairs, and the summary the start event reports."""
         pairs = to_lift_documents(to_langchain_documents(documents))
@@ -477,7 +553,11 @@ class LIFTChatModel(BaseChatModel):
         a fresh one. Progress is reported as LangChain custom events ``lift_absorb_start``,
         ``lift_absorb_progress`` and ``lift_absorb_end`` inside a ``lift_absorb`` run, so handlers passed
         in ``callbacks``/``config`` (or inherited from an enclosing runnable) receive them.
+
+        ``config`` is LangChain's ``RunnableConfig``; the :class:`~lift_integrations.LIFTConfig` goes in
+        ``lift_config``. Every argument and setting is checked before any event or work.
         """
+        self._check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
         pairs, summary = self._absorb_inputs(documents)
 
         def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
@@ -507,6 +587,7 @@ class LIFTChatModel(BaseChatModel):
         **config_overrides: Any,
     ) -> dict[str, Any]:
         """:meth:`absorb` without blocking the event loop (training runs in a worker thread)."""
+        self._check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
         pairs, summary = self._absorb_inputs(documents)
 
         async def run(_: Any, config: RunnableConfig) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from langchain_core.vectorstores import InMemoryVectorStore
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from lift_integrations.langchain._documents import (
     chunk_documents,
@@ -38,6 +38,7 @@ from lift_integrations.langchain._documents import (
     to_langchain_documents,
 )
 from lift_integrations.langchain.chat_models import LIFTChatModel
+from lift_integrations.validation import check_int
 
 
 class LIFTMemoryRetriever(BaseRetriever):
@@ -47,9 +48,10 @@ class LIFTMemoryRetriever(BaseRetriever):
     an ``llm`` whose memory already holds documents (for example after :meth:`LIFTChatModel.load_memory`):
     the memory stores its documents' text, and the index follows the memory, whoever changed it.
 
-    ``k`` is a field and an :meth:`invoke` keyword. ``embeddings`` default to the embedded
-    all-MiniLM-L6-v2 (:class:`~lift_integrations.langchain.SentenceTransformerEmbeddings`), loaded only
-    when hybrid retrieval first needs it. ``base_retriever``, when given, replaces the built-in index for
+    ``k`` (an integer >= 0) is a field and an :meth:`invoke` keyword, checked before any search.
+    ``embeddings`` default to the embedded all-MiniLM-L6-v2
+    (:class:`~lift_integrations.langchain.SentenceTransformerEmbeddings`), loaded only when hybrid
+    retrieval first needs it. ``base_retriever``, when given, replaces the built-in index for
     the in-context part of hybrid mode (keep your own chunking and store); absorption is unchanged.
     """
 
@@ -75,16 +77,26 @@ class LIFTMemoryRetriever(BaseRetriever):
     _metadata: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)  # document key -> metadata
     _synced_memory: str | None = PrivateAttr(default=None)
 
+    @field_validator("k", "chunk_overlap", mode="before")
+    @classmethod
+    def _check_count(cls, value: Any, info: Any) -> int:
+        return check_int(value, info.field_name, minimum=0)
+
+    @field_validator("chunk_size", mode="before")
+    @classmethod
+    def _check_chunk_size(cls, value: Any) -> int:
+        return check_int(value, "chunk_size", minimum=1)
+
     @model_validator(mode="after")
     def _check(self) -> LIFTMemoryRetriever:
-        if self.k < 0:
-            raise ValueError(f"k must be >= 0, got {self.k}")
         if self.mode == "parametric" and self.llm is None:
             raise ValueError(
                 "parametric mode keeps documents only in a model's memory: pass llm=LIFTChatModel(...)"
             )
-        if self.chunk_size <= 0 or not 0 <= self.chunk_overlap < self.chunk_size:
-            raise ValueError("need chunk_size > 0 and 0 <= chunk_overlap < chunk_size")
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be less than chunk_size ({self.chunk_size})"
+            )
         return self
 
     def model_post_init(self, context: Any, /) -> None:
@@ -254,7 +266,7 @@ class LIFTMemoryRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
     ) -> list[Document]:
-        limit = self.k if k is None else k
+        limit = self.k if k is None else check_int(k, "k", minimum=0)
         if self.mode == "parametric" or limit == 0:
             return []
         if self.base_retriever is not None:
@@ -270,7 +282,7 @@ class LIFTMemoryRetriever(BaseRetriever):
         k: int | None = None,
         **kwargs: Any,
     ) -> list[Document]:
-        limit = self.k if k is None else k
+        limit = self.k if k is None else check_int(k, "k", minimum=0)
         if self.mode == "parametric" or limit == 0:
             return []
         if self.base_retriever is not None:

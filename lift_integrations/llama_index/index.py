@@ -9,7 +9,7 @@ that LLM (``LIFTSynthesizer`` or LlamaIndex's own) answers with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from lift_integrations.llama_index.llm import LIFTLLM
 from lift_integrations.llama_index.query_engine import LIFTQueryEngine
 from lift_integrations.llama_index.retriever import LIFTRetriever, Mode, check_mode
 from lift_integrations.prompting import encode_text
+from lift_integrations.validation import check_bool, check_int
 
 if TYPE_CHECKING:
     from lift_integrations.config import LIFTConfig
@@ -32,6 +33,24 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK_SIZE = 256
 DEFAULT_CHUNK_OVERLAP = 32
+
+
+def _check_config(config: Any) -> None:
+    """A ``LIFTConfig`` or ``None``, its settings valid (one may have changed since construction)."""
+    if config is None:
+        return
+    from lift_integrations.config import LIFTConfig
+
+    if not isinstance(config, LIFTConfig):
+        raise TypeError(f"config must be a LIFTConfig or None, got {type(config).__name__}")
+    config.validate()
+
+
+def _check_llm(llm: Any) -> None:
+    if not isinstance(llm, LIFTLLM):
+        raise TypeError(
+            f"llm must be a LIFTLLM (LIFTIndex never reads Settings.llm), got {type(llm).__name__}"
+        )
 
 
 class LIFTIndex:
@@ -49,11 +68,13 @@ class LIFTIndex:
         vector_index: VectorStoreIndex | None = None,
         config: LIFTConfig | None = None,
     ) -> None:
-        if not isinstance(llm, LIFTLLM):
-            raise TypeError(
-                f"llm must be a LIFTLLM (LIFTIndex never reads Settings.llm), got {type(llm).__name__}"
-            )
+        _check_llm(llm)
         self.mode: Mode = check_mode(mode)
+        if vector_index is not None and not isinstance(vector_index, VectorStoreIndex):
+            raise TypeError(
+                f"vector_index must be a VectorStoreIndex or None, got {type(vector_index).__name__}"
+            )
+        _check_config(config)
         if self.mode == "hybrid" and vector_index is None:
             raise ValueError("hybrid mode needs a vector_index over the absorbed documents")
         self._llm = llm
@@ -82,15 +103,37 @@ class LIFTIndex:
         ``embed_model`` (default: :class:`LIFTSentenceTransformerEmbedding`, never
         ``Settings.embed_model``) over chunks of ``chunk_size`` tokens of the LIFT model's tokenizer, or
         over ``transformations`` when given. The vector index is built first: it is fast and fails fast.
+        Every argument is checked before either is built.
         """
-        if not isinstance(llm, LIFTLLM):
+        _check_llm(llm)
+        if isinstance(documents, (str, bytes, bytearray, Document)) or not isinstance(documents, Iterable):
             raise TypeError(
-                f"llm must be a LIFTLLM (LIFTIndex never reads Settings.llm), got {type(llm).__name__}"
+                f"documents must be a list of LlamaIndex Documents, got {type(documents).__name__}"
             )
         documents = list(documents)
         if not documents:
             raise ValueError("no documents given: pass at least one Document")
+        for position, document in enumerate(documents):
+            if not isinstance(document, Document):
+                raise TypeError(
+                    f"documents[{position}] must be a LlamaIndex Document, got {type(document).__name__}"
+                )
         check_mode(mode)
+        _check_config(config)
+        check_bool(show_progress, "show_progress")
+        check_int(chunk_size, "chunk_size", minimum=1)
+        check_int(chunk_overlap, "chunk_overlap", minimum=0)
+        if chunk_overlap > chunk_size:  # SentenceSplitter's own rule
+            raise ValueError(f"chunk_overlap ({chunk_overlap}) must not exceed chunk_size ({chunk_size})")
+        if embed_model is not None and not isinstance(embed_model, BaseEmbedding):
+            raise TypeError(
+                f"embed_model must be a LlamaIndex BaseEmbedding or None, got {type(embed_model).__name__}"
+            )
+        if transformations is not None and not isinstance(transformations, Sequence):
+            raise TypeError(
+                f"transformations must be a list of TransformComponent or None, "
+                f"got {type(transformations).__name__}"
+            )
         vector_index = None
         if mode == "hybrid":
             vector_index = VectorStoreIndex.from_documents(
@@ -122,8 +165,12 @@ class LIFTIndex:
     ) -> None:
         """Absorb one more document, continuing from the current memory, and add its chunks (hybrid).
 
-        ``config`` defaults to the one the index was built with.
+        ``config`` defaults to the one the index was built with. The arguments are checked before any work.
         """
+        if not isinstance(document, Document):
+            raise TypeError(f"document must be a LlamaIndex Document, got {type(document).__name__}")
+        _check_config(config)
+        check_bool(show_progress, "show_progress")
         self._llm.absorb(document, config=config or self._config, show_progress=show_progress, append=True)
         if self._vector_index is not None:
             self._vector_index.insert(document)

@@ -29,7 +29,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
@@ -43,6 +43,14 @@ from lift_integrations.llama_index.events import (
 )
 from lift_integrations.memory import Memory
 from lift_integrations.prompting import normalize_messages
+from lift_integrations.validation import (
+    check_bool,
+    check_context,
+    check_max_new_tokens,
+    check_stop,
+    check_temperature,
+    check_text,
+)
 
 if TYPE_CHECKING:
     from lift_integrations.absorb.trainer import AbsorbProgress
@@ -88,8 +96,12 @@ def _is_lift_model(value: Any) -> bool:
 
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
     """LlamaIndex messages as the core's role/content dicts (same roles merged by the core)."""
+    if isinstance(messages, (str, bytes, bytearray)) or not isinstance(messages, Sequence):
+        raise TypeError(f"messages must be a list of ChatMessage, got {type(messages).__name__}")
     converted = []
     for index, message in enumerate(messages):
+        if not isinstance(message, ChatMessage):
+            raise TypeError(f"message {index} must be a ChatMessage, got {type(message).__name__}")
         role = _ROLES.get(MessageRole(message.role))
         if role is None:
             raise ValueError(
@@ -152,7 +164,13 @@ class LIFTLLM(CustomLLM):
     ``LIFTLLM`` of the same model; the memory (:meth:`absorb`, :meth:`load_memory`, ...) belongs to this
     instance. Per-call keyword arguments: ``max_new_tokens`` (or ``max_tokens``), ``temperature``,
     ``stop`` and ``context`` (a list of text chunks placed above the question, as in hybrid mode); others
-    are ignored, as LlamaIndex passes framework-level keywords through.
+    are ignored, as LlamaIndex passes framework-level keywords through. A keyword given to a call
+    overrides the field of the same name, ``None`` keeps the field.
+
+    ``max_new_tokens`` is an integer >= 1, ``temperature`` a finite number >= 0 (0 decodes greedily),
+    ``stop`` a string or a list of strings: one string is one stop string, never split into characters.
+    Fields and keywords are checked before any work (:mod:`lift_integrations.validation`): bools, NaN
+    and infinities are refused with an error naming the argument.
     """
 
     model: str | None = Field(
@@ -170,6 +188,21 @@ class LIFTLLM(CustomLLM):
         "(lift_integrations.routing.MemoryRouter); other messages get the base model's answer. Meant for "
         "questions asked directly: a RAG prompt holds retrieved passages about the documents.",
     )
+
+    @field_validator("max_new_tokens", mode="before")
+    @classmethod
+    def _check_max_new_tokens(cls, value: Any) -> int:
+        return check_max_new_tokens(value)
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _check_temperature(cls, value: Any) -> float:
+        return check_temperature(value)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _check_stop(cls, value: Any) -> list[str]:
+        return check_stop(value)
 
     _lift: Any = PrivateAttr(default=None)
     _memory: Memory | None = PrivateAttr(default=None)
@@ -190,6 +223,8 @@ class LIFTLLM(CustomLLM):
             if not _is_lift_model(model):
                 raise TypeError(f"model must be a name, a path or a LIFTModel, got {type(model).__name__}")
             lift, model = model, model.name
+        if memory is not None and not isinstance(memory, (Memory, str, os.PathLike)):
+            raise TypeError(f"memory must be a Memory, a folder path or None, got {type(memory).__name__}")
         custom_rendering = kwargs.get("messages_to_prompt") is not None
         super().__init__(model=os.fspath(model) if model is not None else None, **kwargs)
         self._lift = lift
@@ -251,6 +286,7 @@ class LIFTLLM(CustomLLM):
         """Absorb ``documents`` (LlamaIndex documents/nodes, strings or ``(title, text)`` pairs) and answer
         with the result from now on. ``append=True`` continues from the current memory, so it keeps what
         was absorbed before; ``append=False`` starts a fresh one. Returns the new memory."""
+        check_bool(append, "append")
         memory = self.absorb_memory(
             documents,
             into=self._memory if append else None,
@@ -276,8 +312,17 @@ class LIFTLLM(CustomLLM):
         Emits :class:`LIFTAbsorbStartEvent`, one :class:`LIFTAbsorbProgressEvent` per optimizer step and
         :class:`LIFTAbsorbEndEvent`; ``show_progress`` draws a tqdm bar. ``into``: continue from that
         memory (the result holds its documents too). See :meth:`LIFTModel.absorb` for ``config`` and
-        ``generator``.
+        ``generator``. Every argument is checked before the start event and any work.
         """
+        from lift_integrations.config import LIFTConfig
+
+        if config is not None:
+            if not isinstance(config, LIFTConfig):
+                raise TypeError(f"config must be a LIFTConfig or None, got {type(config).__name__}")
+            config.validate()  # a setting may have changed since construction
+        if into is not None and not isinstance(into, Memory):
+            raise TypeError(f"into must be a Memory or None, got {type(into).__name__}")
+        check_bool(show_progress, "show_progress")
         docs = normalize_documents(to_core_documents(documents))  # bad input fails before any event
         lift = self.lift_model
         dispatcher.event(
@@ -358,6 +403,7 @@ class LIFTLLM(CustomLLM):
         return rendered
 
     def _completion_messages(self, prompt: str, formatted: bool) -> list[dict[str, str]]:
+        check_text(prompt, "prompt")
         if formatted:
             with self._rendered_lock:
                 rendered = self._rendered.get(prompt)
@@ -366,14 +412,20 @@ class LIFTLLM(CustomLLM):
         return [*system, {"role": "user", "content": self.completion_to_prompt(prompt)}]
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        max_new_tokens = kwargs.get("max_new_tokens", kwargs.get("max_tokens")) or self.max_new_tokens
-        temperature = kwargs.get("temperature")
+        """The core's arguments for one call, checked before any work: a keyword overrides the field,
+        ``None`` keeps it."""
+        name, max_new_tokens = "max_new_tokens", kwargs.get("max_new_tokens")
+        if max_new_tokens is None and kwargs.get("max_tokens") is not None:
+            name, max_new_tokens = "max_tokens", kwargs["max_tokens"]
+        temperature, stop = kwargs.get("temperature"), kwargs.get("stop")
         return {
             "memory": self._memory,
-            "context": kwargs.get("context"),
-            "max_new_tokens": int(max_new_tokens),
-            "temperature": self.temperature if temperature is None else float(temperature),
-            "stop": kwargs.get("stop", self.stop) or None,
+            "context": check_context(kwargs.get("context")),
+            "max_new_tokens": check_max_new_tokens(
+                self.max_new_tokens if max_new_tokens is None else max_new_tokens, name
+            ),
+            "temperature": check_temperature(self.temperature if temperature is None else temperature),
+            "stop": check_stop(self.stop if stop is None else stop),
         }
 
     def _raw(self, result: GenerationResult | None, memory: Memory | None) -> dict[str, Any]:

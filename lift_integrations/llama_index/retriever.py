@@ -14,6 +14,8 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from lift_integrations.validation import check_int
+
 if TYPE_CHECKING:
     from lift_integrations.llama_index.index import LIFTIndex
     from lift_integrations.llama_index.llm import LIFTLLM
@@ -46,11 +48,13 @@ class LIFTRetriever(BaseRetriever):
         verbose: bool = False,
         **vector_kwargs: Any,
     ) -> None:
+        from lift_integrations.llama_index.index import LIFTIndex
+
+        if not isinstance(index, LIFTIndex):
+            raise TypeError(f"index must be a LIFTIndex, got {type(index).__name__}")
         self._index = index
         self.mode: Mode = check_mode(mode or index.mode)
-        if similarity_top_k < 1:
-            raise ValueError(f"similarity_top_k must be >= 1, got {similarity_top_k}")
-        self.similarity_top_k = similarity_top_k
+        self.similarity_top_k = check_int(similarity_top_k, "similarity_top_k", minimum=1)
         self._vector_retriever: BaseRetriever | None = None
         if self.mode == "hybrid":
             if index.vector_index is None:

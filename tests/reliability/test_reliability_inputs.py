@@ -204,8 +204,8 @@ def test_segment_samples_cover_every_token_in_order_within_the_window(
 ) -> None:
     """Every document token is supervised by some sample, in order, and no sample exceeds its budget.
 
-    Windows start at 80: for 64..79 ``fit_to_window`` scales the view to a negative length and raises
-    a misleading ``context_view_length`` error (found by this test; see docs/reliability.md).
+    Windows start at 80, the smallest ``fit_to_window`` accepts (it once scaled the view to a negative
+    length for 64..79, found by this test; test_reliability_arguments.py checks the refusal).
     """
     stride = data.draw(st.integers(1, length))
     view = data.draw(st.integers(0, 4096))
