@@ -218,7 +218,8 @@ class LIFTModel:
                 f"{memory.base_fingerprint}), not for {self.name!r} (fingerprint {self.fingerprint})"
             )
         try:
-            return self.backend.memory_config(memory.adapter_config)
+            shapes = {name: tuple(t.shape) for name, t in memory.tensors.items()}
+            return self.backend.memory_config(memory.adapter_config, shapes)
         except (TypeError, ValueError) as error:
             if isinstance(error, MemoryMismatchError):
                 raise

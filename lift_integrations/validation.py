@@ -22,6 +22,7 @@ __all__ = [
     "GenerationArgs",
     "check_bool",
     "check_context",
+    "check_float",
     "check_generation_args",
     "check_int",
     "check_max_new_tokens",
@@ -76,6 +77,35 @@ def check_int(value: Any, name: str, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_float(
+    value: Any,
+    name: str,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+) -> float:
+    """``value`` as a finite ``float`` inside the given bounds (bools, NaN and infinities refused)."""
+    bounds = " and ".join(
+        f"{op} {bound}" for op, bound in ((">", above), (">=", at_least), ("<", below)) if bound is not None
+    )
+    accepted = f"{name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}"
+    if not _is_number(value):
+        raise TypeError(accepted)
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError(accepted) from None
+    if (
+        not math.isfinite(number)
+        or (above is not None and not number > above)
+        or (at_least is not None and not number >= at_least)
+        or (below is not None and not number < below)
+    ):
+        raise ValueError(accepted)
+    return number
 
 
 def check_max_new_tokens(

@@ -42,9 +42,10 @@ class AdapterBackend(ABC):
         (default: the backend's) on this model (JSON-safe)."""
 
     @abstractmethod
-    def memory_config(self, adapter_config: Mapping[str, Any]) -> Any:
-        """The configuration a memory saved with ``adapter_config`` runs with on this model; raises
-        :class:`~lift_integrations.errors.MemoryMismatchError` naming a field that cannot fit it."""
+    def memory_config(self, adapter_config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> Any:
+        """The configuration a memory saved with ``adapter_config`` and tensors of ``shapes`` runs with on
+        this model; raises :class:`~lift_integrations.errors.MemoryMismatchError` naming a field that does
+        not fit the model or the tensors (checked before any adapter is allocated from it)."""
 
     def recording_gates(self) -> AbstractContextManager[list[torch.Tensor]]:
         """A context collecting the gate values of every layer during the forward passes run inside it

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from lift_integrations.adapters.base import AdapterBackend
-from lift_integrations.adapters.config_checks import require_float, require_int
+from lift_integrations.errors import MemoryMismatchError
+from lift_integrations.validation import check_float, check_int
 
 
 @dataclass
@@ -29,9 +30,9 @@ class LoRAConfig:
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
     def __post_init__(self) -> None:
-        require_int("r", self.r, minimum=1)
-        self.alpha = require_float("alpha", self.alpha, above=0.0)  # type: ignore[assignment]
-        self.dropout = require_float("dropout", self.dropout, at_least=0.0, below=1.0)
+        check_int(self.r, "r", minimum=1)
+        check_float(self.alpha, "alpha", above=0.0)
+        self.dropout = check_float(self.dropout, "dropout", at_least=0.0, below=1.0)
         modules = [self.target_modules] if isinstance(self.target_modules, str) else self.target_modules
         if (
             not isinstance(modules, list)
@@ -162,8 +163,16 @@ class LoRABackend(AdapterBackend):
     def config_dict(self, config: LoRAConfig | None = None) -> dict[str, Any]:
         return (config or self.config).to_dict()
 
-    def memory_config(self, adapter_config: Mapping[str, Any]) -> LoRAConfig:
-        return LoRAConfig.from_dict(dict(adapter_config))  # its shapes are checked against its tensors
+    def memory_config(
+        self, adapter_config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]
+    ) -> LoRAConfig:
+        config = LoRAConfig.from_dict(dict(adapter_config))
+        ranks = {shape[0] for name, shape in shapes.items() if name.endswith("lora_A.weight") and shape}
+        if ranks != {config.r}:
+            raise MemoryMismatchError(
+                f"the memory's LoRA rank r={config.r} does not fit its tensors (ranks {ranks})"
+            )
+        return config  # its target modules are checked against its tensors' names once injected
 
 
 class _NamedOnly:

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lift_integrations.adapters.config_checks import require_float, require_int
+from lift_integrations.validation import check_float, check_int
 
 
 @dataclass
@@ -33,10 +33,10 @@ class GatedMemoryConfig:
     """Biases on the memory and first gate layer; ``None`` follows the model's ``attention_bias``."""
 
     def __post_init__(self) -> None:
-        require_int("hidden_multiplier", self.hidden_multiplier, minimum=1)
-        self.gate_scale = require_float("gate_scale", self.gate_scale, above=0.0)
-        self.gate_shift = require_float("gate_shift", self.gate_shift)
-        self.initial_gate = require_float("initial_gate", self.initial_gate, above=0.0, below=1.0)
+        check_int(self.hidden_multiplier, "hidden_multiplier", minimum=1)
+        self.gate_scale = check_float(self.gate_scale, "gate_scale", above=0.0)
+        self.gate_shift = check_float(self.gate_shift, "gate_shift")
+        self.initial_gate = check_float(self.initial_gate, "initial_gate", above=0.0, below=1.0)
         if self.bias is not None and not isinstance(self.bias, bool):
             raise TypeError(f"bias must be True, False or None, got {self.bias!r}")
 

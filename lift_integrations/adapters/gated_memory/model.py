@@ -117,14 +117,22 @@ class GatedMemoryBackend(AdapterBackend):
         config = config or self.config
         return {**self._structure(), **config.to_dict(), "bias": self._bias(config)}
 
-    def memory_config(self, adapter_config: Mapping[str, Any]) -> GatedMemoryConfig:
+    def memory_config(
+        self, adapter_config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]
+    ) -> GatedMemoryConfig:
         for field, value in self._structure().items():
             if adapter_config.get(field) != value:
                 raise MemoryMismatchError(
                     f"the memory's Gated Memory has {field}={adapter_config.get(field)!r}, "
                     f"this model needs {field}={value}"
                 )
-        return GatedMemoryConfig.from_dict(dict(adapter_config))
+        config = GatedMemoryConfig.from_dict(dict(adapter_config))
+        hidden = config.hidden_multiplier * self.head_dim
+        if shapes.get("layers.0.mem_in.weight", (hidden,))[-1] != hidden:
+            raise MemoryMismatchError(
+                f"the memory's hidden_multiplier={config.hidden_multiplier} does not fit its tensors"
+            )
+        return config
 
     def _structure(self) -> dict[str, int]:
         """The fields of a memory's configuration that the model fixes."""
