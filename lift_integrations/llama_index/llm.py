@@ -13,9 +13,9 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
 from llama_index.core.base.llms.types import (
@@ -47,7 +47,7 @@ from lift_integrations.prompting import normalize_messages
 if TYPE_CHECKING:
     from lift_integrations.absorb.trainer import AbsorbProgress
     from lift_integrations.config import LIFTConfig
-    from lift_integrations.generation import GenerationResult
+    from lift_integrations.generation import GenerationResult, TextStream
     from lift_integrations.model import LIFTModel
 
 dispatcher = get_dispatcher(__name__)
@@ -66,6 +66,7 @@ _ROLES = {
     MessageRole.MODEL: "assistant",
 }
 _RENDERED_KEEP = 32
+_R = TypeVar("_R")
 
 
 def _shared_model(name: str | None, device: str | None, dtype: str | None) -> LIFTModel:
@@ -120,14 +121,82 @@ def to_core_documents(documents: Any) -> list[Any]:
     ]
 
 
-async def _aiterate(iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    """Drain a blocking iterator from worker threads, one item per hop, so the loop is never blocked."""
+class _Pieces(Iterator[tuple[str, str, Any]]):
+    """A core stream as ``(cumulative text, delta, raw)``, each piece held back until the next one arrives
+    so that the last response carries the usage without an extra empty-delta response.
+
+    :meth:`close` ends generation and frees the model when the consumer stops early. It works on the core
+    stream, not on the generator, so it is safe while another thread waits in ``next`` (the async
+    endpoints). Dropped unclosed, the stream is cancelled at the next token: its worker thread keeps the
+    core stream alive, so only this object's finalizer can notice that nobody reads it any more.
+    """
+
+    def __init__(self, stream: TextStream, finish: Callable[[GenerationResult | None], Any]) -> None:
+        self.stream = stream
+        self._pieces = self._hold_back(stream, finish)  # references the stream, not self: no cycle
+
+    @staticmethod
+    def _hold_back(
+        stream: TextStream, finish: Callable[[GenerationResult | None], Any]
+    ) -> Iterator[tuple[str, str, Any]]:
+        text, pending = "", None
+        for piece in stream:
+            if pending is not None:
+                text += pending
+                yield text, pending, None
+            pending = piece
+        raw = finish(stream.result)
+        if pending is None:  # nothing but end-of-turn was generated: one empty response carries usage
+            yield "", "", raw
+        else:
+            yield text + pending, pending, raw
+
+    def __next__(self) -> tuple[str, str, Any]:
+        return next(self._pieces)
+
+    def cancel(self) -> None:
+        """End generation at the next token, without waiting (never blocks)."""
+        if self.stream.result is None:
+            self.stream.cancel()
+
+    def close(self) -> None:
+        """End generation now unless it finished; returns once the model lock is free."""
+        if self.stream.result is None:
+            self.stream.close()
+
+    def __del__(self) -> None:
+        stream = getattr(self, "stream", None)
+        if stream is not None and stream.result is None:
+            stream.cancel()
+
+
+def _responses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> Iterator[_R]:
+    """``make`` of each piece. Closing this generator, or dropping it (which is what closing LlamaIndex's
+    wrapper around it does), ends generation before ``close()`` returns."""
+    try:
+        for text, delta, raw in pieces:
+            yield make(text, delta, raw)
+    finally:
+        pieces.close()
+
+
+async def _aresponses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> AsyncIterator[_R]:
+    """``make`` of each piece, each awaited in a worker thread so the loop is never blocked.
+
+    ``aclose()``, a cancelled task, or the loop finalizing this generator once it is dropped ends
+    generation: cancelled at once, then closed in a worker thread (it waits for the token in progress).
+    """
     done = object()
-    while True:
-        item = await asyncio.to_thread(next, iterator, done)
-        if item is done:
-            return
-        yield item
+    try:
+        while True:
+            item = await asyncio.to_thread(next, pieces, done)
+            if item is done:
+                return
+            yield make(*item)
+    finally:
+        if pieces.stream.result is None:  # stopped early: end generation at once, then wait for it
+            pieces.cancel()
+            await asyncio.to_thread(pieces.close)
 
 
 class _ChatTemplate:
@@ -405,29 +474,11 @@ class LIFTLLM(CustomLLM):
         result = self.lift_model.generate(messages, **options)
         return result.text, self._raw(result, options["memory"])
 
-    def _stream(
-        self, messages: list[dict[str, str]], options: dict[str, Any]
-    ) -> Iterator[tuple[str, str, Any]]:
-        """Start generating now (bad input raises here, inside the callback) and return an iterator of
-        ``(cumulative text, delta, raw)``. Each piece is held back until the next one arrives, so the last
-        response carries the usage without an extra empty-delta response."""
+    def _stream(self, messages: list[dict[str, str]], options: dict[str, Any]) -> _Pieces:
+        """Start generating now (bad input raises here, inside the callback) and return the pieces."""
         options = self._routed(messages, options)
         stream = self.lift_model.stream(messages, **options)
-
-        def pieces() -> Iterator[tuple[str, str, Any]]:
-            text, pending = "", None
-            for piece in stream:
-                if pending is not None:
-                    text += pending
-                    yield text, pending, None
-                pending = piece
-            raw = self._raw(stream.result, options["memory"])
-            if pending is None:  # nothing but end-of-turn was generated: one empty response carries usage
-                yield "", "", raw
-            else:
-                yield text + pending, pending, raw
-
-        return pieces()
+        return _Pieces(stream, lambda result: self._raw(result, options["memory"]))
 
     def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
         text, raw = self._generate(self._completion_messages(prompt, formatted), self._options(kwargs))
@@ -436,6 +487,10 @@ class LIFTLLM(CustomLLM):
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
         text, raw = self._generate(to_core_messages(messages), self._options(kwargs))
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw=raw)
+
+    @staticmethod
+    def _completion_chunk(text: str, delta: str, raw: Any) -> CompletionResponse:
+        return CompletionResponse(text=text, delta=delta, raw=raw)
 
     @staticmethod
     def _chat_chunk(text: str, delta: str, raw: Any) -> ChatResponse:
@@ -452,7 +507,7 @@ class LIFTLLM(CustomLLM):
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         pieces = self._stream(self._completion_messages(prompt, formatted), self._options(kwargs))
-        return (CompletionResponse(text=text, delta=delta, raw=raw) for text, delta, raw in pieces)
+        return _responses(pieces, self._completion_chunk)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -461,7 +516,7 @@ class LIFTLLM(CustomLLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         pieces = self._stream(to_core_messages(messages), self._options(kwargs))
-        return (self._chat_chunk(text, delta, raw) for text, delta, raw in pieces)
+        return _responses(pieces, self._chat_chunk)
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -473,12 +528,7 @@ class LIFTLLM(CustomLLM):
     ) -> CompletionResponseAsyncGen:
         messages = self._completion_messages(prompt, formatted)
         pieces = await asyncio.to_thread(self._stream, messages, self._options(kwargs))
-
-        async def gen() -> CompletionResponseAsyncGen:
-            async for text, delta, raw in _aiterate(pieces):
-                yield CompletionResponse(text=text, delta=delta, raw=raw)
-
-        return gen()
+        return _aresponses(pieces, self._completion_chunk)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -487,9 +537,4 @@ class LIFTLLM(CustomLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         pieces = await asyncio.to_thread(self._stream, to_core_messages(messages), self._options(kwargs))
-
-        async def gen() -> ChatResponseAsyncGen:
-            async for text, delta, raw in _aiterate(pieces):
-                yield self._chat_chunk(text, delta, raw)
-
-        return gen()
+        return _aresponses(pieces, self._chat_chunk)
