@@ -12,7 +12,6 @@ import asyncio
 import os
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,7 +41,7 @@ from lift_integrations.llama_index.events import (
     LIFTAbsorbStartEvent,
 )
 from lift_integrations.memory import Memory
-from lift_integrations.prompting import normalize_messages
+from lift_integrations.prompting import parse_chat, render_chat
 
 if TYPE_CHECKING:
     from lift_integrations.absorb.trainer import AbsorbProgress
@@ -65,7 +64,6 @@ _ROLES = {
     MessageRole.CHATBOT: "assistant",
     MessageRole.MODEL: "assistant",
 }
-_RENDERED_KEEP = 32
 _R = TypeVar("_R")
 
 
@@ -243,8 +241,6 @@ class LIFTLLM(CustomLLM):
     _lift: Any = PrivateAttr(default=None)
     _memory: Memory | None = PrivateAttr(default=None)
     _routes: Any = PrivateAttr(default=None)
-    _rendered: OrderedDict[str, list[dict[str, str]]] = PrivateAttr(default_factory=OrderedDict)
-    _rendered_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(
         self,
@@ -410,27 +406,25 @@ class LIFTLLM(CustomLLM):
         """Default ``messages_to_prompt``: the tokenizer's chat template, as the model will see it.
 
         A rendered prompt that comes back through ``complete(..., formatted=True)`` (CustomLLM's and
-        LlamaIndex's own completion path) is mapped back to its messages instead of being wrapped in the
+        LlamaIndex's own completion path) is parsed back into its messages instead of being wrapped in the
         template a second time: the core always applies the template itself and keeps control-token
-        strings in content as plain text, so it cannot take a pre-rendered prompt.
+        strings in content as plain text, so it cannot take a pre-rendered prompt. Such strings in content
+        are escaped here (:func:`~lift_integrations.prompting.render_chat`), so parsing recovers exactly
+        these messages and a message cannot open a fake turn.
         """
-        core = normalize_messages(to_core_messages(messages))
         tokenizer = self.lift_model.tokenizer
         if getattr(tokenizer, "chat_template", None) is None:
             return generic_messages_to_prompt(messages)
-        rendered = tokenizer.apply_chat_template(core, tokenize=False, add_generation_prompt=True)
-        with self._rendered_lock:
-            self._rendered[rendered] = core
-            self._rendered.move_to_end(rendered)
-            while len(self._rendered) > _RENDERED_KEEP:
-                self._rendered.popitem(last=False)
-        return rendered
+        return render_chat(tokenizer, to_core_messages(messages))
 
     def _completion_messages(self, prompt: str, formatted: bool) -> list[dict[str, str]]:
+        """The core messages for a completion prompt. ``formatted``: the prompt is already formatted and
+        is not templated again; a rendering of the chat template (by :meth:`_render_messages` or by
+        hand) is parsed back into its messages, any other text is one user message. A pure function of
+        the prompt, so the same prompt always gets the same answer."""
         if formatted:
-            with self._rendered_lock:
-                rendered = self._rendered.get(prompt)
-            return list(rendered) if rendered is not None else [{"role": "user", "content": prompt}]
+            parsed = parse_chat(self.lift_model.tokenizer, prompt)
+            return parsed if parsed is not None else [{"role": "user", "content": prompt}]
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return [*system, {"role": "user", "content": self.completion_to_prompt(prompt)}]
 
@@ -526,9 +520,12 @@ class LIFTLLM(CustomLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        messages = self._completion_messages(prompt, formatted)
-        pieces = await asyncio.to_thread(self._stream, messages, self._options(kwargs))
-        return _aresponses(pieces, self._completion_chunk)
+        options = self._options(kwargs)
+
+        def start() -> _Pieces:  # parsing a formatted prompt may load the model: off the loop too
+            return self._stream(self._completion_messages(prompt, formatted), options)
+
+        return _aresponses(await asyncio.to_thread(start), self._completion_chunk)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
