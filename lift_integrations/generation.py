@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -258,13 +259,17 @@ class Generator:
         )
 
 
+class _Closed(Exception):
+    """Raised inside the worker of a stream closed while it waited for the model: nothing to generate."""
+
+
 class TextStream(Iterator[str]):
     """Text pieces as the model produces them; :attr:`result` holds the totals once it is exhausted.
 
     Generation runs in a worker thread. Pieces that could be the start of a stop string are held back
     until it is clear they are not, so a stop string never reaches the caller. Empty pieces (a partial
-    UTF-8 character) are never yielded. A consumer that stops early should call :meth:`close` (or drop
-    the stream), which ends generation at the next token and releases the model.
+    UTF-8 character) are never yielded. A consumer that stops early should call :meth:`close` (or
+    :meth:`cancel`), which ends generation at the next token and releases the model.
     """
 
     def __init__(
@@ -285,6 +290,8 @@ class TextStream(Iterator[str]):
                 return cancelled.is_set()
 
         self._cancelled = cancelled
+        self._state = threading.Lock()  # orders close() against the worker taking the model
+        self._generating = False
         criteria = StoppingCriteriaList([*kwargs.get("stopping_criteria", []), _Cancelled()])
         kwargs = {**kwargs, "stopping_criteria": criteria}
         self.result: GenerationResult | None = None
@@ -303,11 +310,24 @@ class TextStream(Iterator[str]):
     def _run(self, prompt_ids: list[int], guard: AbstractContextManager[Any], kwargs: dict[str, Any]) -> None:
         try:
             self._new_ids = self._generator.new_token_ids(
-                prompt_ids, guard, {**kwargs, "streamer": self._streamer}
+                prompt_ids, self._entered(guard), {**kwargs, "streamer": self._streamer}
             )
+        except _Closed:
+            self._streamer.end()
         except BaseException as error:  # re-raised in the consumer's thread
             self._error = error
             self._streamer.end()
+
+    @contextlib.contextmanager
+    def _entered(self, guard: AbstractContextManager[Any]) -> Iterator[None]:
+        """``guard`` (the model lock and memory), noting that generation has begun; a stream closed while
+        its worker waited for the lock generates nothing."""
+        with guard:
+            with self._state:
+                if self._cancelled.is_set():
+                    raise _Closed
+                self._generating = True
+            yield
 
     def _iterate(self) -> Iterator[str]:
         emitted = ""
@@ -350,10 +370,22 @@ class TextStream(Iterator[str]):
     def __next__(self) -> str:
         return next(self._pieces)
 
-    def close(self) -> None:
-        """Stop generating now (frees the model for other calls) if the caller stops reading early."""
+    def cancel(self) -> None:
+        """End generation at the next token without waiting for it (never blocks)."""
         self._cancelled.set()
-        self._thread.join()
+
+    def close(self) -> None:
+        """Stop generating now (frees the model for other calls) if the caller stops reading early.
+
+        Waits for the token in progress, so the model lock is free when it returns; but only for a worker
+        that holds the model: one still queued for the lock generates nothing once it gets it, and waiting
+        for it could deadlock a caller that holds the lock (a finalizer run in another request's thread).
+        """
+        with self._state:
+            self._cancelled.set()
+            generating = self._generating
+        if generating and threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def __del__(self) -> None:
         cancelled = getattr(self, "_cancelled", None)

@@ -9,6 +9,7 @@ tokens split into plain text.
 
 from __future__ import annotations
 
+import re
 import threading
 import weakref
 from collections.abc import Sequence
@@ -21,6 +22,12 @@ Message = dict[str, str]
 
 _PLACEHOLDER = "\ue000{}\ue001"
 _ROLES = {"system", "user", "assistant"}
+_ESCAPE = "\u2060"  # WORD JOINER (invisible): breaks a control-token string in rendered content
+_UNESCAPE = re.compile(_ESCAPE + "(.)", re.DOTALL)
+_PARSE_ORDER = ("user", "assistant", "system")  # user first: a template's default system prompt stays one
+_PARSE_WORK = 50_000
+"""Messages :func:`parse_chat` may render in all (well under a second): each candidate renders the whole
+conversation so far, so a conversation of n messages costs about 1.5 n², which allows some 180."""
 
 
 _TOKENIZER_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
@@ -111,6 +118,136 @@ def encode_chat(
             ids += content_ids[content]
     ids += _encode_template_piece(tokenizer, rest)
     return ids
+
+
+def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> str:
+    """``messages`` in the chat template with the generation prompt, as text that :func:`parse_chat`
+    maps back to exactly these messages.
+
+    Control-token strings in content are escaped (an invisible word joiner after their first character,
+    an existing joiner doubled): the model reads them as plain text anyway (see :func:`encode_chat`), and
+    unescaped they would be indistinguishable from the template's own tokens in the text.
+    """
+    messages = normalize_messages(messages)
+    special = _special_pattern(tokenizer)
+    escaped = [{"role": m["role"], "content": _escape(m["content"], special)} for m in messages]
+    return tokenizer.apply_chat_template(escaped, tokenize=False, add_generation_prompt=True)
+
+
+def parse_chat(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Message] | None:
+    """The messages whose :func:`render_chat` is ``prompt``; ``None`` when it is no such rendering.
+
+    A pure function of the text and the template: the template is rendered around placeholders for
+    candidate role sequences (depth first, each pruned unless the text starts with what its last message
+    adds) until one matches the whole prompt, each content free of control-token strings as
+    :func:`render_chat` leaves it. The messages are normalized, so the core renders them to ``prompt``.
+    """
+    special = _special_pattern(tokenizer)
+    if getattr(tokenizer, "chat_template", None) is None or special is None:
+        return None
+    most = len(special.findall(prompt))  # every message puts at least one control token in the text
+    work = 0
+    # A content: the shortest run without a control token, checked only where one could start (the two
+    # branches never match the same character, so a failed match cannot backtrack exponentially).
+    starts = "".join(sorted({re.escape(token[0]) for token in _special_tokens(tokenizer)}))
+    content = f"((?:[^{starts}]|(?!{special.pattern})[{starts}])*?)"
+    followed: dict[str, re.Pattern[str]] = {}
+    matched: dict[tuple[str, ...], tuple[tuple[str, ...], int]] = {}
+
+    def literals(roles: list[str], *, whole: bool) -> list[str] | None:
+        """The template's text around each placeholder: before each, plus the end when ``whole``."""
+        nonlocal work
+        work += len(roles)
+        if work > _PARSE_WORK:
+            raise _TooLong
+        stand_ins = [{"role": role, "content": _PLACEHOLDER.format(i)} for i, role in enumerate(roles)]
+        try:
+            rendered = tokenizer.apply_chat_template(stand_ins, tokenize=False, add_generation_prompt=whole)
+        except Exception:  # a template may refuse a role order ("roles must alternate ...")
+            return None
+        parts = []
+        for index in range(len(roles)):
+            head, found, rendered = rendered.partition(_PLACEHOLDER.format(index))
+            if not found:
+                return None
+            parts.append(head)
+        return [*parts, rendered] if whole else parts
+
+    def match(parts: list[str]) -> tuple[tuple[str, ...], int] | None:
+        """The contents between ``parts`` where the prompt starts with them, and where they end; matched
+        left to right (no content holds a control token), reusing the longest prefix matched before."""
+        known = next((j for j in range(len(parts), 0, -1) if tuple(parts[:j]) in matched), 0)
+        if known:
+            texts, position = matched[tuple(parts[:known])]
+        elif prompt.startswith(parts[0]):
+            texts, position, known = (), len(parts[0]), 1
+            matched[tuple(parts[:1])] = texts, position
+        else:
+            return None
+        for j in range(known, len(parts)):
+            regex = followed.get(parts[j])
+            if regex is None:
+                regex = followed[parts[j]] = re.compile(content + re.escape(parts[j]), re.DOTALL)
+            found = regex.match(prompt, position)
+            if found is None:
+                return None
+            texts, position = (*texts, found[1]), found.end()
+            matched[tuple(parts[: j + 1])] = texts, position
+        return texts, position
+
+    stack: list[list[str]] = [[]]
+    try:
+        while stack:
+            roles = stack.pop()
+            if roles:
+                parts = literals(roles, whole=True)
+                result = match(parts) if parts is not None else None
+                if result is not None and result[1] == len(prompt):
+                    texts = result[0]
+                    return [{"role": r, "content": _unescape(t)} for r, t in zip(roles, texts, strict=True)]
+            if len(roles) >= most:
+                continue
+            children = []
+            for role in _PARSE_ORDER:
+                if roles and roles[-1] == role:
+                    continue  # normalized messages never repeat a role
+                parts = literals([*roles, role], whole=False)
+                if parts is not None and match(parts) is not None:
+                    children.append([*roles, role])
+            stack.extend(reversed(children))  # the first role of _PARSE_ORDER is tried first
+    except _TooLong:
+        pass
+    return None
+
+
+class _TooLong(Exception):
+    """:func:`parse_chat` gave up: the prompt needs more than ``_PARSE_WORK`` rendered messages."""
+
+
+def _special_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The tokenizer's control-token strings (of two characters or more: one character cannot be
+    escaped by splitting it), longest first."""
+    tokens = set(getattr(tokenizer, "all_special_tokens", ()))
+    decoder = getattr(tokenizer, "added_tokens_decoder", {})
+    tokens.update(token.content for token in decoder.values() if getattr(token, "special", False))
+    return sorted((t for t in tokens if isinstance(t, str) and len(t) > 1), key=lambda t: (-len(t), t))
+
+
+def _special_pattern(tokenizer: PreTrainedTokenizerBase) -> re.Pattern[str] | None:
+    """A regex for any of :func:`_special_tokens`; ``None`` if there are none."""
+    tokens = _special_tokens(tokenizer)
+    return re.compile("|".join(map(re.escape, tokens))) if tokens else None
+
+
+def _escape(content: str, special: re.Pattern[str] | None) -> str:
+    if special is None:
+        return content
+    content = content.replace(_ESCAPE, _ESCAPE * 2)
+    return special.sub(lambda match: match[0][0] + _ESCAPE + match[0][1:], content)
+
+
+def _unescape(content: str) -> str:
+    return _UNESCAPE.sub(lambda match: match[1], content)
 
 
 def _encode_template_piece(tokenizer: PreTrainedTokenizerBase, piece: str) -> list[int]:

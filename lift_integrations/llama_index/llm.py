@@ -12,10 +12,9 @@ import asyncio
 import os
 import sys
 import threading
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
 from llama_index.core.base.llms.types import (
@@ -42,7 +41,7 @@ from lift_integrations.llama_index.events import (
     LIFTAbsorbStartEvent,
 )
 from lift_integrations.memory import Memory
-from lift_integrations.prompting import normalize_messages
+from lift_integrations.prompting import parse_chat, render_chat
 from lift_integrations.validation import (
     check_bool,
     check_context,
@@ -55,7 +54,7 @@ from lift_integrations.validation import (
 if TYPE_CHECKING:
     from lift_integrations.absorb.trainer import AbsorbProgress
     from lift_integrations.config import LIFTConfig
-    from lift_integrations.generation import GenerationResult
+    from lift_integrations.generation import GenerationResult, TextStream
     from lift_integrations.model import LIFTModel
 
 dispatcher = get_dispatcher(__name__)
@@ -73,7 +72,7 @@ _ROLES = {
     MessageRole.CHATBOT: "assistant",
     MessageRole.MODEL: "assistant",
 }
-_RENDERED_KEEP = 32
+_R = TypeVar("_R")
 
 
 def _shared_model(name: str | None, device: str | None, dtype: str | None) -> LIFTModel:
@@ -132,14 +131,82 @@ def to_core_documents(documents: Any) -> list[Any]:
     ]
 
 
-async def _aiterate(iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    """Drain a blocking iterator from worker threads, one item per hop, so the loop is never blocked."""
+class _Pieces(Iterator[tuple[str, str, Any]]):
+    """A core stream as ``(cumulative text, delta, raw)``, each piece held back until the next one arrives
+    so that the last response carries the usage without an extra empty-delta response.
+
+    :meth:`close` ends generation and frees the model when the consumer stops early. It works on the core
+    stream, not on the generator, so it is safe while another thread waits in ``next`` (the async
+    endpoints). Dropped unclosed, the stream is cancelled at the next token: its worker thread keeps the
+    core stream alive, so only this object's finalizer can notice that nobody reads it any more.
+    """
+
+    def __init__(self, stream: TextStream, finish: Callable[[GenerationResult | None], Any]) -> None:
+        self.stream = stream
+        self._pieces = self._hold_back(stream, finish)  # references the stream, not self: no cycle
+
+    @staticmethod
+    def _hold_back(
+        stream: TextStream, finish: Callable[[GenerationResult | None], Any]
+    ) -> Iterator[tuple[str, str, Any]]:
+        text, pending = "", None
+        for piece in stream:
+            if pending is not None:
+                text += pending
+                yield text, pending, None
+            pending = piece
+        raw = finish(stream.result)
+        if pending is None:  # nothing but end-of-turn was generated: one empty response carries usage
+            yield "", "", raw
+        else:
+            yield text + pending, pending, raw
+
+    def __next__(self) -> tuple[str, str, Any]:
+        return next(self._pieces)
+
+    def cancel(self) -> None:
+        """End generation at the next token, without waiting (never blocks)."""
+        if self.stream.result is None:
+            self.stream.cancel()
+
+    def close(self) -> None:
+        """End generation now unless it finished; returns once the model lock is free."""
+        if self.stream.result is None:
+            self.stream.close()
+
+    def __del__(self) -> None:
+        stream = getattr(self, "stream", None)
+        if stream is not None and stream.result is None:
+            stream.cancel()
+
+
+def _responses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> Iterator[_R]:
+    """``make`` of each piece. Closing this generator, or dropping it (which is what closing LlamaIndex's
+    wrapper around it does), ends generation before ``close()`` returns."""
+    try:
+        for text, delta, raw in pieces:
+            yield make(text, delta, raw)
+    finally:
+        pieces.close()
+
+
+async def _aresponses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> AsyncIterator[_R]:
+    """``make`` of each piece, each awaited in a worker thread so the loop is never blocked.
+
+    ``aclose()``, a cancelled task, or the loop finalizing this generator once it is dropped ends
+    generation: cancelled at once, then closed in a worker thread (it waits for the token in progress).
+    """
     done = object()
-    while True:
-        item = await asyncio.to_thread(next, iterator, done)
-        if item is done:
-            return
-        yield item
+    try:
+        while True:
+            item = await asyncio.to_thread(next, pieces, done)
+            if item is done:
+                return
+            yield make(*item)
+    finally:
+        if pieces.stream.result is None:  # stopped early: end generation at once, then wait for it
+            pieces.cancel()
+            await asyncio.to_thread(pieces.close)
 
 
 class _ChatTemplate:
@@ -207,8 +274,6 @@ class LIFTLLM(CustomLLM):
     _lift: Any = PrivateAttr(default=None)
     _memory: Memory | None = PrivateAttr(default=None)
     _routes: Any = PrivateAttr(default=None)
-    _rendered: OrderedDict[str, list[dict[str, str]]] = PrivateAttr(default_factory=OrderedDict)
-    _rendered_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(
         self,
@@ -386,28 +451,26 @@ class LIFTLLM(CustomLLM):
         """Default ``messages_to_prompt``: the tokenizer's chat template, as the model will see it.
 
         A rendered prompt that comes back through ``complete(..., formatted=True)`` (CustomLLM's and
-        LlamaIndex's own completion path) is mapped back to its messages instead of being wrapped in the
+        LlamaIndex's own completion path) is parsed back into its messages instead of being wrapped in the
         template a second time: the core always applies the template itself and keeps control-token
-        strings in content as plain text, so it cannot take a pre-rendered prompt.
+        strings in content as plain text, so it cannot take a pre-rendered prompt. Such strings in content
+        are escaped here (:func:`~lift_integrations.prompting.render_chat`), so parsing recovers exactly
+        these messages and a message cannot open a fake turn.
         """
-        core = normalize_messages(to_core_messages(messages))
         tokenizer = self.lift_model.tokenizer
         if getattr(tokenizer, "chat_template", None) is None:
             return generic_messages_to_prompt(messages)
-        rendered = tokenizer.apply_chat_template(core, tokenize=False, add_generation_prompt=True)
-        with self._rendered_lock:
-            self._rendered[rendered] = core
-            self._rendered.move_to_end(rendered)
-            while len(self._rendered) > _RENDERED_KEEP:
-                self._rendered.popitem(last=False)
-        return rendered
+        return render_chat(tokenizer, to_core_messages(messages))
 
     def _completion_messages(self, prompt: str, formatted: bool) -> list[dict[str, str]]:
+        """The core messages for a completion prompt. ``formatted``: the prompt is already formatted and
+        is not templated again; a rendering of the chat template (by :meth:`_render_messages` or by
+        hand) is parsed back into its messages, any other text is one user message. A pure function of
+        the prompt, so the same prompt always gets the same answer."""
         check_text(prompt, "prompt")
         if formatted:
-            with self._rendered_lock:
-                rendered = self._rendered.get(prompt)
-            return list(rendered) if rendered is not None else [{"role": "user", "content": prompt}]
+            parsed = parse_chat(self.lift_model.tokenizer, prompt)
+            return parsed if parsed is not None else [{"role": "user", "content": prompt}]
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return [*system, {"role": "user", "content": self.completion_to_prompt(prompt)}]
 
@@ -457,29 +520,11 @@ class LIFTLLM(CustomLLM):
         result = self.lift_model.generate(messages, **options)
         return result.text, self._raw(result, options["memory"])
 
-    def _stream(
-        self, messages: list[dict[str, str]], options: dict[str, Any]
-    ) -> Iterator[tuple[str, str, Any]]:
-        """Start generating now (bad input raises here, inside the callback) and return an iterator of
-        ``(cumulative text, delta, raw)``. Each piece is held back until the next one arrives, so the last
-        response carries the usage without an extra empty-delta response."""
+    def _stream(self, messages: list[dict[str, str]], options: dict[str, Any]) -> _Pieces:
+        """Start generating now (bad input raises here, inside the callback) and return the pieces."""
         options = self._routed(messages, options)
         stream = self.lift_model.stream(messages, **options)
-
-        def pieces() -> Iterator[tuple[str, str, Any]]:
-            text, pending = "", None
-            for piece in stream:
-                if pending is not None:
-                    text += pending
-                    yield text, pending, None
-                pending = piece
-            raw = self._raw(stream.result, options["memory"])
-            if pending is None:  # nothing but end-of-turn was generated: one empty response carries usage
-                yield "", "", raw
-            else:
-                yield text + pending, pending, raw
-
-        return pieces()
+        return _Pieces(stream, lambda result: self._raw(result, options["memory"]))
 
     def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
         text, raw = self._generate(self._completion_messages(prompt, formatted), self._options(kwargs))
@@ -488,6 +533,10 @@ class LIFTLLM(CustomLLM):
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
         text, raw = self._generate(to_core_messages(messages), self._options(kwargs))
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw=raw)
+
+    @staticmethod
+    def _completion_chunk(text: str, delta: str, raw: Any) -> CompletionResponse:
+        return CompletionResponse(text=text, delta=delta, raw=raw)
 
     @staticmethod
     def _chat_chunk(text: str, delta: str, raw: Any) -> ChatResponse:
@@ -504,7 +553,7 @@ class LIFTLLM(CustomLLM):
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         pieces = self._stream(self._completion_messages(prompt, formatted), self._options(kwargs))
-        return (CompletionResponse(text=text, delta=delta, raw=raw) for text, delta, raw in pieces)
+        return _responses(pieces, self._completion_chunk)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -513,7 +562,7 @@ class LIFTLLM(CustomLLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         pieces = self._stream(to_core_messages(messages), self._options(kwargs))
-        return (self._chat_chunk(text, delta, raw) for text, delta, raw in pieces)
+        return _responses(pieces, self._chat_chunk)
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -523,14 +572,12 @@ class LIFTLLM(CustomLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        messages = self._completion_messages(prompt, formatted)
-        pieces = await asyncio.to_thread(self._stream, messages, self._options(kwargs))
+        options = self._options(kwargs)
 
-        async def gen() -> CompletionResponseAsyncGen:
-            async for text, delta, raw in _aiterate(pieces):
-                yield CompletionResponse(text=text, delta=delta, raw=raw)
+        def start() -> _Pieces:  # parsing a formatted prompt may load the model: off the loop too
+            return self._stream(self._completion_messages(prompt, formatted), options)
 
-        return gen()
+        return _aresponses(await asyncio.to_thread(start), self._completion_chunk)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -539,9 +586,4 @@ class LIFTLLM(CustomLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         pieces = await asyncio.to_thread(self._stream, to_core_messages(messages), self._options(kwargs))
-
-        async def gen() -> ChatResponseAsyncGen:
-            async for text, delta, raw in _aiterate(pieces):
-                yield self._chat_chunk(text, delta, raw)
-
-        return gen()
+        return _aresponses(pieces, self._chat_chunk)
