@@ -250,14 +250,25 @@ def test_alternating_one_memory_between_two_models_keeps_one_adapter_each() -> N
     assert _lora_adapters(first) == 1 and _lora_adapters(second) == 1
 
 
-@pytest.mark.parametrize("adapter", ["lora", "gated_memory"])
-def test_a_hundred_loaded_memories_leave_adapters_and_memory_flat(tmp_path: Path, adapter: str) -> None:
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident set from /proc")
+@pytest.mark.parametrize(
+    ("adapter", "adapter_config"),
+    [("lora", LoRAConfig(r=256)), ("gated_memory", GatedMemoryConfig(hidden_multiplier=64))],
+)
+def test_a_hundred_loaded_memories_leave_adapters_and_memory_flat(
+    tmp_path: Path, adapter: str, adapter_config: Any
+) -> None:
+    """Adapters of about 1 MB each, so that 100 leaked ones (100 MB) stand far above allocator noise."""
     from lift_integrations.adapters.gated_memory.model import GatedMemoryWeights
 
-    lift = _lift(adapter)
+    lift = _lift(adapter, adapter_config)
     path = lift.absorb(DOC, config=CONFIG).save(tmp_path / "m")
-    gc.collect()
-    lift.generate(QUESTION, memory=None, max_new_tokens=1)
+    assert path.joinpath(TENSORS_FILE).stat().st_size > 900_000
 
     def footprint() -> tuple[int, int, int]:
         gc.collect()
@@ -265,12 +276,16 @@ def test_a_hundred_loaded_memories_leave_adapters_and_memory_flat(tmp_path: Path
         parameters = sum(p.numel() for p in lift.model.parameters())
         return _lora_adapters(lift), _live_modules(GatedMemoryWeights), parameters
 
-    baseline = footprint()
-    for _ in range(100):
-        memory = Memory.load(path)
-        lift.generate(QUESTION, memory=memory, max_new_tokens=1)
-    del memory
+    def load_and_use(times: int) -> None:
+        for _ in range(times):
+            memory = Memory.load(path)
+            lift.generate(QUESTION, memory=memory, max_new_tokens=1)
+
+    load_and_use(10)  # allocator and caches warm
+    baseline, resident = footprint(), _rss_bytes()
+    load_and_use(100)
     assert footprint() == baseline
+    assert _rss_bytes() - resident < 40 * 1024**2
     if torch.cuda.is_available():  # pragma: no cover - CI has no GPU
         assert torch.cuda.memory_allocated() < 2 * 1024**2
 
