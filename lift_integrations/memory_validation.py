@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lift_integrations.adapters import ADAPTER_KINDS, adapter_config_class
 from lift_integrations.config import LIFTConfig
 from lift_integrations.errors import MemoryFormatError
+from lift_integrations.validation import FLOAT16_MAX
 
 if TYPE_CHECKING:
     import torch
@@ -26,9 +27,8 @@ DOCUMENTS_FILE = "documents.json"
 MEMORY_FILES = (MANIFEST_FILE, TENSORS_FILE, DOCUMENTS_FILE)
 OLD_MARKER = ".old-"
 ALLOWED_DTYPES = {"float32", "float16", "bfloat16"}
-MAX_ABS_WEIGHT = 65504.0
-"""The largest float16 value: a weight beyond it becomes infinite in a model run in float16. Such finite
-but absurd values come from damage or an attack, not training; they are refused on load and on save."""
+MAX_ABS_WEIGHT = FLOAT16_MAX
+"""Weights beyond it become infinite in a model run in float16: refused on load and on save."""
 READ_ATTEMPTS = 20
 """How often :func:`read_memory` starts again when saves replace the folder while it is being read."""
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "FLOAT16_MAX",
     "GenerationArgs",
     "check_bool",
     "check_context",
@@ -32,6 +33,11 @@ __all__ = [
     "check_text",
     "check_top_p",
 ]
+
+
+FLOAT16_MAX = 65504.0
+"""The largest float16 value. Adapter settings and weights are applied in the model's dtype, so a value
+beyond it overflows in a model run in float16; such values come from damage, never from training."""
 
 
 def _is_number(value: Any) -> bool:
@@ -86,10 +92,13 @@ def check_float(
     above: float | None = None,
     at_least: float | None = None,
     below: float | None = None,
+    at_most: float | None = None,
 ) -> float:
     """``value`` as a finite ``float`` inside the given bounds (bools, NaN and infinities refused)."""
     bounds = " and ".join(
-        f"{op} {bound}" for op, bound in ((">", above), (">=", at_least), ("<", below)) if bound is not None
+        f"{op} {bound:g}"
+        for op, bound in ((">", above), (">=", at_least), ("<", below), ("<=", at_most))
+        if bound is not None
     )
     accepted = f"{name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}"
     if not _is_number(value):
@@ -103,6 +112,7 @@ def check_float(
         or (above is not None and not number > above)
         or (at_least is not None and not number >= at_least)
         or (below is not None and not number < below)
+        or (at_most is not None and not number <= at_most)
     ):
         raise ValueError(accepted)
     return number

@@ -17,7 +17,7 @@ from torch import nn
 
 from lift_integrations.adapters.base import AdapterBackend
 from lift_integrations.errors import MemoryMismatchError
-from lift_integrations.validation import check_float, check_int
+from lift_integrations.validation import FLOAT16_MAX, check_float, check_int
 
 
 @dataclass
@@ -31,7 +31,7 @@ class LoRAConfig:
 
     def __post_init__(self) -> None:
         check_int(self.r, "r", minimum=1)
-        check_float(self.alpha, "alpha", above=0.0)
+        check_float(self.alpha, "alpha", above=0.0, at_most=FLOAT16_MAX)
         self.dropout = check_float(self.dropout, "dropout", at_least=0.0, below=1.0)
         modules = [self.target_modules] if isinstance(self.target_modules, str) else self.target_modules
         if (

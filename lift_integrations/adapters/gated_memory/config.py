@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lift_integrations.validation import check_float, check_int
+from lift_integrations.validation import FLOAT16_MAX, check_float, check_int
 
 
 @dataclass
@@ -34,8 +34,10 @@ class GatedMemoryConfig:
 
     def __post_init__(self) -> None:
         check_int(self.hidden_multiplier, "hidden_multiplier", minimum=1)
-        self.gate_scale = check_float(self.gate_scale, "gate_scale", above=0.0)
-        self.gate_shift = check_float(self.gate_shift, "gate_shift")
+        self.gate_scale = check_float(self.gate_scale, "gate_scale", above=0.0, at_most=FLOAT16_MAX)
+        self.gate_shift = check_float(
+            self.gate_shift, "gate_shift", at_least=-FLOAT16_MAX, at_most=FLOAT16_MAX
+        )
         self.initial_gate = check_float(self.initial_gate, "initial_gate", above=0.0, below=1.0)
         if self.bias is not None and not isinstance(self.bias, bool):
             raise TypeError(f"bias must be True, False or None, got {self.bias!r}")
