@@ -543,7 +543,7 @@ class LIFTModel:
         if context == "truncated":
             if memory is None or not memory.documents:
                 raise ValueError("context='truncated' needs a memory with absorbed documents")
-            return "\n\n".join(document_text(d) for d in memory.documents)  # type: ignore[arg-type]
+            return "\n\n".join(document_text(d) for d in memory.documents)
         if isinstance(context, str):
             raise ValueError(f"context must be None, 'truncated' or a list of text chunks, got {context!r}")
         chunks = list(context)
