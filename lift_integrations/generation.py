@@ -9,9 +9,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from lift_integrations.absorb.samples import SEPARATOR, qa_user_message
-from lift_integrations.absorb.segmentation import head_tail
-from lift_integrations.prompting import Message, encode_chat, encode_text, normalize_messages, stop_token_ids
+from lift_integrations.prompting import (
+    SEPARATOR,
+    Message,
+    encode_chat,
+    encode_text,
+    head_tail,
+    normalize_messages,
+    qa_user_message,
+    stop_token_ids,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
