@@ -37,7 +37,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from lift_integrations.langchain import _models
+from lift_integrations import registry
 from lift_integrations.langchain._documents import to_langchain_documents, to_lift_documents
 from lift_integrations.validation import (
     check_bool,
@@ -113,8 +113,9 @@ def memory_info(memory: Memory) -> dict[str, Any]:
 class LIFTChatModel(BaseChatModel):
     """Chat model answering from documents absorbed into its parameters (LIFT with Gated Memory).
 
-    Construction is cheap: the base weights load on first use and are shared by every instance built
-    with the same ``model``/``device``/``dtype`` (or pass ``lift_model=`` to use a model you built).
+    Construction is cheap: the base weights load on first use and are shared by every instance, and
+    every LlamaIndex ``LIFTLLM``, built with the same ``model``/``device``/``dtype``
+    (:mod:`lift_integrations.registry`; or pass ``lift_model=`` to use a model you built).
     Each instance owns its ``memory``: :meth:`absorb` trains one, :meth:`save_memory`/:meth:`load_memory`
     persist it, :meth:`clear_memory` goes back to the base model. Every call uses the memory the instance
     holds at that moment, so instances that share weights never see each other's documents.
@@ -133,8 +134,8 @@ class LIFTChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     model: str | None = None
-    """Hub id, local folder, ``.gguf`` file or a name given to :func:`register_model`; ``None``: the
-    embedded SmolLM2-135M-Instruct."""
+    """Hub id, local folder, ``.gguf`` file or a name given to
+    :func:`~lift_integrations.registry.register_model`; ``None``: the embedded SmolLM2-135M-Instruct."""
     lift_model: Any = Field(default=None, exclude=True, repr=False)
     """An already loaded :class:`~lift_integrations.LIFTModel`; takes precedence over ``model``."""
     device: str | None = None
@@ -167,11 +168,8 @@ class LIFTChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _check_lift_objects(self) -> LIFTChatModel:
-        # Importing the core model module here costs nothing: a LIFTModel instance means torch is loaded.
         if self.lift_model is not None:
-            from lift_integrations.model import LIFTModel
-
-            if not isinstance(self.lift_model, LIFTModel):
+            if not registry.is_lift_model(self.lift_model):
                 raise TypeError(f"lift_model must be a LIFTModel, got {type(self.lift_model).__name__}")
             if self.memory is None and self.lift_model.attached_memory is not None:
                 self.memory = self.lift_model.attached_memory
@@ -260,7 +258,7 @@ class LIFTChatModel(BaseChatModel):
         """The core model (loads the shared weights on first access)."""
         if self.lift_model is not None:
             return self.lift_model
-        return _models.shared_model(self.model, self.device, self.dtype)
+        return registry.shared_model(self.model, self.device, self.dtype)
 
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids from the model's own tokenizer (the base class would download GPT-2's)."""
