@@ -57,7 +57,7 @@ def to_langchain_documents(documents: Any) -> list[Document]:
     return result
 
 
-def to_lift_documents(documents: Sequence[Document]) -> list[tuple[str, str]]:
+def to_core_documents(documents: Sequence[Document]) -> list[tuple[str, str]]:
     """``(title, text)`` pairs as the core's ``absorb`` takes them (core validates emptiness and types)."""
     return [(title_of(doc), doc.page_content) for doc in documents]
 

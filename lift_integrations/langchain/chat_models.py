@@ -38,7 +38,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from lift_integrations import registry
-from lift_integrations.langchain._documents import to_langchain_documents, to_lift_documents
+from lift_integrations.langchain._documents import to_core_documents, to_langchain_documents
 from lift_integrations.validation import (
     check_bool,
     check_context,
@@ -71,7 +71,7 @@ _ROLE_ALIASES = {
 }
 
 
-def _to_lift_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+def to_core_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     """LangChain messages as core chat messages.
 
     Names are dropped (chat templates have no slot for them) and repeated roles are left for the core to
@@ -276,7 +276,7 @@ class LIFTChatModel(BaseChatModel):
 
         lift = self.lift
         with lift.lock:  # see _generate: tokenizer state is shared
-            return len(encode_chat(lift.tokenizer, _to_lift_messages(messages), add_generation_prompt=True))
+            return len(encode_chat(lift.tokenizer, to_core_messages(messages), add_generation_prompt=True))
 
     # Generation ----------------------------------------------------------------------------------
 
@@ -297,7 +297,7 @@ class LIFTChatModel(BaseChatModel):
 
     def _call_turns(self, messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
         """The messages as core turns, their text checked before any work."""
-        turns = _to_lift_messages(messages)
+        turns = to_core_messages(messages)
         check_prompt(turns)
         return turns
 
@@ -521,7 +521,7 @@ class LIFTChatModel(BaseChatModel):
 
     def _absorb_inputs(self, documents: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
         """The documents as core ``(title, text)`` pairs, and the summary the start event reports."""
-        pairs = to_lift_documents(to_langchain_documents(documents))
+        pairs = to_core_documents(to_langchain_documents(documents))
         summary = {
             "num_documents": len(pairs),
             "titles": [title for title, _ in pairs],

@@ -30,7 +30,7 @@ from lc_tiny_model import FACTS, TINY_NAME, fast_config
 
 from lift_integrations import registry
 from lift_integrations.langchain import ChatLIFT, LIFTChatModel
-from lift_integrations.langchain.chat_models import _to_lift_messages
+from lift_integrations.langchain.chat_models import to_core_messages
 
 
 class EventRecorder(BaseCallbackHandler):
@@ -115,7 +115,7 @@ def test_message_conversion() -> None:
         ChatMessage(role="assistant", content="more"),
         ToolMessage("42", tool_call_id="1"),
     ]
-    assert _to_lift_messages(messages) == [
+    assert to_core_messages(messages) == [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "hello"},
