@@ -264,9 +264,7 @@ class LIFTChatModel(BaseChatModel):
         """Token ids from the model's own tokenizer (the base class would download GPT-2's)."""
         from lift_integrations.prompting import encode_text
 
-        lift = self.lift
-        with lift.lock:  # see _generate: tokenizer state is shared
-            return encode_text(lift.tokenizer, text)
+        return encode_text(self.lift.tokenizer, text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
@@ -274,9 +272,7 @@ class LIFTChatModel(BaseChatModel):
         """Prompt tokens of ``messages`` in the model's chat template, as generation would count them."""
         from lift_integrations.prompting import encode_chat
 
-        lift = self.lift
-        with lift.lock:  # see _generate: tokenizer state is shared
-            return len(encode_chat(lift.tokenizer, to_core_messages(messages), add_generation_prompt=True))
+        return len(encode_chat(self.lift.tokenizer, to_core_messages(messages), add_generation_prompt=True))
 
     # Generation ----------------------------------------------------------------------------------
 
@@ -328,12 +324,7 @@ class LIFTChatModel(BaseChatModel):
         args = self._call_args(stop, kwargs)
         turns = self._call_turns(messages)
         memory = self._memory_for(turns)  # one snapshot per call: an absorb elsewhere cannot change it
-        lift = self.lift
-        # Workaround for a core race: LIFTModel builds prompt ids outside its lock, and the fast tokenizer's
-        # split-special-tokens switch is shared state, so concurrent calls (batch) could tokenize a control
-        # token as text or vice versa. Holding the (re-entrant) model lock around the whole call avoids it.
-        with lift.lock:
-            result = lift.generate(turns, memory=memory, **args)
+        result = self.lift.generate(turns, memory=memory, **args)
         metadata = self._metadata(memory, result.finish_reason)
         message = AIMessage(
             content=result.text, usage_metadata=self._usage(result), response_metadata=metadata
@@ -365,9 +356,7 @@ class LIFTChatModel(BaseChatModel):
         args = self._call_args(stop, kwargs)
         turns = self._call_turns(messages)
         memory = self._memory_for(turns)
-        lift = self.lift
-        with lift.lock:  # prompt building only (see _generate); generation takes the lock in its own thread
-            stream = lift.stream(turns, memory=memory, **args)
+        stream = self.lift.stream(turns, memory=memory, **args)
         try:
             for piece in stream:  # the core never yields empty pieces
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
@@ -401,9 +390,7 @@ class LIFTChatModel(BaseChatModel):
         memory = await asyncio.to_thread(self._memory_for, lift_messages)
 
         def start() -> Any:
-            lift = self.lift
-            with lift.lock:  # see _stream
-                return lift.stream(lift_messages, memory=memory, **args)
+            return self.lift.stream(lift_messages, memory=memory, **args)
 
         stream = await asyncio.to_thread(start)
         done = object()
