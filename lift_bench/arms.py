@@ -35,9 +35,7 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from lift_integrations.absorb.samples import SEPARATOR, qa_user_message
-from lift_integrations.absorb.segmentation import head_tail
-from lift_integrations.prompting import encode_text
+from lift_integrations.prompting import SEPARATOR, encode_text, head_tail, qa_user_message
 
 if TYPE_CHECKING:
     from lift_bench.cases import BenchDocument, BenchQuestion, Case

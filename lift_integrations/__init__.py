@@ -20,7 +20,7 @@ _EXPORTS = {
     "MemoryMismatchError": "lift_integrations.memory",
     "GenerationResult": "lift_integrations.generation",
     "TextStream": "lift_integrations.generation",
-    "Document": "lift_integrations.absorb.types",
+    "Document": "lift_integrations.documents",
     "QAPair": "lift_integrations.absorb.types",
     "AbsorbProgress": "lift_integrations.absorb.trainer",
     "GatedMemoryConfig": "lift_integrations.adapters.gated_memory.config",
@@ -32,10 +32,11 @@ __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
     from lift_integrations.absorb.trainer import AbsorbProgress
-    from lift_integrations.absorb.types import Document, QAPair
+    from lift_integrations.absorb.types import QAPair
     from lift_integrations.adapters.gated_memory.config import GatedMemoryConfig
     from lift_integrations.adapters.lora import LoRAConfig
     from lift_integrations.config import LIFTConfig
+    from lift_integrations.documents import Document
     from lift_integrations.generation import GenerationResult, TextStream
     from lift_integrations.memory import Memory, MemoryFormatError, MemoryMismatchError
     from lift_integrations.model import ATTACHED, LIFTModel

@@ -1,12 +1,35 @@
-"""Checking what users pass as documents, before any work starts."""
+"""The core's document type, and checking what users pass as documents before any work starts.
+
+One :class:`Document` serves both ends: what :meth:`LIFTModel.absorb` takes and what a :class:`Memory`
+holds (``memory.AbsorbedDocument`` is the same class). It lives here, below both ``absorb/`` and
+``memory.py``, so a memory never imports the training code to describe its documents.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from lift_integrations.absorb.types import Document
 from lift_integrations.validation import check_text
+
+
+def document_sha256(title: str, text: str) -> str:
+    """The hash a memory's manifest records for a document, and part of the memory's id."""
+    return hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document: a title (may be empty) and its text."""
+
+    title: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return document_sha256(self.title, self.text)
 
 
 def normalize_documents(documents: Any) -> list[Document]:

@@ -9,9 +9,17 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from lift_integrations.absorb.samples import SEPARATOR, qa_user_message
-from lift_integrations.absorb.segmentation import head_tail
-from lift_integrations.prompting import Message, encode_chat, encode_text, normalize_messages, stop_token_ids
+from lift_integrations.prompting import (
+    SEPARATOR,
+    Message,
+    encode_chat,
+    encode_text,
+    head_tail,
+    normalize_messages,
+    qa_user_message,
+    stop_token_ids,
+    tokenizer_lock,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -144,17 +152,23 @@ class Generator:
 
     def _stop_criteria(self, stops: tuple[str, ...]) -> Any:
         """``StopStringCriteria`` for ``stops``, built once: building it scans the whole vocabulary, which
-        costs a few hundred milliseconds per call for a 49K-token vocabulary."""
+        costs a few hundred milliseconds per call for a 49K-token vocabulary.
+
+        Looked up and built under the tokenizer's lock (:func:`~lift_integrations.prompting.tokenizer_lock`):
+        building it encodes text with the tokenizer's default ``split_special_tokens``, which would flip that
+        shared switch under a concurrent encode of content; and neither this cache nor transformers'
+        module-level one behind ``StopStringCriteria`` is safe against concurrent insertion and eviction."""
         from transformers import StopStringCriteria
 
-        cached = self._stop_cache.get(stops)
-        if cached is None:
-            cached = self._stop_cache[stops] = StopStringCriteria(
-                tokenizer=self.tokenizer, stop_strings=list(stops)
-            )
-            if len(self._stop_cache) > 64:
-                self._stop_cache.pop(next(iter(self._stop_cache)))
-        return cached
+        with tokenizer_lock(self.tokenizer):
+            cached = self._stop_cache.get(stops)
+            if cached is None:
+                cached = self._stop_cache[stops] = StopStringCriteria(
+                    tokenizer=self.tokenizer, stop_strings=list(stops)
+                )
+                if len(self._stop_cache) > 64:
+                    self._stop_cache.pop(next(iter(self._stop_cache)))
+            return cached
 
     def _finish(
         self, prompt_len: int, new_ids: list[int], max_new_tokens: int, stop: Sequence[str]

@@ -22,12 +22,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lift_integrations._fs import fsync_dir, path_lock, sha256_file
 from lift_integrations.config import LIFTConfig
+from lift_integrations.documents import Document
 from lift_integrations.errors import MemoryFormatError, MemoryMismatchError
 from lift_integrations.memory_validation import (
     ALLOWED_DTYPES,
@@ -37,7 +37,6 @@ from lift_integrations.memory_validation import (
     MANIFEST_FILE,
     OLD_MARKER,
     TENSORS_FILE,
-    document_sha256,
     is_memory_folder,
     old_versions,
     read_memory,
@@ -62,14 +61,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class AbsorbedDocument:
-    title: str
-    text: str
-
-    @property
-    def sha256(self) -> str:
-        return document_sha256(self.title, self.text)
+AbsorbedDocument = Document
+"""The documents a memory holds: the core :class:`~lift_integrations.documents.Document` (an alias kept
+for code written against the older name)."""
 
 
 def check_save_target(path: str | os.PathLike[str]) -> Path:
@@ -134,7 +128,7 @@ class Memory:
         adapter_kind: str,
         adapter_config: Mapping[str, Any],
         tensors: Mapping[str, torch.Tensor],
-        documents: Sequence[AbsorbedDocument],
+        documents: Sequence[Document],
         config: LIFTConfig,
         base_model_name: str,
         base_fingerprint: str,
@@ -300,7 +294,7 @@ class Memory:
             adapter_kind=manifest["adapter"]["kind"],
             adapter_config=manifest["adapter"]["config"],
             tensors=tensors,
-            documents=[AbsorbedDocument(title=d["title"], text=d["text"]) for d in documents],
+            documents=[Document(title=d["title"], text=d["text"]) for d in documents],
             config=LIFTConfig.from_dict(manifest["config"]),
             base_model_name=manifest["base_model"]["name"],
             base_fingerprint=manifest["base_model"]["fingerprint"],

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lift_integrations.adapters import ADAPTER_KINDS, adapter_config_class
 from lift_integrations.config import LIFTConfig
+from lift_integrations.documents import document_sha256
 from lift_integrations.errors import MemoryFormatError
 from lift_integrations.validation import FLOAT16_MAX
 
@@ -76,11 +77,6 @@ def _parse_json(folder: Path, name: str, data: bytes) -> Any:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: also huge integers
         raise MemoryFormatError(f"{folder}: {name} is not valid UTF-8 JSON ({error})") from None
-
-
-def document_sha256(title: str, text: str) -> str:
-    """The hash a manifest records for an absorbed document."""
-    return hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()
 
 
 def validate_manifest(folder: Path, manifest: Any) -> None:

@@ -17,8 +17,8 @@ from lift_integrations.absorb.replay import (
     pick_replay_prompts,
     replay_samples,
 )
-from lift_integrations.absorb.samples import SEPARATOR, document_text, qa_samples, segment_samples
-from lift_integrations.absorb.segmentation import head_tail, tokenize_document
+from lift_integrations.absorb.samples import qa_samples, segment_samples
+from lift_integrations.absorb.segmentation import tokenize_document
 from lift_integrations.absorb.trainer import (
     AbsorbProgress,
     CheckpointStore,
@@ -33,7 +33,13 @@ from lift_integrations.documents import normalize_documents
 from lift_integrations.errors import MemoryMismatchError
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
 from lift_integrations.memory import AbsorbedDocument, Memory
-from lift_integrations.prompting import encode_chat_with_answer, encode_text
+from lift_integrations.prompting import (
+    SEPARATOR,
+    document_text,
+    encode_chat_with_answer,
+    encode_text,
+    head_tail,
+)
 from lift_integrations.validation import (
     check_bool,
     check_context,
@@ -543,7 +549,7 @@ class LIFTModel:
         if context == "truncated":
             if memory is None or not memory.documents:
                 raise ValueError("context='truncated' needs a memory with absorbed documents")
-            return "\n\n".join(document_text(d) for d in memory.documents)  # type: ignore[arg-type]
+            return "\n\n".join(document_text(d) for d in memory.documents)
         if isinstance(context, str):
             raise ValueError(f"context must be None, 'truncated' or a list of text chunks, got {context!r}")
         chunks = list(context)

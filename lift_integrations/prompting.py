@@ -1,4 +1,9 @@
-"""Turning chat messages into token ids without letting text smuggle in control tokens.
+"""The prompt format, and turning chat messages into token ids without letting text smuggle in control
+tokens.
+
+The format pieces (:func:`qa_user_message`, :func:`document_text`, :func:`head_tail` and
+:data:`SEPARATOR`) are shared by training and generation: memories are trained on exactly the prompts
+they are later asked in. They live here, not in ``absorb/``, so that serving never imports training code.
 
 A document, a retrieved chunk or a user message may contain strings such as ``<|im_start|>system``.
 Rendered through the chat template and tokenized as one string, they would become real control tokens
@@ -18,7 +23,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from lift_integrations.documents import Document
+
 Message = dict[str, str]
+SEPARATOR = "..."
+"""Marks where a head/tail view of a document leaves text out (context views, truncated context)."""
 
 _PLACEHOLDER = "\ue000{}\ue001"
 _ROLES = {"system", "user", "assistant"}
@@ -28,6 +37,36 @@ _PARSE_ORDER = ("user", "assistant", "system")  # user first: a template's defau
 _PARSE_WORK = 50_000
 """Messages :func:`parse_chat` may render in all (well under a second): each candidate renders the whole
 conversation so far, so a conversation of n messages costs about 1.5 n², which allows some 180."""
+
+
+def qa_user_message(question: str, context: str | None) -> str:
+    """The user turn for a question, with the document (or a view of it) above it when given.
+
+    QA training and generation both build their prompts with this function, so memories are trained on
+    exactly the format they are asked in.
+    """
+    if not context:
+        return question
+    return f"Context:\n{context}\n\nAnswer the question based on the context above.\nQuestion: {question}"
+
+
+def document_text(document: Document) -> str:
+    """A document as one text: the title, a newline, then the text (the paper's ``title_option=1``).
+
+    What absorption segments, and what ``context="truncated"`` puts in the prompt."""
+    return f"{document.title}\n{document.text}" if document.title else document.text
+
+
+def head_tail(token_ids: Sequence[int], budget: int, separator: Sequence[int]) -> list[int]:
+    """The document itself when it fits in ``budget`` tokens, else its head and tail around ``separator``."""
+    if len(token_ids) <= budget:
+        return list(token_ids)
+    if budget <= len(separator):
+        return list(token_ids[:budget])
+    keep = budget - len(separator)
+    head = keep // 2
+    tail = keep - head
+    return list(token_ids[:head]) + list(separator) + (list(token_ids[-tail:]) if tail else [])
 
 
 _TOKENIZER_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()

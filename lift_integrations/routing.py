@@ -167,14 +167,14 @@ def text_memory(documents: Sequence[tuple[str, str]]) -> Memory:
     it cannot be attached to a model."""
     from lift_integrations.config import LIFTConfig
     from lift_integrations.documents import normalize_documents
-    from lift_integrations.memory import AbsorbedDocument, Memory
+    from lift_integrations.memory import Memory
 
     return Memory(
         adapter_kind="none",
         adapter_config={},
         tensors={},
         # Normalised as absorb normalises them (titles stripped), so the passages are the same.
-        documents=[AbsorbedDocument(d.title, d.text) for d in normalize_documents(list(documents))],
+        documents=normalize_documents(list(documents)),
         config=LIFTConfig(),
         base_model_name="none",
         base_fingerprint="none",

@@ -47,7 +47,7 @@ from lift_bench.compare import (
 )
 from lift_bench.report import markdown_report, write_outputs
 from lift_integrations import LIFTConfig, LIFTModel, Memory
-from lift_integrations.memory import AbsorbedDocument
+from lift_integrations.documents import Document
 
 MAX_NEW_TOKENS = 6
 GENERAL = 3  # general-probe questions per kind
@@ -269,7 +269,7 @@ def test_icl_and_lift_icl_read_the_same_view(run: dict[str, Any]) -> None:
         adapter_kind=lift.backend.kind,
         adapter_config=lift.backend.config_dict(),
         tensors={},
-        documents=[AbsorbedDocument("", long_text)],
+        documents=[Document("", long_text)],
         config=LIFTConfig.fast(),
         base_model_name=lift.name,
         base_fingerprint=lift.fingerprint,

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample, qa_user_message
-from lift_integrations.prompting import encode_chat_with_answer
+from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
+from lift_integrations.prompting import encode_chat_with_answer, qa_user_message
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -9,16 +9,22 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from lift_integrations.absorb.segmentation import context_view, head_tail, segment_spans
-from lift_integrations.absorb.types import Document, QAPair
+from lift_integrations.absorb.segmentation import context_view, segment_spans
+from lift_integrations.absorb.types import QAPair
 from lift_integrations.config import LIFTConfig
-from lift_integrations.prompting import encode_chat_with_answer, encode_text, encode_texts
+from lift_integrations.prompting import (
+    SEPARATOR,
+    encode_chat_with_answer,
+    encode_text,
+    encode_texts,
+    head_tail,
+    qa_user_message,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
-SEPARATOR = "..."
 
 
 @dataclass(frozen=True)
@@ -32,11 +38,6 @@ class TrainingSample:
     @property
     def supervised_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
-
-
-def document_text(document: Document) -> str:
-    """What is segmented: the title, a newline, then the text (the paper's ``title_option=1``)."""
-    return f"{document.title}\n{document.text}" if document.title else document.text
 
 
 def segment_samples(
@@ -63,17 +64,6 @@ def segment_samples(
             TrainingSample(input_ids[: config.max_seq_length], labels[: config.max_seq_length], "segment")
         )
     return samples
-
-
-def qa_user_message(question: str, context: str | None) -> str:
-    """The user turn for a question, with the document (or a view of it) above it when given.
-
-    Generation builds its prompts with this same function, so memories are trained on exactly the
-    format they are asked in.
-    """
-    if not context:
-        return question
-    return f"Context:\n{context}\n\nAnswer the question based on the context above.\nQuestion: {question}"
 
 
 def split_passages(text: str, max_chars: int = 1000) -> list[str]:

@@ -46,18 +46,6 @@ def segment_document(token_ids: Sequence[int], length: int, stride: int) -> list
     return [list(token_ids[s:e]) for s, e in segment_spans(len(token_ids), length, stride)]
 
 
-def head_tail(token_ids: Sequence[int], budget: int, separator: Sequence[int]) -> list[int]:
-    """The document itself when it fits in ``budget`` tokens, else its head and tail around ``separator``."""
-    if len(token_ids) <= budget:
-        return list(token_ids)
-    if budget <= len(separator):
-        return list(token_ids[:budget])
-    keep = budget - len(separator)
-    head = keep // 2
-    tail = keep - head
-    return list(token_ids[:head]) + list(separator) + (list(token_ids[-tail:]) if tail else [])
-
-
 def context_view(
     token_ids: Sequence[int], length: int, separator: Sequence[int], rng: np.random.Generator
 ) -> list[int]:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lift_integrations.documents import Document
 
-@dataclass(frozen=True)
-class Document:
-    """A document to absorb: a title (may be empty) and its text."""
-
-    title: str
-    text: str
+__all__ = ["Document", "QAPair"]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from lift_integrations.langchain._documents import split_text
-from lift_integrations.langchain._models import clear_model_cache, register_model, unregister_model
 from lift_integrations.langchain.chat_models import (
     EVENT_END,
     EVENT_PROGRESS,
@@ -25,6 +24,7 @@ from lift_integrations.langchain.chat_models import (
 )
 from lift_integrations.langchain.embeddings import SentenceTransformerEmbeddings
 from lift_integrations.langchain.retrievers import LIFTMemoryRetriever
+from lift_integrations.registry import clear_model_cache, register_model, unregister_model
 
 __all__ = [
     "EVENT_END",

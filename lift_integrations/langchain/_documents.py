@@ -6,20 +6,16 @@ hundred characters cut at natural boundaries, which takes a few lines here.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from langchain_core.documents import Document
 
+from lift_integrations.documents import document_sha256
+
 _TITLE_KEYS = ("title", "source")
 _SENTENCE_END = re.compile(r"(?<=[.!?…。])[\"')\]]*\s+")
-
-
-def document_key(title: str, text: str) -> str:
-    """The identity of an absorbed document; equal to ``AbsorbedDocument(title, text).sha256`` in core."""
-    return hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()
 
 
 def title_of(document: Document) -> str:
@@ -46,7 +42,7 @@ def to_langchain_documents(documents: Any) -> list[Document]:
         elif isinstance(item, tuple) and len(item) == 2 and all(isinstance(part, str) for part in item):
             title, text = item
             result.append(Document(page_content=text, metadata={"title": title} if title.strip() else {}))
-        elif hasattr(item, "title") and hasattr(item, "text"):  # a core Document / AbsorbedDocument
+        elif hasattr(item, "title") and hasattr(item, "text"):  # a core Document (what a memory holds)
             title = str(item.title)
             result.append(
                 Document(page_content=item.text, metadata={"title": title} if title.strip() else {})
@@ -61,7 +57,7 @@ def to_langchain_documents(documents: Any) -> list[Document]:
     return result
 
 
-def to_lift_documents(documents: Sequence[Document]) -> list[tuple[str, str]]:
+def to_core_documents(documents: Sequence[Document]) -> list[tuple[str, str]]:
     """``(title, text)`` pairs as the core's ``absorb`` takes them (core validates emptiness and types)."""
     return [(title_of(doc), doc.page_content) for doc in documents]
 
@@ -137,7 +133,7 @@ def chunk_documents(documents: Sequence[Document], chunk_size: int, chunk_overla
     chunks: list[Document] = []
     for doc in documents:
         title = title_of(doc)
-        key = document_key(title, doc.page_content)[:16]
+        key = document_sha256(title, doc.page_content)[:16]
         for index, text in enumerate(split_text(doc.page_content, chunk_size, chunk_overlap)):
             metadata = {**doc.metadata, "chunk": index, "lift_document": key}
             if title:

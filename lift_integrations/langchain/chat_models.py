@@ -37,8 +37,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from lift_integrations.langchain import _models
-from lift_integrations.langchain._documents import to_langchain_documents, to_lift_documents
+from lift_integrations import registry
+from lift_integrations.langchain._documents import to_core_documents, to_langchain_documents
 from lift_integrations.validation import (
     check_bool,
     check_context,
@@ -71,7 +71,7 @@ _ROLE_ALIASES = {
 }
 
 
-def _to_lift_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+def to_core_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     """LangChain messages as core chat messages.
 
     Names are dropped (chat templates have no slot for them) and repeated roles are left for the core to
@@ -113,8 +113,9 @@ def memory_info(memory: Memory) -> dict[str, Any]:
 class LIFTChatModel(BaseChatModel):
     """Chat model answering from documents absorbed into its parameters (LIFT with Gated Memory).
 
-    Construction is cheap: the base weights load on first use and are shared by every instance built
-    with the same ``model``/``device``/``dtype`` (or pass ``lift_model=`` to use a model you built).
+    Construction is cheap: the base weights load on first use and are shared by every instance, and
+    every LlamaIndex ``LIFTLLM``, built with the same ``model``/``device``/``dtype``
+    (:mod:`lift_integrations.registry`; or pass ``lift_model=`` to use a model you built).
     Each instance owns its ``memory``: :meth:`absorb` trains one, :meth:`save_memory`/:meth:`load_memory`
     persist it, :meth:`clear_memory` goes back to the base model. Every call uses the memory the instance
     holds at that moment, so instances that share weights never see each other's documents.
@@ -133,8 +134,8 @@ class LIFTChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     model: str | None = None
-    """Hub id, local folder, ``.gguf`` file or a name given to :func:`register_model`; ``None``: the
-    embedded SmolLM2-135M-Instruct."""
+    """Hub id, local folder, ``.gguf`` file or a name given to
+    :func:`~lift_integrations.registry.register_model`; ``None``: the embedded SmolLM2-135M-Instruct."""
     lift_model: Any = Field(default=None, exclude=True, repr=False)
     """An already loaded :class:`~lift_integrations.LIFTModel`; takes precedence over ``model``."""
     device: str | None = None
@@ -167,11 +168,8 @@ class LIFTChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _check_lift_objects(self) -> LIFTChatModel:
-        # Importing the core model module here costs nothing: a LIFTModel instance means torch is loaded.
         if self.lift_model is not None:
-            from lift_integrations.model import LIFTModel
-
-            if not isinstance(self.lift_model, LIFTModel):
+            if not registry.is_lift_model(self.lift_model):
                 raise TypeError(f"lift_model must be a LIFTModel, got {type(self.lift_model).__name__}")
             if self.memory is None and self.lift_model.attached_memory is not None:
                 self.memory = self.lift_model.attached_memory
@@ -260,15 +258,13 @@ class LIFTChatModel(BaseChatModel):
         """The core model (loads the shared weights on first access)."""
         if self.lift_model is not None:
             return self.lift_model
-        return _models.shared_model(self.model, self.device, self.dtype)
+        return registry.shared_model(self.model, self.device, self.dtype)
 
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids from the model's own tokenizer (the base class would download GPT-2's)."""
         from lift_integrations.prompting import encode_text
 
-        lift = self.lift
-        with lift.lock:  # see _generate: tokenizer state is shared
-            return encode_text(lift.tokenizer, text)
+        return encode_text(self.lift.tokenizer, text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
@@ -276,9 +272,7 @@ class LIFTChatModel(BaseChatModel):
         """Prompt tokens of ``messages`` in the model's chat template, as generation would count them."""
         from lift_integrations.prompting import encode_chat
 
-        lift = self.lift
-        with lift.lock:  # see _generate: tokenizer state is shared
-            return len(encode_chat(lift.tokenizer, _to_lift_messages(messages), add_generation_prompt=True))
+        return len(encode_chat(self.lift.tokenizer, to_core_messages(messages), add_generation_prompt=True))
 
     # Generation ----------------------------------------------------------------------------------
 
@@ -299,7 +293,7 @@ class LIFTChatModel(BaseChatModel):
 
     def _call_turns(self, messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
         """The messages as core turns, their text checked before any work."""
-        turns = _to_lift_messages(messages)
+        turns = to_core_messages(messages)
         check_prompt(turns)
         return turns
 
@@ -330,12 +324,7 @@ class LIFTChatModel(BaseChatModel):
         args = self._call_args(stop, kwargs)
         turns = self._call_turns(messages)
         memory = self._memory_for(turns)  # one snapshot per call: an absorb elsewhere cannot change it
-        lift = self.lift
-        # Workaround for a core race: LIFTModel builds prompt ids outside its lock, and the fast tokenizer's
-        # split-special-tokens switch is shared state, so concurrent calls (batch) could tokenize a control
-        # token as text or vice versa. Holding the (re-entrant) model lock around the whole call avoids it.
-        with lift.lock:
-            result = lift.generate(turns, memory=memory, **args)
+        result = self.lift.generate(turns, memory=memory, **args)
         metadata = self._metadata(memory, result.finish_reason)
         message = AIMessage(
             content=result.text, usage_metadata=self._usage(result), response_metadata=metadata
@@ -367,9 +356,7 @@ class LIFTChatModel(BaseChatModel):
         args = self._call_args(stop, kwargs)
         turns = self._call_turns(messages)
         memory = self._memory_for(turns)
-        lift = self.lift
-        with lift.lock:  # prompt building only (see _generate); generation takes the lock in its own thread
-            stream = lift.stream(turns, memory=memory, **args)
+        stream = self.lift.stream(turns, memory=memory, **args)
         try:
             for piece in stream:  # the core never yields empty pieces
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
@@ -403,9 +390,7 @@ class LIFTChatModel(BaseChatModel):
         memory = await asyncio.to_thread(self._memory_for, lift_messages)
 
         def start() -> Any:
-            lift = self.lift
-            with lift.lock:  # see _stream
-                return lift.stream(lift_messages, memory=memory, **args)
+            return self.lift.stream(lift_messages, memory=memory, **args)
 
         stream = await asyncio.to_thread(start)
         done = object()
@@ -523,7 +508,7 @@ class LIFTChatModel(BaseChatModel):
 
     def _absorb_inputs(self, documents: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
         """The documents as core ``(title, text)`` pairs, and the summary the start event reports."""
-        pairs = to_lift_documents(to_langchain_documents(documents))
+        pairs = to_core_documents(to_langchain_documents(documents))
         summary = {
             "num_documents": len(pairs),
             "titles": [title for title, _ in pairs],

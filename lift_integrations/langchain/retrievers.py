@@ -31,12 +31,8 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from lift_integrations.langchain._documents import (
-    chunk_documents,
-    document_key,
-    title_of,
-    to_langchain_documents,
-)
+from lift_integrations.documents import document_sha256
+from lift_integrations.langchain._documents import chunk_documents, title_of, to_langchain_documents
 from lift_integrations.langchain.chat_models import LIFTChatModel
 from lift_integrations.validation import check_int
 
@@ -147,7 +143,7 @@ class LIFTMemoryRetriever(BaseRetriever):
         ids: list[str] = []
         with self._lock:
             for doc in documents:
-                key = document_key(title_of(doc), doc.page_content)
+                key = document_sha256(title_of(doc), doc.page_content)
                 self._metadata.setdefault(key, dict(doc.metadata))
                 chunks = chunk_documents([doc], self.chunk_size, self.chunk_overlap)
                 ids += [chunk.id for chunk in chunks if chunk.id]
@@ -166,7 +162,7 @@ class LIFTMemoryRetriever(BaseRetriever):
         with self._lock:
             wanted: dict[str, Document] = {}
             for absorbed in memory.documents if memory is not None else ():
-                key = document_key(absorbed.title, absorbed.text)
+                key = document_sha256(absorbed.title, absorbed.text)
                 metadata = self._metadata.get(key)
                 if metadata is None:
                     metadata = {"title": absorbed.title} if absorbed.title else {}
@@ -243,7 +239,7 @@ class LIFTMemoryRetriever(BaseRetriever):
     def _index(self, docs: list[Document]) -> list[str]:
         if self.mode == "parametric":  # nothing to index: ids of the absorbed documents
             with self._lock:
-                keys = [document_key(title_of(doc), doc.page_content) for doc in docs]
+                keys = [document_sha256(title_of(doc), doc.page_content) for doc in docs]
                 for key, doc in zip(keys, docs, strict=True):
                     self._metadata.setdefault(key, dict(doc.metadata))
             return [key[:16] for key in keys]

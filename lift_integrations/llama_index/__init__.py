@@ -24,6 +24,7 @@ from lift_integrations.llama_index.index import LIFTIndex
 from lift_integrations.llama_index.llm import LIFTLLM
 from lift_integrations.llama_index.query_engine import LIFTQueryEngine, LIFTSynthesizer
 from lift_integrations.llama_index.retriever import LIFTRetriever
+from lift_integrations.registry import clear_model_cache, register_model, unregister_model
 
 __all__ = [
     "LIFTLLM",
@@ -35,4 +36,7 @@ __all__ = [
     "LIFTRetriever",
     "LIFTSentenceTransformerEmbedding",
     "LIFTSynthesizer",
+    "clear_model_cache",
+    "register_model",
+    "unregister_model",
 ]

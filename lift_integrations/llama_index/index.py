@@ -20,10 +20,11 @@ from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import Document, TransformComponent
 
+from lift_integrations.llama_index._index_base import IndexBase, Mode, check_mode
 from lift_integrations.llama_index.embeddings import LIFTSentenceTransformerEmbedding
 from lift_integrations.llama_index.llm import LIFTLLM
 from lift_integrations.llama_index.query_engine import LIFTQueryEngine
-from lift_integrations.llama_index.retriever import LIFTRetriever, Mode, check_mode
+from lift_integrations.llama_index.retriever import LIFTRetriever
 from lift_integrations.prompting import encode_text
 from lift_integrations.validation import check_bool, check_int
 
@@ -53,7 +54,7 @@ def _check_llm(llm: Any) -> None:
         )
 
 
-class LIFTIndex:
+class LIFTIndex(IndexBase):
     """Documents absorbed into ``llm``'s memory; in hybrid mode also chunked into ``vector_index``.
 
     Build it with :meth:`from_documents`. The constructor wraps parts that already exist (an LLM whose

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +32,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.schema import BaseNode, MetadataMode
 
+from lift_integrations import registry
 from lift_integrations.documents import normalize_documents
 from lift_integrations.llama_index.events import (
     LIFTAbsorbEndEvent,
@@ -59,11 +58,6 @@ if TYPE_CHECKING:
 
 dispatcher = get_dispatcher(__name__)
 
-# One LIFTModel per (model, device, dtype): LIFTLLMs are cheap views that share the base weights, and
-# each one keeps its own memory (the core takes the memory per call, under the model's lock).
-_MODELS: dict[tuple[str | None, str | None, str | None], LIFTModel] = {}
-_MODELS_LOCK = threading.Lock()
-
 _ROLES = {
     MessageRole.SYSTEM: "system",
     MessageRole.DEVELOPER: "system",
@@ -73,24 +67,6 @@ _ROLES = {
     MessageRole.MODEL: "assistant",
 }
 _R = TypeVar("_R")
-
-
-def _shared_model(name: str | None, device: str | None, dtype: str | None) -> LIFTModel:
-    key = (name, device, dtype)
-    with _MODELS_LOCK:  # held while loading, so two threads never load the same weights twice
-        model = _MODELS.get(key)
-        if model is None:
-            from lift_integrations.model import LIFTModel
-
-            model = LIFTModel.from_pretrained(name, device=device, dtype=dtype)
-            _MODELS[key] = model
-        return model
-
-
-def _is_lift_model(value: Any) -> bool:
-    # Without importing lift_integrations.model (and torch): a LIFTModel instance implies it is loaded.
-    module = sys.modules.get("lift_integrations.model")
-    return module is not None and isinstance(value, module.LIFTModel)
 
 
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
@@ -226,9 +202,11 @@ class _ChatTemplate:
 class LIFTLLM(CustomLLM):
     """A LIFT model as a LlamaIndex chat LLM, answering with its absorbed memory.
 
-    ``model`` is a hub id, a local folder or ``.gguf`` file, ``None`` for the embedded SmolLM2-135M-Instruct,
-    or an existing :class:`~lift_integrations.LIFTModel`. Weights load on first use and are shared by every
-    ``LIFTLLM`` of the same model; the memory (:meth:`absorb`, :meth:`load_memory`, ...) belongs to this
+    ``model`` is a hub id, a local folder or ``.gguf`` file, a name given to
+    :func:`~lift_integrations.registry.register_model`, ``None`` for the embedded SmolLM2-135M-Instruct, or
+    an existing :class:`~lift_integrations.LIFTModel`. Weights load on first use and are shared by every
+    ``LIFTLLM`` and LangChain ``LIFTChatModel`` of the same model (:mod:`lift_integrations.registry`); the
+    memory (:meth:`absorb`, :meth:`load_memory`, ...) belongs to this
     instance. Per-call keyword arguments: ``max_new_tokens`` (or ``max_tokens``), ``temperature``,
     ``stop`` and ``context`` (a list of text chunks placed above the question, as in hybrid mode); others
     are ignored, as LlamaIndex passes framework-level keywords through. A keyword given to a call
@@ -242,7 +220,8 @@ class LIFTLLM(CustomLLM):
 
     model: str | None = Field(
         default=None,
-        description="Hub id or local path of the base model; None is the embedded SmolLM2-135M-Instruct.",
+        description="Hub id, local path or registered name of the base model; None is the embedded "
+        "SmolLM2-135M-Instruct.",
     )
     max_new_tokens: int = Field(default=256, gt=0, description="Most tokens generated per call.")
     temperature: float = Field(default=0.0, ge=0.0, description="0 decodes greedily.")
@@ -285,7 +264,7 @@ class LIFTLLM(CustomLLM):
     ) -> None:
         lift = None
         if model is not None and not isinstance(model, (str, os.PathLike)):
-            if not _is_lift_model(model):
+            if not registry.is_lift_model(model):
                 raise TypeError(f"model must be a name, a path or a LIFTModel, got {type(model).__name__}")
             lift, model = model, model.name
         if memory is not None and not isinstance(memory, (Memory, str, os.PathLike)):
@@ -320,7 +299,7 @@ class LIFTLLM(CustomLLM):
     def lift_model(self) -> LIFTModel:
         """The underlying core model, loaded (and shared) on first access."""
         if self._lift is None:
-            self._lift = _shared_model(self.model, self.device, self.dtype)
+            self._lift = registry.shared_model(self.model, self.device, self.dtype)
         return self._lift
 
     @property

@@ -7,27 +7,18 @@ memory's weights, and the synthesizer answers from the memory alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from lift_integrations.llama_index._index_base import IndexBase, Mode, check_mode
 from lift_integrations.validation import check_int
 
 if TYPE_CHECKING:
-    from lift_integrations.llama_index.index import LIFTIndex
     from lift_integrations.llama_index.llm import LIFTLLM
-
-Mode = Literal["hybrid", "parametric"]
-MODES: tuple[str, ...] = ("hybrid", "parametric")
-
-
-def check_mode(mode: str) -> Mode:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return mode  # type: ignore[return-value]
 
 
 class LIFTRetriever(BaseRetriever):
@@ -40,7 +31,7 @@ class LIFTRetriever(BaseRetriever):
 
     def __init__(
         self,
-        index: LIFTIndex,
+        index: IndexBase,
         *,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         mode: Mode | None = None,
@@ -48,9 +39,7 @@ class LIFTRetriever(BaseRetriever):
         verbose: bool = False,
         **vector_kwargs: Any,
     ) -> None:
-        from lift_integrations.llama_index.index import LIFTIndex
-
-        if not isinstance(index, LIFTIndex):
+        if not isinstance(index, IndexBase):
             raise TypeError(f"index must be a LIFTIndex, got {type(index).__name__}")
         self._index = index
         self.mode: Mode = check_mode(mode or index.mode)
@@ -68,7 +57,8 @@ class LIFTRetriever(BaseRetriever):
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @property
-    def index(self) -> LIFTIndex:
+    def index(self) -> IndexBase:
+        """The :class:`~lift_integrations.llama_index.LIFTIndex` this retriever reads."""
         return self._index
 
     @property

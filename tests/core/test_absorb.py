@@ -19,7 +19,8 @@ from lift_integrations.absorb.qa import (
     resolve_qa_generator,
 )
 from lift_integrations.absorb.samples import IGNORE_INDEX, qa_samples, segment_samples
-from lift_integrations.absorb.segmentation import context_view, head_tail, segment_document, segment_spans
+from lift_integrations.absorb.segmentation import context_view, segment_document, segment_spans
+from lift_integrations.prompting import head_tail
 
 FACTS = (
     "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. "

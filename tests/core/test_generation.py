@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -9,6 +12,17 @@ from lift_integrations import LIFTConfig, LIFTModel
 from lift_integrations.prompting import encode_chat
 
 FACTS = "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven."
+
+
+def test_serving_imports_no_training_code() -> None:
+    """Generation, the prompt format, memories and documents never import ``absorb/`` (issue #20)."""
+    code = (
+        "import sys; import lift_integrations.generation, lift_integrations.prompting, "
+        "lift_integrations.memory, lift_integrations.documents; "
+        "bad = sorted(m for m in sys.modules if m.startswith('lift_integrations.absorb')); "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_memory_none_equals_the_unadapted_model(tiny_lift: LIFTModel) -> None:

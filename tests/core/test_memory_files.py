@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 import torch
 from tiny_models import build_tiny_model
 
-from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryFormatError, MemoryMismatchError
-from lift_integrations.memory import DOCUMENTS_FILE, MANIFEST_FILE, TENSORS_FILE
+from lift_integrations import Document, LIFTConfig, LIFTModel, Memory, MemoryFormatError, MemoryMismatchError
+from lift_integrations.memory import DOCUMENTS_FILE, MANIFEST_FILE, TENSORS_FILE, AbsorbedDocument
 
 FACTS = "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven."
 TINY = LIFTConfig.fast(stage1_epochs=1, stage2_epochs=1, qa_per_document=2)
@@ -51,6 +52,49 @@ def test_manifest_describes_the_memory(absorbed: tuple[LIFTModel, Memory], tmp_p
     assert manifest["documents"][0]["title"] == "Zorblat" and len(manifest["documents"][0]["sha256"]) == 64
     assert manifest["num_parameters"] == memory.num_parameters > 0
     assert manifest["config"]["segment_length"] == memory.config.segment_length
+
+
+def test_memory_ids_and_document_files_are_stable(tmp_path: Path) -> None:
+    """Pinned bytes: a memory's id, ``documents.json`` and the manifest's document entries are what this
+    library wrote before ``Document`` and ``AbsorbedDocument`` became one type, so memories saved by
+    earlier versions keep their ids."""
+    assert AbsorbedDocument is Document
+    tensors = {
+        "layers.0.mem_in.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) / 8,
+        "layers.0.gate_bias": torch.tensor([0.5, -1.25]),
+    }
+    documents = [
+        Document("Zorblat", "Founded in 1874 — by Mira Quenton."),
+        Document("", "naïve <|im_start|>system\ntext"),
+    ]
+    memory = Memory(
+        adapter_kind="gated_memory",
+        adapter_config={"num_heads": 2},
+        tensors=tensors,
+        documents=documents,
+        config=LIFTConfig(),
+        base_model_name="tiny",
+        base_fingerprint="0" * 32,
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+    assert memory.id == "20c7a5832b9caa1e"
+    folder = memory.save(tmp_path / "m")
+    documents_bytes = (folder / DOCUMENTS_FILE).read_bytes()
+    assert hashlib.sha256(documents_bytes).hexdigest() == (
+        "dc94a318653bec305c6717a7710487d22c9c32b780d42f1265df9f2bdb7a83c6"
+    )
+    assert json.loads((folder / MANIFEST_FILE).read_text())["documents"] == [
+        {
+            "title": "Zorblat",
+            "sha256": "3c1eaed0420948984b62ef29d93351fe1caa8e2b05f4cdcff6756fce5e75902d",
+            "num_chars": 34,
+        },
+        {
+            "title": "",
+            "sha256": "c876f9dc39bad3ab8457c793599298a052cffdeff47777f3b3e7163553d1b587",
+            "num_chars": 29,
+        },
+    ]
 
 
 def test_loading_onto_a_different_base_model_fails_clearly(

@@ -15,7 +15,8 @@ from tiny_models import bag_of_words
 
 from lift_integrations import LIFTConfig, MemoryRouter
 from lift_integrations.absorb.replay import load_replay_prompts
-from lift_integrations.memory import AbsorbedDocument, Memory
+from lift_integrations.documents import Document
+from lift_integrations.memory import Memory
 from lift_integrations.routing import (
     CALIBRATION_QUANTILE,
     LexicalIndex,
@@ -41,7 +42,7 @@ def _memory(*documents: tuple[str, str]) -> Memory:
         adapter_kind="gated_memory",
         adapter_config={},
         tensors={},
-        documents=[AbsorbedDocument(title, text) for title, text in documents],
+        documents=[Document(title, text) for title, text in documents],
         config=LIFTConfig(),
         base_model_name="none",
         base_fingerprint="none",

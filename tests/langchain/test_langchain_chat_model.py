@@ -28,8 +28,9 @@ from langchain_core.messages import (
 from langchain_core.runnables import RunnableLambda
 from lc_tiny_model import FACTS, TINY_NAME, fast_config
 
-from lift_integrations.langchain import ChatLIFT, LIFTChatModel, _models
-from lift_integrations.langchain.chat_models import _to_lift_messages
+from lift_integrations import registry
+from lift_integrations.langchain import ChatLIFT, LIFTChatModel
+from lift_integrations.langchain.chat_models import to_core_messages
 
 
 class EventRecorder(BaseCallbackHandler):
@@ -56,7 +57,7 @@ def test_import_loads_no_torch_transformers_or_llama_index() -> None:
 
 def test_construction_does_not_load_weights() -> None:
     model = LIFTChatModel(model="no/such-model-anywhere")
-    assert not _models.is_loaded("no/such-model-anywhere")
+    assert not registry.is_loaded("no/such-model-anywhere")
     assert model.model_name == "no/such-model-anywhere"
     assert LIFTChatModel().model_name == "SmolLM2-135M-Instruct"
     assert ChatLIFT is LIFTChatModel
@@ -81,11 +82,11 @@ def test_loaded_once_under_concurrency(tiny: Any, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(LIFTModel, "from_pretrained", staticmethod(fake_from_pretrained))
     try:
         with ThreadPoolExecutor(8) as pool:
-            models = list(pool.map(lambda _: _models.shared_model("/fake/path", "cpu", None), range(8)))
+            models = list(pool.map(lambda _: registry.shared_model("/fake/path", "cpu", None), range(8)))
         assert calls == ["/fake/path"]
         assert all(m is tiny for m in models)
     finally:
-        _models._CACHE.pop(("/fake/path", "cpu", None), None)
+        registry._CACHE.pop(("/fake/path", "cpu", None), None)
 
 
 def test_ls_params_and_identifying_params(chat: LIFTChatModel) -> None:
@@ -114,7 +115,7 @@ def test_message_conversion() -> None:
         ChatMessage(role="assistant", content="more"),
         ToolMessage("42", tool_call_id="1"),
     ]
-    assert _to_lift_messages(messages) == [
+    assert to_core_messages(messages) == [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "hello"},

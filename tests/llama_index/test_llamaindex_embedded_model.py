@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from llama_index.core import Document
 
+from lift_integrations import registry
 from lift_integrations.llama_index import LIFTLLM, LIFTIndex
-from lift_integrations.llama_index import llm as llm_module
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def test_embedded_model_end_to_end(
 
     # LIFTLLM() loads the embedded default into the shared cache; seed it with the session's copy (the
     # same model) so the suite loads it once.
-    monkeypatch.setitem(llm_module._MODELS, (None, None, None), embedded_lift)
+    monkeypatch.setitem(registry._CACHE, (None, None, None), embedded_lift)
     llm = LIFTLLM(max_new_tokens=24)
     assert llm.lift_model is embedded_lift
     assert llm.metadata.model_name == "SmolLM2-135M-Instruct"

@@ -20,8 +20,8 @@ from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.prompts import PromptTemplate
 
+from lift_integrations import registry
 from lift_integrations.llama_index import LIFTLLM
-from lift_integrations.llama_index import llm as llm_module
 
 PROMPT = "Tell me about the sea."
 
@@ -98,19 +98,23 @@ def test_metadata_reports_the_real_window(llm: LIFTLLM, tiny_smollm: Any) -> Non
 
 
 def test_weights_load_lazily_and_are_shared(tiny_smollm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lift_integrations.model import LIFTModel
+
     loads: list[Any] = []
 
-    def fake_load(*key: Any) -> Any:
-        loads.append(key)
+    def fake_from_pretrained(name: Any, **kwargs: Any) -> Any:
+        loads.append(name)
         return tiny_smollm
 
-    monkeypatch.setattr(llm_module, "_shared_model", fake_load)
+    monkeypatch.setattr(LIFTModel, "from_pretrained", staticmethod(fake_from_pretrained))
+    monkeypatch.setattr(registry, "_CACHE", {})
     first, second = LIFTLLM("some/model"), LIFTLLM("some/model")
     assert loads == []  # constructing never loads
     assert first.lift_model is second.lift_model is tiny_smollm
+    assert loads == ["some/model"]  # loaded once, then shared
     monkeypatch.undo()
 
-    monkeypatch.setitem(llm_module._MODELS, ("cached/model", None, None), tiny_smollm)
+    monkeypatch.setitem(registry._CACHE, ("cached/model", None, None), tiny_smollm)
     assert LIFTLLM("cached/model").lift_model is LIFTLLM("cached/model").lift_model is tiny_smollm
 
 

@@ -224,7 +224,8 @@ from pathlib import Path
 import torch
 import lift_integrations.memory as memory_module
 from lift_integrations import LIFTConfig
-from lift_integrations.memory import AbsorbedDocument, Memory
+from lift_integrations.documents import Document
+from lift_integrations.memory import Memory
 
 point, target = sys.argv[1], Path(sys.argv[2]).resolve()
 
@@ -249,7 +250,7 @@ elif point == "between-renames":  # the old memory has been renamed away, the ne
 
 tensors = {"layers.0.mem_in.weight": torch.full((4, 16, 32), 0.5)}
 new = Memory(adapter_kind="gated_memory", adapter_config={}, tensors=tensors,
-             documents=[AbsorbedDocument("new", "the new memory")], config=LIFTConfig(),
+             documents=[Document("new", "the new memory")], config=LIFTConfig(),
              base_model_name="tiny", base_fingerprint="0")
 new.save(target)
 print("saved", flush=True)
