@@ -28,7 +28,7 @@ from lift_integrations.absorb.types import Document
 from lift_integrations.adapters import ADAPTER_KINDS, make_backend
 from lift_integrations.adapters.live import LiveAdapters
 from lift_integrations.config import LIFTConfig
-from lift_integrations.distributed import DistributedContext
+from lift_integrations.distributed import DistributedContext, resolve_context
 from lift_integrations.documents import normalize_documents
 from lift_integrations.errors import MemoryMismatchError
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
@@ -294,7 +294,7 @@ class LIFTModel:
         docs, config = self._checked_absorption(documents, config, show_progress, callback, into, resume)
         fitted = config.fit_to_window(self.context_window)
         adapter_config = self.backend.config if into is None else self._adapter_config_of(into)
-        group = _distributed_context(distributed, self.device)
+        group = resolve_context(distributed, self.device)
         plan = plan_samples(
             self.tokenizer,
             docs,
@@ -648,37 +648,3 @@ class LIFTModel:
 
         input_ids = torch.tensor([list(ids)], device=self.device)
         return self.model(input_ids=input_ids).logits
-
-
-def _distributed_context(distributed: Any, device: torch.device) -> DistributedContext | None:
-    """The process group an absorption is split over (``None``: this process alone); see ``absorb``."""
-    if distributed is not None and not isinstance(distributed, bool):
-        raise TypeError(f"distributed must be True, False or None, got {type(distributed).__name__}")
-    if distributed is False:
-        return None
-    import torch.distributed
-
-    if distributed is None and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None  # the common case: no process group
-    from lift_integrations.distributed import current, init_from_env
-
-    if distributed is None:
-        group = current()
-    else:
-        group = init_from_env(backend="nccl" if device.type == "cuda" else "gloo")
-    if distributed and group is None:
-        raise RuntimeError(
-            "distributed=True needs several processes: launch with torchrun (for example "
-            "`torchrun --nproc_per_node 2 script.py`) or initialise torch.distributed first"
-        )
-    if group is not None and "gloo" not in group.backend and device.type != "cuda":
-        raise RuntimeError(
-            f"the process group uses {group.backend}, which cannot reduce tensors on {device}: initialise "
-            "it with backend='gloo' for a model on the CPU"
-        )
-    if group is not None and group.backend == "nccl" and device != group.device:
-        raise RuntimeError(
-            f"this process's model is on {device} but its NCCL rank uses {group.device}: load the model "
-            "with device=context.device (cuda:LOCAL_RANK)"
-        )
-    return group
