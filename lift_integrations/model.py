@@ -30,7 +30,6 @@ from lift_integrations.adapters.live import LiveAdapters
 from lift_integrations.config import LIFTConfig
 from lift_integrations.distributed import DistributedContext, resolve_context
 from lift_integrations.documents import normalize_documents
-from lift_integrations.errors import MemoryMismatchError
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
 from lift_integrations.memory import AbsorbedDocument, Memory
 from lift_integrations.prompting import encode_chat_with_answer, encode_text
@@ -91,7 +90,7 @@ class LIFTModel:
         self.fingerprint = model_fingerprint(model)
         self.backend = make_backend(adapter, model, adapter_config)
         self.lock = threading.RLock()
-        self._live = LiveAdapters(self.backend)
+        self._live = LiveAdapters(self.backend, model_name=self.name, fingerprint=self.fingerprint)
         self._generator = Generator(model, tokenizer)
         self._attached: Memory | None = None
         self._replay_answers: dict[ReplayPrompt, str | None] = {}
@@ -154,7 +153,8 @@ class LIFTModel:
         """Make ``memory`` the one used when a call passes no ``memory=``; the base weights stay loaded."""
         if not isinstance(memory, Memory):
             raise TypeError(f"attach() expects a Memory, got {type(memory).__name__}")
-        self._weights_for(memory)  # fail now, not at the first question, if it does not fit
+        with self.lock:
+            self._live.weights_for(memory)  # fail now, not at the first question, if it does not fit
         self._attached = memory
 
     def detach(self) -> None:
@@ -167,62 +167,6 @@ class LIFTModel:
         if memory is None or isinstance(memory, Memory):
             return memory
         raise TypeError(f"memory must be a Memory or None, got {type(memory).__name__}")
-
-    def _weights_for(self, memory: Memory) -> nn.Module:
-        """The live adapter module for ``memory`` on this model, built from its tensors on first use and
-        kept while the memory object lives (see :class:`~lift_integrations.adapters.live.LiveAdapters`)."""
-        with self.lock:
-            self._live.collect()
-            weights = self._live.get(memory)
-            if weights is None:
-                weights = self._build_weights(memory)
-                for param in weights.parameters():
-                    param.requires_grad_(False)
-                self._live.add(memory, weights)
-            return weights
-
-    def _build_weights(self, memory: Memory, generator: torch.Generator | None = None) -> nn.Module:
-        """A new adapter module holding ``memory``'s tensors, made with the memory's own adapter
-        configuration."""
-        config = self._adapter_config_of(memory)
-        with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
-            try:
-                weights = self.backend.create(generator=generator, config=config)
-            except ValueError as error:  # e.g. LoRA target modules this model does not have
-                raise MemoryMismatchError(f"the memory's adapter does not fit this model: {error}") from None
-            expected = {name: tuple(t.shape) for name, t in weights.state_dict().items()}
-            given = {name: tuple(t.shape) for name, t in memory.tensors.items()}
-            if expected != given:
-                self.backend.release(weights)
-                raise MemoryMismatchError(
-                    "the memory's tensors do not fit this model's adapter "
-                    f"(first differences: {sorted(set(expected.items()) ^ set(given.items()))[:3]})"
-                )
-            weights.load_state_dict({k: v.to(self.device) for k, v in memory.tensors.items()})
-        return weights
-
-    def _adapter_config_of(self, memory: Memory) -> Any:
-        """The adapter configuration ``memory`` runs with here; :class:`MemoryMismatchError` if it was
-        made for another base model or adapter kind, or its configuration cannot fit this model."""
-        if memory.adapter_kind != self.backend.kind:
-            raise MemoryMismatchError(
-                f"this memory uses the {memory.adapter_kind!r} adapter, but the model was "
-                f"loaded with adapter={self.backend.kind!r}"
-            )
-        if memory.base_fingerprint != self.fingerprint:
-            raise MemoryMismatchError(
-                f"this memory was made for base model {memory.base_model_name!r} (fingerprint "
-                f"{memory.base_fingerprint}), not for {self.name!r} (fingerprint {self.fingerprint})"
-            )
-        try:
-            shapes = {name: tuple(t.shape) for name, t in memory.tensors.items()}
-            return self.backend.memory_config(memory.adapter_config, shapes)
-        except (TypeError, ValueError) as error:
-            if isinstance(error, MemoryMismatchError):
-                raise
-            raise MemoryMismatchError(
-                f"the memory's adapter configuration is invalid here: {error}"
-            ) from None
 
     def release(self, memory: Memory | None) -> None:
         """Free the live adapter built for ``memory`` on this model now (LoRA keeps adapters inside the
@@ -238,7 +182,7 @@ class LIFTModel:
     def using(self, memory: Memory | None) -> Iterator[None]:
         """Hold the model lock with ``memory`` active (``None``: the base model) for the block."""
         with self.lock:
-            weights = self._weights_for(memory) if memory is not None else None
+            weights = self._live.weights_for(memory) if memory is not None else None
             self.backend.activate(weights)
             try:
                 yield
@@ -293,7 +237,7 @@ class LIFTModel:
         """
         docs, config = self._checked_absorption(documents, config, show_progress, callback, into, resume)
         fitted = config.fit_to_window(self.context_window)
-        adapter_config = self.backend.config if into is None else self._adapter_config_of(into)
+        adapter_config = self.backend.config if into is None else self._live.config_of(into)
         group = resolve_context(distributed, self.device)
         plan = plan_samples(
             self.tokenizer,
@@ -358,9 +302,9 @@ class LIFTModel:
     def _new_weights(self, into: Memory | None, adapter_config: Any, seed: int) -> nn.Module:
         """The adapter an absorption trains: ``into``'s weights, or fresh ones drawn from ``seed``."""
         init = torch.Generator(device="cpu").manual_seed(seed)
-        if into is not None:
-            return self._build_weights(into, generator=init)
         with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
+            if into is not None:
+                return self._live.build(into, generator=init)
             return self.backend.create(generator=init, config=adapter_config)
 
     def _train(

@@ -96,7 +96,7 @@ def _replay_batch(lift: LIFTModel, prompts: list[ReplayPrompt]) -> dict[str, tor
 def _mean_gate_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) -> float:
     """The memory's gate averaged over layers, heads and tokens of ``prompts`` as replay samples."""
     batch = _replay_batch(lift, prompts)
-    lift.backend.activate(lift._weights_for(memory))
+    lift.backend.activate(lift._live.weights_for(memory))
     try:
         with torch.no_grad(), lift.backend.recording_gates() as gates:
             lift.model(input_ids=batch["input_ids"])
@@ -109,7 +109,7 @@ def _mean_divergence_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) ->
     """Mean KL(base || with the memory) of the next-token distributions over ``prompts``' tokens."""
     batch = _replay_batch(lift, prompts)
     only_kl = LIFTConfig(general_replay=1, replay_weight=0.0, replay_kl_weight=1.0)
-    weights = lift._weights_for(memory)
+    weights = lift._live.weights_for(memory)
     target = AdapterTarget(lift.model, lift.backend, weights, lift.lock, only_kl, lift.tokenizer.pad_token_id)
     lift.backend.activate(weights)
     try:
