@@ -18,10 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lift_integrations.absorb.trainer import AbsorbProgress
+    from lift_integrations.config import LIFTConfig
+    from lift_integrations.distributed import DistributedContext
+    from lift_integrations.model import LIFTModel
 
 PRESETS = ("fast", "dense_qa", "paper")
 MODES = ("shard", "each")
@@ -214,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if context is not None:  # the other processes wait for rank 0's save, failed or not
                 distributed.barrier(context)
         else:
-            written = distributed.absorb_each(
+            written = absorb_each(
                 lift,
                 {title: (title, text) for title, text in documents},
                 args.output,
@@ -230,6 +237,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         if created_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return status
+
+
+def absorb_each(
+    lift: LIFTModel,
+    documents: Mapping[str, Any],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: LIFTConfig | None = None,
+    generator: Any = None,
+    show_progress: bool = False,
+    callback: Callable[[str, AbsorbProgress], None] | None = None,
+    context: DistributedContext | None = None,
+) -> dict[str, Path]:
+    """Absorb each entry of ``documents`` into its own fresh memory, saved at ``output_dir / name``
+    (``--mode each``).
+
+    ``documents`` maps a memory name (a folder name) to what :meth:`LIFTModel.absorb` accepts (a text, a
+    ``(title, text)`` pair or a list of documents). With a process group (``context``, default: the one
+    initialised in this process), rank ``r`` absorbs the names ``r, r + world_size, ...`` in the mapping's
+    order, so every rank must pass the same mapping; each absorption runs on one process
+    (``distributed=False``) and equals a single-process one. ``callback(name, report)`` receives the
+    progress reports; ``show_progress`` draws a bar on rank 0 only. Returns the folders this process
+    wrote; all ranks wait for each other before returning, so every memory is saved when it returns.
+    """
+    from lift_integrations.distributed import barrier, current
+    from lift_integrations.memory import check_save_target, save_or_rescue
+
+    names = [_check_name(name) for name in documents]
+    if len(set(names)) != len(names):
+        raise ValueError("memory names must be unique")
+    if context is None:
+        context = current()
+    rank, world_size = (context.rank, context.world_size) if context is not None else (0, 1)
+    root = Path(output_dir)
+    mine = names[rank::world_size]
+    for name in mine:  # refuse now, not after hours of training, a folder the save would refuse
+        check_save_target(root / name)
+    written: dict[str, Path] = {}
+    for name in mine:
+
+        def report(progress: AbsorbProgress, name: str = name) -> None:
+            if callback is not None:
+                callback(name, progress)
+
+        memory = lift.absorb(
+            documents[name],
+            config=config,
+            generator=generator,
+            show_progress=show_progress and rank == 0,
+            callback=report,
+            distributed=False,
+        )
+        try:
+            written[name] = save_or_rescue(memory, root / name)
+        finally:
+            lift.release(memory)
+    if context is not None:
+        barrier(context)
+    return written
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"memory names must be non-empty folder names without slashes, got {name!r}")
+    return name
 
 
 def _report(quiet: bool, path: Path, memory: Any) -> None:

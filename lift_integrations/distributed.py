@@ -8,8 +8,9 @@ Two ways to use several processes (one per GPU, or several CPU processes):
   on its share only, and the gradients are summed with one all-reduce before clipping and the optimizer
   step. Every process ends with the same memory, equal to a single-process absorption up to the order of
   floating-point sums (see docs/distributed.md for the math).
-* **many documents, one memory each** (:func:`absorb_each`): process ``r`` absorbs the documents
-  ``r, r + world_size, ...`` independently and saves each memory.
+* **many documents, one memory each** (:func:`lift_integrations.cli.absorb_each`, the CLI's ``--mode
+  each``): process ``r`` absorbs the documents ``r, r + world_size, ...`` independently and saves each
+  memory.
 
 NCCL is used on GPUs and gloo on CPUs. This module is imported only by code that already uses torch;
 ``import lift_integrations`` does not import it.
@@ -19,19 +20,13 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
-
-if TYPE_CHECKING:
-    from lift_integrations.absorb.trainer import AbsorbProgress
-    from lift_integrations.config import LIFTConfig
-    from lift_integrations.model import LIFTModel
 
 
 class DistributedMismatchError(RuntimeError):
@@ -91,7 +86,8 @@ def current() -> DistributedContext | None:
 
 DEFAULT_TIMEOUT = timedelta(hours=3)
 """How long a collective may wait. Processes wait at barriers while another downloads the model or, in
-:func:`absorb_each`, absorbs a longer document: NCCL's own default (10 minutes) would abort them."""
+:func:`lift_integrations.cli.absorb_each`, absorbs a longer document: NCCL's own default (10 minutes)
+would abort them."""
 
 
 def init_from_env(
@@ -127,6 +123,39 @@ def init_from_env(
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, timeout=timeout)
     return current()
+
+
+def resolve_context(requested: bool | None, device: torch.device) -> DistributedContext | None:
+    """The process group an absorption on ``device`` is split over (``None``: this process alone), for
+    ``LIFTModel.absorb``'s ``distributed`` argument: ``None`` uses a group of several processes if one
+    is initialised, ``True`` requires one (initialising it from torchrun's environment if needed),
+    ``False`` never uses one."""
+    if requested is not None and not isinstance(requested, bool):
+        raise TypeError(f"distributed must be True, False or None, got {type(requested).__name__}")
+    if requested is False:
+        return None
+    if requested is None and not (dist.is_available() and dist.is_initialized()):
+        return None  # the common case: no process group
+    if requested is None:
+        group = current()
+    else:
+        group = init_from_env(backend="nccl" if device.type == "cuda" else "gloo")
+    if requested and group is None:
+        raise RuntimeError(
+            "distributed=True needs several processes: launch with torchrun (for example "
+            "`torchrun --nproc_per_node 2 script.py`) or initialise torch.distributed first"
+        )
+    if group is not None and "gloo" not in group.backend and device.type != "cuda":
+        raise RuntimeError(
+            f"the process group uses {group.backend}, which cannot reduce tensors on {device}: initialise "
+            "it with backend='gloo' for a model on the CPU"
+        )
+    if group is not None and group.backend == "nccl" and device != group.device:
+        raise RuntimeError(
+            f"this process's model is on {device} but its NCCL rank uses {group.device}: load the model "
+            "with device=context.device (cuda:LOCAL_RANK)"
+        )
+    return group
 
 
 def barrier(context: DistributedContext) -> None:
@@ -230,7 +259,7 @@ def check_same_absorption(samples_digest: str, plan_key: str) -> None:
     hint = (
         "every process must absorb the same documents with the same config, model, adapter, QA generator "
         "and `into` memory; to absorb different documents on each process pass distributed=False "
-        "(or use lift_integrations.distributed.absorb_each)"
+        "(or use lift_integrations.cli.absorb_each)"
     )
     differing = [rank for rank, digest in enumerate(samples) if digest != samples[0]]
     if differing:
@@ -243,69 +272,3 @@ def check_same_absorption(samples_digest: str, plan_key: str) -> None:
             f"rank(s) {differing} use different settings, base model, adapter or starting memory from "
             f"rank 0; {hint}"
         )
-
-
-# Many documents, one memory each -----------------------------------------------------------------------
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise ValueError(f"memory names must be non-empty folder names without slashes, got {name!r}")
-    return name
-
-
-def absorb_each(
-    lift: LIFTModel,
-    documents: Mapping[str, Any],
-    output_dir: str | os.PathLike[str],
-    *,
-    config: LIFTConfig | None = None,
-    generator: Any = None,
-    show_progress: bool = False,
-    callback: Callable[[str, AbsorbProgress], None] | None = None,
-    context: DistributedContext | None = None,
-) -> dict[str, Path]:
-    """Absorb each entry of ``documents`` into its own fresh memory, saved at ``output_dir / name``.
-
-    ``documents`` maps a memory name (a folder name) to what :meth:`LIFTModel.absorb` accepts (a text, a
-    ``(title, text)`` pair or a list of documents). With a process group (``context``, default: the one
-    initialised in this process), rank ``r`` absorbs the names ``r, r + world_size, ...`` in the mapping's
-    order, so every rank must pass the same mapping; each absorption runs on one process
-    (``distributed=False``) and equals a single-process one. ``callback(name, report)`` receives the
-    progress reports; ``show_progress`` draws a bar on rank 0 only. Returns the folders this process
-    wrote; all ranks wait for each other before returning, so every memory is saved when it returns.
-    """
-    names = [_check_name(name) for name in documents]
-    if len(set(names)) != len(names):
-        raise ValueError("memory names must be unique")
-    if context is None:
-        context = current()
-    rank, world_size = (context.rank, context.world_size) if context is not None else (0, 1)
-    from lift_integrations.memory import check_save_target, save_or_rescue
-
-    root = Path(output_dir)
-    mine = names[rank::world_size]
-    for name in mine:  # refuse now, not after hours of training, a folder the save would refuse
-        check_save_target(root / name)
-    written: dict[str, Path] = {}
-    for name in mine:
-
-        def report(progress: AbsorbProgress, name: str = name) -> None:
-            if callback is not None:
-                callback(name, progress)
-
-        memory = lift.absorb(
-            documents[name],
-            config=config,
-            generator=generator,
-            show_progress=show_progress and rank == 0,
-            callback=report,
-            distributed=False,
-        )
-        try:
-            written[name] = save_or_rescue(memory, root / name)
-        finally:
-            lift.release(memory)
-    if context is not None:
-        barrier(context)
-    return written

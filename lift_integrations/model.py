@@ -5,32 +5,29 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from lift_integrations.absorb.compilation import compiled_modules
+import torch
+
+from lift_integrations.absorb.checkpoint import CheckpointStore, open_checkpoints
+from lift_integrations.absorb.plan import SamplePlan, plan_samples
 from lift_integrations.absorb.qa import resolve_qa_generator
-from lift_integrations.absorb.replay import (
-    REPLAY_MAX_NEW_TOKENS,
-    ReplayPrompt,
-    pick_replay_prompts,
-    replay_samples,
-)
-from lift_integrations.absorb.samples import qa_samples, segment_samples
-from lift_integrations.absorb.segmentation import tokenize_document
+from lift_integrations.absorb.replay import REPLAY_MAX_NEW_TOKENS, ReplayPrompt
+from lift_integrations.absorb.target import AdapterTarget
 from lift_integrations.absorb.trainer import (
     AbsorbProgress,
-    CheckpointStore,
-    caches_shared_prefixes,
-    samples_digest,
+    TrainingStats,
+    memory_stats,
+    reporter,
     train_memory,
 )
+from lift_integrations.absorb.types import Document
 from lift_integrations.adapters import ADAPTER_KINDS, make_backend
 from lift_integrations.adapters.live import LiveAdapters
 from lift_integrations.config import LIFTConfig
+from lift_integrations.distributed import DistributedContext, resolve_context
 from lift_integrations.documents import normalize_documents
-from lift_integrations.errors import MemoryMismatchError
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
 from lift_integrations.memory import AbsorbedDocument, Memory
 from lift_integrations.prompting import (
@@ -51,7 +48,6 @@ from lift_integrations.validation import (
 )
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -65,8 +61,6 @@ class _Attached:
 
 ATTACHED: Any = _Attached()
 ADAPTERS = ADAPTER_KINDS
-_STEP_HANDOFF_S = 0.001
-"""Pause of an absorbing thread between optimizer steps, so that waiting requests get the model lock."""
 
 
 class LIFTModel:
@@ -100,7 +94,7 @@ class LIFTModel:
         self.fingerprint = model_fingerprint(model)
         self.backend = make_backend(adapter, model, adapter_config)
         self.lock = threading.RLock()
-        self._live = LiveAdapters(self.backend)
+        self._live = LiveAdapters(self.backend, model_name=self.name, fingerprint=self.fingerprint)
         self._generator = Generator(model, tokenizer)
         self._attached: Memory | None = None
         self._replay_answers: dict[ReplayPrompt, str | None] = {}
@@ -163,7 +157,8 @@ class LIFTModel:
         """Make ``memory`` the one used when a call passes no ``memory=``; the base weights stay loaded."""
         if not isinstance(memory, Memory):
             raise TypeError(f"attach() expects a Memory, got {type(memory).__name__}")
-        self._weights_for(memory)  # fail now, not at the first question, if it does not fit
+        with self.lock:
+            self._live.weights_for(memory)  # fail now, not at the first question, if it does not fit
         self._attached = memory
 
     def detach(self) -> None:
@@ -176,62 +171,6 @@ class LIFTModel:
         if memory is None or isinstance(memory, Memory):
             return memory
         raise TypeError(f"memory must be a Memory or None, got {type(memory).__name__}")
-
-    def _weights_for(self, memory: Memory) -> nn.Module:
-        """The live adapter module for ``memory`` on this model, built from its tensors on first use and
-        kept while the memory object lives (see :class:`~lift_integrations.adapters.live.LiveAdapters`)."""
-        with self.lock:
-            self._live.collect()
-            weights = self._live.get(memory)
-            if weights is None:
-                weights = self._build_weights(memory)
-                for param in weights.parameters():
-                    param.requires_grad_(False)
-                self._live.add(memory, weights)
-            return weights
-
-    def _build_weights(self, memory: Memory, generator: torch.Generator | None = None) -> nn.Module:
-        """A new adapter module holding ``memory``'s tensors, made with the memory's own adapter
-        configuration."""
-        config = self._adapter_config_of(memory)
-        with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
-            try:
-                weights = self.backend.create(generator=generator, config=config)
-            except ValueError as error:  # e.g. LoRA target modules this model does not have
-                raise MemoryMismatchError(f"the memory's adapter does not fit this model: {error}") from None
-            expected = {name: tuple(t.shape) for name, t in weights.state_dict().items()}
-            given = {name: tuple(t.shape) for name, t in memory.tensors.items()}
-            if expected != given:
-                self.backend.release(weights)
-                raise MemoryMismatchError(
-                    "the memory's tensors do not fit this model's adapter "
-                    f"(first differences: {sorted(set(expected.items()) ^ set(given.items()))[:3]})"
-                )
-            weights.load_state_dict({k: v.to(self.device) for k, v in memory.tensors.items()})
-        return weights
-
-    def _adapter_config_of(self, memory: Memory) -> Any:
-        """The adapter configuration ``memory`` runs with here; :class:`MemoryMismatchError` if it was
-        made for another base model or adapter kind, or its configuration cannot fit this model."""
-        if memory.adapter_kind != self.backend.kind:
-            raise MemoryMismatchError(
-                f"this memory uses the {memory.adapter_kind!r} adapter, but the model was "
-                f"loaded with adapter={self.backend.kind!r}"
-            )
-        if memory.base_fingerprint != self.fingerprint:
-            raise MemoryMismatchError(
-                f"this memory was made for base model {memory.base_model_name!r} (fingerprint "
-                f"{memory.base_fingerprint}), not for {self.name!r} (fingerprint {self.fingerprint})"
-            )
-        try:
-            shapes = {name: tuple(t.shape) for name, t in memory.tensors.items()}
-            return self.backend.memory_config(memory.adapter_config, shapes)
-        except (TypeError, ValueError) as error:
-            if isinstance(error, MemoryMismatchError):
-                raise
-            raise MemoryMismatchError(
-                f"the memory's adapter configuration is invalid here: {error}"
-            ) from None
 
     def release(self, memory: Memory | None) -> None:
         """Free the live adapter built for ``memory`` on this model now (LoRA keeps adapters inside the
@@ -247,7 +186,7 @@ class LIFTModel:
     def using(self, memory: Memory | None) -> Iterator[None]:
         """Hold the model lock with ``memory`` active (``None``: the base model) for the block."""
         with self.lock:
-            weights = self._weights_for(memory) if memory is not None else None
+            weights = self._live.weights_for(memory) if memory is not None else None
             self.backend.activate(weights)
             try:
                 yield
@@ -300,129 +239,35 @@ class LIFTModel:
         Every argument (and every ``config`` setting, again: it may have changed since construction) is
         checked before any work: a refused call tokenizes nothing and writes no checkpoint.
         """
-        import numpy as np
-        import torch
-
-        docs = normalize_documents(documents)
-        check_bool(show_progress, "show_progress")
-        check_bool(resume, "resume")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-        if config is None:
-            config = LIFTConfig.for_device(self.device.type)
-        if not isinstance(config, LIFTConfig):
-            raise TypeError(f"config must be a LIFTConfig, got {type(config).__name__}")
-        config.validate()
-        if config.replay_gate_weight > 0 and self.backend.kind != "gated_memory":
-            raise ValueError(
-                "LIFTConfig.replay_gate_weight needs the Gated Memory adapter; "
-                f"this model uses {self.backend.kind}"
-            )
+        docs, config = self._checked_absorption(documents, config, show_progress, callback, into, resume)
         fitted = config.fit_to_window(self.context_window)
-        if into is not None and not isinstance(into, Memory):
-            raise TypeError(f"into must be a Memory, got {type(into).__name__}")
-        adapter_config = self.backend.config if into is None else self._adapter_config_of(into)
-        group = _distributed_context(distributed, self.device)
-        qa_generator = resolve_qa_generator(generator, fitted.qa_generator, self._complete_for_qa)
-
-        def from_main(value: Any) -> Any:
-            """Rank 0's ``value`` on every rank (an LLM generating QA may answer differently on each)."""
-            if group is None:
-                return value
-            from lift_integrations.distributed import gather_objects
-
-            return gather_objects(value)[0]
-
-        rng = np.random.default_rng(fitted.seed)
-        torch.manual_seed(fitted.seed)
-        segments, questions, replays = [], [], []
-        for doc in docs:
-            ids = tokenize_document(self.tokenizer, document_text(doc))  # streamed: 4 bytes per token
-            segments += segment_samples(self.tokenizer, ids, fitted, rng)
-            wanted = fitted.qa_pairs_for(len(ids))
-            if qa_generator is not None and fitted.stage2_epochs > 0 and wanted > 0:
-                pairs = from_main(qa_generator.generate(doc, wanted, rng))
-                questions += qa_samples(self.tokenizer, ids, pairs, fitted, text=doc.text, rng=rng)
-        if fitted.general_replay > 0 and fitted.stage2_epochs > 0:
-            prompts = pick_replay_prompts(fitted.general_replay, rng)
-            answers = from_main(self._base_answers(prompts))
-            replays = replay_samples(self.tokenizer, prompts, answers, fitted.max_seq_length)
-        stages = [segments, segments + questions + replays]
-        epochs = [fitted.stage1_epochs, fitted.stage2_epochs]
-        key = digest = None
-        if group is not None or fitted.checkpoint_dir is not None:
-            digest = samples_digest(stages, epochs)
-            key = self._checkpoint_key(fitted, into, digest)
-        if group is not None:
-            from lift_integrations.distributed import barrier, check_same_absorption
-
-            check_same_absorption(digest, key)
-        checkpoint = None
-        if fitted.checkpoint_dir is not None:
-            checkpoint = CheckpointStore(fitted.checkpoint_dir, key, fitted.checkpoint_every)
-            if not resume and (group is None or group.is_main):
-                checkpoint.clear()
-            if not resume and group is not None:
-                barrier(group)  # no rank may find a checkpoint that rank 0 is deleting
-
-        init = torch.Generator(device="cpu").manual_seed(fitted.seed)
-        if into is not None:
-            weights = self._build_weights(into, generator=init)
-        else:
-            with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
-                weights = self.backend.create(generator=init, config=adapter_config)
-        progress = _progress_bar(show_progress and (group is None or group.is_main))
-
-        def on_step(report: AbsorbProgress) -> None:
-            progress(report)
-            if callback is not None:
-                callback(report)
-
-        try:
-            stats = train_memory(
-                self.model,
-                list(weights.parameters()),
-                stages,
-                epochs,
-                fitted,
-                pad_id=self._generator.pad_id,
-                num_documents=len(docs),
-                on_step=on_step,
-                step_guard=lambda: self._training_step(weights, fitted),
-                checkpoint=checkpoint,
-                distributed=group,
-                record_gates=self.backend.recording_gates if fitted.replay_gate_weight > 0 else None,
-                without_memory=lambda: self._without_memory(weights),
-            )
-        except BaseException:
-            with self.lock:
-                self.backend.release(weights)
-            raise
-        finally:
-            progress(None)
-
-        previous = list(into.documents) if into is not None else []
+        adapter_config = self.backend.config if into is None else self._live.config_of(into)
+        group = resolve_context(distributed, self.device)
+        plan = plan_samples(
+            self.tokenizer,
+            docs,
+            fitted,
+            qa_generator=resolve_qa_generator(generator, fitted.qa_generator, self._complete_for_qa),
+            base_answers=self._base_answers,
+            distributed=group,
+        )
+        base = (self.fingerprint, self.backend.kind, self.backend.config_dict())
+        into_id = into.id if into is not None else None
+        checkpoint = open_checkpoints(plan, fitted, base, into_id, distributed=group, resume=resume)
+        weights = self._new_weights(into, adapter_config, fitted.seed)
+        stats = self._train(weights, plan, fitted, checkpoint, group, show_progress, callback)
         memory = Memory(
             adapter_kind=self.backend.kind,
             adapter_config=self.backend.config_dict(adapter_config),
             tensors={name: t.detach() for name, t in weights.state_dict().items()},
-            documents=previous + [AbsorbedDocument(title=d.title, text=d.text) for d in docs],
+            documents=[
+                *(into.documents if into is not None else []),
+                *(AbsorbedDocument(title=d.title, text=d.text) for d in docs),
+            ],
             config=fitted,
             base_model_name=self.name,
             base_fingerprint=self.fingerprint,
-            stats={
-                "steps": stats.steps,
-                "tokens_trained": stats.tokens_trained,
-                "tokens_computed": stats.tokens_computed,
-                "sum_sq_lengths": stats.sum_sq_lengths,
-                "seconds": round(stats.seconds, 3),
-                "final_loss": stats.final_loss,
-                "segment_samples": len(segments),
-                "qa_samples": len(questions),
-                "replay_samples": len(replays),
-                **({"resumed_from_step": stats.resumed_from} if stats.resumed_from else {}),
-                **({"processes": group.world_size} if group is not None else {}),
-            },
+            stats=memory_stats(stats, plan, group.world_size if group is not None else None),
         )
         with self.lock:
             self._live.add(memory, weights)
@@ -430,90 +275,66 @@ class LIFTModel:
             checkpoint.clear()
         return memory
 
-    @contextlib.contextmanager
-    def _training_step(self, weights: Any, config: LIFTConfig) -> Iterator[None]:
-        """One optimizer step of an absorption: the model lock, with the memory being trained active,
-        gradient checkpointing and compiled modules as ``config`` asks (both only for the step, so
-        requests served between steps run the model as it was).
-
-        Before taking the lock the absorbing thread pauses for a moment, so that a request waiting for
-        the lock gets it between two steps instead of the absorption taking it straight back.
-        """
-        time.sleep(_STEP_HANDOFF_S)
-        with self.lock:
-            self._activate_for_training(weights)
-            if config.gradient_checkpointing:
-                self._set_checkpointing(True)
-            compiled = (
-                compiled_modules(
-                    [*self.model.modules(), *weights.modules()],
-                    whole_layers=self._compiles_whole_layers(config),
-                )
-                if config.compile
-                else contextlib.nullcontext()
+    def _checked_absorption(
+        self,
+        documents: Any,
+        config: LIFTConfig | None,
+        show_progress: bool,
+        callback: Callable[[AbsorbProgress], None] | None,
+        into: Memory | None,
+        resume: bool,
+    ) -> tuple[list[Document], LIFTConfig]:
+        """The documents and settings of :meth:`absorb`, every argument checked before any work."""
+        docs = normalize_documents(documents)
+        check_bool(show_progress, "show_progress")
+        check_bool(resume, "resume")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+        config = LIFTConfig.for_device(self.device.type) if config is None else config
+        if not isinstance(config, LIFTConfig):
+            raise TypeError(f"config must be a LIFTConfig, got {type(config).__name__}")
+        config.validate()  # again: a setting may have changed since construction
+        if config.replay_gate_weight > 0 and self.backend.kind != "gated_memory":
+            raise ValueError(
+                "LIFTConfig.replay_gate_weight needs the Gated Memory adapter; "
+                f"this model uses {self.backend.kind}"
             )
-            try:
-                with compiled:
-                    yield
-            finally:
-                if config.gradient_checkpointing:
-                    self._set_checkpointing(False)
-                self.backend.activate(None)
+        if into is not None and not isinstance(into, Memory):
+            raise TypeError(f"into must be a Memory, got {type(into).__name__}")
+        return docs, config
 
-    def _compiles_whole_layers(self, config: LIFTConfig) -> bool:
-        """Whether ``config.compile`` compiles whole decoder layers rather than module by module: only for
-        an adapter whose code looks the same in every layer and memory, without HF's gradient
-        checkpointing (the adapter's hooks record state, which a compiled checkpoint refuses) and
-        without passes through the key/value cache (per-layer state)."""
-        return (
-            self.backend.compiles_whole_layers
-            and not config.gradient_checkpointing
-            and not caches_shared_prefixes(self.model, config)
-        )
+    def _new_weights(self, into: Memory | None, adapter_config: Any, seed: int) -> nn.Module:
+        """The adapter an absorption trains: ``into``'s weights, or fresh ones drawn from ``seed``."""
+        init = torch.Generator(device="cpu").manual_seed(seed)
+        with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
+            if into is not None:
+                return self._live.build(into, generator=init)
+            return self.backend.create(generator=init, config=adapter_config)
 
-    @contextlib.contextmanager
-    def _without_memory(self, weights: Any) -> Iterator[None]:
-        """The base model alone, inside a training step (whose lock is held): for the replay KL term."""
-        self.backend.activate(None)
+    def _train(
+        self,
+        weights: nn.Module,
+        plan: SamplePlan,
+        config: LIFTConfig,
+        checkpoint: CheckpointStore | None,
+        group: DistributedContext | None,
+        show_progress: bool,
+        callback: Callable[[AbsorbProgress], None] | None,
+    ) -> TrainingStats:
+        """Train ``weights`` one optimizer step at a time under the model lock; a failed absorption
+        releases them."""
+        target = AdapterTarget(self.model, self.backend, weights, self.lock, config, self._generator.pad_id)
+        report = reporter(callback, show_progress and (group is None or group.is_main))
         try:
-            yield
+            return train_memory(
+                target, plan, config, on_step=report, checkpoint=checkpoint, distributed=group
+            )
+        except BaseException:
+            with self.lock:
+                self.backend.release(weights)
+            raise
         finally:
-            self._activate_for_training(weights)
-
-    def _activate_for_training(self, weights: Any) -> None:
-        """Make ``weights`` the active memory, its parameters trainable."""
-        self.backend.activate(weights)
-        for param in weights.parameters():  # activating may freeze everything in the model (LoRA)
-            param.requires_grad_(True)
-
-    def _checkpoint_key(self, config: LIFTConfig, into: Memory | None, digest: str) -> str:
-        """Names an absorption's checkpoints: the same library version, samples, settings, base model,
-        adapter and starting memory give the same key, so a checkpoint only resumes its own training."""
-        import hashlib
-        import json
-
-        from lift_integrations import __version__
-
-        settings = config.to_dict()
-        for name in ("checkpoint_dir", "checkpoint_every"):
-            settings.pop(name, None)
-        description = [
-            __version__,  # another version may plan steps differently: never resume across versions
-            self.fingerprint,
-            self.backend.kind,
-            self.backend.config_dict(),
-            settings,
-            into.id if into is not None else None,
-            digest,  # of the training samples and the epoch plan (samples_digest)
-        ]
-        return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-    def _set_checkpointing(self, enabled: bool) -> None:
-        if enabled:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            disable = getattr(self.model, "activation_checkpointing_disable", None)
-            (disable or self.model.gradient_checkpointing_disable)()
+            report(None)
 
     def _base_answers(self, prompts: Sequence[ReplayPrompt]) -> list[str | None]:
         """The base model's greedy answers to replay prompts (``None`` where the answer was cut off),
@@ -775,58 +596,3 @@ class LIFTModel:
 
         input_ids = torch.tensor([list(ids)], device=self.device)
         return self.model(input_ids=input_ids).logits
-
-
-def _distributed_context(distributed: Any, device: torch.device) -> Any:
-    """The process group an absorption is split over (``None``: this process alone); see ``absorb``."""
-    if distributed is not None and not isinstance(distributed, bool):
-        raise TypeError(f"distributed must be True, False or None, got {type(distributed).__name__}")
-    if distributed is False:
-        return None
-    import torch.distributed
-
-    if distributed is None and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None  # the common case: no process group
-    from lift_integrations.distributed import current, init_from_env
-
-    if distributed is None:
-        group = current()
-    else:
-        group = init_from_env(backend="nccl" if device.type == "cuda" else "gloo")
-    if distributed and group is None:
-        raise RuntimeError(
-            "distributed=True needs several processes: launch with torchrun (for example "
-            "`torchrun --nproc_per_node 2 script.py`) or initialise torch.distributed first"
-        )
-    if group is not None and "gloo" not in group.backend and device.type != "cuda":
-        raise RuntimeError(
-            f"the process group uses {group.backend}, which cannot reduce tensors on {device}: initialise "
-            "it with backend='gloo' for a model on the CPU"
-        )
-    if group is not None and group.backend == "nccl" and device != group.device:
-        raise RuntimeError(
-            f"this process's model is on {device} but its NCCL rank uses {group.device}: load the model "
-            "with device=context.device (cuda:LOCAL_RANK)"
-        )
-    return group
-
-
-def _progress_bar(enabled: bool) -> Callable[[AbsorbProgress | None], None]:
-    """A tqdm bar fed by progress reports; ``None`` closes it."""
-    if not enabled:
-        return lambda report: None
-    from tqdm.auto import tqdm
-
-    bar: list[Any] = []
-
-    def update(report: AbsorbProgress | None) -> None:
-        if report is None:
-            if bar:
-                bar[0].close()
-            return
-        if not bar:
-            bar.append(tqdm(total=report.total_steps, desc="absorbing", unit="step"))
-        bar[0].update(report.step - bar[0].n)
-        bar[0].set_postfix(loss=f"{report.loss:.3f}", tokens=report.tokens_seen)
-
-    return update

@@ -12,7 +12,7 @@ cache's per-layer entries would specialise the compiled layer to each layer in t
 name their memory (the adapter's name), so a compiled layer would compile again for every memory, and a
 layer under gradient checkpointing refuses hooks that record state. Such training compiles the norms,
 MLPs and Gated Memory module by module instead, and runs the attention code as it is
-(``LIFTModel._compiles_whole_layers`` decides).
+(:func:`compiles_whole_layers` decides).
 
 Compiled methods are installed on the module instances only for as long as :func:`compiled_modules` is
 entered (one optimizer step of an absorption), so generation and every other caller of the model run the
@@ -25,9 +25,15 @@ import contextlib
 import inspect
 import types
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
+
+from lift_integrations.absorb.batching import caches_shared_prefixes
+from lift_integrations.config import LIFTConfig
+
+if TYPE_CHECKING:
+    from lift_integrations.adapters.base import AdapterBackend
 
 FUSED_CLASS_SUFFIXES: tuple[str, ...] = ("RMSNorm", "MLP")
 """Module classes whose ``forward`` is compiled, by the end of their name (every supported architecture
@@ -41,6 +47,18 @@ DEFAULT_BACKEND = "inductor"
 RECOMPILE_LIMIT = 64
 
 _compiled: dict[tuple[type, str, str], Callable[..., Any]] = {}
+
+
+def compiles_whole_layers(model: nn.Module, backend: AdapterBackend, config: LIFTConfig) -> bool:
+    """Whether ``config.compile`` compiles whole decoder layers rather than module by module: only for
+    an adapter whose code looks the same in every layer and memory, without HF's gradient
+    checkpointing (the adapter's hooks record state, which a compiled checkpoint refuses) and
+    without passes through the key/value cache (per-layer state)."""
+    return (
+        backend.compiles_whole_layers
+        and not config.gradient_checkpointing
+        and not caches_shared_prefixes(model, config)
+    )
 
 
 def compiled_method_names(module: nn.Module, *, whole_layers: bool = False) -> tuple[str, ...]:

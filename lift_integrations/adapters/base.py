@@ -21,6 +21,8 @@ class AdapterBackend(ABC):
     """
 
     kind: ClassVar[str]
+    model: nn.Module
+    """The base model the adapter is installed on."""
     config: Any
     compiles_whole_layers: ClassVar[bool] = False
     """Whether ``LIFTConfig.compile`` may compile whole decoder layers with this adapter installed: its

@@ -16,9 +16,10 @@ from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel
 from lift_integrations.absorb import compilation
+from lift_integrations.absorb.batching import collate
 from lift_integrations.absorb.compilation import compiled_method_names, compiled_modules
+from lift_integrations.absorb.losses import per_sample_loss
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
-from lift_integrations.absorb.trainer import _collate, per_sample_loss
 
 FACTS = (
     "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. "
@@ -32,7 +33,7 @@ def _batch(tokenizer, lengths: list[int]) -> dict[str, torch.Tensor]:
     for n in lengths:
         ids = torch.randint(5, len(tokenizer), (n,), generator=generator).tolist()
         samples.append(TrainingSample(ids, [IGNORE_INDEX] * (n // 2) + ids[n // 2 :], "segment"))
-    return _collate(samples, tokenizer.pad_token_id, torch.device("cpu"))
+    return collate(samples, tokenizer.pad_token_id, torch.device("cpu"))
 
 
 @pytest.mark.parametrize(
@@ -169,8 +170,10 @@ def test_compile_with_gradient_checkpointing_compiles_module_by_module(
         compile=True,
         gradient_checkpointing=True,
     )
-    assert lift._compiles_whole_layers(dataclasses.replace(config, gradient_checkpointing=False))
-    assert not lift._compiles_whole_layers(config)
+    assert compilation.compiles_whole_layers(
+        lift.model, lift.backend, dataclasses.replace(config, gradient_checkpointing=False)
+    )
+    assert not compilation.compiles_whole_layers(lift.model, lift.backend, config)
     before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     lift.absorb(FACTS, config=config)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > before

@@ -11,6 +11,8 @@ import torch
 from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel
+from lift_integrations.absorb.batching import collate
+from lift_integrations.absorb.losses import mean_gate_per_sample, replay_losses
 from lift_integrations.absorb.replay import (
     ReplayPrompt,
     load_replay_prompts,
@@ -18,7 +20,7 @@ from lift_integrations.absorb.replay import (
     replay_samples,
 )
 from lift_integrations.absorb.samples import IGNORE_INDEX
-from lift_integrations.absorb.trainer import _collate, mean_gate_per_sample, replay_losses
+from lift_integrations.absorb.target import AdapterTarget
 from lift_integrations.adapters.gated_memory import GatedMemoryConfig
 
 PROBE = Path(__file__).resolve().parents[2] / "examples" / "data" / "general_questions.json"
@@ -88,13 +90,13 @@ def test_absorb_trains_the_replay_samples(tiny_lift: LIFTModel, monkeypatch: pyt
 
 def _replay_batch(lift: LIFTModel, prompts: list[ReplayPrompt]) -> dict[str, torch.Tensor]:
     samples = replay_samples(lift.tokenizer, prompts, ["Fine, thanks."] * len(prompts), 512)
-    return _collate(samples, lift.tokenizer.pad_token_id, torch.device("cpu"))
+    return collate(samples, lift.tokenizer.pad_token_id, torch.device("cpu"))
 
 
 def _mean_gate_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) -> float:
     """The memory's gate averaged over layers, heads and tokens of ``prompts`` as replay samples."""
     batch = _replay_batch(lift, prompts)
-    lift.backend.activate(lift._weights_for(memory))
+    lift.backend.activate(lift._live.weights_for(memory))
     try:
         with torch.no_grad(), lift.backend.recording_gates() as gates:
             lift.model(input_ids=batch["input_ids"])
@@ -107,7 +109,8 @@ def _mean_divergence_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) ->
     """Mean KL(base || with the memory) of the next-token distributions over ``prompts``' tokens."""
     batch = _replay_batch(lift, prompts)
     only_kl = LIFTConfig(general_replay=1, replay_weight=0.0, replay_kl_weight=1.0)
-    weights = lift._weights_for(memory)
+    weights = lift._live.weights_for(memory)
+    target = AdapterTarget(lift.model, lift.backend, weights, lift.lock, only_kl, lift.tokenizer.pad_token_id)
     lift.backend.activate(weights)
     try:
         with torch.no_grad():
@@ -115,8 +118,8 @@ def _mean_divergence_on(lift: LIFTModel, memory, prompts: list[ReplayPrompt]) ->
                 lift.model,
                 batch,
                 only_kl,
-                record_gates=None,
-                without_memory=lambda: lift._without_memory(weights),
+                record_gates=target.recording_gates,
+                without_memory=target.without_memory,
             )
     finally:
         lift.backend.activate(None)

@@ -8,17 +8,17 @@ import torch
 from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel
-from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
-from lift_integrations.absorb.trainer import (
+from lift_integrations.absorb.batching import (
     MIN_SHARED_PREFIX,
-    _collate,
-    _collate_packed,
-    _suffix,
+    collate,
+    collate_packed,
     packs_shared_prefixes,
-    per_sample_loss,
     plan_forward_passes,
     shared_prefix_groups,
+    suffix,
 )
+from lift_integrations.absorb.losses import per_sample_loss
+from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 
 FACTS = (
     "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. "
@@ -64,14 +64,14 @@ def test_a_shared_prefix_gives_the_losses_and_gradients_of_whole_samples(
         weight.requires_grad_(True)
     cpu = torch.device("cpu")
 
-    whole = per_sample_loss(model, _collate(samples, tokenizer.pad_token_id, cpu))
+    whole = per_sample_loss(model, collate(samples, tokenizer.pad_token_id, cpu))
     whole_grads = torch.autograd.grad(whole.sum(), weights)
-    suffixes = [_suffix(s, len(prefix)) for s in samples]
+    suffixes = [suffix(s, len(prefix)) for s in samples]
     if packed:
         additive = torch.float32 if attn == "eager" else None
-        shared = per_sample_loss(model, _collate_packed(prefix, suffixes, cpu, additive))
+        shared = per_sample_loss(model, collate_packed(prefix, suffixes, cpu, additive))
     else:
-        batch = _collate(suffixes, tokenizer.pad_token_id, cpu)
+        batch = collate(suffixes, tokenizer.pad_token_id, cpu)
         shared = per_sample_loss(model, batch, torch.tensor([prefix]))
     shared_grads = torch.autograd.grad(shared.sum(), weights)
 

@@ -8,9 +8,10 @@ import torch
 from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel, QAPair
-from lift_integrations.absorb import trainer
+from lift_integrations.absorb import losses
+from lift_integrations.absorb.batching import collate, shared_prefix_groups
+from lift_integrations.absorb.losses import per_sample_loss
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample, qa_samples
-from lift_integrations.absorb.trainer import _collate, per_sample_loss, shared_prefix_groups
 
 FACTS = (
     "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. "
@@ -34,7 +35,7 @@ def _reference_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
 def test_per_sample_loss_matches_the_plain_masked_loss(
     arch: str, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(trainer, "LOSS_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(losses, "LOSS_CHUNK_ROWS", chunk_rows)
     model, tokenizer = build_tiny_model(arch)
     model.float()
     lengths = [40, 23, 31]  # right-padded to 40
@@ -44,7 +45,7 @@ def test_per_sample_loss_matches_the_plain_masked_loss(
         ids = torch.randint(5, len(tokenizer), (n,), generator=generator).tolist()
         labels = [IGNORE_INDEX] * (n // 3) + ids[n // 3 :]
         samples.append(TrainingSample(ids, labels, "segment"))
-    batch = _collate(samples, tokenizer.pad_token_id, torch.device("cpu"))
+    batch = collate(samples, tokenizer.pad_token_id, torch.device("cpu"))
     weight = next(p for n, p in model.named_parameters() if "q_proj" in n)
     weight.requires_grad_(True)
 

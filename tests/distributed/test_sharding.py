@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 from collections.abc import Iterator
@@ -168,28 +169,30 @@ def test_ranks_must_resume_from_the_same_checkpoint(monkeypatch: pytest.MonkeyPa
     folder, say) are refused before training, not trained from different starting points."""
     from lift_integrations import LIFTConfig
     from lift_integrations.absorb import trainer
+    from lift_integrations.absorb.checkpoint import CheckpointStore, ResumeState
+    from lift_integrations.absorb.plan import SamplePlan
     from lift_integrations.absorb.samples import TrainingSample
 
-    resumed = trainer.ResumeState(
+    resumed = ResumeState(
         step=1, tokens=0, tokens_computed=0, sum_sq=0, losses=[0.0], elapsed_s=0.0, rng_state={}
     )
-    store = trainer.CheckpointStore(tmp_path, "key", every=1)
+    store = CheckpointStore(tmp_path, "key", every=1)
     monkeypatch.setattr(store, "restore", lambda *args: dataclasses.replace(resumed, params_sha256="mine"))
     monkeypatch.setattr(trainer, "gather_objects", lambda value: [value, (1, "theirs")])
     model = torch.nn.Linear(2, 2)
     model.config = types.SimpleNamespace()  # what train_memory reads of a model's config: nothing here
+    target = types.SimpleNamespace(
+        model=model,
+        parameters=list(model.parameters()),
+        pad_id=0,
+        step=contextlib.nullcontext,
+        recording_gates=contextlib.nullcontext,
+        without_memory=contextlib.nullcontext,
+    )
     context = lift_dist.DistributedContext(
         rank=0, world_size=2, local_rank=0, device=torch.device("cpu"), backend="gloo"
     )
     sample = TrainingSample([1, 2, 3], [-100, 2, 3], "segment")
+    plan = SamplePlan(stages=[[sample]], epochs=[2], num_documents=1)
     with pytest.raises(lift_dist.DistributedMismatchError, match=r"steps by rank: \[1, 1\]"):
-        trainer.train_memory(
-            model,
-            list(model.parameters()),
-            [[sample]],
-            [2],
-            LIFTConfig(),
-            pad_id=0,
-            checkpoint=store,
-            distributed=context,
-        )
+        trainer.train_memory(target, plan, LIFTConfig(), checkpoint=store, distributed=context)

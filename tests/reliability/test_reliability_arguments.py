@@ -46,7 +46,7 @@ def guarded(tiny_lift: LIFTModel, monkeypatch: pytest.MonkeyPatch) -> LIFTModel:
     """``tiny_lift`` whose tokenizer, lock, forward pass, adapter creation and document tokenizer fail the
     test when reached."""
     monkeypatch.setattr("lift_integrations.prompting.tokenizer_lock", _work_started)
-    monkeypatch.setattr("lift_integrations.model.tokenize_document", _work_started)
+    monkeypatch.setattr("lift_integrations.absorb.plan.tokenize_document", _work_started)
     monkeypatch.setattr(tiny_lift, "lock", _Tripwire())
     monkeypatch.setattr(tiny_lift.model, "forward", _work_started)
     monkeypatch.setattr(tiny_lift.model, "generate", _work_started)

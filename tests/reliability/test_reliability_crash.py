@@ -21,7 +21,7 @@ import torch
 from tiny_models import Interrupt, build_tiny_model, stop_at
 
 from lift_integrations import LIFTConfig, LIFTModel, Memory
-from lift_integrations.absorb.trainer import CheckpointStore
+from lift_integrations.absorb.checkpoint import CheckpointStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

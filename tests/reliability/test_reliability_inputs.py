@@ -63,7 +63,7 @@ def test_more_bad_documents_are_refused_before_any_work(
         raise AssertionError("work started before the input was checked")
 
     monkeypatch.setattr(tiny_lift.backend, "create", fail)
-    monkeypatch.setattr("lift_integrations.model.tokenize_document", fail)
+    monkeypatch.setattr("lift_integrations.absorb.plan.tokenize_document", fail)
     config = LIFTConfig.fast(checkpoint_dir=str(tmp_path / "checkpoints"))
     with pytest.raises(error, match=message):
         tiny_lift.absorb(documents, config=config)

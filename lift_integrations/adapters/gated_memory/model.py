@@ -77,8 +77,10 @@ class GatedMemoryBackend(AdapterBackend):
         self.head_dim = int(first.head_dim)
         self.attention_bias = bool(getattr(first.config, "attention_bias", False))
         self._handles: list[RemovableHandle] = []
-        self._slots = [LayerHooks(self, getattr(attention, "q_norm", None)) for attention in self.attention]
-        self._gate_sink: list[torch.Tensor] | None = None
+        self._slots = [
+            LayerHooks(self.num_heads, self.head_dim, getattr(attention, "q_norm", None))
+            for attention in self.attention
+        ]
 
     def create(
         self, generator: torch.Generator | None = None, config: GatedMemoryConfig | None = None
@@ -107,11 +109,13 @@ class GatedMemoryBackend(AdapterBackend):
     @contextlib.contextmanager
     def recording_gates(self) -> Iterator[list[torch.Tensor]]:
         gates: list[torch.Tensor] = []
-        self._gate_sink = gates
+        for slot in self._slots:
+            slot.gate_sink = gates
         try:
             yield gates
         finally:
-            self._gate_sink = None
+            for slot in self._slots:
+                slot.gate_sink = None
 
     def config_dict(self, config: GatedMemoryConfig | None = None) -> dict[str, Any]:
         config = config or self.config
@@ -165,23 +169,26 @@ class LayerHooks:
     to one layer index.
     """
 
-    def __init__(self, backend: GatedMemoryBackend, query_norm: nn.Module | None) -> None:
-        self.backend = backend
+    def __init__(self, num_heads: int, head_dim: int, query_norm: nn.Module | None) -> None:
+        self.num_heads = num_heads
+        self.head_dim = head_dim
         # Qwen3 and Gemma3 normalise the query per head (q_norm) before RoPE. Their layouts around q_norm
         # differ, so the norm is applied here on q_proj's output, whose layout is the same everywhere.
         self.query_norm = query_norm
         self.memory: GatedMemoryLayer | None = None
         self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.gate_sink: list[torch.Tensor] | None = None
+        """Where the gates go while :meth:`GatedMemoryBackend.recording_gates` is entered."""
 
     def on_query(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
         if self.memory is None:
             return
-        query = output.view(*output.shape[:2], self.backend.num_heads, self.backend.head_dim)
+        query = output.view(*output.shape[:2], self.num_heads, self.head_dim)
         if self.query_norm is not None:
             query = self.query_norm(query)
         self.pending = self.memory(query)
-        if self.backend._gate_sink is not None:
-            self.backend._gate_sink.append(self.pending[1])
+        if self.gate_sink is not None:
+            self.gate_sink.append(self.pending[1])
 
     def on_output(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if self.pending is None or self.memory is None:

@@ -1,0 +1,95 @@
+"""What an absorption trains on: every document's samples, in the paper's two stages.
+
+Stage 1 trains the contextualized segments alone; stage 2 trains them again with the auxiliary QA pairs
+and the replay prompts. Kept apart from :mod:`~lift_integrations.absorb.samples`, which the QA and
+replay modules build on: planning uses all three.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+import torch
+
+from lift_integrations.absorb.qa import QAGenerator
+from lift_integrations.absorb.replay import ReplayPrompt, pick_replay_prompts, replay_samples
+from lift_integrations.absorb.samples import TrainingSample, qa_samples, segment_samples
+from lift_integrations.absorb.segmentation import tokenize_document
+from lift_integrations.absorb.types import Document
+from lift_integrations.config import LIFTConfig
+from lift_integrations.distributed import DistributedContext, gather_objects
+from lift_integrations.prompting import document_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """The samples of each stage, and how many epochs each stage runs."""
+
+    stages: list[list[TrainingSample]]
+    epochs: list[int]
+    num_documents: int
+
+    def sample_counts(self) -> dict[str, int]:
+        """Samples of each kind (the last stage holds every QA and replay sample)."""
+        kinds = Counter(sample.kind for sample in self.stages[-1])
+        return {
+            "segment_samples": len(self.stages[0]),
+            "qa_samples": kinds["qa"],
+            "replay_samples": kinds["replay"],
+        }
+
+
+def plan_samples(
+    tokenizer: PreTrainedTokenizerBase,
+    documents: Sequence[Document],
+    config: LIFTConfig,
+    *,
+    qa_generator: QAGenerator | None,
+    base_answers: Callable[[Sequence[ReplayPrompt]], Sequence[str | None]],
+    distributed: DistributedContext | None = None,
+) -> SamplePlan:
+    """Tokenize ``documents`` and build every training sample of their absorption.
+
+    Every random draw comes from ``config.seed``; torch's global generator is seeded too, as a QA
+    generator that samples from the model draws from it. ``base_answers`` gives the base model's answers
+    to the replay prompts. Under ``distributed``, rank 0's QA pairs and base answers are used on every
+    rank: an LLM generating them may answer differently on each, and the ranks must train the same
+    samples.
+    """
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    segments: list[TrainingSample] = []
+    questions: list[TrainingSample] = []
+    replays: list[TrainingSample] = []
+    for document in documents:
+        ids = tokenize_document(tokenizer, document_text(document))  # streamed: 4 bytes per token
+        segments += segment_samples(tokenizer, ids, config, rng)
+        wanted = config.qa_pairs_for(len(ids))
+        if qa_generator is not None and config.stage2_epochs > 0 and wanted > 0:
+            pairs = _from_main(qa_generator.generate(document, wanted, rng), distributed)
+            questions += qa_samples(tokenizer, ids, pairs, config, text=document.text, rng=rng)
+    if config.general_replay > 0 and config.stage2_epochs > 0:
+        prompts = pick_replay_prompts(config.general_replay, rng)
+        answers = _from_main(base_answers(prompts), distributed)
+        replays = replay_samples(tokenizer, prompts, answers, config.max_seq_length)
+    return SamplePlan(
+        stages=[segments, segments + questions + replays],
+        epochs=[config.stage1_epochs, config.stage2_epochs],
+        num_documents=len(documents),
+    )
+
+
+def _from_main(value: T, distributed: DistributedContext | None) -> T:
+    """Rank 0's ``value`` on every rank."""
+    if distributed is None:
+        return value
+    return gather_objects(value)[0]
