@@ -125,7 +125,7 @@ class LIFTConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.adam_betas, list):  # JSON gives a list; anything else is left to validate()
-            self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+            self.adam_betas = tuple(self.adam_betas)
         self.validate()
 
     def validate(self) -> None:

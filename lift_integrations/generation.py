@@ -7,11 +7,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from lift_integrations.prompting import (
     SEPARATOR,
     Message,
+    decode_text,
     encode_chat,
     encode_text,
     head_tail,
@@ -22,10 +23,11 @@ from lift_integrations.prompting import (
 )
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    import torch
+    from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 FinishReason = Literal["stop", "length"]
-PromptInput = str | Sequence[Message] | Sequence[tuple[str, str]]
+PromptInput = str | Sequence[Message | tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,13 @@ def build_prompt_ids(
         raise ValueError(f"the messages alone take {bare} tokens; no room is left for context in {budget}")
     context_ids = head_tail(encode_text(tokenizer, context), room, encode_text(tokenizer, SEPARATOR))
     ids = encode_chat(
-        tokenizer, with_context(messages, tokenizer.decode(context_ids)), add_generation_prompt=True
+        tokenizer, with_context(messages, decode_text(tokenizer, context_ids)), add_generation_prompt=True
     )
     while len(ids) > budget and room > 8:  # decoding and re-encoding can shift a few tokens
         room -= max(8, len(ids) - budget)
         context_ids = head_tail(encode_text(tokenizer, context), room, encode_text(tokenizer, SEPARATOR))
         ids = encode_chat(
-            tokenizer, with_context(messages, tokenizer.decode(context_ids)), add_generation_prompt=True
+            tokenizer, with_context(messages, decode_text(tokenizer, context_ids)), add_generation_prompt=True
         )
     return ids
 
@@ -173,7 +175,7 @@ class Generator:
     def _finish(
         self, prompt_len: int, new_ids: list[int], max_new_tokens: int, stop: Sequence[str]
     ) -> GenerationResult:
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        text = decode_text(self.tokenizer, new_ids, skip_special_tokens=True)
         text, stopped = _truncate_at_stop(text, stop)
         ended = bool(new_ids) and new_ids[-1] in self.eos_ids
         reason: FinishReason = "stop" if (stopped or ended or len(new_ids) < max_new_tokens) else "length"
@@ -204,9 +206,7 @@ class Generator:
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([prompt_ids], device=device)
         with guard, torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
-            )
+            output = self._generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
         return output[0, len(prompt_ids) :].tolist()
 
     def generate_batch(
@@ -236,13 +236,16 @@ class Generator:
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             mask[row, width - len(ids) :] = 1
         with guard, torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs
-            )
+            output = self._generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
         return [
             self._finish(len(ids), self._trim(output[row, width:].tolist()), max_new_tokens, stop)
             for row, ids in enumerate(prompts)
         ]
+
+    def _generate(self, **kwargs: Any) -> torch.Tensor:
+        """``model.generate``: prompt and new token ids, a row per prompt (no ``return_dict_in_generate``)."""
+        # A causal LM's class mixes in GenerationMixin, which the PreTrainedModel annotation leaves out.
+        return cast("GenerationMixin", self.model).generate(**kwargs)
 
     def _trim(self, new_ids: list[int]) -> list[int]:
         """A batch row's own tokens: up to its first end-of-turn token, without the pads after it."""

@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lift_integrations._fs import sha256_file
 
@@ -115,8 +115,10 @@ def clear_quantization_marker(model: PreTrainedModel) -> None:
     The weights are plain floats after loading, but ``Trainer`` and ``save_pretrained`` refuse a model
     that still looks quantized.
     """
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # torch types Module.__setattr__ as taking tensors and modules only; a plain attribute takes any value.
+    attributes = cast(Any, model)
+    attributes.hf_quantizer = None
+    attributes.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
 
@@ -206,7 +208,9 @@ def load_model_and_tokenizer(
         quant = getattr(model.config.quantization_config, "quant_method", None)
         if str(quant).lower().endswith("gguf"):
             clear_quantization_marker(model)
-    model.to(device)
+    # PreTrainedModel.to is typed through functools.wraps, which loses the bound self: call it as a Module's.
+    module: torch.nn.Module = model
+    module.to(device)
     model.eval()
     return model, tokenizer, display
 

@@ -9,7 +9,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from lift_integrations.adapters import ADAPTER_KINDS, adapter_config_class
 from lift_integrations.config import LIFTConfig
@@ -43,7 +43,7 @@ def _require(condition: bool, folder: Path, message: str) -> None:
         raise MemoryFormatError(f"{folder}: {message}")
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -107,7 +107,7 @@ def validate_manifest(folder: Path, manifest: Any) -> None:
     _require(isinstance(adapter.get("config"), dict), folder, "adapter config is missing")
     _check_adapter_config(folder, adapter["kind"], adapter["config"])
     tensors = adapter.get("tensors")
-    _require(isinstance(tensors, dict) and tensors, folder, "adapter tensor list is missing or empty")
+    _require(isinstance(tensors, dict) and bool(tensors), folder, "adapter tensor list is missing or empty")
     for name, spec in tensors.items():
         _require(isinstance(spec, dict), folder, f"tensor {name!r} has no shape/dtype entry")
         shape = spec.get("shape")

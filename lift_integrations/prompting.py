@@ -18,7 +18,7 @@ import re
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -122,6 +122,15 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> li
     return [list(ids) for ids in encoded]
 
 
+def decode_text(
+    tokenizer: PreTrainedTokenizerBase, ids: list[int], *, skip_special_tokens: bool = False
+) -> str:
+    """The text of one sequence of token ids."""
+    text = tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+    # transformers types decode's result as ``str | list[str]``; the list is for a batch of sequences.
+    return cast(str, text)
+
+
 def encode_chat(
     tokenizer: PreTrainedTokenizerBase,
     messages: Sequence[Message],
@@ -137,9 +146,7 @@ def encode_chat(
     if getattr(tokenizer, "chat_template", None) is None:
         return _encode_without_template(tokenizer, messages, add_generation_prompt)
     stand_ins = [{"role": m["role"], "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
-    rendered: str = tokenizer.apply_chat_template(
-        stand_ins, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    rendered = _render_template(tokenizer, stand_ins, add_generation_prompt=add_generation_prompt)
     ids: list[int] = []
     rest = rendered
     for index, message in enumerate(messages):
@@ -170,7 +177,7 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message])
     messages = normalize_messages(messages)
     special = _special_pattern(tokenizer)
     escaped = [{"role": m["role"], "content": _escape(m["content"], special)} for m in messages]
-    return tokenizer.apply_chat_template(escaped, tokenize=False, add_generation_prompt=True)
+    return _render_template(tokenizer, escaped, add_generation_prompt=True)
 
 
 def parse_chat(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Message] | None:
@@ -201,7 +208,7 @@ def parse_chat(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Message]
             raise _TooLong
         stand_ins = [{"role": role, "content": _PLACEHOLDER.format(i)} for i, role in enumerate(roles)]
         try:
-            rendered = tokenizer.apply_chat_template(stand_ins, tokenize=False, add_generation_prompt=whole)
+            rendered = _render_template(tokenizer, stand_ins, add_generation_prompt=whole)
         except Exception:  # a template may refuse a role order ("roles must alternate ...")
             return None
         parts = []
@@ -261,6 +268,17 @@ def parse_chat(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Message]
 
 class _TooLong(Exception):
     """:func:`parse_chat` gave up: the prompt needs more than ``_PARSE_WORK`` rendered messages."""
+
+
+def _render_template(
+    tokenizer: PreTrainedTokenizerBase, messages: list[Message], *, add_generation_prompt: bool
+) -> str:
+    """``messages`` in the tokenizer's chat template, as text."""
+    rendered = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    # transformers types the result as a union over all its modes; with tokenize=False it is the text.
+    return cast(str, rendered)
 
 
 def _special_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:

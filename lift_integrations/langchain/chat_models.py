@@ -52,7 +52,7 @@ from lift_integrations.validation import (
 if TYPE_CHECKING:
     from lift_integrations.absorb.trainer import AbsorbProgress
     from lift_integrations.config import LIFTConfig
-    from lift_integrations.generation import GenerationResult
+    from lift_integrations.generation import GenerationResult, TextStream
     from lift_integrations.memory import Memory
     from lift_integrations.model import LIFTModel
 
@@ -79,7 +79,7 @@ def to_core_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     """
     converted = []
     for message in messages:
-        text = message.text
+        text: str = message.text
         if isinstance(message, SystemMessage):
             role = "system"
         elif isinstance(message, HumanMessage):
@@ -308,7 +308,9 @@ class LIFTChatModel(BaseChatModel):
 
     @staticmethod
     def _usage(result: GenerationResult) -> UsageMetadata:
-        return UsageMetadata(
+        # langchain-core imports NotRequired from typing, which mypy's target (Python 3.10) lacks, so the
+        # optional token-detail keys read as required.
+        return UsageMetadata(  # type: ignore[typeddict-item]
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
             total_tokens=result.total_tokens,
@@ -389,16 +391,15 @@ class LIFTChatModel(BaseChatModel):
         lift_messages = self._call_turns(messages)
         memory = await asyncio.to_thread(self._memory_for, lift_messages)
 
-        def start() -> Any:
+        def start() -> TextStream:
             return self.lift.stream(lift_messages, memory=memory, **args)
 
         stream = await asyncio.to_thread(start)
-        done = object()
         try:
             while True:
                 # Each wait for the next piece happens in a worker thread, so the loop stays free meanwhile.
-                piece = await asyncio.to_thread(next, stream, done)
-                if piece is done:
+                piece = await asyncio.to_thread(next, stream, None)  # a piece is a str, never None
+                if piece is None:
                     break
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
                 if run_manager is not None:

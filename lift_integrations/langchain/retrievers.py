@@ -185,7 +185,11 @@ class LIFTMemoryRetriever(BaseRetriever):
                 pending = list(self._pending.items())
                 chunks = chunk_documents([doc for _, doc in pending], self.chunk_size, self.chunk_overlap)
                 if chunks:
-                    self._store.add_documents(chunks, ids=[chunk.id for chunk in chunks])
+                    ids: list[str] = []
+                    for chunk in chunks:
+                        assert chunk.id is not None, "chunk_documents gives every chunk an id"
+                        ids.append(chunk.id)
+                    self._store.add_documents(chunks, ids=ids)
                 for key, _ in pending:
                     self._indexed[key] = [c.id for c in chunks if c.id and c.id.startswith(key[:16] + "-")]
                 self._pending.clear()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +30,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.llm import default_completion_to_prompt
 from llama_index.core.schema import BaseNode, MetadataMode
 
 from lift_integrations import registry
@@ -156,7 +157,7 @@ class _Pieces(Iterator[tuple[str, str, Any]]):
             stream.cancel()
 
 
-def _responses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> Iterator[_R]:
+def _responses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> Generator[_R, None, None]:
     """``make`` of each piece. Closing this generator, or dropping it (which is what closing LlamaIndex's
     wrapper around it does), ends generation before ``close()`` returns."""
     try:
@@ -166,17 +167,16 @@ def _responses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> Iterator
         pieces.close()
 
 
-async def _aresponses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> AsyncIterator[_R]:
+async def _aresponses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> AsyncGenerator[_R, None]:
     """``make`` of each piece, each awaited in a worker thread so the loop is never blocked.
 
     ``aclose()``, a cancelled task, or the loop finalizing this generator once it is dropped ends
     generation: cancelled at once, then closed in a worker thread (it waits for the token in progress).
     """
-    done = object()
     try:
         while True:
-            item = await asyncio.to_thread(next, pieces, done)
-            if item is done:
+            item = await asyncio.to_thread(next, pieces, None)  # a piece is a tuple, never None
+            if item is None:
                 return
             yield make(*item)
     finally:
@@ -451,7 +451,9 @@ class LIFTLLM(CustomLLM):
             parsed = parse_chat(self.lift_model.tokenizer, prompt)
             return parsed if parsed is not None else [{"role": "user", "content": prompt}]
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [*system, {"role": "user", "content": self.completion_to_prompt(prompt)}]
+        # None (the field's type allows it) is the default, as at construction: the prompt unchanged.
+        to_prompt = self.completion_to_prompt or default_completion_to_prompt
+        return [*system, {"role": "user", "content": to_prompt(prompt)}]
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The core's arguments for one call, checked before any work: a keyword overrides the field,

@@ -156,6 +156,12 @@ def test_complete_and_chat_agree_on_one_user_turn(llm: LIFTLLM) -> None:
     assert llm.complete(PROMPT).text == llm.chat(user(PROMPT)).message.content
 
 
+def test_completion_to_prompt_set_to_none_is_the_default(llm: LIFTLLM) -> None:
+    # The field is Optional and assignment is not validated: None must mean "unchanged", as at construction.
+    llm.completion_to_prompt = None
+    assert llm.complete(PROMPT).text == llm.chat(user(PROMPT)).message.content
+
+
 def test_stream_complete(llm: LIFTLLM) -> None:
     responses = list(llm.stream_complete(PROMPT))
     check_stream(responses, llm.complete(PROMPT).text)
