@@ -228,7 +228,7 @@ def all_reduce_gradients(
     for indices in by_dtype.values():
         flat = torch.cat(
             [
-                (params[i].grad if params[i].grad is not None else torch.zeros_like(params[i])).reshape(-1)
+                (grad if (grad := params[i].grad) is not None else torch.zeros_like(params[i])).reshape(-1)
                 for i in indices
             ]
         )

@@ -32,6 +32,7 @@ from lift_integrations.generation import GenerationResult, Generator, PromptInpu
 from lift_integrations.memory import AbsorbedDocument, Memory
 from lift_integrations.prompting import (
     SEPARATOR,
+    decode_text,
     document_text,
     encode_chat_with_answer,
     encode_text,
@@ -399,8 +400,8 @@ class LIFTModel:
         if isinstance(text, str) and context == "truncated":
             separator = encode_text(self.tokenizer, SEPARATOR)
             budget = self.context_window - max_new_tokens - 64
-            text = self.tokenizer.decode(
-                head_tail(encode_text(self.tokenizer, text), max(budget, 16), separator)
+            text = decode_text(
+                self.tokenizer, head_tail(encode_text(self.tokenizer, text), max(budget, 16), separator)
             )
         return build_prompt_ids(self.tokenizer, messages, text, self.context_window - max_new_tokens)
 

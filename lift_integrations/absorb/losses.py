@@ -11,7 +11,7 @@ import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from torch.utils.checkpoint import checkpoint
 from lift_integrations.absorb.batching import bidirectional
 from lift_integrations.absorb.samples import TrainingSample
 from lift_integrations.config import LIFTConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 LOSS_CHUNK_ROWS = 4096
 """Supervised positions whose vocabulary-sized logits exist at once (see :func:`token_losses`)."""
@@ -49,7 +52,7 @@ def _chunk_loss(
     return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
 
 
-def token_losses(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def token_losses(model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each row of ``hidden`` (supervised positions) against ``targets``.
 
     The output projection and the loss run in chunks of :data:`LOSS_CHUNK_ROWS` rows whose logits are
@@ -68,7 +71,7 @@ def token_losses(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) 
 
 
 def per_sample_loss(
-    model: nn.Module, batch: dict[str, torch.Tensor], prefix: torch.Tensor | None = None
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], prefix: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over each sample's supervised tokens; shape ``(batch,)``.
 
@@ -119,7 +122,7 @@ def mean_per_sample(values: torch.Tensor, rows: torch.Tensor, size: int) -> torc
 
 
 def replay_losses(
-    model: nn.Module,
+    model: PreTrainedModel,
     batch: dict[str, torch.Tensor],
     config: LIFTConfig,
     *,
@@ -151,6 +154,7 @@ def replay_losses(
         cross_entropy = nn.functional.cross_entropy(supervised, batch["targets"], reduction="none")
         total = total + answer_weight * mean_per_sample(cross_entropy, batch["rows"], size)
     if gated:
+        assert gates is not None  # recorded by record_gates()
         total = total + config.replay_gate_weight * mean_gate_per_sample(gates, mask)
     if teacher is not None:
         student = logits.float().log_softmax(-1)

@@ -14,6 +14,7 @@ from lift_integrations.absorb.types import QAPair
 from lift_integrations.config import LIFTConfig
 from lift_integrations.prompting import (
     SEPARATOR,
+    decode_text,
     encode_chat_with_answer,
     encode_text,
     encode_texts,
@@ -119,7 +120,7 @@ def qa_samples(
 
     def document_view(budget: int) -> str:
         if budget not in views:
-            views[budget] = tokenizer.decode(head_tail(document_ids, budget, separator))
+            views[budget] = decode_text(tokenizer, head_tail(document_ids, budget, separator))
         return views[budget]
 
     passages = split_passages(text) if text and config.qa_passage_fraction > 0 else []

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from torch import nn
 from lift_integrations.absorb.compilation import compiled_modules, compiles_whole_layers
 from lift_integrations.adapters.base import AdapterBackend
 from lift_integrations.config import LIFTConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 STEP_HANDOFF_S = 0.001
 """Pause of an absorbing thread between optimizer steps, so that waiting requests get the model lock."""
@@ -30,7 +33,7 @@ class AdapterTarget:
     """Trains the adapter ``weights`` of ``backend`` inside ``model`` (a
     :class:`~lift_integrations.absorb.trainer.TrainingTarget`), holding ``lock`` for each step."""
 
-    model: nn.Module
+    model: PreTrainedModel
     backend: AdapterBackend
     weights: nn.Module
     lock: AbstractContextManager[Any]
@@ -90,7 +93,7 @@ class AdapterTarget:
             param.requires_grad_(True)
 
 
-def set_gradient_checkpointing(model: nn.Module, enabled: bool) -> None:
+def set_gradient_checkpointing(model: PreTrainedModel, enabled: bool) -> None:
     """Turn Hugging Face's gradient checkpointing on or off (under its newer name where it has one)."""
     if enabled:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from lift_integrations.distributed import (
     gather_objects,
     shard_samples,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class TrainingTarget(Protocol):
     """The model side of an absorption: what is trained, and the contexts its steps run in."""
 
     @property
-    def model(self) -> nn.Module: ...
+    def model(self) -> PreTrainedModel: ...
 
     @property
     def parameters(self) -> Sequence[nn.Parameter]:

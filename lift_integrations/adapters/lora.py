@@ -10,7 +10,7 @@ import itertools
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from torch import nn
 from lift_integrations.adapters.base import AdapterBackend
 from lift_integrations.errors import MemoryMismatchError
 from lift_integrations.validation import FLOAT16_MAX, check_float, check_int
+
+if TYPE_CHECKING:
+    from peft.tuners.lora import LoraLayer
 
 
 @dataclass
@@ -89,14 +92,14 @@ class LoRABackend(AdapterBackend):
         self.model = model
         self.config = config or LoRAConfig()
         self._counter = itertools.count()
-        self._tuner_layers: list[nn.Module] = []
+        self._tuner_layers: list[LoraLayer] = []
         self._active: str | None = None
 
     def create(
         self, generator: torch.Generator | None = None, config: LoRAConfig | None = None
     ) -> LoRAWeights:
         from peft import LoraConfig, inject_adapter_in_model
-        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.tuners.lora import LoraLayer
 
         config = config or self.config
         name = f"lift{next(self._counter)}"
@@ -110,15 +113,15 @@ class LoRABackend(AdapterBackend):
         with warnings.catch_warnings():  # one adapter per memory is the design, not a mistake
             warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)
             inject_adapter_in_model(peft_config, self.model, adapter_name=name)
-        self._tuner_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        self._tuner_layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
         tensors: dict[str, nn.Parameter] = {}
         for module_name, module in self.model.named_modules():
-            if not isinstance(module, BaseTunerLayer):
+            if not isinstance(module, LoraLayer):
                 continue
             if name not in module.lora_A:  # a layer of another memory's target_modules
                 continue
             for kind in ("lora_A", "lora_B"):
-                linear = getattr(module, kind)[name]
+                linear: nn.Linear = getattr(module, kind)[name]
                 if kind == "lora_A" and generator is not None:
                     # Drawn on the generator's device (the CPU) and copied: the same seed gives the
                     # same memory on any device, and a CPU generator cannot fill a GPU tensor.
@@ -126,27 +129,29 @@ class LoRABackend(AdapterBackend):
                     values = torch.empty(linear.weight.shape, device=generator.device)
                     with torch.no_grad():
                         linear.weight.copy_(values.uniform_(-bound, bound, generator=generator))
-                tensors[f"{module_name}.{kind}.weight"] = linear.weight
+                tensors[f"{module_name}.{kind}.weight"] = cast(nn.Parameter, linear.weight)
         for param in self.model.parameters():
             if not any(param is t for t in tensors.values()):
                 param.requires_grad_(False)
         # The model keeps running the previously active memory (or none) until activate() is called.
-        self.activate(self._lookup(self._active))
+        self._activate(self._active)
         return LoRAWeights(name, tensors)
 
-    def _lookup(self, name: str | None) -> LoRAWeights | None:
-        return None if name is None else _NamedOnly(name)  # type: ignore[return-value]
-
     def activate(self, weights: nn.Module | None) -> None:
+        if weights is not None and not isinstance(weights, LoRAWeights):
+            raise ValueError("these weights do not belong to a LoRA memory of this model")
+        self._activate(None if weights is None else weights.adapter_name)
+
+    def _activate(self, adapter_name: str | None) -> None:
         for layer in self._tuner_layers:
-            if weights is None:
+            if adapter_name is None:
                 layer.enable_adapters(False)
             else:
                 layer.enable_adapters(True)
-                layer.set_adapter(weights.adapter_name)  # type: ignore[union-attr]
+                layer.set_adapter(adapter_name)
         for param in self.model.parameters():
             param.requires_grad_(False)
-        self._active = None if weights is None else weights.adapter_name  # type: ignore[union-attr]
+        self._active = adapter_name
 
     def release(self, weights: nn.Module) -> None:
         name = getattr(weights, "adapter_name", None)
@@ -173,10 +178,3 @@ class LoRABackend(AdapterBackend):
                 f"the memory's LoRA rank r={config.r} does not fit its tensors (ranks {ranks})"
             )
         return config  # its target modules are checked against its tensors' names once injected
-
-
-class _NamedOnly:
-    """Stands for an already injected adapter when only its name is known."""
-
-    def __init__(self, adapter_name: str) -> None:
-        self.adapter_name = adapter_name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ class GatedMemoryBackend(AdapterBackend):
         self.model = model
         self.config = config or GatedMemoryConfig()
         self.attention = find_attention_modules(model)
-        first = self.attention[0]
+        first: Any = self.attention[0]  # a transformers attention module: config, head_dim
         self.num_heads = int(first.config.num_attention_heads)
         self.head_dim = int(first.head_dim)
         self.attention_bias = bool(getattr(first.config, "attention_bias", False))
@@ -102,7 +102,7 @@ class GatedMemoryBackend(AdapterBackend):
         if not isinstance(weights, GatedMemoryWeights) or len(weights.layers) != len(self.attention):
             raise ValueError("these weights do not belong to a Gated Memory of this model")
         for slot, layer in zip(self._slots, weights.layers, strict=True):
-            slot.memory = layer
+            slot.memory = cast(GatedMemoryLayer, layer)
         if not self._handles:
             self._install_hooks()
 
@@ -147,8 +147,9 @@ class GatedMemoryBackend(AdapterBackend):
 
     def _install_hooks(self) -> None:
         for attention, slot in zip(self.attention, self._slots, strict=True):
-            self._handles.append(attention.q_proj.register_forward_hook(slot.on_query))
-            self._handles.append(attention.o_proj.register_forward_pre_hook(slot.on_output))
+            q_proj, o_proj = cast(nn.Module, attention.q_proj), cast(nn.Module, attention.o_proj)
+            self._handles.append(q_proj.register_forward_hook(slot.on_query))
+            self._handles.append(o_proj.register_forward_pre_hook(slot.on_output))
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
