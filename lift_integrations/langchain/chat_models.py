@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -38,9 +37,17 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from lift_integrations import registry
+from lift_integrations.langchain._absorb import (
+    EVENT_END,
+    EVENT_PROGRESS,
+    EVENT_START,
+    EVENT_TIMEOUT_S,
+    absorb_config,
+    check_absorb_args,
+    run_config,
+)
 from lift_integrations.langchain._documents import to_core_documents, to_langchain_documents
 from lift_integrations.validation import (
-    check_bool,
     check_context,
     check_max_new_tokens,
     check_prompt,
@@ -57,10 +64,6 @@ if TYPE_CHECKING:
     from lift_integrations.model import LIFTModel
 
 DEFAULT_MAX_TOKENS = 256
-_EVENT_TIMEOUT_S = 60.0
-EVENT_START = "lift_absorb_start"
-EVENT_PROGRESS = "lift_absorb_progress"
-EVENT_END = "lift_absorb_end"
 
 _ROLE_ALIASES = {
     "human": "user",
@@ -428,17 +431,6 @@ class LIFTChatModel(BaseChatModel):
                 slot = self._routes = (embeddings, RouterSlot(embed))
         return slot[1].route_chat(memory, turns)
 
-    def _lift_config(
-        self, lift: LIFTModel, lift_config: LIFTConfig | None, overrides: Mapping[str, Any]
-    ) -> LIFTConfig:
-        from lift_integrations.config import LIFTConfig
-
-        if lift_config is None:
-            return LIFTConfig.for_device(lift.device.type, **overrides)
-        if not isinstance(lift_config, LIFTConfig):
-            raise TypeError(f"lift_config must be a LIFTConfig, got {type(lift_config).__name__}")
-        return dataclasses.replace(lift_config, **overrides) if overrides else lift_config
-
     def _absorb_blocking(
         self,
         documents: list[tuple[str, str]],
@@ -450,7 +442,7 @@ class LIFTChatModel(BaseChatModel):
         on_progress: Callable[[AbsorbProgress], None],
     ) -> dict[str, Any]:
         lift = self.lift
-        config = self._lift_config(lift, lift_config, overrides)
+        config = absorb_config(lift, lift_config, overrides)
         started = time.perf_counter()
         # Two absorbs on one instance must not both extend the same old memory. The model lock is not held
         # here: the core takes it per optimizer step so that requests are served while a memory trains.
@@ -469,43 +461,6 @@ class LIFTChatModel(BaseChatModel):
         info["seconds"] = round(time.perf_counter() - started, 3)
         info["new_documents"] = len(documents)
         return info
-
-    @staticmethod
-    def _run_config(config: RunnableConfig | None, callbacks: Callbacks) -> RunnableConfig:
-        merged: RunnableConfig = dict(config or {})  # type: ignore[assignment]
-        if callbacks is not None:
-            merged["callbacks"] = callbacks
-        return merged
-
-    @staticmethod
-    def _check_absorb_args(
-        lift_config: Any, overrides: Mapping[str, Any], config: Any, extend: Any, show_progress: Any
-    ) -> None:
-        """Refuse bad :meth:`absorb` arguments before any event, loading or training. ``config`` is
-        LangChain's ``RunnableConfig``, an easy slot to put a ``LIFTConfig`` in by mistake."""
-        from lift_integrations.config import LIFTConfig
-
-        if isinstance(config, LIFTConfig):
-            raise TypeError(
-                "config= is LangChain's RunnableConfig (callbacks, tags, ...); pass the LIFTConfig as "
-                "lift_config="
-            )
-        if config is not None and not isinstance(config, Mapping):
-            raise TypeError(f"config must be a RunnableConfig (a dict) or None, got {type(config).__name__}")
-        if lift_config is not None and not isinstance(lift_config, LIFTConfig):
-            raise TypeError(f"lift_config must be a LIFTConfig or None, got {type(lift_config).__name__}")
-        check_bool(extend, "extend")
-        check_bool(show_progress, "show_progress", optional=True)
-        unknown = sorted(set(overrides) - set(LIFTConfig.__dataclass_fields__))
-        if unknown:
-            raise TypeError(
-                f"unknown LIFTConfig fields: {unknown} (absorb() passes its other keyword arguments to "
-                "LIFTConfig)"
-            )
-        if lift_config is not None:
-            (dataclasses.replace(lift_config, **overrides) if overrides else lift_config).validate()
-        else:  # every device's preset is fast() with other QA counts, which no cross-field check involves
-            LIFTConfig.fast(**overrides)
 
     def _absorb_inputs(self, documents: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
         """The documents as core ``(title, text)`` pairs, and the summary the start event reports."""
@@ -543,7 +498,7 @@ class LIFTChatModel(BaseChatModel):
         ``config`` is LangChain's ``RunnableConfig``; the :class:`~lift_integrations.LIFTConfig` goes in
         ``lift_config``. Every argument and setting is checked before any event or work.
         """
-        self._check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
+        check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
         pairs, summary = self._absorb_inputs(documents)
 
         def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
@@ -558,7 +513,7 @@ class LIFTChatModel(BaseChatModel):
             dispatch_custom_event(EVENT_END, info, config=config)
             return info
 
-        return RunnableLambda(run, name="lift_absorb").invoke(summary, self._run_config(config, callbacks))
+        return RunnableLambda(run, name="lift_absorb").invoke(summary, run_config(config, callbacks))
 
     async def aabsorb(
         self,
@@ -573,7 +528,7 @@ class LIFTChatModel(BaseChatModel):
         **config_overrides: Any,
     ) -> dict[str, Any]:
         """:meth:`absorb` without blocking the event loop (training runs in a worker thread)."""
-        self._check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
+        check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
         pairs, summary = self._absorb_inputs(documents)
 
         async def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
@@ -587,7 +542,7 @@ class LIFTChatModel(BaseChatModel):
                     adispatch_custom_event(EVENT_PROGRESS, report.to_dict(), config=config), loop
                 )
                 with contextlib.suppress(concurrent.futures.TimeoutError):
-                    future.result(timeout=_EVENT_TIMEOUT_S)
+                    future.result(timeout=EVENT_TIMEOUT_S)
 
             info = await asyncio.to_thread(
                 self._absorb_blocking,
@@ -602,9 +557,7 @@ class LIFTChatModel(BaseChatModel):
             await adispatch_custom_event(EVENT_END, info, config=config)
             return info
 
-        return await RunnableLambda(run, name="lift_absorb").ainvoke(
-            summary, self._run_config(config, callbacks)
-        )
+        return await RunnableLambda(run, name="lift_absorb").ainvoke(summary, run_config(config, callbacks))
 
     def save_memory(self, path: Any) -> str:
         """Write the current memory to the folder ``path`` (atomically); returns the resolved folder."""
