@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 FinishReason = Literal["stop", "length"]
+MIN_SAMPLING_TEMPERATURE = 1e-5
+"""Temperatures below it decode greedily, the limit of sampling as the temperature goes to 0: dividing the
+logits by a subnormal temperature (5e-324) overflows them and breaks the sampler."""
 PromptInput = str | Sequence[Message | tuple[str, str]]
 
 
@@ -141,7 +144,7 @@ class Generator:
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids or None,
         )
-        if temperature > 0:
+        if temperature >= MIN_SAMPLING_TEMPERATURE:
             kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=top_p if top_p else 1.0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)

@@ -132,15 +132,16 @@ def check_max_new_tokens(
 
 
 def check_temperature(value: Any, name: str = "temperature") -> float:
-    """A finite number >= 0; 0 decodes greedily."""
-    accepted = f"{name} must be a finite number >= 0 (0 decodes greedily), got {value!r}"
+    """A number in [0, 65504]; 0 decodes greedily. The logits are divided by it in the model's dtype, where
+    a larger one can overflow (3.4e38 is infinite in float32), and sampling is uniform long before it."""
+    accepted = f"{name} must be a number in [0, {FLOAT16_MAX:g}] (0 decodes greedily), got {value!r}"
     if not _is_number(value):
         raise TypeError(accepted)
     try:
         temperature = float(value)
     except OverflowError:  # an int too large for a float
         raise ValueError(accepted) from None
-    if not math.isfinite(temperature) or temperature < 0:
+    if not 0 <= temperature <= FLOAT16_MAX:  # NaN fails this too
         raise ValueError(accepted)
     return temperature
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from tiny_models import build_tiny_model
 
@@ -72,6 +72,7 @@ def within_limit(call: Callable[[], Any]) -> tuple[str, Any]:
 def expect_clear(outcome: tuple[str, Any], *also: type[BaseException]) -> Any:
     """The result of a call that succeeded, or ``None`` for one refused with a clear error."""
     status, value = outcome
+    event("refused" if status == "error" else "ran")  # both must occur: see --hypothesis-show-statistics
     if status == "error":
         if not isinstance(value, (*CLEAR, *also)):
             raise AssertionError(f"unclear error {type(value).__name__}: {value}") from value
@@ -99,23 +100,50 @@ _MESSAGE = st.fixed_dictionaries(
         "content": _TEXT | _JUNK,
     }
 )
-PROMPTS = st.one_of(_TEXT, st.lists(_MESSAGE, max_size=3), _JUNK)
-CONTEXTS = st.one_of(st.none(), st.just("truncated"), st.lists(_TEXT | _JUNK, max_size=3), _JUNK)
-MAX_NEW_TOKENS = st.one_of(st.integers(min_value=-2, max_value=6), _JUNK)
-TEMPERATURES = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=2.0), _JUNK)
-TOP_PS = st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0), _JUNK)
-STOPS = st.one_of(st.none(), st.lists(_TEXT | _JUNK, max_size=3), _TEXT, _JUNK)
+VALID = {
+    "prompt": st.text(max_size=40)
+    | st.lists(
+        st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": st.text(max_size=20)}),
+        min_size=1,
+        max_size=3,
+    ),
+    "context": st.one_of(st.none(), st.just("truncated"), st.lists(st.text(max_size=30), max_size=3)),
+    "max_new_tokens": st.integers(min_value=1, max_value=6),
+    "temperature": st.just(0.0) | st.floats(min_value=0.0, max_value=2.0) | st.sampled_from([5e-324, 1e-45]),
+    "top_p": st.none() | st.floats(min_value=0.01, max_value=1.0),
+    "stop": st.none()
+    | st.text(min_size=1, max_size=3)
+    | st.lists(st.text(min_size=1, max_size=3), max_size=2),
+}
+"""Arguments a call accepts."""
+INVALID = {
+    "prompt": st.one_of(_JUNK, st.lists(_MESSAGE, max_size=3), _TEXT),
+    "context": st.one_of(_JUNK, st.lists(_TEXT | _JUNK, max_size=3)),
+    "max_new_tokens": st.one_of(st.integers(min_value=-2, max_value=0), st.just(10**9), _JUNK),
+    "temperature": _JUNK,
+    "top_p": _JUNK
+    | st.floats(min_value=1.0, exclude_min=True)
+    | st.sampled_from([0.0, -0.5, float("nan"), float("inf")]),
+    "stop": st.lists(_TEXT | _JUNK, max_size=3) | _JUNK,
+}
+"""Arguments of the right name and any type or value: most are refused, some are valid after all."""
+
+
+def arguments(data: st.DataObject, names: list[str]) -> dict[str, Any]:
+    """Valid values but for at most one argument (each in turn), so that calls run as well as fail."""
+    broken = data.draw(st.sampled_from([None, *names]), "broken argument")
+    return {name: data.draw(INVALID[name] if name == broken else VALID[name], name) for name in names}
 
 
 def memories(memory: Memory) -> st.SearchStrategy[Any]:
-    return st.one_of(st.none(), st.just(memory), _JUNK)
+    return st.one_of(st.none(), st.just(memory), st.just(memory), _JUNK)
 
 
 def check_result(result: Any, max_new_tokens: Any) -> None:
     assert isinstance(result, GenerationResult)
     assert isinstance(result.text, str)
     assert result.finish_reason in ("stop", "length")
-    assert 0 <= result.completion_tokens <= max_new_tokens
+    assert 0 <= result.output_tokens <= max_new_tokens and result.input_tokens > 0
 
 
 # Generation ----------------------------------------------------------------------------------------
@@ -126,15 +154,9 @@ def check_result(result: Any, max_new_tokens: Any) -> None:
 def test_generate_gives_a_result_or_a_clear_error(
     lift: LIFTModel, memory: Memory, data: st.DataObject
 ) -> None:
-    kwargs = {
-        "memory": data.draw(memories(memory), "memory"),
-        "context": data.draw(CONTEXTS, "context"),
-        "max_new_tokens": data.draw(MAX_NEW_TOKENS, "max_new_tokens"),
-        "temperature": data.draw(TEMPERATURES, "temperature"),
-        "top_p": data.draw(TOP_PS, "top_p"),
-        "stop": data.draw(STOPS, "stop"),
-    }
-    prompt = data.draw(PROMPTS, "prompt")
+    kwargs = arguments(data, ["prompt", "context", "max_new_tokens", "temperature", "top_p", "stop"])
+    kwargs["memory"] = data.draw(memories(memory), "memory")
+    prompt = kwargs.pop("prompt")
     result = expect_clear(within_limit(lambda: lift.generate(prompt, **kwargs)))
     if result is not None:
         check_result(result, kwargs["max_new_tokens"])
@@ -145,21 +167,31 @@ def test_generate_gives_a_result_or_a_clear_error(
 def test_generate_batch_gives_results_or_a_clear_error(
     lift: LIFTModel, memory: Memory, data: st.DataObject
 ) -> None:
-    prompts = data.draw(st.lists(PROMPTS, max_size=3) | _JUNK, "prompts")
-    contexts = data.draw(st.none() | st.lists(CONTEXTS, max_size=3) | _JUNK, "contexts")
-    kwargs = {
-        "memory": data.draw(memories(memory), "memory"),
-        "max_new_tokens": data.draw(MAX_NEW_TOKENS, "max_new_tokens"),
-        "temperature": data.draw(TEMPERATURES, "temperature"),
-        "top_p": data.draw(TOP_PS, "top_p"),
-        "stop": data.draw(STOPS, "stop"),
-        "batch_size": data.draw(st.integers(min_value=-1, max_value=4) | _JUNK, "batch_size"),
-    }
+    count = data.draw(st.integers(min_value=0, max_value=3), "count")
+    kwargs = arguments(data, ["max_new_tokens", "temperature", "top_p", "stop"])
+    if data.draw(st.booleans(), "valid prompts and contexts"):
+        prompts = data.draw(st.lists(VALID["prompt"], min_size=count, max_size=count), "prompts")
+        contexts = data.draw(st.none() | st.lists(VALID["context"], min_size=count, max_size=count))
+    else:
+        prompts = data.draw(st.lists(INVALID["prompt"], max_size=3) | _JUNK, "prompts")
+        contexts = data.draw(st.none() | st.lists(INVALID["context"], max_size=3) | _JUNK, "contexts")
+    kwargs["memory"] = data.draw(memories(memory), "memory")
+    kwargs["batch_size"] = data.draw(st.integers(min_value=-1, max_value=4) | _JUNK, "batch_size")
     results = expect_clear(within_limit(lambda: lift.generate_batch(prompts, contexts=contexts, **kwargs)))
     if results is not None:
         assert isinstance(results, list) and len(results) == len(prompts)
         for result in results:
             check_result(result, kwargs["max_new_tokens"])
+
+
+def test_a_subnormal_temperature_decodes_greedily(lift: LIFTModel) -> None:
+    """Found by the property above: 5e-324 overflowed the logits and the sampler raised a RuntimeError."""
+    greedy = lift.generate("Who founded it?", memory=None, max_new_tokens=4).text
+    for temperature in (5e-324, 1e-45):
+        assert (
+            lift.generate("Who founded it?", memory=None, max_new_tokens=4, temperature=temperature).text
+            == greedy
+        )
 
 
 # Configuration -------------------------------------------------------------------------------------
@@ -187,24 +219,34 @@ _DOCUMENTS = st.one_of(
     st.lists(_TEXT | st.tuples(_TEXT, _TEXT) | _JUNK, max_size=3),
     _JUNK,
 )
+_VALID_DOCUMENTS = st.one_of(
+    st.text(min_size=20, max_size=200).filter(str.strip),
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=10), st.text(min_size=20, max_size=120).filter(str.strip)),
+        min_size=1,
+        max_size=2,
+    ),
+)
+_SETTINGS = ["learning_rate", "max_seq_length", "segment_length", "steps_per_epoch", "seed"]
 
 
 @settings(PROPERTY, max_examples=25)
-@given(
-    documents=_DOCUMENTS,
-    overrides=st.dictionaries(
-        st.sampled_from(["learning_rate", "max_seq_length", "segment_length", "steps_per_epoch", "seed"]),
-        _JUNK | st.integers(0, 300),
-        max_size=2,
-    ),
-    config_junk=st.none() | _JUNK,
-)
-def test_absorb_gives_a_memory_or_a_clear_error(
-    lift: LIFTModel, documents: Any, overrides: dict[str, Any], config_junk: Any
-) -> None:
+@given(data=st.data())
+def test_absorb_gives_a_memory_or_a_clear_error(lift: LIFTModel, data: st.DataObject) -> None:
+    broken = data.draw(st.sampled_from([None, "documents", "settings", "config"]), "broken argument")
+    documents = data.draw(_DOCUMENTS if broken == "documents" else _VALID_DOCUMENTS, "documents")
+    overrides = data.draw(
+        st.dictionaries(st.sampled_from(_SETTINGS), _JUNK | st.integers(0, 300), min_size=1, max_size=2)
+        if broken == "settings"
+        else st.just({}),
+        "overrides",
+    )
+
     def absorb() -> Memory:
         config = (
-            config_junk if config_junk is not None else LIFTConfig.fast(**{**TINY.to_dict(), **overrides})
+            data.draw(_JUNK, "config")
+            if broken == "config"
+            else LIFTConfig.fast(**{**TINY.to_dict(), **overrides})
         )
         return lift.absorb(documents, config=config)
 
