@@ -427,24 +427,15 @@ class LIFTModel:
         checked (:mod:`lift_integrations.validation`) before any tokenizing or locking: a bool, NaN or
         infinity where a number is expected raises ``TypeError``/``ValueError`` naming the argument.
         """
-        check_prompt(prompt_or_messages)
-        context = check_context(context)
-        args = check_generation_args(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            context_window=self.context_window,
-        )
         return self._run(
             self._generator.generate,
             prompt_or_messages,
             memory,
             context,
-            args.max_new_tokens,
-            args.temperature,
-            args.stop,
-            args.top_p,
+            max_new_tokens,
+            temperature,
+            stop,
+            top_p,
         )
 
     def generate_batch(
@@ -524,6 +515,29 @@ class LIFTModel:
     ) -> TextStream:
         """Like :meth:`generate` (same arguments, checked before any work), but yields text pieces as they
         are produced; the returned stream's ``result`` holds the token counts once it is exhausted."""
+        return self._run(
+            self._generator.stream,
+            prompt_or_messages,
+            memory,
+            context,
+            max_new_tokens,
+            temperature,
+            stop,
+            top_p,
+        )
+
+    def _run(
+        self,
+        method: Any,
+        prompt_or_messages: PromptInput,
+        memory: Any,
+        context: Any,
+        max_new_tokens: Any,
+        temperature: Any,
+        stop: Any,
+        top_p: Any,
+    ) -> Any:
+        """:meth:`generate` or :meth:`stream` (``method``): every argument checked before any work."""
         check_prompt(prompt_or_messages)
         context = check_context(context)
         args = check_generation_args(
@@ -533,39 +547,17 @@ class LIFTModel:
             stop=stop,
             context_window=self.context_window,
         )
-        return self._run(
-            self._generator.stream,
-            prompt_or_messages,
-            memory,
-            context,
-            args.max_new_tokens,
-            args.temperature,
-            args.stop,
-            args.top_p,
-        )
-
-    def _run(
-        self,
-        method: Any,
-        prompt_or_messages: PromptInput,
-        memory: Any,
-        context: Any,
-        max_new_tokens: int,
-        temperature: float,
-        stop: Sequence[str] | None,
-        top_p: float | None,
-    ) -> Any:
         resolved = self._resolve(memory)
         ids = self.prompt_ids(
-            prompt_or_messages, memory=resolved, context=context, max_new_tokens=max_new_tokens
+            prompt_or_messages, memory=resolved, context=context, max_new_tokens=args.max_new_tokens
         )
         return method(
             ids,
             self.using(resolved),
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            stop=list(stop or ()),
-            top_p=top_p,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            stop=args.stop,
+            top_p=args.top_p,
         )
 
     # Scoring ----------------------------------------------------------------------------------------

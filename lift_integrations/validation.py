@@ -134,16 +134,7 @@ def check_max_new_tokens(
 def check_temperature(value: Any, name: str = "temperature") -> float:
     """A number in [0, 65504]; 0 decodes greedily. The logits are divided by it in the model's dtype, where
     a larger one can overflow (3.4e38 is infinite in float32), and sampling is uniform long before it."""
-    accepted = f"{name} must be a number in [0, {FLOAT16_MAX:g}] (0 decodes greedily), got {value!r}"
-    if not _is_number(value):
-        raise TypeError(accepted)
-    try:
-        temperature = float(value)
-    except OverflowError:  # an int too large for a float
-        raise ValueError(accepted) from None
-    if not 0 <= temperature <= FLOAT16_MAX:  # NaN fails this too
-        raise ValueError(accepted)
-    return temperature
+    return check_float(value, name, at_least=0.0, at_most=FLOAT16_MAX)
 
 
 def check_top_p(value: Any, name: str = "top_p") -> float | None:
