@@ -261,7 +261,8 @@ class Memory:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
             for old in old_versions(target):  # superseded now; left by saves killed between renames
-                shutil.rmtree(old, ignore_errors=True)
+                if not any(old.iterdir()) or is_memory_folder(old) is None:
+                    shutil.rmtree(old, ignore_errors=True)
         return target
 
     def _check_savable(self) -> None:
@@ -321,6 +322,13 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     if old.exists():
         shutil.rmtree(old)
     target.rename(old)
+    reason = is_memory_folder(old) if any(old.iterdir()) else None
+    if reason is not None:  # something was put in the folder while this save wrote: keep it
+        old.rename(target)
+        raise FileExistsError(
+            f"{target} changed while the memory was saved and no longer holds only a memory: {reason}; "
+            "it is not overwritten"
+        )
     staging.rename(target)
     fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)

@@ -233,16 +233,27 @@ def read_memory(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], li
     raise MemoryFormatError(f"{path}: replaced by other saves {READ_ATTEMPTS} times while it was read")
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+FOLDER_HANDLES = hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd
+"""Whether a folder can be opened and its files opened relative to it (POSIX). Elsewhere (Windows) the
+files are read by path, and a read that a save interleaved with is recognised by its manifest changing."""
+
+
 def _read_file(folder: Path, folder_fd: int | None, name: str, limit: int | None) -> bytes:
     """A regular file of the folder (never through a symbolic link), read whole."""
+    path = folder / name
+    if folder_fd is None and path.is_symlink():  # O_NOFOLLOW does this where it exists
+        raise MemoryFormatError(f"{folder}: {name} is missing (or a symbolic link)")
     try:
-        fd = os.open(
-            name if folder_fd is not None else folder / name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder_fd
-        )
+        if folder_fd is None:
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _BINARY)
+        else:
+            fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=folder_fd)
     except OSError as error:
         if error.errno == errno.ENOENT:
             raise
-        raise MemoryFormatError(f"{folder}: {name} is missing (or a symbolic link)") from None
+        raise MemoryFormatError(f"{folder}: {name} cannot be opened (a symbolic link?): {error}") from None
     try:
         info = os.fstat(fd)
         _require(stat.S_ISREG(info.st_mode), folder, f"{name} is missing (not a file)")
@@ -269,6 +280,8 @@ def _read_version(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[dict[str, str]]]:
     """Read one version of a memory; ``transient``: it is an old version that the save that left it
     may be deleting, so a missing file means that save is done."""
+    if not FOLDER_HANDLES:
+        return _read_version_by_path(folder, transient=transient)
     try:
         folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -297,6 +310,40 @@ def _read_member(folder: Path, folder_fd: int, name: str, transient: bool) -> by
         if transient or _superseded(folder, folder_fd):
             raise _Superseded from None
         raise MemoryFormatError(f"{folder}: {name} is missing") from None
+
+
+def _read_version_by_path(
+    folder: Path, *, transient: bool
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[dict[str, str]]]:
+    """:func:`_read_version` without folder handles: every save writes a new manifest, so a manifest that
+    changed while the other files were read means they may come from another version: read again. A
+    file missing from a folder that a save replaced meanwhile (another identity) means the same."""
+    identity = _identity(folder)
+    if identity is None:
+        raise _Superseded
+    try:
+        first = _read_file(folder, None, MANIFEST_FILE, MAX_MANIFEST_BYTES)
+        manifest = _parse_json(folder, MANIFEST_FILE, first)
+        validate_manifest(folder, manifest)
+        files = {name: _read_file(folder, None, name, None) for name in (TENSORS_FILE, DOCUMENTS_FILE)}
+        if _read_file(folder, None, MANIFEST_FILE, MAX_MANIFEST_BYTES) != first:
+            raise _Superseded
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as error:  # Permission: Windows, replaced
+        if transient or _identity(folder) != identity:
+            raise _Superseded from None
+        raise MemoryFormatError(f"{folder}: a file cannot be read ({error})") from None
+    return _verify(folder, manifest, files)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """The folder's device and file number; ``None`` if there is no folder there."""
+    try:
+        info = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        raise MemoryFormatError(f"{folder}: not a folder")
+    return info.st_dev, info.st_ino
 
 
 def _verify(

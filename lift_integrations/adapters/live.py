@@ -36,6 +36,9 @@ class LiveAdapters:
         self._modules: weakref.WeakKeyDictionary[object, nn.Module] = weakref.WeakKeyDictionary()
         self._finalizers: dict[int, weakref.finalize] = {}
         self._orphans: list[nn.Module] = []
+        # Each memory's finaliser holds its module; once the model is gone, memories that outlive it must
+        # not keep its modules (a Gated Memory's is a copy of the tensors on the model's device).
+        weakref.finalize(self, _detach_all, self._finalizers, self._orphans)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -113,3 +116,10 @@ class LiveAdapters:
             module = self._orphans.pop()
             self._finalizers.pop(id(module), None)
             self.backend.release(module)
+
+
+def _detach_all(finalizers: dict[int, weakref.finalize], orphans: list[nn.Module]) -> None:
+    for finalizer in finalizers.values():
+        finalizer.detach()
+    finalizers.clear()
+    orphans.clear()

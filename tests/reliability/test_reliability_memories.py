@@ -429,3 +429,56 @@ def test_the_lock_file_is_the_only_sibling_a_save_leaves(tmp_path: Path) -> None
     memory.save(tmp_path / "m")
     memory.save(tmp_path / "m")
     assert sorted(os.listdir(tmp_path)) == [".m.lock", "m"]
+
+
+# Found in review ------------------------------------------------------------------------------------
+
+
+def test_files_put_in_the_target_during_a_save_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lift_integrations.memory as memory_module
+
+    memory = _lift().absorb(DOC, config=CONFIG)
+    target = memory.save(tmp_path / "m")
+    hash_file = memory_module.sha256_file
+
+    def meanwhile(path: Path) -> str:  # while the new version is written, the user adds a file
+        (target / "my_notes.txt").write_text("keep me")
+        return hash_file(path)
+
+    monkeypatch.setattr(memory_module, "sha256_file", meanwhile)
+    with pytest.raises(FileExistsError, match=r"my_notes\.txt"):
+        memory.save(target)
+    assert (target / "my_notes.txt").read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.tmp-") or ".old-" in p.name]
+
+
+def test_without_folder_handles_loads_and_concurrent_reads_still_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where folders cannot be opened (Windows), files are read by path and a manifest that changed
+    mid-read means the read starts again."""
+    import lift_integrations.memory_validation as validation
+
+    monkeypatch.setattr(validation, "FOLDER_HANDLES", False)
+    test_readers_see_the_old_or_the_new_memory_whole(tmp_path / "concurrent")
+    folder = _lift().absorb(DOC, config=CONFIG).save(tmp_path / "m")
+    assert Memory.load(folder).titles == ["Zorblat"]
+    (tmp_path / "copy.json").write_bytes((folder / MANIFEST_FILE).read_bytes())
+    (folder / MANIFEST_FILE).unlink()
+    (folder / MANIFEST_FILE).symlink_to(tmp_path / "copy.json")
+    with pytest.raises(MemoryFormatError, match="symbolic link"):
+        Memory.load(folder)
+
+
+def test_a_model_dropped_before_its_memories_frees_their_adapters() -> None:
+    from lift_integrations.adapters.gated_memory.model import GatedMemoryWeights
+
+    lift = _lift()
+    memory = lift.absorb(DOC, config=CONFIG)
+    before = _live_modules(GatedMemoryWeights)
+    assert before >= 1
+    del lift
+    assert _live_modules(GatedMemoryWeights) == before - 1
+    assert memory.num_parameters > 0
