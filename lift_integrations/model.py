@@ -39,6 +39,7 @@ from lift_integrations.prompting import (
     head_tail,
 )
 from lift_integrations.validation import (
+    GenerationArgs,
     check_bool,
     check_context,
     check_generation_args,
@@ -473,13 +474,7 @@ class LIFTModel:
         for index, prompt in enumerate(prompts):
             check_prompt(prompt, f"prompts[{index}]")
         contexts = [check_context(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
-        args = check_generation_args(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            context_window=self.context_window,
-        )
+        args = self._generation_args(max_new_tokens, temperature, top_p, stop)
         max_new_tokens, temperature = args.max_new_tokens, args.temperature
         top_p, stop = args.top_p, args.stop
         resolved = self._resolve(memory)
@@ -526,6 +521,18 @@ class LIFTModel:
             top_p,
         )
 
+    def _generation_args(
+        self, max_new_tokens: Any, temperature: Any, top_p: Any, stop: Any
+    ) -> GenerationArgs:
+        """The generation settings, checked against this model's window (see :mod:`.validation`)."""
+        return check_generation_args(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            context_window=self.context_window,
+        )
+
     def _run(
         self,
         method: Any,
@@ -540,13 +547,7 @@ class LIFTModel:
         """:meth:`generate` or :meth:`stream` (``method``): every argument checked before any work."""
         check_prompt(prompt_or_messages)
         context = check_context(context)
-        args = check_generation_args(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            context_window=self.context_window,
-        )
+        args = self._generation_args(max_new_tokens, temperature, top_p, stop)
         resolved = self._resolve(memory)
         ids = self.prompt_ids(
             prompt_or_messages, memory=resolved, context=context, max_new_tokens=args.max_new_tokens
