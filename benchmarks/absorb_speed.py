@@ -1,4 +1,5 @@
-"""Absorption speed: trained tokens/s, wall time and peak memory for 2,000- and 8,000-token documents.
+"""Absorption speed: trained tokens/s, wall time and peak memory for 2,000- and 8,000-token documents,
+and documents per minute when many documents are absorbed into one memory each.
 
 "tokens trained" counts every training sample whole (the recipe's work); "tokens computed" counts the
 positions actually run, where a start several samples share (the QA samples' document view) runs once.
@@ -8,9 +9,20 @@ Each (preset, length) case runs in its own process so that peak memory is that c
 
     python benchmarks/absorb_speed.py                       # fast preset, 2k and 8k tokens, this machine
     python benchmarks/absorb_speed.py --presets fast paper --lengths 2000 8000 --json out.json
+    python benchmarks/absorb_speed.py --presets dense_qa --lengths 8000 --engines eager fused --repeat 2
+    python benchmarks/absorb_speed.py --presets dense_qa --documents 24 --squad ../shared/data/squad-dev.json
+    python benchmarks/absorb_speed.py --presets dense_qa --lengths 8000 --shape llama-8b
 
-The document is the SQuAD "Normans" article shipped in examples/data (CC BY-SA 4.0), cut or repeated to
-the requested number of tokens.
+``--engines`` runs each case with each training engine (``LIFTConfig.engine``: ``eager`` is the
+step-by-step loop, ``fused`` the static-shape, CUDA-graph path) in its own process, side by side. With
+``--repeat 2`` the first attempt is the cold one (a fresh process: capturing graphs, compiling) and the
+second the warm one. ``--documents N`` absorbs N SQuAD articles (``--squad``) into N memories with
+``LIFTModel.absorb_many`` (the eager engine absorbs them one after the other) and reports documents per
+minute. ``--shape`` replaces the model by a random-weight one shaped like Llama-3.2-1B or Llama-3.1-8B
+(SmolLM2's tokenizer, bf16 on CUDA; nothing is downloaded).
+
+The single document is the SQuAD "Normans" article shipped in examples/data (CC BY-SA 4.0), cut or
+repeated to the requested number of tokens.
 """
 
 from __future__ import annotations
@@ -67,6 +79,69 @@ def training_flops(model, tokens: int, seq_sq_sum: int, adapter_params: int) -> 
     return 4 * base * tokens + 6 * adapter_params * tokens + attention
 
 
+SHAPES = {
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        tie_word_embeddings=True,
+    ),
+    "llama-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        tie_word_embeddings=False,
+    ),
+}
+"""Configs shaped like Llama-3.2-1B and Llama-3.1-8B (vocabulary 128,256, RoPE theta 500,000)."""
+
+
+def load_lift(model: str | None, device: str | None, shape: str | None):
+    """The embedded (or given) model, or a random-weight one of ``shape`` with SmolLM2's tokenizer."""
+    import torch
+
+    from lift_integrations import LIFTModel
+
+    if shape is None:
+        return LIFTModel.from_pretrained(model, device=device)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lift_integrations.loading import resolve_device
+
+    tokenizer = LIFTModel.from_pretrained(model, device="cpu").tokenizer
+    config = LlamaConfig(
+        **SHAPES[shape],
+        vocab_size=128256,
+        rope_theta=500000.0,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    target = resolve_device(device)
+    dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    with torch.device(target):
+        network = LlamaForCausalLM(config).to(dtype)
+    return LIFTModel(network, tokenizer, name=shape)
+
+
+def squad_documents(path: Path, count: int) -> list[tuple[str, str]]:
+    """The first ``count`` articles of a SQuAD file (paragraphs of one title joined), as (title, text)."""
+    articles: dict[str, list[str]] = {}
+    for paragraph in json.loads(path.read_text()):
+        articles.setdefault(paragraph["title"], []).append(paragraph["context"])
+    if len(articles) < count:
+        raise SystemExit(f"{path} holds {len(articles)} articles, fewer than --documents {count}")
+    return [(title, "\n\n".join(texts)) for title, texts in list(articles.items())[:count]]
+
+
 def run_case(
     preset: str,
     length: int,
@@ -76,14 +151,23 @@ def run_case(
     profile: bool = False,
     repeat: int = 1,
     sdpa: str = "default",
+    engine: str = "auto",
+    documents: int = 0,
+    squad: Path | None = None,
+    shape: str | None = None,
 ) -> dict:
     import torch
 
-    from lift_integrations import LIFTConfig, LIFTModel
+    from lift_integrations import LIFTConfig
 
-    lift = LIFTModel.from_pretrained(model, device=device)
+    lift = load_lift(model, device, shape)
     peak = matmul_peak_tflops(lift.device.type)
-    config = getattr(LIFTConfig, preset)(**(overrides or {}))
+    config = getattr(LIFTConfig, preset)(**{**(overrides or {}), "engine": engine})
+    if documents:
+        return {
+            "preset": preset,
+            **run_documents(lift, config, documents, squad or ARTICLE, peak, repeat, engine),
+        }
     text = document_of(lift.tokenizer, length)
     attempts = []
     for attempt in range(repeat):  # later attempts show the warm speed (kernels chosen, caches filled)
@@ -109,6 +193,8 @@ def run_case(
     flops = training_flops(lift.model, computed, stats.get("sum_sq_lengths", 0), memory.num_parameters)
     return {
         "preset": preset,
+        "engine": engine,
+        "shape": shape or "embedded",
         "document_tokens": length,
         "wall_s": round(wall, 2),
         "train_s": stats["seconds"],
@@ -130,6 +216,52 @@ def run_case(
         "repeat": repeat,
         "attempts": attempts,
         "sdpa": sdpa,
+    }
+
+
+def run_documents(
+    lift, config, count: int, squad: Path, peak: float | None, repeat: int, engine: str
+) -> dict:
+    """``count`` articles into ``count`` memories with ``absorb_many``; documents per minute."""
+    import torch
+
+    documents = squad_documents(squad, count)
+    tokens = sum(lift.count_tokens(text) for _, text in documents)
+    attempts = []
+    for attempt in range(repeat):
+        if lift.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        memories = lift.absorb_many(documents, config=config)
+        if lift.device.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+        attempts.append({"wall_s": round(wall, 2), "documents_per_min": round(60 * count / wall, 2)})
+        print(f"attempt {attempt + 1}: {count} documents in {wall:.2f} s", flush=True)
+        for memory in memories[:-1]:
+            lift.release(memory)
+    trained = sum(m.stats["tokens_trained"] for m in memories)
+    flops = sum(
+        training_flops(lift.model, m.stats["tokens_computed"], m.stats["sum_sq_lengths"], m.num_parameters)
+        for m in memories
+    )
+    return {
+        "engine": engine,
+        "documents": count,
+        "document_tokens": tokens,
+        "wall_s": round(wall, 2),
+        "documents_per_min": round(60 * count / wall, 2),
+        "tokens_trained": trained,
+        "tokens_per_s": round(trained / wall, 1),
+        "steps": [m.stats["steps"] for m in memories],
+        "final_losses": [round(m.stats["final_loss"], 4) for m in memories],
+        "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        if lift.device.type == "cuda"
+        else None,
+        "mfu_pct": None if peak is None else round(100 * flops / wall / (peak * 1e12), 2),
+        "device": str(lift.device),
+        "attempts": attempts,
     }
 
 
@@ -207,8 +339,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--presets", nargs="+", default=["fast"], choices=["fast", "paper"])
+    parser.add_argument("--presets", nargs="+", default=["fast"], choices=["fast", "dense_qa", "paper"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[2000, 8000])
+    parser.add_argument("--engines", nargs="+", default=["auto"], choices=["auto", "fused", "eager"])
+    parser.add_argument("--documents", type=int, default=0, help="absorb this many SQuAD articles instead")
+    parser.add_argument("--squad", type=Path, default=None, help="SQuAD JSON for --documents")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="a random model of this shape")
     parser.add_argument("--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -216,12 +352,12 @@ def main() -> None:
     parser.add_argument(
         "--config-json", default=None, help='LIFTConfig overrides as JSON, e.g. {"batch_size": 32}'
     )
-    parser.add_argument("--repeat", type=int, default=1, help="absorb this many times, report the last")
+    parser.add_argument("--repeat", type=int, default=1, help="absorb this many times in one process")
     parser.add_argument("--profile", action="store_true", help="print the busiest kernels of the last absorb")
     parser.add_argument(
         "--sdpa", choices=["default", "flash", "efficient"], default="default", help="attention kernel family"
     )
-    parser.add_argument("--case", nargs=2, metavar=("PRESET", "LENGTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--case", nargs=3, metavar=("PRESET", "LENGTH", "ENGINE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = json.loads(args.config_json) if args.config_json else None
 
@@ -235,6 +371,10 @@ def main() -> None:
             args.profile,
             args.repeat,
             args.sdpa,
+            engine=args.case[2],
+            documents=args.documents,
+            squad=args.squad,
+            shape=args.shape,
         )
         print("RESULT " + json.dumps(result), flush=True)
         return
@@ -244,47 +384,73 @@ def main() -> None:
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"python {platform.python_version()}"
     )
-    print(
-        "| preset | doc tokens | wall s | tokens trained | tokens/s | tokens computed | computed/s | MFU % "
-        "| steps | peak RSS MiB | peak GPU MiB |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    if args.documents:
+        print(
+            "| preset | engine | documents | doc tokens | wall s (per attempt) | documents/min | MFU % "
+            "| peak GPU MiB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+    else:
+        print(
+            "| preset | engine | shape | doc tokens | wall s (per attempt) | training s | tokens trained "
+            "| tokens/s | MFU % | steps | peak RSS MiB | peak GPU MiB |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lengths = [0] if args.documents else args.lengths
     for preset in args.presets:
-        for length in args.lengths:
-            command = [sys.executable, __file__, "--case", preset, str(length)]
-            if args.model:
-                command += ["--model", args.model]
-            if args.device:
-                command += ["--device", args.device]
-            if args.config_json:
-                command += ["--config-json", args.config_json]
-            if args.profile:
-                command += ["--profile"]
-            command += ["--repeat", str(args.repeat), "--sdpa", args.sdpa]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            if args.profile or args.repeat > 1:
-                print("\n".join(line for line in output.splitlines() if not line.startswith("RESULT ")))
-            result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
-            results.append(result)
-            print(
-                f"| {preset} | {length} | {result['wall_s']} | {result['tokens_trained']} "
-                f"| {result['tokens_per_s']} | {result['tokens_computed']} "
-                f"| {result['computed_tokens_per_s']} "
-                f"| {result['mfu_pct'] or '-'} | {result['steps']} "
-                f"| {result['peak_rss_mib']} | {result['peak_gpu_mib'] or '-'} |",
-                flush=True,
-            )
+        for length in lengths:
+            for engine in args.engines:
+                command = [sys.executable, __file__, "--case", preset, str(length), engine]
+                for flag, value in (
+                    ("--model", args.model),
+                    ("--device", args.device),
+                    ("--config-json", args.config_json),
+                    ("--shape", args.shape),
+                    ("--squad", args.squad),
+                ):
+                    if value:
+                        command += [flag, str(value)]
+                if args.documents:
+                    command += ["--documents", str(args.documents)]
+                if args.profile:
+                    command += ["--profile"]
+                command += ["--repeat", str(args.repeat), "--sdpa", args.sdpa]
+                run = subprocess.run(command, capture_output=True, text=True)
+                if run.returncode != 0:
+                    print(
+                        f"| {preset} | {engine} | failed: {run.stderr.strip().splitlines()[-1:]} |",
+                        flush=True,
+                    )
+                    continue
+                output = run.stdout
+                if args.profile or args.repeat > 1:
+                    print("\n".join(line for line in output.splitlines() if not line.startswith("RESULT ")))
+                line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+                result = json.loads(line[7:])
+                results.append(result)
+                walls = " / ".join(str(a["wall_s"]) for a in result["attempts"])
+                if args.documents:
+                    print(
+                        f"| {preset} | {engine} | {result['documents']} | {result['document_tokens']} "
+                        f"| {walls} "
+                        f"| {result['documents_per_min']} | {result['mfu_pct'] or '-'} "
+                        f"| {result['peak_gpu_mib'] or '-'} |",
+                        flush=True,
+                    )
+                    continue
+                print(
+                    f"| {preset} | {engine} | {result['shape']} | {length} | {walls} | {result['train_s']} "
+                    f"| {result['tokens_trained']} | {result['tokens_per_s']} "
+                    f"| {result['mfu_pct'] or '-'} | {result['steps']} "
+                    f"| {result['peak_rss_mib']} | {result['peak_gpu_mib'] or '-'} |",
+                    flush=True,
+                )
     if args.naive:
         naive = run_naive(args.model, args.device)
         results.append(naive)
         print(
             f"naive LoRA loop (r=64, fp32 weights + bf16 autocast, 8 x 512): {naive['tokens_per_s']} tokens/s"
         )
-        for result in results[:-1]:
-            print(
-                f"{result['preset']} {result['document_tokens']}: "
-                f"{result['tokens_per_s'] / naive['tokens_per_s']:.2f}x the naive loop's tokens/s"
-            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -10,8 +10,13 @@ processes, gloo)::
 
 ``--mode shard`` (default) absorbs all files into one memory saved at ``--output``, splitting each
 optimizer step's samples between the processes. ``--mode each`` absorbs every file into its own memory,
-saved at ``--output/<file stem>``, the files dealt out to the processes. Each file is a document titled
-with its file stem. The memory of either mode equals a single-process absorption of the same files.
+saved at ``--output/<file stem>``, the files dealt out to the processes, each process training its
+files side by side (:meth:`LIFTModel.absorb_many`). Each file is a document titled with its file stem.
+The memory of either mode equals a single-process absorption of the same files.
+
+``lift-absorb --warmup`` absorbs a short built-in text and saves nothing: the first absorption in a
+process captures its CUDA graphs, and with ``compile`` set fills the on-disk compile cache
+(:func:`~lift_integrations.absorb.compilation.compile_cache_dir`) that later processes reuse.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from lift_integrations.absorb.trainer import AbsorbProgress
@@ -30,6 +35,10 @@ if TYPE_CHECKING:
     from lift_integrations.distributed import DistributedContext
     from lift_integrations.model import LIFTModel
 
+WARMUP_TEXT = (
+    "The Harbour Library of Vellmouth opened in 1921. Its first librarian, Ada Corran, catalogued "
+    "twelve thousand books on tides, ships and weather, and the reading room faces the old lighthouse."
+)
 PRESETS = ("fast", "dense_qa", "paper")
 MODES = ("shard", "each")
 ADAPTERS = ("gated_memory", "lora")  # lift_integrations.model.ADAPTERS, without importing torch
@@ -43,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--mode shard trains one memory on all files, --mode each one memory per file."
         ),
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="UTF-8 text files to absorb")
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE", help="UTF-8 text files to absorb")
     parser.add_argument(
         "--model",
         default=None,
@@ -51,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--output",
-        required=True,
         type=Path,
         help="folder of the memory (--mode shard) or folder holding one memory per file (--mode each)",
     )
@@ -79,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: bf16 on GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary lines")
+    parser.add_argument(
+        "--warmup",
+        action="store_true",
+        help="absorb a short built-in text and save nothing (fills the compile cache; takes no FILE)",
+    )
     return parser
 
 
@@ -143,7 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     :class:`LIFTConfig`) exit with status 2 before any model is loaded or file written."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    documents = _read_documents(parser, args.files)
+    if args.warmup:
+        if args.files or args.output is not None:
+            parser.error("--warmup takes no FILE and no --output: it saves nothing")
+        documents = [("warmup", WARMUP_TEXT)]
+    else:
+        if not args.files:
+            parser.error("give at least one FILE (or --warmup)")
+        if args.output is None:
+            parser.error("--output is required")
+        documents = _read_documents(parser, args.files)
     if args.mode == "each":
         # Compared case-insensitively: on macOS and Windows file systems "Doc" and "doc" are one folder.
         stems = [title.casefold() for title, _ in documents]
@@ -154,13 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{duplicates}"
             )
     overrides = _overrides(parser, args.config_json)
-    if args.mode == "shard":
-        _check_target(parser, args.output)
+    output = cast(Path, args.output)  # None only with --warmup, which writes nothing
+    if args.warmup:
+        pass
+    elif args.mode == "shard":
+        _check_target(parser, output)
     else:
-        if args.output.exists() and not args.output.is_dir():
-            parser.error(f"{args.output} exists and is not a folder")
+        if output.exists() and not output.is_dir():
+            parser.error(f"{output} exists and is not a folder")
         for title, _ in documents:
-            _check_target(parser, args.output / title)
+            _check_target(parser, output / title)
     distributed_run = _torchrun_world_size() > 1
     if distributed_run and args.device not in (None, "cpu", "cuda"):
         parser.error(
@@ -208,13 +233,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         main_process = context is None or context.is_main
         status = 0
-        if args.mode == "shard":
+        if args.warmup:
+            memory = lift.absorb(documents, config=config, show_progress=not args.quiet, distributed=False)
+            if not args.quiet:
+                _print_line(
+                    {"warmup_seconds": memory.stats.get("seconds"), "steps": memory.stats.get("steps")}
+                )
+        elif args.mode == "shard":
             memory = lift.absorb(
                 documents, config=config, show_progress=not args.quiet, distributed=context is not None
             )
             if main_process:
                 try:
-                    _report(args.quiet, save_or_rescue(memory, args.output), memory)
+                    _report(args.quiet, save_or_rescue(memory, output), memory)
                 except OSError as error:
                     sys.stderr.write(f"lift-absorb: {error}\n")
                     status = 1
@@ -224,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             written = absorb_each(
                 lift,
                 {title: (title, text) for title, text in documents},
-                args.output,
+                output,
                 config=config,
                 show_progress=not args.quiet,
                 context=context,
@@ -256,10 +287,11 @@ def absorb_each(
     ``documents`` maps a memory name (a folder name) to what :meth:`LIFTModel.absorb` accepts (a text, a
     ``(title, text)`` pair or a list of documents). With a process group (``context``, default: the one
     initialised in this process), rank ``r`` absorbs the names ``r, r + world_size, ...`` in the mapping's
-    order, so every rank must pass the same mapping; each absorption runs on one process
-    (``distributed=False``) and equals a single-process one. ``callback(name, report)`` receives the
-    progress reports; ``show_progress`` draws a bar on rank 0 only. Returns the folders this process
-    wrote; all ranks wait for each other before returning, so every memory is saved when it returns.
+    order, so every rank must pass the same mapping; each rank trains its memories side by side on its
+    own (:meth:`LIFTModel.absorb_many`), each equal to a single-process absorption.
+    ``callback(name, report)`` receives the progress reports; ``show_progress`` draws a bar on rank 0
+    only. Returns the folders this process wrote; all ranks wait for each other before returning, so
+    every memory is saved when it returns.
     """
     from lift_integrations.distributed import barrier, current
     from lift_integrations.memory import check_save_target, save_or_rescue
@@ -275,23 +307,27 @@ def absorb_each(
     for name in mine:  # refuse now, not after hours of training, a folder the save would refuse
         check_save_target(root / name)
     written: dict[str, Path] = {}
-    for name in mine:
 
-        def report(progress: AbsorbProgress, name: str = name) -> None:
-            if callback is not None:
-                callback(name, progress)
+    def report(progress: AbsorbProgress) -> None:
+        if callback is not None:
+            callback(mine[progress.memory], progress)
 
-        memory = lift.absorb(
-            documents[name],
+    memories = (
+        lift.absorb_many(
+            [documents[name] for name in mine],
             config=config,
             generator=generator,
             show_progress=show_progress and rank == 0,
             callback=report,
-            distributed=False,
         )
-        try:
+        if mine
+        else []
+    )
+    try:
+        for name, memory in zip(mine, memories, strict=True):
             written[name] = save_or_rescue(memory, root / name)
-        finally:
+    finally:
+        for memory in memories:
             lift.release(memory)
     if context is not None:
         barrier(context)

@@ -111,6 +111,13 @@ class LIFTConfig:
     Worth it on a GPU that absorbs many documents: the first absorption in a process pays for compiling
     (about 110 s on an H200), later ones run about 1.4x faster (docs/benchmarks.md). Results equal eager
     training up to rounding."""
+    engine: Literal["auto", "fused", "eager"] = "auto"
+    """How training runs. ``fused``: every step at a static shape, one optimizer launch for the whole
+    memory, losses read every few dozen steps, and on CUDA each step replayed as a CUDA graph (see
+    :mod:`lift_integrations.absorb.fused`); it serves Gated Memory without replay gate or KL terms,
+    checkpoints or several processes. ``eager``: the step-by-step loop, which serves everything and
+    shares prefixes between samples. ``auto``: fused where it applies. Both give the same memory up to
+    floating-point rounding."""
     seed: int = 0
     """Seeds initialisation, context views, QA picks and shuffling: a CPU run on one thread is bitwise
     reproducible (several threads may differ in the last bits)."""
@@ -206,6 +213,8 @@ class LIFTConfig:
         for name in ("contextualized", "gradient_checkpointing", "share_prefixes", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LIFTConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.engine, str) or self.engine not in ("auto", "fused", "eager"):
+            raise ValueError(f"LIFTConfig.engine must be 'auto', 'fused' or 'eager', got {self.engine!r}")
         if not isinstance(self.qa_generator, str) or self.qa_generator not in ("extractive", "model", "none"):
             raise ValueError(
                 f"LIFTConfig.qa_generator must be 'extractive', 'model' or 'none', got {self.qa_generator!r}"

@@ -10,26 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lift_integrations.absorb.checkpoint import CheckpointStore, open_checkpoints
-from lift_integrations.absorb.plan import SamplePlan, plan_samples
-from lift_integrations.absorb.qa import resolve_qa_generator
 from lift_integrations.absorb.replay import REPLAY_MAX_NEW_TOKENS, ReplayPrompt
-from lift_integrations.absorb.target import AdapterTarget
 from lift_integrations.absorb.trainer import (
     AbsorbProgress,
-    TrainingStats,
-    memory_stats,
-    reporter,
-    train_memory,
 )
-from lift_integrations.absorb.types import Document
 from lift_integrations.adapters import ADAPTER_KINDS, make_backend
 from lift_integrations.adapters.live import LiveAdapters
 from lift_integrations.config import LIFTConfig
-from lift_integrations.distributed import DistributedContext, resolve_context
-from lift_integrations.documents import normalize_documents
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
-from lift_integrations.memory import AbsorbedDocument, Memory
+from lift_integrations.memory import Memory
 from lift_integrations.prompting import (
     SEPARATOR,
     decode_text,
@@ -40,7 +29,6 @@ from lift_integrations.prompting import (
 )
 from lift_integrations.validation import (
     GenerationArgs,
-    check_bool,
     check_context,
     check_generation_args,
     check_int,
@@ -50,7 +38,6 @@ from lift_integrations.validation import (
 )
 
 if TYPE_CHECKING:
-    from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -241,102 +228,51 @@ class LIFTModel:
         Every argument (and every ``config`` setting, again: it may have changed since construction) is
         checked before any work: a refused call tokenizes nothing and writes no checkpoint.
         """
-        docs, config = self._checked_absorption(documents, config, show_progress, callback, into, resume)
-        fitted = config.fit_to_window(self.context_window)
-        adapter_config = self.backend.config if into is None else self._live.config_of(into)
-        group = resolve_context(distributed, self.device)
-        plan = plan_samples(
-            self.tokenizer,
-            docs,
-            fitted,
-            qa_generator=resolve_qa_generator(generator, fitted.qa_generator, self._complete_for_qa),
-            base_answers=self._base_answers,
-            distributed=group,
+        from lift_integrations import absorber
+
+        return absorber.absorb(
+            self,
+            documents,
+            config=config,
+            generator=generator,
+            show_progress=show_progress,
+            callback=callback,
+            into=into,
+            resume=resume,
+            distributed=distributed,
         )
-        base = (self.fingerprint, self.backend.kind, self.backend.config_dict())
-        into_id = into.id if into is not None else None
-        checkpoint = open_checkpoints(plan, fitted, base, into_id, distributed=group, resume=resume)
-        weights = self._new_weights(into, adapter_config, fitted.seed)
-        stats = self._train(weights, plan, fitted, checkpoint, group, show_progress, callback)
-        memory = Memory(
-            adapter_kind=self.backend.kind,
-            adapter_config=self.backend.config_dict(adapter_config),
-            tensors={name: t.detach() for name, t in weights.state_dict().items()},
-            documents=[
-                *(into.documents if into is not None else []),
-                *(AbsorbedDocument(title=d.title, text=d.text) for d in docs),
-            ],
-            config=fitted,
-            base_model_name=self.name,
-            base_fingerprint=self.fingerprint,
-            stats=memory_stats(stats, plan, group.world_size if group is not None else None),
+
+    def absorb_many(
+        self,
+        documents: Sequence[Any],
+        *,
+        config: LIFTConfig | None = None,
+        generator: Any = None,
+        show_progress: bool = False,
+        callback: Callable[[AbsorbProgress], None] | None = None,
+        slots: int | None = None,
+    ) -> list[Memory]:
+        """Absorb each item of ``documents`` into its own memory, in one run; memories in the same order.
+
+        An item is what :meth:`absorb` takes for one document (a string, a ``(title, text)`` pair, a
+        :class:`Document`), or a list of them for one memory of several documents. Each memory equals
+        the one :meth:`absorb` gives for its item with the same settings, up to floating-point rounding.
+        On the fused path (``LIFTConfig.engine``) up to ``slots`` memories train side by side in each
+        batch (default: as many as ``config.micro_batch_tokens`` allows); otherwise they are absorbed one
+        after the other. ``callback`` receives every memory's step reports, ``progress.memory`` naming
+        the memory.
+        """
+        from lift_integrations import absorber
+
+        return absorber.absorb_many(
+            self,
+            documents,
+            config=config,
+            generator=generator,
+            show_progress=show_progress,
+            callback=callback,
+            slots=slots,
         )
-        with self.lock:
-            self._live.add(memory, weights)
-        if checkpoint is not None and (group is None or group.is_main):
-            checkpoint.clear()
-        return memory
-
-    def _checked_absorption(
-        self,
-        documents: Any,
-        config: LIFTConfig | None,
-        show_progress: bool,
-        callback: Callable[[AbsorbProgress], None] | None,
-        into: Memory | None,
-        resume: bool,
-    ) -> tuple[list[Document], LIFTConfig]:
-        """The documents and settings of :meth:`absorb`, every argument checked before any work."""
-        docs = normalize_documents(documents)
-        check_bool(show_progress, "show_progress")
-        check_bool(resume, "resume")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-        config = LIFTConfig.for_device(self.device.type) if config is None else config
-        if not isinstance(config, LIFTConfig):
-            raise TypeError(f"config must be a LIFTConfig, got {type(config).__name__}")
-        config.validate()  # again: a setting may have changed since construction
-        if config.replay_gate_weight > 0 and self.backend.kind != "gated_memory":
-            raise ValueError(
-                "LIFTConfig.replay_gate_weight needs the Gated Memory adapter; "
-                f"this model uses {self.backend.kind}"
-            )
-        if into is not None and not isinstance(into, Memory):
-            raise TypeError(f"into must be a Memory, got {type(into).__name__}")
-        return docs, config
-
-    def _new_weights(self, into: Memory | None, adapter_config: Any, seed: int) -> nn.Module:
-        """The adapter an absorption trains: ``into``'s weights, or fresh ones drawn from ``seed``."""
-        init = torch.Generator(device="cpu").manual_seed(seed)
-        with self.lock:  # creating an adapter may change the model's modules (LoRA): not while it serves
-            if into is not None:
-                return self._live.build(into, generator=init)
-            return self.backend.create(generator=init, config=adapter_config)
-
-    def _train(
-        self,
-        weights: nn.Module,
-        plan: SamplePlan,
-        config: LIFTConfig,
-        checkpoint: CheckpointStore | None,
-        group: DistributedContext | None,
-        show_progress: bool,
-        callback: Callable[[AbsorbProgress], None] | None,
-    ) -> TrainingStats:
-        """Train ``weights`` one optimizer step at a time under the model lock; a failed absorption
-        releases them."""
-        target = AdapterTarget(self.model, self.backend, weights, self.lock, config, self._generator.pad_id)
-        report = reporter(callback, show_progress and (group is None or group.is_main))
-        try:
-            return train_memory(
-                target, plan, config, on_step=report, checkpoint=checkpoint, distributed=group
-            )
-        except BaseException:
-            with self.lock:
-                self.backend.release(weights)
-            raise
-        finally:
-            report(None)
 
     def _base_answers(self, prompts: Sequence[ReplayPrompt]) -> list[str | None]:
         """The base model's greedy answers to replay prompts (``None`` where the answer was cut off),

@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
+import os
 import types
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from lift_integrations.absorb.batching import caches_shared_prefixes
 from lift_integrations.config import LIFTConfig
+from lift_integrations.loading import cache_root
 
 if TYPE_CHECKING:
     from lift_integrations.adapters.base import AdapterBackend
@@ -47,6 +51,31 @@ DEFAULT_BACKEND = "inductor"
 RECOMPILE_LIMIT = 64
 
 _compiled: dict[tuple[type, str, str], Callable[..., Any]] = {}
+logger = logging.getLogger(__name__)
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled kernels outlive the process: inductor's FX-graph and AOT-autograd caches under the
+    library's cache folder (``TORCHINDUCTOR_CACHE_DIR`` when set), so a machine compiles once, not every
+    process (``lift-absorb --warmup`` fills it)."""
+    return Path(os.environ.get(CACHE_ENV) or cache_root() / "torch-compile")
+
+
+def _use_persistent_cache() -> None:
+    import torch
+
+    folder = compile_cache_dir()
+    os.environ.setdefault(CACHE_ENV, str(folder))
+    torch._inductor.config.fx_graph_cache = True
+    functorch_config = getattr(torch._functorch, "config", None)
+    if functorch_config is not None and hasattr(functorch_config, "enable_autograd_cache"):
+        functorch_config.enable_autograd_cache = True
+    logger.warning(
+        "compiling the training step: the first absorption on this machine waits for it; "
+        "the compiled kernels are cached in %s for later processes",
+        folder,
+    )
 
 
 def compiles_whole_layers(model: nn.Module, backend: AdapterBackend, config: LIFTConfig) -> bool:
@@ -78,6 +107,8 @@ def _compiled_function(cls: type, name: str, backend: str) -> tuple[Callable[...
 
     static = isinstance(inspect.getattr_static(cls, name), staticmethod)
     key = (cls, name, backend)
+    if not _compiled:
+        _use_persistent_cache()
     if key not in _compiled:
         # One function serves every layer, so it sees more variants than a whole-model compile would
         # (the first layer's input needs no gradient, a shared prefix runs one row, ...); past the

@@ -9,6 +9,7 @@ over forward passes (:mod:`~lift_integrations.absorb.batching`) of each sample's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -58,9 +59,14 @@ class AbsorbProgress:
     tokens_seen: int
     num_documents: int
     elapsed_s: float
+    memory: int = 0
+    """Which memory the report is about (its index in ``absorb_many``'s list; 0 for ``absorb``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_memory(self, memory: int) -> AbsorbProgress:
+        return dataclasses.replace(self, memory=memory)
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,7 @@ def train_memory(
         losses, earlier_s = list(resumed.losses), resumed.elapsed_s
     start = time.perf_counter() - earlier_s
     try:
-        for position, (stage, epoch, samples) in enumerate(_schedule(plan, config, rng), start=1):
+        for position, (stage, epoch, samples) in enumerate(schedule_steps(plan, config, rng), start=1):
             if position <= step:  # done before the checkpoint: replay the shuffle only
                 if resumed is not None and position == step:
                     resumed.check_rng(rng)
@@ -273,7 +279,7 @@ def train_memory(
     )
 
 
-def _schedule(
+def schedule_steps(
     plan: SamplePlan, config: LIFTConfig, rng: np.random.Generator
 ) -> Iterator[tuple[int, int, list[TrainingSample]]]:
     """Every optimizer step's ``(stage, epoch, samples)``: each epoch shuffles its stage's samples (drawn

@@ -11,6 +11,27 @@ import torch
 from torch import nn
 
 
+class MemoryStack(nn.Module):
+    """Several memories of one adapter kind trained side by side, each on its own block of a batch's
+    rows, with every memory's parameters in one row of the ``(memories, n)`` fp32 leaf ``flat``."""
+
+    flat: nn.Parameter
+    row_memory: torch.Tensor
+    """Each batch row's memory (an index into ``flat``'s rows), set before each forward pass."""
+
+    def cast_for(self, dtype: torch.dtype | None) -> None:
+        """Cast the parameters to ``dtype`` once for the next forward pass (``None``: use them as they
+        are)."""
+
+    def load_row(self, row: int, weights: nn.Module) -> None:
+        """Copy one memory's weights (as :meth:`AdapterBackend.create` makes them) into ``row``."""
+        raise NotImplementedError
+
+    def state_dict_of(self, row: int) -> dict[str, torch.Tensor]:
+        """Memory ``row``'s tensors, named as in its weights' state dict."""
+        raise NotImplementedError
+
+
 class AdapterBackend(ABC):
     """Installs one adapter kind on a base model and routes its forward pass through one memory.
 
@@ -48,6 +69,15 @@ class AdapterBackend(ABC):
         """The configuration a memory saved with ``adapter_config`` and tensors of ``shapes`` runs with on
         this model; raises :class:`~lift_integrations.errors.MemoryMismatchError` naming a field that does
         not fit the model or the tensors (checked before any adapter is allocated from it)."""
+
+    trains_side_by_side: ClassVar[bool] = False
+    """Whether :meth:`create_stack` exists: the adapter can train several memories in one batch."""
+
+    def create_stack(self, template: nn.Module, memories: int) -> MemoryStack:
+        """A module holding ``memories`` memories shaped like ``template`` that trains them side by side,
+        each on its own block of a batch's rows, with all their parameters in one ``(memories, n)`` leaf
+        named ``flat`` (see :mod:`lift_integrations.absorb.fused`)."""
+        raise ValueError(f"the {self.kind} adapter cannot train memories side by side")
 
     def recording_gates(self) -> AbstractContextManager[list[torch.Tensor]]:
         """A context collecting the gate values of every layer during the forward passes run inside it

@@ -114,3 +114,29 @@ def test_one_process_run_equals_absorb(model_dir: Path, text_file: Path, tmp_pat
     saved = Memory.load(out)
     assert saved.config.micro_batch_tokens == CONFIG.micro_batch_tokens
     assert_same_memory(saved, reference_memory(model_dir, "alpha", SHORT_DOCUMENTS["alpha"]))
+
+
+def test_warmup_takes_no_files_and_no_output(tmp_path: Path, text_file: Path, capsys) -> None:
+    _fails(["--warmup", str(text_file)], capsys, "--warmup takes no FILE")
+    _fails(["--warmup", "--output", str(tmp_path / "out")], capsys, "--warmup takes no FILE")
+    _fails(["--output", str(tmp_path / "out")], capsys, "at least one FILE")
+    _fails([str(text_file)], capsys, "--output is required")
+
+
+def test_warmup_absorbs_and_saves_nothing(model_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    status = main(["--warmup", "--model", str(model_dir), "--config-json", json.dumps(OVERRIDES)])
+    assert status == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["steps"] > 0 and line["warmup_seconds"] > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_compile_cache_is_the_users_cache_folder(monkeypatch, tmp_path: Path) -> None:
+    from lift_integrations.absorb.compilation import compile_cache_dir
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("LIFT_CACHE_DIR", str(tmp_path))
+    assert compile_cache_dir() == tmp_path / "torch-compile"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_cache_dir() == tmp_path / "mine"

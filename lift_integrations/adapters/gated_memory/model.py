@@ -20,6 +20,7 @@ from torch.utils.hooks import RemovableHandle
 from lift_integrations.adapters.base import AdapterBackend, unsupported_architecture_message
 from lift_integrations.adapters.gated_memory.config import GatedMemoryConfig
 from lift_integrations.adapters.gated_memory.layer import GatedMemoryLayer
+from lift_integrations.adapters.gated_memory.stacked import GatedMemoryStack
 from lift_integrations.errors import MemoryMismatchError
 
 SUPPORTED_ATTENTION_CLASSES: tuple[str, ...] = (
@@ -67,6 +68,7 @@ class GatedMemoryBackend(AdapterBackend):
 
     kind = "gated_memory"
     compiles_whole_layers = True  # per-layer state lives on LayerHooks objects, not in layer indices
+    trains_side_by_side = True
 
     def __init__(self, model: nn.Module, config: GatedMemoryConfig | None = None) -> None:
         self.model = model
@@ -95,13 +97,18 @@ class GatedMemoryBackend(AdapterBackend):
         # Parameters stay fp32 (the optimizer's master copy); they are cast to the activations' dtype.
         return GatedMemoryWeights(layers).to(device=param.device, dtype=torch.float32)
 
+    def create_stack(self, template: nn.Module, memories: int) -> GatedMemoryStack:
+        return GatedMemoryStack(template, memories)
+
     def activate(self, weights: nn.Module | None) -> None:
         if weights is None:
             self._remove_hooks()
             return
-        if not isinstance(weights, GatedMemoryWeights) or len(weights.layers) != len(self.attention):
+        known = isinstance(weights, (GatedMemoryWeights, GatedMemoryStack))
+        layers = cast(nn.ModuleList, weights.layers)
+        if not known or len(layers) != len(self.attention):
             raise ValueError("these weights do not belong to a Gated Memory of this model")
-        for slot, layer in zip(self._slots, weights.layers, strict=True):
+        for slot, layer in zip(self._slots, layers, strict=True):
             slot.memory = cast(GatedMemoryLayer, layer)
         if not self._handles:
             self._install_hooks()

@@ -1,0 +1,326 @@
+"""Fused training steps: static shapes, one optimizer launch for every memory, CUDA graphs.
+
+The default recipe takes hundreds of optimizer steps of a few short samples each, so a step's cost is
+its overhead, not its arithmetic: a thousand-odd small kernels launched from Python, an optimizer
+launch per parameter tensor, and a host synchronisation to read the loss. Here a step is a few forward
+and backward passes, each of one of a few shapes (rows and lengths padded to :func:`bucket` sizes),
+whose gradients add up in one buffer, then one update (gradient clipping and AdamW for every memory at
+once). On CUDA each pass shape and the update are captured once as CUDA graphs and replayed; the losses
+stay on the device until the caller reads them.
+
+A step trains a stack of memories (``backend.create_stack``) side by side: each row of a pass names
+its memory, and each memory's loss, gradient norm, clipping and AdamW update are its own, so each
+memory follows exactly the steps it would alone. Samples are grouped into passes by length, so short
+question-answer samples are not padded to the length of a long segment. A memory with nothing to train
+in a step is left untouched, its optimizer state included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lift_integrations.absorb.losses import token_losses
+from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
+from lift_integrations.config import LIFTConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from lift_integrations.adapters.base import MemoryStack
+
+logger = logging.getLogger(__name__)
+
+SYNC_EVERY = 32
+"""Steps between reads of the losses on CUDA (the only host synchronisation while training)."""
+PASS_OVERHEAD_TOKENS = 4096
+"""What one more pass in a step costs, in padded tokens, when deciding how to group samples by length
+(a pass launches every layer's kernels again)."""
+
+
+def bucket(n: int, minimum: int = 64) -> int:
+    """The padded size for ``n``: the smallest of ``minimum`` times 1, 1.5, 2, 3, 4, 6, ... (powers of two
+    and one and a half times them) that holds it, so a run meets only a few shapes."""
+    size = minimum
+    while True:
+        if n <= size:
+            return size
+        if (size * 3) % 2 == 0 and n <= size * 3 // 2:
+            return size * 3 // 2
+        size *= 2
+
+
+@dataclass(frozen=True)
+class BlockRows:
+    """One memory's samples in a step, and each sample's weight in that memory's loss."""
+
+    memory: int
+    samples: Sequence[TrainingSample]
+    weights: Sequence[float]
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class PassBatch:
+    """One forward and backward pass, built on the host: ``ints`` holds the ids (``rows x tokens``),
+    each row's memory, then the flat positions whose next token is supervised, their targets and their
+    memories; ``floats`` holds each supervised position's weight."""
+
+    rows: int
+    tokens: int
+    supervised: int
+    ints: np.ndarray
+    floats: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.rows, self.tokens, self.supervised
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """A step's passes, and each memory's activity (1 or 0) then learning rate (``update``)."""
+
+    passes: list[PassBatch]
+    update: np.ndarray
+
+
+def group_by_length(lengths: Sequence[int], *, static: bool) -> list[list[int]]:
+    """Indices of ``lengths`` (sorted ascending) split into passes of similar length, choosing the split
+    with the fewest padded tokens, each extra pass counted as :data:`PASS_OVERHEAD_TOKENS`. With
+    ``static`` rows and lengths are padded to :func:`bucket` sizes; otherwise to the exact longest."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    width = [bucket(lengths[i]) if static else lengths[i] for i in order]
+    # Candidate cuts only where the padded width changes: few of them, so an exact search is cheap.
+    cuts = [0, *(k for k in range(1, len(order)) if width[k] != width[k - 1]), len(order)]
+    best: list[tuple[float, list[int]]] = [(0.0, [])]
+    for j in range(1, len(cuts)):
+        options = []
+        for i in range(j):
+            rows = cuts[j] - cuts[i]
+            cost = (bucket(rows, 1) if static else rows) * width[cuts[j] - 1] + PASS_OVERHEAD_TOKENS
+            options.append((best[i][0] + cost, [*best[i][1], cuts[j]]))
+        best.append(min(options, key=lambda option: option[0]))
+    bounds = [0, *best[-1][1]]
+    return [order[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def build_step(blocks: Sequence[BlockRows], memories: int, pad_id: int, *, static: bool) -> StepBatch:
+    """The inputs of one step in which memory ``b.memory`` trains on ``b.samples``.
+
+    Each sample's loss is the mean over its supervised tokens, weighted by its weight: so a supervised
+    position's weight is the sample's weight over its number of supervised tokens.
+    """
+    items = [(b.memory, s, w) for b in blocks for s, w in zip(b.samples, b.weights, strict=True)]
+    update = np.zeros((2, memories), dtype=np.float32)
+    for block in blocks:
+        update[:, block.memory] = (1.0, block.learning_rate)
+    groups = group_by_length([len(s.input_ids) for _, s, _ in items], static=static) if items else []
+    passes = [_build_pass([items[i] for i in group], pad_id, static) for group in groups]
+    return StepBatch(passes, update.reshape(-1))
+
+
+def _build_pass(items: Sequence[tuple[int, TrainingSample, float]], pad_id: int, static: bool) -> PassBatch:
+    longest = max(len(s.input_ids) for _, s, _ in items)
+    tokens = bucket(longest) if static else longest
+    rows = bucket(len(items), 1) if static else len(items)
+    ids = np.full((rows, tokens), pad_id, dtype=np.int64)
+    row_memory = np.zeros(rows, dtype=np.int64)
+    positions, targets, owners, weights = [], [], [], []
+    for row, (memory, sample, weight) in enumerate(items):
+        ids[row, : len(sample.input_ids)] = sample.input_ids
+        row_memory[row] = memory
+        following = np.asarray(sample.labels[1:], dtype=np.int64)
+        cols = np.flatnonzero(following != IGNORE_INDEX)
+        positions.append(row * tokens + cols)
+        targets.append(following[cols])
+        owners.append(np.full(len(cols), memory, dtype=np.int64))
+        weights.append(np.full(len(cols), weight / max(1, len(cols)), dtype=np.float32))
+    count = sum(len(p) for p in positions)
+    supervised = bucket(count, 32) if static else count
+    pad = np.zeros(supervised - count, np.int64)
+    parts = [ids.reshape(-1), row_memory, *positions, pad, *targets, pad, *owners, pad]
+    floats = np.concatenate([*weights, pad.astype(np.float32)])
+    return PassBatch(rows, tokens, supervised, np.concatenate(parts), floats)
+
+
+class FusedSteps:
+    """Optimizer steps over the ``flat`` parameter of a memory stack, with one AdamW state row per memory.
+
+    :meth:`run` queues a step and returns each memory's loss on the device at once. On CUDA each pass
+    shape and the update are captured as CUDA graphs on first use (``use_graphs``); elsewhere, or if
+    capturing fails, the same functions run eagerly.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        stack: MemoryStack,
+        config: LIFTConfig,
+        *,
+        autocast: bool,
+        use_graphs: bool,
+    ) -> None:
+        self.model = model
+        self.stack = stack
+        self.flat = stack.flat
+        self.config = config
+        self.memories = self.flat.shape[0]
+        self.device = self.flat.device
+        # Cached casts would outlive a graph's capture: the cache must be off inside CUDA graphs.
+        self.autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=autocast, cache_enabled=False
+        )
+
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, device=self.device, dtype=torch.float32)
+
+        self.grad, self.exp_avg, self.exp_avg_sq = (zeros(*self.flat.shape) for _ in range(3))
+        self.step_count, self.pass_loss, self.step_loss = (zeros(self.memories) for _ in range(3))
+        self.compute_dtype = torch.bfloat16 if autocast else next(model.parameters()).dtype
+        self.use_graphs = use_graphs and self.device.type == "cuda"
+        self._graphs: dict[Any, tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self._pool: Any = None
+
+    def reset(self, memory: int) -> None:
+        """Start memory ``memory``'s optimizer state afresh (a new memory took its place)."""
+        with torch.no_grad():
+            self.exp_avg[memory].zero_()
+            self.exp_avg_sq[memory].zero_()
+            self.step_count[memory] = 0.0
+
+    def run(self, step: StepBatch) -> torch.Tensor:
+        """Queue one step; returns each memory's loss for it, on the device (0 for an idle memory)."""
+        if self.use_graphs:
+            try:
+                self._replay(step)
+                return self.step_loss.clone()
+            except RuntimeError as error:  # e.g. a model whose forward cannot be captured
+                # The update runs last, so the memories are as they were: run the step again eagerly.
+                logger.warning("CUDA graphs failed (%s); training without them", error)
+                self.use_graphs = False
+                self.grad.zero_()
+                self.pass_loss.zero_()
+        for batch in step.passes:
+            self._pass(self._on_device(batch.ints), self._on_device(batch.floats), batch.shape)
+        self._update(self._on_device(step.update))
+        return self.step_loss.clone()
+
+    def _on_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type != "cuda":
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)  # queued, not waited for
+
+    def _replay(self, step: StepBatch) -> None:
+        update = self._graph("update", 0, 2 * self.memories, lambda i, f: self._update(f))
+        for batch in step.passes:
+            graph, ints, floats = self._graph(
+                batch.shape,
+                len(batch.ints),
+                len(batch.floats),
+                lambda i, f, shape=batch.shape: self._pass(i, f, shape),
+            )
+            ints.copy_(torch.from_numpy(batch.ints).pin_memory(), non_blocking=True)
+            floats.copy_(torch.from_numpy(batch.floats).pin_memory(), non_blocking=True)
+            graph.replay()
+        graph, _, floats = update
+        floats.copy_(torch.from_numpy(step.update).pin_memory(), non_blocking=True)
+        graph.replay()
+
+    def _graph(
+        self, key: Any, num_ints: int, num_floats: int, body: Any
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The CUDA graph of ``body(ints, floats)`` for ``key``, captured on first use.
+
+        Its inputs are zeros while it is warmed up and captured: a pass of zero weights adds nothing,
+        and an update with every memory idle changes nothing (the update graph is captured before any
+        pass runs, since it clears the accumulated gradients).
+        """
+        found = self._graphs.get(key)
+        if found is not None:
+            return found
+        ints = torch.zeros(num_ints, dtype=torch.long, device=self.device)
+        floats = torch.zeros(num_floats, device=self.device)
+        side = torch.cuda.Stream(device=self.device)  # warm up on a side stream, as torch.cuda.graphs asks
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body(ints, floats)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            body(ints, floats)
+        self._graphs[key] = (graph, ints, floats)
+        return self._graphs[key]
+
+    def _pass(self, ints: torch.Tensor, floats: torch.Tensor, shape: tuple[int, int, int]) -> None:
+        rows, tokens, supervised = shape
+        cells = rows * tokens
+        ids = ints[:cells].view(rows, tokens)
+        self.stack.row_memory = ints[cells : cells + rows]
+        positions, targets, owners = ints[cells + rows :].view(3, supervised)
+        self.stack.cast_for(self.compute_dtype)
+        with self.autocast:
+            # Right padding under causal attention: no real token sees a pad, so no mask is needed.
+            hidden = self.model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+            losses = token_losses(self.model, hidden.flatten(0, 1)[positions], targets)
+        per_memory = torch.zeros(self.memories, device=self.device).index_add(
+            0, owners, losses.float() * floats
+        )
+        (grad,) = torch.autograd.grad(per_memory.sum(), [self.flat])
+        self.stack.cast_for(None)
+        with torch.no_grad():
+            self.grad.add_(grad)
+            self.pass_loss.add_(per_memory)
+
+    def _update(self, floats: torch.Tensor) -> None:
+        with torch.no_grad():
+            active, rates = floats.view(2, self.memories)
+            self._adamw(self.grad, active, rates)
+            self.step_loss.copy_(self.pass_loss)
+            self.grad.zero_()
+            self.pass_loss.zero_()
+
+    def _adamw(self, grad: torch.Tensor, active: torch.Tensor, rates: torch.Tensor) -> None:
+        """Clip each memory's gradient to ``max_grad_norm`` and take its AdamW step, as
+        ``torch.optim.AdamW`` would; idle memories keep their parameters and state."""
+        config = self.config
+        beta1, beta2 = config.adam_betas
+        norm = torch.linalg.vector_norm(grad, dim=1)
+        grad = grad * (config.max_grad_norm / (norm + 1e-6)).clamp(max=1.0).unsqueeze(1)
+        count = self.step_count + active
+        self.step_count.copy_(count)
+        keep = (active > 0).unsqueeze(1)
+        param = self.flat.detach()
+        exp_avg = self.exp_avg.lerp(grad, 1 - beta1)
+        exp_avg_sq = torch.addcmul(self.exp_avg_sq * beta2, grad, grad, value=1 - beta2)
+        # An idle memory may have count 0 (division by zero below): torch.where discards its values.
+        step_size = (rates / (1 - torch.pow(beta1, count))).unsqueeze(1)
+        correction = torch.sqrt(1 - torch.pow(beta2, count)).unsqueeze(1)
+        denom = exp_avg_sq.sqrt() / correction + config.adam_eps
+        updated = param * (1 - rates * config.weight_decay).unsqueeze(1) - step_size * exp_avg / denom
+        param.copy_(torch.where(keep, updated, param))
+        self.exp_avg.copy_(torch.where(keep, exp_avg, self.exp_avg))
+        self.exp_avg_sq.copy_(torch.where(keep, exp_avg_sq, self.exp_avg_sq))
+
+
+@contextlib.contextmanager
+def training_mode(model: nn.Module, gradient_checkpointing: bool) -> Iterator[None]:
+    """HF checkpoints only in train mode (dropout is 0 in LIFT); restored afterwards."""
+    was_training = model.training
+    model.train(gradient_checkpointing)
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -1,0 +1,156 @@
+"""Many Gated Memories in one batch: each memory's parameters are one row of a flat tensor.
+
+Each row of a batch names its memory (``GatedMemoryStack.row_memory``); every layer gathers each row's
+weights and runs one batched product over rows and heads, so several documents train side by side, each
+into its own memory, in the same forward and backward passes. Keeping every memory's tensors as views of
+one ``(memories, parameters)`` leaf lets the optimizer and the gradient clipping run as a handful of
+kernels over all memories at once (:mod:`lift_integrations.absorb.fused`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from torch import nn
+
+from lift_integrations.adapters.base import MemoryStack
+from lift_integrations.adapters.gated_memory.layer import GatedMemoryLayer
+
+LAYER_TENSORS = ("mem_in", "mem_out", "gate_in", "gate_out")
+
+
+@dataclass(frozen=True)
+class FlatLayout:
+    """Where each tensor of one memory's state dict lies in its flat row."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    size: int
+
+    @classmethod
+    def of(cls, state: Mapping[str, torch.Tensor]) -> FlatLayout:
+        names = tuple(state)
+        shapes = tuple(tuple(state[name].shape) for name in names)
+        sizes = [math.prod(shape) for shape in shapes]
+        offsets = tuple(sum(sizes[:i]) for i in range(len(sizes)))
+        return cls(names, shapes, offsets, sum(sizes))
+
+    def view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        """Every memory's ``name`` tensor: ``(memories, *shape)``, a view of ``flat``."""
+        i = self.names.index(name)
+        start, shape = self.offsets[i], self.shapes[i]
+        return flat[:, start : start + math.prod(shape)].view(flat.shape[0], *shape)
+
+    def flatten(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """One memory's state dict as a flat fp32 row."""
+        if set(state) != set(self.names):
+            raise ValueError("these tensors do not belong to a memory of this layout")
+        return torch.cat([state[name].detach().reshape(-1).to(torch.float32) for name in self.names])
+
+    def unflatten(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One flat row as a state dict of fresh tensors."""
+        return {
+            name: row[start : start + math.prod(shape)].reshape(shape).clone()
+            for name, shape, start in zip(self.names, self.shapes, self.offsets, strict=True)
+        }
+
+
+class StackedGatedMemoryLayer(nn.Module):
+    """One attention layer's memory and gate for every memory of a :class:`GatedMemoryStack`: row ``b`` of
+    the batch runs memory ``row_memory[b]``. Same interface as :class:`GatedMemoryLayer`, so the backend's
+    hooks serve either.
+    """
+
+    def __init__(self, stack: GatedMemoryStack, index: int, gate_scale: float, gate_shift: float) -> None:
+        super().__init__()
+        self._stack = [stack]  # a list: not registered as a submodule (the stack owns its layers)
+        self.prefix = f"layers.{index}."
+        self.gate_scale = gate_scale
+        self.gate_shift = gate_shift
+
+    def _tensor(self, name: str) -> torch.Tensor | None:
+        stack = self._stack[0]
+        key = self.prefix + name
+        return stack.layout.view(stack.weights(), key) if key in stack.layout.names else None
+
+    def _rows(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
+        """Each row's ``name`` tensor, ``(rows, ...)``, or the only memory's, ``(...)``."""
+        tensor = self._tensor(name)
+        if tensor is None:
+            return None
+        tensor = tensor.to(dtype)
+        stack = self._stack[0]
+        return tensor[0] if stack.memories == 1 else tensor.index_select(0, stack.row_memory)
+
+    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """``x``: ``(rows, tokens, heads, in)`` through each row's memory's ``name`` map."""
+        weight = self._rows(f"{name}.weight", x.dtype)
+        assert weight is not None
+        one = weight.dim() == 3
+        y = torch.einsum("bthi,hio->btho" if one else "bthi,bhio->btho", x, weight)
+        bias = self._rows(f"{name}.bias", x.dtype)
+        return y if bias is None else y + (bias if one else bias.unsqueeze(1))
+
+    def forward(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        memory = self._linear(nn.functional.silu(self._linear(query, "mem_in")), "mem_out")
+        z = self._linear(nn.functional.silu(self._linear(query, "gate_in")), "gate_out")
+        gate_bias = self._rows("gate_bias", query.dtype)
+        assert gate_bias is not None
+        z = z + (gate_bias if gate_bias.dim() == 2 else gate_bias.unsqueeze(1))
+        gate = torch.sigmoid(self.gate_scale * (z - self.gate_shift))
+        return memory, gate
+
+    mix = staticmethod(GatedMemoryLayer.mix)
+
+
+class GatedMemoryStack(MemoryStack):
+    """The parameters of ``memories`` Gated Memories of one model and configuration, as one
+    ``(memories, parameters)`` fp32 leaf, with a :class:`StackedGatedMemoryLayer` per decoder layer.
+
+    Built from a template memory (its layout and gate settings); rows are filled with
+    :meth:`load_row` and read back with :meth:`state_dict_of`. ``row_memory`` names each batch row's
+    memory: set it before each forward pass (with one memory it is not read).
+    """
+
+    def __init__(self, template: nn.Module, memories: int) -> None:
+        super().__init__()
+        state = template.state_dict()
+        self.layout = FlatLayout.of(state)
+        layers = cast(nn.ModuleList, template.layers)
+        first = cast(GatedMemoryLayer, layers[0])
+        self.flat = nn.Parameter(
+            torch.zeros(memories, self.layout.size, device=next(template.parameters()).device)
+        )
+        self.row_memory = torch.zeros(0, dtype=torch.long, device=self.flat.device)
+        self._cast: torch.Tensor | None = None
+        self.layers = nn.ModuleList(
+            StackedGatedMemoryLayer(self, i, first.gate_scale, first.gate_shift) for i in range(len(layers))
+        )
+
+    @property
+    def memories(self) -> int:
+        return self.flat.shape[0]
+
+    def weights(self) -> torch.Tensor:
+        """``flat`` as the layers read it: in the dtype set by :meth:`cast_for`, cast once per pass."""
+        return self.flat if self._cast is None else self._cast
+
+    def cast_for(self, dtype: torch.dtype | None) -> None:
+        """Cast the parameters to ``dtype`` once for the next forward pass (``None``: read ``flat``),
+        rather than once per layer and tensor."""
+        self._cast = None if dtype is None or dtype == self.flat.dtype else self.flat.to(dtype)
+
+    def load_row(self, row: int, weights: nn.Module) -> None:
+        """Copy one memory's weights (a ``GatedMemoryWeights`` of the same layout) into ``row``."""
+        with torch.no_grad():
+            self.flat[row].copy_(self.layout.flatten(weights.state_dict()))
+
+    def state_dict_of(self, row: int) -> dict[str, torch.Tensor]:
+        """Memory ``row``'s tensors, named as in a ``GatedMemoryWeights`` state dict."""
+        with torch.no_grad():
+            return self.layout.unflatten(self.flat[row].detach())

@@ -1,0 +1,259 @@
+"""The fused engine and many memories per run: each memory is the one absorbed alone, and the fused steps
+compute what the eager loop does (issue 16)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import build_tiny_model
+
+from lift_integrations import LIFTConfig, LIFTModel
+from lift_integrations.absorb.fused import BlockRows, FusedSteps, bucket, build_step, group_by_length
+from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
+
+DOCS = [
+    "The Zorblat Institute was founded in 1874 by Mira Quenton in the city of Vellhaven. "
+    "Its first director was Tobias Renwick, who studied glass harps and river tides. " * 3,
+    "Question: Who founded it? Answer: Mira Quenton. The quick brown fox jumps over the lazy dog. " * 5,
+    "Tobias Renwick studied glass harps. " * 2,
+]
+SMALL = dict(
+    segment_length=32,
+    segment_stride=24,
+    context_view_length=16,
+    qa_per_document=6,
+    stage1_epochs=1,
+    stage2_epochs=3,
+    max_seq_length=128,
+)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+def _lift(arch: str = "llama", device: str = "cpu", adapter: str = "gated_memory") -> LIFTModel:
+    model, tokenizer = build_tiny_model(arch)
+    return LIFTModel(model.to(device), tokenizer, name=f"tiny-{arch}", adapter=adapter)
+
+
+def _config(**overrides: Any) -> LIFTConfig:
+    return LIFTConfig.fast(**{**SMALL, **overrides})
+
+
+def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], **tolerance: float) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], **tolerance, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def _assert_close_in_norm(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Within 5% in norm: AdamW's first steps turn a tiny gradient of either sign into a full step, so
+    rounding moves a few weights by a step; the memory as a whole stays where it was."""
+    for name, tensor in b.items():
+        assert torch.linalg.norm(a[name] - tensor) <= 0.05 * torch.linalg.norm(tensor) + 1e-6, name
+
+
+def test_buckets_are_few_and_hold_their_size() -> None:
+    sizes = {bucket(n) for n in range(1, 5000)}
+    assert sizes == {64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144}
+    assert all(bucket(n) >= n for n in range(1, 5000))
+    assert [bucket(n, 1) for n in range(1, 10)] == [1, 2, 3, 4, 6, 6, 8, 8, 12]
+
+
+def test_samples_are_grouped_into_passes_by_length() -> None:
+    """Short samples get a pass of their own rather than padding to the longest segment; a step of
+    similar lengths stays one pass (each pass costs a launch of every layer's kernels)."""
+    groups = group_by_length([40, 500, 50, 45] + [60] * 60 + [480] * 4, static=True)
+    assert len(groups) == 2
+    assert sorted(len(g) for g in groups) == [5, 63]
+    assert group_by_length([40, 500, 50, 45], static=True) == [[0, 3, 2, 1]]
+    assert group_by_length([7], static=False) == [[0]]
+
+
+def _sample(ids: list[int], supervised_from: int) -> TrainingSample:
+    labels = [IGNORE_INDEX] * supervised_from + ids[supervised_from:]
+    return TrainingSample(input_ids=ids, labels=labels, kind="qa")
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_a_step_names_each_rows_memory_and_weighs_each_sample_by_its_mean(static: bool) -> None:
+    a, b, c = _sample([5, 6, 7, 8], 1), _sample([9, 10, 11], 2), _sample([12, 13, 14, 15, 16], 4)
+    blocks = [BlockRows(0, [a, b], [0.25, 0.75], 1e-3), BlockRows(2, [c], [1.0], 2e-3)]
+    step = build_step(blocks, memories=3, pad_id=0, static=static)
+    [batch] = step.passes
+    rows, tokens, supervised = batch.shape
+    assert (rows, tokens, supervised) == ((3, 64, 32) if static else (3, 5, 5))
+    ids = batch.ints[: rows * tokens].reshape(rows, tokens)
+    row_memory = batch.ints[rows * tokens : rows * tokens + rows]
+    # Rows sorted by length: b (3 tokens), a (4), c (5).
+    assert ids[0, :3].tolist() == [9, 10, 11] and ids[1, :4].tolist() == [5, 6, 7, 8]
+    assert ids[2, :5].tolist() == [12, 13, 14, 15, 16] and row_memory.tolist() == [0, 0, 2]
+    positions, targets, owners = batch.ints[rows * tokens + rows :].reshape(3, supervised)
+    weights = batch.floats
+    real = weights > 0
+    # Position p predicts the token after it: b's label 11 from position 1, a's 6, 7, 8 from 0-2.
+    assert positions[real].tolist() == [1, tokens, tokens + 1, tokens + 2, 2 * tokens + 3]
+    assert targets[real].tolist() == [11, 6, 7, 8, 16]
+    assert owners[real].tolist() == [0, 0, 0, 0, 2]
+    np.testing.assert_allclose(weights[real], [0.75] + [0.25 / 3] * 3 + [1.0], rtol=1e-6)
+    active, rates = step.update.reshape(2, 3)
+    assert active.tolist() == [1.0, 0.0, 1.0]
+    np.testing.assert_allclose(rates, [1e-3, 0.0, 2e-3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+def test_fused_steps_compute_the_eager_loops_gradients(arch: str, device: str) -> None:
+    """With eps = 1 AdamW moves each weight by about ``lr * gradient``, so equal memories mean equal
+    gradients (with the usual eps, AdamW's first steps turn tiny gradients into full steps of either sign)."""
+    lift = _lift(arch, device)
+    settings = dict(adam_eps=1.0, learning_rate=1.0, max_grad_norm=1e9, precision="fp32")
+    eager = lift.absorb(DOCS[0], config=_config(engine="eager", **settings))
+    fused = lift.absorb(DOCS[0], config=_config(engine="fused", **settings))
+    assert eager.stats["steps"] == fused.stats["steps"] > 10
+    assert fused.stats["final_loss"] == pytest.approx(eager.stats["final_loss"], rel=1e-4)
+    _assert_same_tensors(fused.tensors, eager.tensors, rtol=1e-3, atol=2e-5)
+
+
+def test_fused_and_eager_memories_agree_with_the_default_optimizer() -> None:
+    lift = _lift()
+    eager = lift.absorb(DOCS[0], config=_config(engine="eager"))
+    fused = lift.absorb(DOCS[0], config=_config(engine="fused"))
+    assert fused.stats["final_loss"] == pytest.approx(eager.stats["final_loss"], rel=1e-3)
+    _assert_close_in_norm(fused.tensors, eager.tensors)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("slots", [None, 2, 1])
+def test_each_memory_of_absorb_many_is_the_memory_absorbed_alone(slots: int | None, device: str) -> None:
+    """Slots fewer than documents make a finished memory hand its slot to the next one. With eps = 1
+    equal memories mean equal gradients at every step (see above)."""
+    lift = _lift(device=device)
+    config = _config(adam_eps=1.0, learning_rate=1.0, max_grad_norm=1e9, precision="fp32")
+    many = lift.absorb_many(DOCS, config=config, slots=slots)
+    assert len(many) == len(DOCS)
+    steps = []
+    for text, memory in zip(DOCS, many, strict=True):
+        alone = lift.absorb(text, config=config)
+        assert [d.text for d in memory.documents] == [text]
+        assert memory.stats["steps"] == alone.stats["steps"]
+        assert memory.stats["final_loss"] == pytest.approx(alone.stats["final_loss"], rel=1e-5)
+        _assert_same_tensors(memory.tensors, alone.tensors, rtol=1e-4, atol=2e-6)
+        steps.append(alone.stats["steps"])
+    assert len(set(steps)) == len(steps)  # documents of different lengths: memories finish apart
+
+
+def test_absorb_many_with_the_default_optimizer_gives_the_memories_absorbed_alone() -> None:
+    lift = _lift()
+    config = _config()
+    many = lift.absorb_many(DOCS, config=config)
+    for text, memory in zip(DOCS, many, strict=True):
+        alone = lift.absorb(text, config=config)
+        assert memory.stats["final_loss"] == pytest.approx(alone.stats["final_loss"], rel=1e-3)
+        _assert_close_in_norm(memory.tensors, alone.tensors)
+
+
+def test_absorb_many_groups_documents_into_one_memory_each() -> None:
+    lift = _lift()
+    config = _config(adam_eps=1.0, learning_rate=1.0, max_grad_norm=1e9, precision="fp32")
+    many = lift.absorb_many([[DOCS[0], ("Second", DOCS[1])], DOCS[2]], config=config)
+    assert [len(m.documents) for m in many] == [2, 1]
+    assert many[0].documents[1].title == "Second"
+    together = lift.absorb([DOCS[0], ("Second", DOCS[1])], config=config)
+    _assert_same_tensors(many[0].tensors, together.tensors, rtol=1e-4, atol=2e-6)
+    assert lift.generate("Who founded it?", memory=many[1], max_new_tokens=4).text is not None
+
+
+def test_absorb_many_reports_every_step_of_every_memory_in_order() -> None:
+    lift = _lift()
+    reports: list[Any] = []
+    many = lift.absorb_many(DOCS, config=_config(), callback=reports.append)
+    for index, memory in enumerate(many):
+        mine = [r for r in reports if r.memory == index]
+        assert [r.step for r in mine] == list(range(1, memory.stats["steps"] + 1))
+        assert {r.total_steps for r in mine} == {memory.stats["steps"]}
+        assert mine[-1].loss == pytest.approx(memory.stats["final_loss"])
+
+
+def test_an_idle_memory_keeps_its_weights_and_optimizer_state() -> None:
+    lift = _lift()
+    template = lift.backend.create(generator=torch.Generator().manual_seed(0))
+    stack = lift.backend.create_stack(template, 2)
+    stack.load_row(0, template)
+    stack.load_row(1, template)
+    stack.flat.requires_grad_(True)
+    steps = FusedSteps(lift.model, stack, _config(), autocast=False, use_graphs=False)
+    sample = _sample(lift.tokenizer("glass harps and river tides")["input_ids"], 1)
+    lift.backend.activate(stack)
+    try:
+        before = stack.flat.detach().clone()
+        steps.run(build_step([BlockRows(0, [sample], [1.0], 1e-2)], 2, 0, static=False))
+        after = stack.flat.detach()
+        assert not torch.equal(after[0], before[0])
+        assert torch.equal(after[1], before[1])
+        assert steps.exp_avg[1].abs().max() == 0 and steps.exp_avg[0].abs().max() > 0
+        assert steps.step_count.tolist() == [1.0, 0.0]
+    finally:
+        lift.backend.activate(None)
+
+
+def test_a_diverging_fused_absorption_raises_and_names_the_step() -> None:
+    lift = _lift()
+    with pytest.raises(FloatingPointError, match=r"diverged.*step"):
+        lift.absorb(DOCS[0], config=_config(engine="fused", learning_rate=1e38, max_grad_norm=1e38))
+
+
+def test_the_fused_engine_refuses_what_it_cannot_train() -> None:
+    lift = _lift(adapter="lora")
+    with pytest.raises(ValueError, match=r"engine='fused'.*lora adapter"):
+        lift.absorb(DOCS[2], config=_config(engine="fused"))
+    gated = _lift()
+    with pytest.raises(ValueError, match=r"engine='fused'.*checkpoints"):
+        gated.absorb(DOCS[2], config=_config(engine="fused", checkpoint_dir="/nonexistent/x"))
+    with pytest.raises(ValueError, match=r"engine='fused'.*batch_size"):
+        gated.absorb(DOCS[0], config=LIFTConfig.paper(**SMALL, engine="fused", batch_size=2))
+
+
+def test_absorb_many_absorbs_one_after_the_other_where_the_fused_engine_does_not_apply() -> None:
+    lift = _lift(adapter="lora")
+    config = _config()
+    many = lift.absorb_many(DOCS[1:], config=config)  # one after the other: the same computation
+    for text, memory in zip(DOCS[1:], many, strict=True):
+        _assert_same_tensors(memory.tensors, lift.absorb(text, config=config).tensors, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("items", "error", "match"),
+    [
+        ("one text", TypeError, "one item per memory"),
+        ([], ValueError, "no documents"),
+        (["fine", "  "], ValueError, "memory 1: document 0 is empty"),
+        (["fine", 3], TypeError, "memory 1"),
+    ],
+)
+def test_absorb_many_checks_its_documents_before_any_work(items: Any, error: type, match: str) -> None:
+    lift = _lift()
+    with pytest.raises(error, match=match):
+        lift.absorb_many(items, config=_config())
+    with pytest.raises(ValueError, match="slots"):
+        lift.absorb_many(["fine"], config=_config(), slots=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_steps_equal_eager_fused_steps() -> None:
+    from lift_integrations.absorb import many
+
+    lift = _lift(device="cuda")
+    config = _config(engine="fused", adam_eps=1.0, learning_rate=1.0, max_grad_norm=1e9, precision="fp32")
+    graphed = lift.absorb_many(DOCS, config=config)
+    original = many.FusedSteps.__init__
+
+    def no_graphs(self: FusedSteps, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **{**kwargs, "use_graphs": False})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(many.FusedSteps, "__init__", no_graphs)
+        eager = lift.absorb_many(DOCS, config=config)
+    for a, b in zip(graphed, eager, strict=True):
+        _assert_same_tensors(a.tensors, b.tensors, rtol=1e-3, atol=2e-5)
