@@ -25,7 +25,7 @@ import torch
 
 from lift_integrations.absorb.batching import bidirectional
 from lift_integrations.absorb.checkpoint import CheckpointStore, open_checkpoints
-from lift_integrations.absorb.many import MemoryJob, activation_bytes_per_token, train_side_by_side
+from lift_integrations.absorb.many import JobFeed, MemoryJob, activation_bytes_per_token, train_side_by_side
 from lift_integrations.absorb.plan import SamplePlan, plan_samples
 from lift_integrations.absorb.qa import resolve_qa_generator
 from lift_integrations.absorb.target import AdapterTarget
@@ -122,14 +122,16 @@ def uses_fused(
     return reason is None
 
 
-def with_memory_fit(
-    lift: LIFTModel, config: LIFTConfig, plans: Sequence[SamplePlan], fused: bool
-) -> LIFTConfig:
-    """``config``, with gradient checkpointing turned on where the largest forward pass would otherwise
-    need more than :data:`CHECKPOINTING_SHARE` of the free GPU memory (big models, long samples)."""
+def longest_sample(plans: Sequence[SamplePlan]) -> int:
+    return max((len(s.input_ids) for plan in plans for stage in plan.stages for s in stage), default=0)
+
+
+def with_memory_fit(lift: LIFTModel, config: LIFTConfig, longest: int, fused: bool) -> LIFTConfig:
+    """``config``, with gradient checkpointing turned on where the largest forward pass (samples of up
+    to ``longest`` tokens) would otherwise need more than :data:`CHECKPOINTING_SHARE` of the free GPU
+    memory (big models, long samples)."""
     if config.gradient_checkpointing or lift.device.type != "cuda":
         return config
-    longest = max((len(s.input_ids) for plan in plans for stage in plan.stages for s in stage), default=0)
     tokens = config.batch_size * longest
     if not fused:
         tokens = min(tokens, config.micro_batch_tokens or 65536)
@@ -186,7 +188,7 @@ def absorb(
     group = resolve_context(distributed, lift.device)
     plan = plan_memory(lift, docs, fitted, generator, group)
     fused = uses_fused(lift, fitted, group, [plan])
-    fitted = with_memory_fit(lift, fitted, [plan], fused)
+    fitted = with_memory_fit(lift, fitted, longest_sample([plan]), fused)
     base = (lift.fingerprint, lift.backend.kind, lift.backend.config_dict())
     checkpoint = None
     if not fused:
@@ -196,7 +198,7 @@ def absorb(
     report = reporter(callback, show_progress and (group is None or group.is_main))
     try:
         if fused:
-            [stats] = _train_fused(lift, [MemoryJob(plan, weights)], fitted, lambda _, p: report(p))
+            [stats] = _train_fused(lift, [MemoryJob(plan, weights)], fitted, _SingleReporter(report))
         else:
             stats = _train_eager(lift, weights, plan, fitted, checkpoint, group, report)
     except BaseException:
@@ -228,39 +230,65 @@ def absorb_many(
         check_int(slots, "slots", minimum=1)
     fitted = config.fit_to_window(lift.context_window)
     adapter_config = lift.backend.config
-    plans = [plan_memory(lift, docs, fitted, generator, None) for docs in groups]
-    if not uses_fused(lift, fitted, None, plans):
-        return [
-            absorb(
-                lift,
-                docs,
-                config=fitted,
-                generator=generator,
-                show_progress=show_progress,
-                callback=callback,
-                into=None,
-                resume=True,
-                distributed=False,
-            )
-            for docs in groups
-        ]
-    fitted = with_memory_fit(lift, fitted, plans, True)
-    weights = [new_weights(lift, None, adapter_config, fitted.seed) for _ in groups]
-    jobs = [MemoryJob(plan, w) for plan, w in zip(plans, weights, strict=True)]
-    report = _many_reporter(callback, show_progress, sum(_steps(plan, fitted) for plan in plans))
+    plans: dict[int, SamplePlan] = {}
+    weights: dict[int, nn.Module] = {}
+
+    def make(index: int) -> MemoryJob:
+        plans[index] = plan_memory(lift, groups[index], fitted, generator, None)
+        weights[index] = new_weights(lift, None, adapter_config, fitted.seed)
+        return MemoryJob(plans[index], weights[index])
+
+    if overlaps_planning(lift, fitted):
+        # Longest documents first (they take the most steps); planning the rest overlaps with training.
+        order = sorted(range(len(groups)), key=lambda i: -sum(len(d.text) for d in groups[i]))
+        fitted = with_memory_fit(lift, fitted, fitted.max_seq_length, True)
+        feed: list[MemoryJob] | JobFeed = JobFeed.planned(order, make)
+    else:
+        for index, docs in enumerate(groups):
+            plans[index] = plan_memory(lift, docs, fitted, generator, None)
+        if not uses_fused(lift, fitted, None, list(plans.values())):
+            return [
+                absorb(
+                    lift,
+                    docs,
+                    config=fitted,
+                    generator=generator,
+                    show_progress=show_progress,
+                    callback=callback,
+                    into=None,
+                    resume=True,
+                    distributed=False,
+                )
+                for docs in groups
+            ]
+        fitted = with_memory_fit(lift, fitted, longest_sample(list(plans.values())), True)
+        feed = [make(index) for index in range(len(groups))]
+    report = ManyReporter(callback, show_progress)
     try:
-        stats = _train_fused(lift, jobs, fitted, report, slots=slots)
+        stats = _train_fused(lift, feed, fitted, report, slots=slots)
     except BaseException:
         with lift.lock:
-            for w in weights:
+            for w in weights.values():
                 lift.backend.release(w)
         raise
     finally:
         report(0, None)
     return [
-        _memory(lift, w, adapter_config, docs, None, fitted, s, plan, None)
-        for w, docs, s, plan in zip(weights, groups, stats, plans, strict=True)
+        _memory(lift, weights[i], adapter_config, docs, None, fitted, stats[i], plans[i], None)
+        for i, docs in enumerate(groups)
     ]
+
+
+def overlaps_planning(lift: LIFTModel, config: LIFTConfig) -> bool:
+    """Whether ``absorb_many`` plans its memories while the first ones train: on CUDA (a CPU has no
+    cores to spare for it), on the fused engine, with steps of at most ``batch_size`` samples whatever
+    the documents (``steps_per_epoch=None``)."""
+    return (
+        lift.device.type == "cuda"
+        and config.steps_per_epoch is None
+        and config.engine != "eager"
+        and fused_reason(lift, config, None, []) is None
+    )
 
 
 def normalize_groups(items: Any) -> list[list[Document]]:
@@ -283,10 +311,6 @@ def normalize_groups(items: Any) -> list[list[Document]]:
     return groups
 
 
-def _steps(plan: SamplePlan, config: LIFTConfig) -> int:
-    return sum(plan_steps(len(s), config) * n for s, n in zip(plan.stages, plan.epochs, strict=True))
-
-
 def _train_eager(
     lift: LIFTModel,
     weights: nn.Module,
@@ -303,45 +327,76 @@ def _train_eager(
 
 def _train_fused(
     lift: LIFTModel,
-    jobs: list[MemoryJob],
+    jobs: list[MemoryJob] | JobFeed,
     config: LIFTConfig,
-    report: Callable[[int, AbsorbProgress], None],
+    report: ManyReporter,
     *,
     slots: int | None = None,
 ) -> list[TrainingStats]:
     """Train every job's weights side by side; each job's weights then hold its trained tensors."""
+    started: dict[int, MemoryJob] = {}
+
+    def on_start(index: int, job: MemoryJob, steps: int) -> None:
+        started[index] = job
+        report.add_steps(steps)
+
     trained = train_side_by_side(
-        lift.model, lift.backend, lift.lock, lift._generator.pad_id, jobs, config, slots=slots, on_step=report
+        lift.model,
+        lift.backend,
+        lift.lock,
+        lift._generator.pad_id,
+        jobs,
+        config,
+        slots=slots,
+        on_step=report,
+        on_start=on_start,
     )
     with torch.no_grad():
-        for job, result in zip(jobs, trained, strict=True):
-            job.weights.load_state_dict(result.tensors)
+        for index, result in enumerate(trained):
+            started[index].weights.load_state_dict(result.tensors)
     return [result.stats for result in trained]
 
 
-def _many_reporter(
-    callback: Callback | None, show_progress: bool, total: int
-) -> Callable[[int, AbsorbProgress | None], None]:
-    """Progress of ``absorb_many``: each memory's reports to ``callback`` (``memory`` names it), and one
-    bar over every memory's steps."""
-    bar: list[Any] = []
+class ManyReporter:
+    """Progress of an absorption: each memory's reports to ``callback`` (``progress.memory`` names it),
+    and with ``show_progress`` one bar over every memory's steps (its total grows as memories start)."""
 
-    def report(index: int, progress: AbsorbProgress | None) -> None:
-        if progress is None:
-            if bar:
-                bar[0].close()
-            return
-        if show_progress:
-            if not bar:
+    def __init__(self, callback: Callback | None, show_progress: bool) -> None:
+        self.callback = callback
+        self.show_progress = show_progress
+        self._bar: Any = None
+
+    def add_steps(self, steps: int) -> None:
+        if self.show_progress:
+            if self._bar is None:
                 from tqdm.auto import tqdm
 
-                bar.append(tqdm(total=total, desc="absorbing", unit="step"))
-            bar[0].update(1)
-            bar[0].set_postfix(memory=index + 1, loss=f"{progress.loss:.3f}")
-        if callback is not None:
-            callback(progress.with_memory(index))
+                self._bar = tqdm(total=0, desc="absorbing", unit="step")
+            self._bar.total += steps
+            self._bar.refresh()
 
-    return report
+    def __call__(self, index: int, progress: AbsorbProgress | None) -> None:
+        if progress is None:
+            if self._bar is not None:
+                self._bar.close()
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(memory=index + 1, loss=f"{progress.loss:.3f}")
+        if self.callback is not None:
+            self.callback(progress.with_memory(index))
+
+
+class _SingleReporter(ManyReporter):
+    """One memory's reports to ``absorb``'s reporter."""
+
+    def __init__(self, report: Callable[[AbsorbProgress | None], None]) -> None:
+        super().__init__(None, False)
+        self.report = report
+
+    def __call__(self, index: int, progress: AbsorbProgress | None) -> None:
+        if progress is not None:
+            self.report(progress)
 
 
 def _memory(

@@ -10,7 +10,8 @@ the queue is empty.
 
 from __future__ import annotations
 
-import collections
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -40,6 +41,60 @@ class MemoryJob:
 
     plan: SamplePlan
     weights: nn.Module
+
+
+class JobFeed:
+    """The jobs of a run, handed out as they become ready.
+
+    :meth:`ready` holds jobs made already, longest first. :meth:`planned` makes them on a background
+    thread, in the order given (longest documents first, as the caller sorts them), so that planning the
+    later memories (tokenisation, QA extraction) overlaps with training the first ones.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._queue: queue.Queue[tuple[int, MemoryJob | BaseException]] = queue.Queue()
+        self._handed = 0
+
+    @classmethod
+    def ready(cls, jobs: Sequence[MemoryJob], config: LIFTConfig) -> JobFeed:
+        feed = cls(len(jobs))
+        steps = [sum(1 for _ in schedule_steps(job.plan, config, np.random.default_rng(0))) for job in jobs]
+        for index in sorted(range(len(jobs)), key=lambda i: -steps[i]):
+            feed._queue.put((index, jobs[index]))
+        return feed
+
+    @classmethod
+    def planned(cls, order: Sequence[int], make: Callable[[int], MemoryJob]) -> JobFeed:
+        feed = cls(len(order))
+
+        def work() -> None:
+            for index in order:
+                try:
+                    feed._queue.put((index, make(index)))
+                except BaseException as error:  # handed to the training thread, which raises it
+                    feed._queue.put((index, error))
+                    return
+
+        threading.Thread(target=work, name="lift-plan-memories", daemon=True).start()
+        return feed
+
+    @property
+    def exhausted(self) -> bool:
+        return self._handed == self.total
+
+    def next(self, *, wait: bool) -> tuple[int, MemoryJob] | None:
+        """The next job, or ``None`` if none is ready and ``wait`` is false; raises a planning error."""
+        if self.exhausted:
+            return None
+        try:
+            index, job = self._queue.get(block=wait)
+        except queue.Empty:
+            return None
+        if isinstance(job, BaseException):
+            raise job
+        self._handed += 1
+        return index, job
 
 
 Step = tuple[int, int, list[TrainingSample]]
@@ -99,28 +154,37 @@ def train_side_by_side(
     backend: AdapterBackend,
     lock: AbstractContextManager[Any],
     pad_id: int,
-    jobs: Sequence[MemoryJob],
+    jobs: Sequence[MemoryJob] | JobFeed,
     config: LIFTConfig,
     *,
     slots: int | None = None,
     use_graphs: bool = True,
     on_step: Callable[[int, AbsorbProgress], None] | None = None,
+    on_start: Callable[[int, MemoryJob, int], None] | None = None,
 ) -> list[TrainedMemory]:
-    """Train every job's memory with ``config``'s recipe; results in the order of ``jobs``.
+    """Train every job's memory with ``config``'s recipe; results in the order of the jobs' indices.
+
+    ``jobs``: a list, or a :class:`JobFeed` that makes them while the first ones train.
+    ``on_start(job, memory_job, steps)`` is called as each memory enters a slot.
 
     ``on_step(job, progress)`` receives each memory's step reports, in order for each memory; on CUDA a
     few steps after they ran (losses are read every :data:`~lift_integrations.absorb.fused.SYNC_EVERY`
     steps). The model lock is taken for each step, so requests are served between steps. Raises
     ``FloatingPointError`` if a memory's loss stops being finite.
     """
-    if not jobs:
+    feed = jobs if isinstance(jobs, JobFeed) else JobFeed.ready(jobs, config)
+    if feed.total == 0:
         return []
-    template = jobs[0].weights
+    first = feed.next(wait=True)
+    assert first is not None
+    template = first[1].weights
     device = next(template.parameters()).device
-    schedules = [
-        list(schedule_steps(job.plan, config, np.random.default_rng(config.seed + 1))) for job in jobs
-    ]
-    count = slots or fused_slots(config, model, device, schedules)
+
+    def schedule(job: MemoryJob) -> list[Step]:
+        return list(schedule_steps(job.plan, config, np.random.default_rng(config.seed + 1)))
+
+    waiting = [(first[0], first[1], schedule(first[1]))]
+    count = min(feed.total, slots or fused_slots(config, model, device, [waiting[0][2]]))
     stack = backend.create_stack(template, count)
     model_dtype = next(model.parameters()).dtype
     steps = FusedSteps(
@@ -131,20 +195,26 @@ def train_side_by_side(
         use_graphs=use_graphs,
     )
     target = AdapterTarget(model, backend, stack, lock, config, pad_id)
-    queue = collections.deque(sorted(range(len(jobs)), key=lambda i: -len(schedules[i])))
     running: list[_Running | None] = [None] * count
-    results: list[TrainedMemory | None] = [None] * len(jobs)
+    plans: dict[int, SamplePlan] = {}
+    results: dict[int, TrainedMemory] = {}
     pending: list[tuple[list[tuple[int, _Running]], torch.Tensor]] = []
     start = time.perf_counter()
 
-    def fill(slot: int) -> None:
-        if not queue:
-            running[slot] = None
-            return
-        index = queue.popleft()
-        stack.load_row(slot, jobs[index].weights)
+    def fill(slot: int, *, wait: bool) -> None:
+        """Give ``slot`` the next memory ready (waiting for one if ``wait``)."""
+        if not waiting:
+            found = feed.next(wait=wait)
+            if found is None:
+                return
+            waiting.append((found[0], found[1], schedule(found[1])))
+        index, job, job_steps = waiting.pop()
+        stack.load_row(slot, job.weights)
         steps.reset(slot)
-        running[slot] = _Running(index, schedules[index], time.perf_counter())
+        plans[index] = job.plan
+        running[slot] = _Running(index, job_steps, time.perf_counter())
+        if on_start is not None:
+            on_start(index, job, len(job_steps))
 
     def drain() -> None:
         """Read the queued steps' losses (waits for the device), report them, check divergence."""
@@ -173,18 +243,21 @@ def train_side_by_side(
                             epoch=epoch + 1,
                             loss=loss,
                             tokens_seen=job.tokens,
-                            num_documents=jobs[job.index].plan.num_documents,
+                            num_documents=plans[job.index].num_documents,
                             elapsed_s=now - job.started,
                         ),
                     )
         pending.clear()
 
-    for slot in range(count):
-        fill(slot)
     sync_every = SYNC_EVERY if device.type == "cuda" else 1  # reading a CPU loss waits for nothing
     try:
-        while any(job is not None for job in running):
+        while True:
+            for slot in range(count):
+                if running[slot] is None:
+                    fill(slot, wait=not any(running) and not feed.exhausted)
             members = [(slot, job) for slot, job in enumerate(running) if job is not None]
+            if not members:
+                break
             blocks = [_block(slot, job, config) for slot, job in members]
             batch = build_step(blocks, count, pad_id, static=steps.use_graphs)
             with target.step(), training_mode(model, config.gradient_checkpointing):
@@ -194,15 +267,14 @@ def train_side_by_side(
                 job.done += 1
                 if job.done == len(job.steps):
                     results[job.index] = _finish(job, stack.state_dict_of(slot), start)
-                    fill(slot)
+                    running[slot] = None
             if len(pending) >= sync_every or not any(running):
                 drain()
     finally:
         with torch.no_grad():
             stack.flat.requires_grad_(False)
-    done = [r for r in results if r is not None]
-    assert len(done) == len(jobs)
-    return [_with_losses(r, seconds=time.perf_counter() - start) for r in done]
+    assert len(results) == feed.total
+    return [_with_losses(results[i], seconds=time.perf_counter() - start) for i in sorted(results)]
 
 
 def _block(slot: int, job: _Running, config: LIFTConfig) -> BlockRows:

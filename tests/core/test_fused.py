@@ -257,3 +257,66 @@ def test_cuda_graph_steps_equal_eager_fused_steps() -> None:
         eager = lift.absorb_many(DOCS, config=config)
     for a, b in zip(graphed, eager, strict=True):
         _assert_same_tensors(a.tensors, b.tensors, rtol=1e-3, atol=2e-5)
+
+
+def _jobs(lift: LIFTModel, config: LIFTConfig) -> list[Any]:
+    from lift_integrations.absorb.many import MemoryJob
+    from lift_integrations.absorber import new_weights, plan_memory
+    from lift_integrations.documents import normalize_documents
+
+    fitted = config.fit_to_window(lift.context_window)
+    return [
+        MemoryJob(
+            plan_memory(lift, normalize_documents(text), fitted, None, None),
+            new_weights(lift, None, lift.backend.config, fitted.seed),
+        )
+        for text in DOCS
+    ]
+
+
+@pytest.mark.parametrize("slots", [None, 1])
+def test_memories_planned_while_others_train_are_the_same(slots: int | None) -> None:
+    """absorb_many on CUDA plans later memories on a thread while the first ones train; the memories
+    must not depend on when each plan arrives."""
+    from lift_integrations.absorb.many import JobFeed, train_side_by_side
+
+    lift = _lift()
+    config = _config().fit_to_window(lift.context_window)
+    args = (lift.model, lift.backend, lift.lock, lift._generator.pad_id)
+    listed = train_side_by_side(*args, _jobs(lift, config), config, slots=slots)
+    jobs = _jobs(lift, config)
+    started: list[int] = []
+    planned = train_side_by_side(
+        *args,
+        JobFeed.planned([2, 0, 1], lambda i: jobs[i]),
+        config,
+        slots=slots,
+        on_start=lambda index, job, steps: started.append(index),
+    )
+    assert sorted(started) == [0, 1, 2]
+    for a, b in zip(listed, planned, strict=True):
+        assert a.stats.steps == b.stats.steps
+        _assert_close_in_norm(b.tensors, a.tensors)
+
+
+def test_a_planning_error_reaches_the_caller() -> None:
+    from lift_integrations.absorb.many import JobFeed, train_side_by_side
+
+    lift = _lift()
+    config = _config().fit_to_window(lift.context_window)
+    jobs = _jobs(lift, config)
+
+    def make(index: int) -> Any:
+        if index == 1:
+            raise RuntimeError("the QA generator failed")
+        return jobs[index]
+
+    with pytest.raises(RuntimeError, match="QA generator failed"):
+        train_side_by_side(
+            lift.model,
+            lift.backend,
+            lift.lock,
+            lift._generator.pad_id,
+            JobFeed.planned([0, 1, 2], make),
+            config,
+        )
