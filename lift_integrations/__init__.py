@@ -26,6 +26,8 @@ _EXPORTS = {
     "GatedMemoryConfig": "lift_integrations.adapters.gated_memory.config",
     "LoRAConfig": "lift_integrations.adapters.lora",
     "MemoryRouter": "lift_integrations.routing",
+    "MemoryBank": "lift_integrations.bank",
+    "BankRouter": "lift_integrations.bank",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from lift_integrations.absorb.types import QAPair
     from lift_integrations.adapters.gated_memory.config import GatedMemoryConfig
     from lift_integrations.adapters.lora import LoRAConfig
+    from lift_integrations.bank import BankRouter, MemoryBank
     from lift_integrations.config import LIFTConfig
     from lift_integrations.documents import Document
     from lift_integrations.generation import GenerationResult, TextStream

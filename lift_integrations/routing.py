@@ -181,7 +181,8 @@ def text_memory(documents: Sequence[tuple[str, str]]) -> Memory:
     )
 
 
-def _normalised(rows: Any, texts: int) -> np.ndarray:
+def normalised_rows(rows: Any, texts: int) -> np.ndarray:
+    """``rows`` as a float32 matrix of unit rows, one per text (an embedder's output checked)."""
     matrix = np.asarray(rows, dtype=np.float32)
     if matrix.ndim != 2 or matrix.shape[0] != texts:
         raise ValueError(
@@ -250,7 +251,7 @@ class MemoryRouter:
 
     @cached_property
     def _passages(self) -> np.ndarray:
-        return _normalised(self.embed(self._passage_texts), len(self._passage_texts))
+        return normalised_rows(self.embed(self._passage_texts), len(self._passage_texts))
 
     @cached_property
     def _lexical(self) -> LexicalIndex:
@@ -272,7 +273,7 @@ class MemoryRouter:
         if not questions:
             return np.zeros(0, dtype=np.float32)
         questions = list(questions)
-        similarity = (_normalised(self.embed(questions), len(questions)) @ self._passages.T).max(axis=1)
+        similarity = (normalised_rows(self.embed(questions), len(questions)) @ self._passages.T).max(axis=1)
         if self.lexical_weight == 0.0:
             return similarity
         return similarity + self.lexical_weight * self._lexical.coverage(questions)

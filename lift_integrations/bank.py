@@ -1,0 +1,416 @@
+"""A knowledge base of many memories: one folder, memories loaded when used, routed per question.
+
+:class:`MemoryBank` holds named memories (typically one per document, from
+:meth:`LIFTModel.absorb_many <lift_integrations.LIFTModel.absorb_many>`). Saved, it is one folder: a
+manifest (``bank.json``: each memory's name, folder, id and documents) and one memory folder each,
+written and verified as :meth:`Memory.save` and :meth:`Memory.load` do. Adding or removing a memory
+rewrites the manifest and that memory's folder only. A loaded bank reads a memory's tensors when it is
+first used and drops the least recently used ones past ``max_loaded_bytes`` (they are read again when
+needed), so a bank of thousands of memories fits in a process.
+
+:class:`BankRouter` chooses, per question, the one memory it is about, or none: the relevance of
+:class:`~lift_integrations.routing.MemoryRouter` against each memory's own calibrated threshold, with one
+embedding search over the passages of every memory (the bank's documents, read from its manifest, so
+routing loads no tensors).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lift_integrations._fs import fsync_dir, path_lock
+from lift_integrations.documents import Document
+from lift_integrations.errors import MemoryFormatError
+from lift_integrations.memory import Memory, check_save_target
+from lift_integrations.memory_validation import is_memory_folder
+from lift_integrations.routing import (
+    CALIBRATION_QUANTILE,
+    LEXICAL_WEIGHT,
+    Embedder,
+    LexicalIndex,
+    default_embedder,
+    memory_passages,
+    normalised_rows,
+    text_memory,
+)
+
+BANK_FILE = "bank.json"
+BANK_FORMAT = "lift-memory-bank"
+BANK_VERSION = 1
+MAX_BANK_BYTES = 512 * 1024 * 1024
+CANDIDATES = 8
+"""Memories whose lexical coverage is computed for a question: the closest by embedding alone."""
+
+
+def check_name(name: Any) -> str:
+    """A memory's name in a bank: also its folder's name, so no separators, dots or empty names."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\:\0")
+        or name != name.strip()
+    ):
+        raise ValueError(f"a memory's name must be a non-empty folder name without slashes, got {name!r}")
+    return name
+
+
+@dataclass
+class _Entry:
+    documents: list[Document]
+    memory: Memory | None = None
+    folder: Path | None = None
+    id: str | None = None
+
+
+class MemoryBank:
+    """Named memories, saved as one folder, loaded when used (see the module docstring).
+
+    ``memories``: a mapping of names to memories. ``max_loaded_bytes``: the tensors of loaded memories
+    kept at most (``None``: all); only memories read from a saved bank are dropped, since the others
+    could not be read again.
+    """
+
+    def __init__(
+        self, memories: Mapping[str, Memory] | None = None, *, max_loaded_bytes: int | None = None
+    ) -> None:
+        if max_loaded_bytes is not None and (
+            not isinstance(max_loaded_bytes, int)
+            or isinstance(max_loaded_bytes, bool)
+            or max_loaded_bytes < 0
+        ):
+            raise ValueError(f"max_loaded_bytes must be a non-negative int or None, got {max_loaded_bytes!r}")
+        self.max_loaded_bytes = max_loaded_bytes
+        self._entries: dict[str, _Entry] = {}
+        self._loaded: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._lock = threading.RLock()
+        self.path: Path | None = None
+        for name, memory in (memories or {}).items():
+            self.add(name, memory)
+
+    # The collection ------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._entries))
+
+    def __repr__(self) -> str:
+        return f"MemoryBank({len(self)} memories, {len(self._loaded)} loaded)"
+
+    def documents(self, name: str) -> list[Document]:
+        """The documents memory ``name`` was absorbed from (read without loading its tensors)."""
+        return list(self._entry(name).documents)
+
+    def add(self, name: str, memory: Memory, *, replace: bool = False) -> None:
+        """Add ``memory`` as ``name``; an existing name needs ``replace=True``."""
+        check_name(name)
+        if not isinstance(memory, Memory):
+            raise TypeError(f"a bank holds Memory objects, got {type(memory).__name__}")
+        if not memory.documents:
+            raise ValueError(f"memory {name!r} holds no documents: a bank routes by its memories' documents")
+        with self._lock:
+            if name in self._entries and not replace:
+                raise ValueError(f"the bank already holds a memory named {name!r} (pass replace=True)")
+            self._entries[name] = _Entry(list(memory.documents), memory=memory)
+            self._loaded.pop(name, None)
+
+    def remove(self, name: str) -> Memory | None:
+        """Forget memory ``name`` (its folder is removed at the next :meth:`save`); returns it if loaded."""
+        with self._lock:
+            entry = self._entry(name)
+            del self._entries[name]
+            self._loaded.pop(name, None)
+            return entry.memory
+
+    def get(self, name: str) -> Memory:
+        """Memory ``name``, read from the bank's folder if it is not loaded."""
+        with self._lock:
+            entry = self._entry(name)
+            if entry.memory is None:
+                assert entry.folder is not None
+                memory = Memory.load(entry.folder)
+                if memory.id != entry.id or list(memory.documents) != entry.documents:
+                    raise MemoryFormatError(
+                        f"{entry.folder}: holds memory {memory.id}, not the one the bank's manifest names "
+                        f"({entry.id}, with its documents)"
+                    )
+                entry.memory = memory
+                self._loaded[name] = memory.size_bytes
+                self._evict(keep=name)
+            elif name in self._loaded:
+                self._loaded.move_to_end(name)
+            return entry.memory
+
+    __getitem__ = get
+
+    @property
+    def loaded_bytes(self) -> int:
+        """The tensors of the memories read from the bank's folder and held now."""
+        return sum(self._loaded.values())
+
+    def _evict(self, keep: str) -> None:
+        if self.max_loaded_bytes is None:
+            return
+        while self.loaded_bytes > self.max_loaded_bytes and len(self._loaded) > 1:
+            name = next(iter(self._loaded))
+            if name == keep:
+                self._loaded.move_to_end(name)
+                continue
+            del self._loaded[name]
+            self._entries[name].memory = None
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"the bank holds no memory named {name!r}") from None
+
+    # Saving and loading --------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the bank to the folder ``path``: each memory not yet saved there (by id) into its own
+        folder, then the manifest; folders of memories removed from the bank are deleted. A folder that
+        is neither a bank nor empty is refused, as :meth:`Memory.save` refuses to replace non-memories."""
+        folder = Path(os.fsdecode(path)).expanduser().resolve()
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} exists and is not a folder")
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / BANK_FILE).is_file():
+            raise ValueError(f"{folder} is not empty and holds no memory bank: refusing to write into it")
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock, path_lock(folder / BANK_FILE):
+            saved = _read_manifest(folder) if (folder / BANK_FILE).is_file() else {}
+            records = []
+            for name, entry in self._entries.items():
+                target = folder / name
+                memory_id = entry.id if entry.memory is None else entry.memory.id
+                if saved.get(name, {}).get("id") != memory_id or not _holds_memory(target):
+                    memory = self.get(name) if entry.memory is None else entry.memory
+                    check_save_target(target)
+                    memory.save(target)
+                records.append(
+                    {
+                        "name": name,
+                        "id": memory_id,
+                        "documents": [{"title": d.title, "text": d.text} for d in entry.documents],
+                    }
+                )
+            _write_json(
+                folder / BANK_FILE, {"format": BANK_FORMAT, "version": BANK_VERSION, "memories": records}
+            )
+            for name in saved:
+                if name not in self._entries and _holds_memory(folder / name):
+                    _remove_memory_folder(folder / name)
+            for name, entry in self._entries.items():
+                if entry.memory is not None and entry.folder is None:
+                    entry.folder, entry.id = folder / name, entry.memory.id
+            self.path = folder
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, max_loaded_bytes: int | None = None) -> MemoryBank:
+        """A saved bank; its memories' tensors are read when each is first used."""
+        folder = Path(os.fsdecode(path)).expanduser().resolve()
+        records = _read_manifest(folder)
+        bank = cls(max_loaded_bytes=max_loaded_bytes)
+        for name, record in records.items():
+            if not _holds_memory(folder / name):
+                raise MemoryFormatError(
+                    f"{folder}: the manifest names {name!r}, which is not a memory folder"
+                )
+            documents = [Document(title=d["title"], text=d["text"]) for d in record["documents"]]
+            bank._entries[name] = _Entry(documents, folder=folder / name, id=record["id"])
+        bank.path = folder
+        return bank
+
+    # Routing -------------------------------------------------------------------------------------
+
+    def router(self, embed: Embedder | None = None, **options: Any) -> BankRouter:
+        """A :class:`BankRouter` over this bank's memories as they are now."""
+        return BankRouter(self, embed=embed, **options)
+
+
+def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    path = folder / BANK_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no memory bank at {folder} (no {BANK_FILE})")
+    if path.stat().st_size > MAX_BANK_BYTES:
+        raise MemoryFormatError(f"{path} is larger than {MAX_BANK_BYTES} bytes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MemoryFormatError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != BANK_FORMAT or data.get("version") != BANK_VERSION:
+        raise MemoryFormatError(f"{path} is not a {BANK_FORMAT} manifest of version {BANK_VERSION}")
+    memories = data.get("memories")
+    if not isinstance(memories, list):
+        raise MemoryFormatError(f"{path}: 'memories' must be a list")
+    records: dict[str, dict[str, Any]] = {}
+    for index, record in enumerate(memories):
+        where = f"{path}: memory {index}"
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise MemoryFormatError(f"{where} needs a name, an id and its documents")
+        try:
+            name = check_name(record.get("name"))
+        except ValueError as error:
+            raise MemoryFormatError(f"{where}: {error}") from None
+        documents = record.get("documents")
+        if (
+            not isinstance(documents, list)
+            or not documents
+            or not all(
+                isinstance(d, dict) and isinstance(d.get("title"), str) and isinstance(d.get("text"), str)
+                for d in documents
+            )
+        ):
+            raise MemoryFormatError(f"{where}: 'documents' must be a list of {{title, text}}")
+        if name in records:
+            raise MemoryFormatError(f"{where}: the name {name!r} repeats")
+        records[name] = record
+    return records
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it)."""
+    staging = path.with_name(f".{path.name}.tmp")
+    with staging.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)
+    fsync_dir(path.parent)
+
+
+def _holds_memory(folder: Path) -> bool:
+    return folder.is_dir() and is_memory_folder(folder) is None
+
+
+def _remove_memory_folder(folder: Path) -> None:
+    for name in os.listdir(folder):
+        (folder / name).unlink()
+    folder.rmdir()
+
+
+class BankRouter:
+    """Per question, the name of the memory of ``bank`` it is about, or ``None`` (the base model).
+
+    Each memory's relevance is :class:`~lift_integrations.routing.MemoryRouter`'s: the highest cosine
+    similarity to one of its passages plus ``lexical_weight`` times the lexical coverage, computed for
+    the :data:`CANDIDATES` memories closest by similarity. A memory qualifies when the relevance beats
+    its own threshold, calibrated as :class:`MemoryRouter` calibrates it (the ``quantile`` of the
+    package's replay questions' relevance on that memory, plus ``margin``); of those, the one furthest
+    above its threshold wins. A bank of one memory routes exactly as ``MemoryRouter(memory)``.
+    """
+
+    def __init__(
+        self,
+        bank: MemoryBank,
+        *,
+        embed: Embedder | None = None,
+        quantile: float = CALIBRATION_QUANTILE,
+        lexical_weight: float = LEXICAL_WEIGHT,
+        margin: float = 0.0,
+    ) -> None:
+        if not len(bank):
+            raise ValueError("the bank holds no memories to route to")
+        if not 0.0 <= quantile <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {quantile!r}")
+        if not (np.isfinite(lexical_weight) and lexical_weight >= 0.0):
+            raise ValueError(f"lexical_weight must be a finite number >= 0, got {lexical_weight!r}")
+        if not np.isfinite(margin):
+            raise ValueError(f"margin must be a finite number, got {margin!r}")
+        self.names = bank.names
+        self._documents = [bank.documents(name) for name in self.names]
+        self._embed = embed
+        self.quantile = float(quantile)
+        self.lexical_weight = float(lexical_weight)
+        self.margin = float(margin)
+
+    @property
+    def embed(self) -> Embedder:
+        if self._embed is None:
+            self._embed = default_embedder()
+        return self._embed
+
+    @cached_property
+    def _passages(self) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+        """Each memory's passages, all of them embedded in one matrix, and where each memory's start."""
+        passages = [
+            memory_passages(text_memory([(d.title, d.text) for d in docs])) for docs in self._documents
+        ]
+        texts = [p for per_memory in passages for p in per_memory]
+        matrix = normalised_rows(self.embed(texts), len(texts))
+        starts = np.cumsum([0, *(len(p) for p in passages)])[:-1]
+        return passages, matrix, starts
+
+    @cached_property
+    def _lexical(self) -> list[LexicalIndex]:
+        return [LexicalIndex(p) for p in self._passages[0]]
+
+    def relevance(self, questions: Sequence[str]) -> np.ndarray:
+        """``(questions, memories)``: each memory's relevance; ``-inf`` where it was not a candidate."""
+        questions = list(questions)
+        _, matrix, starts = self._passages
+        similarity = normalised_rows(self.embed(questions), len(questions)) @ matrix.T
+        per_memory = np.maximum.reduceat(similarity, starts, axis=1) if len(questions) else similarity
+        if self.lexical_weight == 0.0 or not len(questions):
+            return per_memory
+        result = np.full_like(per_memory, -np.inf)
+        count = min(CANDIDATES, per_memory.shape[1])
+        candidates = np.argsort(-per_memory, axis=1)[:, :count]
+        for memory in np.unique(candidates):
+            rows = np.flatnonzero((candidates == memory).any(axis=1))
+            coverage = self._lexical[memory].coverage([questions[r] for r in rows])
+            result[rows, memory] = per_memory[rows, memory] + self.lexical_weight * coverage
+        return result
+
+    @cached_property
+    def thresholds(self) -> np.ndarray:
+        """Each memory's calibrated threshold (plus ``margin``)."""
+        from lift_integrations.absorb.replay import load_replay_prompts
+
+        replay = [p.question for p in load_replay_prompts()]
+        questions = list(replay)
+        _, matrix, starts = self._passages
+        similarity = np.maximum.reduceat(
+            normalised_rows(self.embed(questions), len(questions)) @ matrix.T, starts, axis=1
+        )
+        if self.lexical_weight:
+            for memory, index in enumerate(self._lexical):
+                similarity[:, memory] += self.lexical_weight * index.coverage(questions)
+        return np.quantile(similarity, self.quantile, axis=0) + self.margin
+
+    def route_many(self, questions: Sequence[str]) -> list[str | None]:
+        """The memory each question goes to (its name), or ``None``."""
+        if isinstance(questions, str):
+            raise TypeError("route_many takes a list of questions; use route() for one")
+        questions = list(questions)
+        if not questions:
+            return []
+        above = self.relevance(questions) - self.thresholds
+        best = above.argmax(axis=1)
+        return [
+            self.names[m] if above[row, m] > 0 and q.strip() else None
+            for row, (m, q) in enumerate(zip(best, questions, strict=True))
+        ]
+
+    def route(self, question: str) -> str | None:
+        return self.route_many([question])[0]

@@ -1,0 +1,161 @@
+"""MemoryBank: many memories as one folder, loaded when used, routed per question (issue 17)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from tiny_models import bag_of_words, build_tiny_model
+
+from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryBank, MemoryRouter
+from lift_integrations.bank import BANK_FILE
+from lift_integrations.errors import MemoryFormatError
+from lift_integrations.routing import text_memory
+
+ARTICLES = {
+    "observatory": (
+        "Quillon Observatory",
+        "The Quillon Observatory was opened in 1911 by the astronomer Helena Marsh. Its great refractor "
+        "was ground in Lisbon. Every winter the observatory hosts a comet festival for the town of Ardley.",
+    ),
+    "harbour": (
+        "Vellmouth Harbour",
+        "Vellmouth Harbour was dredged in 1878 by engineer Tomas Greer. Fishing boats unload herring at "
+        "the eastern quay, and a lighthouse called Old Kestrel guards the breakwater.",
+    ),
+    "orchard": (
+        "Brambleigh Orchard",
+        "Brambleigh Orchard grows forty kinds of pears. The orchard was planted by the widow Agnes "
+        "Pellow, and its cider press dates from 1796. Beekeepers rent hives among the trees each spring.",
+    ),
+}
+SMALL = dict(
+    segment_length=32,
+    segment_stride=24,
+    context_view_length=16,
+    qa_per_document=4,
+    stage1_epochs=1,
+    stage2_epochs=1,
+    max_seq_length=128,
+)
+
+
+@pytest.fixture(scope="module")
+def memories() -> dict[str, Memory]:
+    model, tokenizer = build_tiny_model("llama")
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    absorbed = lift.absorb_many(list(ARTICLES.values()), config=LIFTConfig.fast(**SMALL))
+    return dict(zip(ARTICLES, absorbed, strict=True))
+
+
+def test_a_saved_bank_loads_its_memories_when_used(memories: dict[str, Memory], tmp_path: Path) -> None:
+    bank = MemoryBank(memories)
+    bank.save(tmp_path / "bank")
+    loaded = MemoryBank.load(tmp_path / "bank")
+    assert loaded.names == list(ARTICLES) and len(loaded) == 3 and "harbour" in loaded
+    assert loaded.loaded_bytes == 0  # nothing read yet
+    assert loaded.documents("harbour")[0].title == "Vellmouth Harbour"
+    memory = loaded["harbour"]
+    assert memory.id == memories["harbour"].id
+    assert loaded.loaded_bytes == memory.size_bytes
+    assert loaded.get("harbour") is memory
+
+
+def test_adding_and_removing_leaves_the_other_memories_folders_alone(
+    memories: dict[str, Memory], tmp_path: Path
+) -> None:
+    bank = MemoryBank({"observatory": memories["observatory"], "harbour": memories["harbour"]})
+    folder = bank.save(tmp_path / "bank")
+    before = os.stat(folder / "observatory" / "manifest.json")
+    bank.add("orchard", memories["orchard"])
+    bank.remove("harbour")
+    bank.save(folder)
+    after = os.stat(folder / "observatory" / "manifest.json")
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    assert not (folder / "harbour").exists() and (folder / "orchard").is_dir()
+    assert MemoryBank.load(folder).names == ["observatory", "orchard"]
+
+
+def test_loaded_memories_are_dropped_past_the_budget(memories: dict[str, Memory], tmp_path: Path) -> None:
+    MemoryBank(memories).save(tmp_path / "bank")
+    size = memories["orchard"].size_bytes
+    bank = MemoryBank.load(tmp_path / "bank", max_loaded_bytes=size)
+    first = bank["observatory"]
+    bank["harbour"]
+    assert bank.loaded_bytes <= size
+    again = bank["observatory"]  # read again from its folder
+    assert again.id == first.id and again is not first
+    assert bank.loaded_bytes <= size
+
+
+def test_a_bank_refuses_what_it_cannot_hold(memories: dict[str, Memory], tmp_path: Path) -> None:
+    bank = MemoryBank({"observatory": memories["observatory"]})
+    with pytest.raises(ValueError, match="already holds"):
+        bank.add("observatory", memories["harbour"])
+    bank.add("observatory", memories["harbour"], replace=True)
+    for name in ("", "a/b", "..", " padded"):
+        with pytest.raises(ValueError, match="name"):
+            bank.add(name, memories["harbour"])
+    with pytest.raises(TypeError, match="Memory"):
+        bank.add("text", "not a memory")  # type: ignore[arg-type]
+    with pytest.raises(KeyError, match="no memory named"):
+        bank["missing"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds no memory bank"):
+        bank.save(other)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_a_damaged_bank_is_refused(memories: dict[str, Memory], tmp_path: Path) -> None:
+    folder = MemoryBank(memories).save(tmp_path / "bank")
+    manifest = json.loads((folder / BANK_FILE).read_text())
+    manifest["memories"][0]["id"] = "0" * 64
+    (folder / BANK_FILE).write_text(json.dumps(manifest))
+    bank = MemoryBank.load(folder)
+    with pytest.raises(MemoryFormatError, match="manifest names"):
+        bank["observatory"]
+    (folder / BANK_FILE).write_text("{not json")
+    with pytest.raises(MemoryFormatError, match="not valid JSON"):
+        MemoryBank.load(folder)
+    (folder / BANK_FILE).write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(MemoryFormatError, match="lift-memory-bank"):
+        MemoryBank.load(folder)
+    with pytest.raises(FileNotFoundError):
+        MemoryBank.load(tmp_path / "nowhere")
+
+
+def test_a_bank_of_one_routes_as_its_memory_router(memories: dict[str, Memory]) -> None:
+    questions = [
+        "Who opened the Quillon Observatory?",
+        "Where was the great refractor ground?",
+        "What is the capital of France?",
+        "Which comet festival does Ardley host?",
+    ]
+    memory = memories["observatory"]
+    expected = MemoryRouter(memory, embed=bag_of_words).wants(questions)
+    routed = MemoryBank({"observatory": memory}).router(embed=bag_of_words).route_many(questions)
+    assert routed == ["observatory" if wanted else None for wanted in expected]
+
+
+def test_each_question_goes_to_the_memory_of_its_document() -> None:
+    bank = MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
+    router = bank.router(embed=bag_of_words)
+    assert router.route_many(
+        [
+            "Who dredged Vellmouth Harbour?",
+            "Which lighthouse guards the breakwater at Vellmouth?",
+            "Who planted Brambleigh Orchard?",
+            "Who opened the Quillon Observatory?",
+            "What is the capital of France?",
+            "",
+        ]
+    ) == ["harbour", "harbour", "orchard", "observatory", None, None]
+    assert len(router.thresholds) == 3
+    with pytest.raises(TypeError, match="list of questions"):
+        router.route_many("one question")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no memories"):
+        MemoryBank().router()
