@@ -35,6 +35,7 @@ from lift_integrations.memory_validation import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_FILE,
+    MEMORY_FILES,
     OLD_MARKER,
     TENSORS_FILE,
     is_memory_folder,
@@ -305,6 +306,61 @@ class Memory:
         if memory.id != manifest["id"]:
             raise MemoryFormatError(f"{folder}: the tensors and documents do not give the id in the manifest")
         return memory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+    ) -> Memory:
+        """A memory from a local folder or, where no such folder exists, from the Hugging Face Hub
+        (``"user/memory"``; only the memory's three files are downloaded, into the hub cache). Loaded
+        and verified as :meth:`load` does: the files of a downloaded memory are as untrusted as local
+        ones."""
+        if not isinstance(name_or_path, (str, os.PathLike)):
+            raise TypeError(
+                f"a memory is named by a folder path or a hub id, got {type(name_or_path).__name__}"
+            )
+        local = Path(os.fsdecode(name_or_path)).expanduser()
+        if (
+            local.exists()
+            or isinstance(name_or_path, os.PathLike)
+            or not _looks_like_hub_id(str(name_or_path))
+        ):
+            if not local.exists():
+                raise FileNotFoundError(f"no memory at {local}")
+            return cls.load(local)
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = snapshot_download(
+                str(name_or_path), revision=revision, cache_dir=cache_dir, allow_patterns=list(MEMORY_FILES)
+            )
+        except Exception as error:  # offline, unknown repository, no access: say which of the two failed
+            raise FileNotFoundError(
+                f"no memory folder {local} here, and the hub repository {name_or_path!r} could not be "
+                f"fetched: {error}"
+            ) from error
+        return cls.load(folder)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name``: two non-empty parts of letters, digits, ``-``, ``_`` and ``.``."""
+    parts = name.split("/")
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+    return len(parts) == 2 and all(p and set(p) <= allowed and p not in (".", "..") for p in parts)
+
+
+def memory_from(value: Any) -> Memory | None:
+    """A :class:`Memory` from what users name one with: a ``Memory``, ``None``, a folder path or a hub
+    id (:meth:`Memory.from_pretrained`)."""
+    if value is None or isinstance(value, Memory):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return Memory.from_pretrained(value)
+    raise TypeError(f"memory must be a Memory, a folder path, a hub id or None, got {type(value).__name__}")
 
 
 def _byte_dtype() -> Any:
