@@ -19,6 +19,7 @@ from lift_integrations.adapters.live import LiveAdapters
 from lift_integrations.config import LIFTConfig
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
 from lift_integrations.memory import Memory
+from lift_integrations.mixed import MixedBatches, check_memories
 from lift_integrations.prompting import (
     SEPARATOR,
     decode_text,
@@ -86,6 +87,7 @@ class LIFTModel:
         self._live = LiveAdapters(self.backend, model_name=self.name, fingerprint=self.fingerprint)
         self._generator = Generator(model, tokenizer)
         self._attached: Memory | None = None
+        self._mixed = MixedBatches(self.backend, self._live, self.lock, self.using)
         self._replay_answers: dict[ReplayPrompt, str | None] = {}
 
     @classmethod
@@ -170,6 +172,7 @@ class LIFTModel:
         with self.lock:
             self._live.release(memory)
             self._live.collect()
+            self._mixed.clear()
 
     @contextlib.contextmanager
     def using(self, memory: Memory | None) -> Iterator[None]:
@@ -380,6 +383,7 @@ class LIFTModel:
         prompts: Sequence[PromptInput],
         *,
         memory: Any = ATTACHED,
+        memories: Sequence[Memory | None] | None = None,
         contexts: Sequence[Any] | None = None,
         max_new_tokens: int = 256,
         temperature: float = 0.0,
@@ -387,12 +391,21 @@ class LIFTModel:
         top_p: float | None = None,
         batch_size: int = 16,
     ) -> list[GenerationResult]:
-        """Answer several prompts with one memory, ``batch_size`` at a time: like calling :meth:`generate`
-        for each (``contexts``: one ``context`` per prompt), in far less time where decoding is bound by
-        per-token overhead (a small model, a GPU). Prompts of similar length are batched together; the
-        results come back in the order of ``prompts``. Greedy answers equal :meth:`generate`'s up to the
-        floating-point rounding of padded batches. The arguments are those of :meth:`generate` and are
-        checked the same way, every prompt and context before the first is tokenized.
+        """Answer several prompts, ``batch_size`` at a time: like calling :meth:`generate` for each
+        (``contexts``: one ``context`` per prompt), in far less time where decoding is bound by per-token
+        overhead (a small model, a GPU). Prompts of similar length are batched together; the results come
+        back in the order of ``prompts``. Greedy answers equal :meth:`generate`'s up to the floating-point
+        rounding of padded batches. The arguments are those of :meth:`generate` and are checked the same
+        way, every prompt and context before the first is tokenized.
+
+        ``memory``: one memory for every prompt (default: the attached one). Or ``memories``: one entry
+        per prompt, a :class:`Memory` or ``None`` (the base model), not both. With Gated Memory a batch
+        mixes memories: each row gathers its own memory's weights in the same decode, and a row with
+        ``None`` runs the base model exactly (its gate is 0); memories of different Gated Memory settings
+        (gate_scale, gate_shift, hidden_multiplier, bias) go into separate batches. With LoRA the prompts
+        are split by memory, one batch (or more) per memory. Either way each prompt gets :meth:`generate`'s
+        answer with its memory, up to the rounding of padded batches; ``context="truncated"`` uses each
+        prompt's own memory's documents.
         """
         if isinstance(prompts, (str, bytes, bytearray, Mapping)) or not isinstance(prompts, Iterable):
             raise TypeError(
@@ -407,28 +420,31 @@ class LIFTModel:
         contexts = [None] * len(prompts) if contexts is None else list(contexts)
         if len(contexts) != len(prompts):
             raise ValueError(f"got {len(contexts)} contexts for {len(prompts)} prompts")
+        if memories is not None and memory is not ATTACHED:
+            raise TypeError("pass memory= (one for every prompt) or memories= (one per prompt), not both")
         for index, prompt in enumerate(prompts):
             check_prompt(prompt, f"prompts[{index}]")
         contexts = [check_context(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
         args = self._generation_args(max_new_tokens, temperature, top_p, stop)
-        max_new_tokens, temperature = args.max_new_tokens, args.temperature
-        top_p, stop = args.top_p, args.stop
-        resolved = self._resolve(memory)
+        rows = (
+            check_memories(memories, len(prompts))
+            if memories is not None
+            else [self._resolve(memory)] * len(prompts)
+        )
+        pools = self._mixed.pools(rows)  # builds each memory's adapter: one that does not fit fails now
         ids = [
-            self.prompt_ids(prompt, memory=resolved, context=context, max_new_tokens=max_new_tokens)
-            for prompt, context in zip(prompts, contexts, strict=True)
+            self.prompt_ids(prompt, memory=row, context=context, max_new_tokens=args.max_new_tokens)
+            for prompt, row, context in zip(prompts, rows, contexts, strict=True)
         ]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         results: dict[int, GenerationResult] = {}
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
+        for batch, guard in self._mixed.batches(rows, pools, lambda i: len(ids[i]), batch_size):
             answers = self._generator.generate_batch(
                 [ids[i] for i in batch],
-                self.using(resolved),
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                stop=list(stop or ()),
-                top_p=top_p,
+                guard,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                stop=list(args.stop or ()),
+                top_p=args.top_p,
             )
             results.update(zip(batch, answers, strict=True))
         return [results[i] for i in range(len(ids))]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -18,6 +18,8 @@ class MemoryStack(nn.Module):
     flat: nn.Parameter
     row_memory: torch.Tensor
     """Each batch row's memory (an index into ``flat``'s rows), set before each forward pass."""
+    row_gate: torch.Tensor | None
+    """``None``, or one entry per batch row: 1 runs the row's memory, 0 the base model alone (exactly)."""
 
     def cast_for(self, dtype: torch.dtype | None) -> None:
         """Cast the parameters to ``dtype`` once for the next forward pass (``None``: use them as they
@@ -78,6 +80,11 @@ class AdapterBackend(ABC):
         each on its own block of a batch's rows, with all their parameters in one ``(memories, n)`` leaf
         named ``flat`` (see :mod:`lift_integrations.absorb.fused`)."""
         raise ValueError(f"the {self.kind} adapter cannot train memories side by side")
+
+    def stack_group(self, weights: nn.Module) -> Hashable:
+        """Memories whose weights give equal values here can share one :meth:`create_stack` stack (the
+        same tensor layout and the same settings outside the tensors)."""
+        raise ValueError(f"the {self.kind} adapter cannot run memories side by side")
 
     def recording_gates(self) -> AbstractContextManager[list[torch.Tensor]]:
         """A context collecting the gate values of every layer during the forward passes run inside it

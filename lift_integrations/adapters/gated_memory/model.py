@@ -10,7 +10,7 @@ sdpa, flash), of the KV cache and of transformers' private symbols.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any, cast
 
 import torch
@@ -99,6 +99,12 @@ class GatedMemoryBackend(AdapterBackend):
 
     def create_stack(self, template: nn.Module, memories: int) -> GatedMemoryStack:
         return GatedMemoryStack(template, memories)
+
+    def stack_group(self, weights: nn.Module) -> Hashable:
+        layers = cast(nn.ModuleList, weights.layers)
+        first = cast(GatedMemoryLayer, layers[0])
+        shapes = tuple((name, tuple(t.shape)) for name, t in weights.state_dict().items())
+        return (first.gate_scale, first.gate_shift, shapes)
 
     def activate(self, weights: nn.Module | None) -> None:
         if weights is None:

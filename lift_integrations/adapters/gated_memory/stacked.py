@@ -103,6 +103,9 @@ class StackedGatedMemoryLayer(nn.Module):
         assert gate_bias is not None
         z = z + (gate_bias if gate_bias.dim() == 2 else gate_bias.unsqueeze(1))
         gate = torch.sigmoid(self.gate_scale * (z - self.gate_shift))
+        row_gate = self._stack[0].row_gate
+        if row_gate is not None:  # 0 for a row without a memory: the mix returns its attention unchanged
+            gate = gate * row_gate.to(gate.dtype).view(-1, 1, 1, 1)
         return memory, gate
 
     mix = staticmethod(GatedMemoryLayer.mix)
@@ -114,7 +117,9 @@ class GatedMemoryStack(MemoryStack):
 
     Built from a template memory (its layout and gate settings); rows are filled with
     :meth:`load_row` and read back with :meth:`state_dict_of`. ``row_memory`` names each batch row's
-    memory: set it before each forward pass (with one memory it is not read).
+    memory: set it before each forward pass (with one memory it is not read). ``row_gate`` (``None``, or
+    one 0/1 entry per batch row) switches rows off: a row with 0 runs the base model exactly, whatever
+    its ``row_memory`` (mixed-memory generation gives its rows without a memory a 0).
     """
 
     def __init__(self, template: nn.Module, memories: int) -> None:
@@ -127,9 +132,11 @@ class GatedMemoryStack(MemoryStack):
             torch.zeros(memories, self.layout.size, device=next(template.parameters()).device)
         )
         self.row_memory = torch.zeros(0, dtype=torch.long, device=self.flat.device)
+        self.row_gate: torch.Tensor | None = None
+        self.gate_settings = (first.gate_scale, first.gate_shift)
         self._cast: torch.Tensor | None = None
         self.layers = nn.ModuleList(
-            StackedGatedMemoryLayer(self, i, first.gate_scale, first.gate_shift) for i in range(len(layers))
+            StackedGatedMemoryLayer(self, i, *self.gate_settings) for i in range(len(layers))
         )
 
     @property
