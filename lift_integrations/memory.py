@@ -14,6 +14,7 @@ old memory or the new one, never a mixture.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -21,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -361,6 +363,42 @@ def memory_from(value: Any) -> Memory | None:
     if isinstance(value, (str, os.PathLike)):
         return Memory.from_pretrained(value)
     raise TypeError(f"memory must be a Memory, a folder path, a hub id or None, got {type(value).__name__}")
+
+
+class NamedMemories:
+    """Memories named by folder path or hub id, loaded once each: a folder is read again when its
+    manifest changes (a new save); at most ``size`` are kept, the least recently used dropped."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._cache: collections.OrderedDict[str, tuple[Any, Memory]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str | os.PathLike[str]) -> Memory:
+        local = Path(os.fsdecode(name)).expanduser()
+        key = str(local.resolve()) if local.exists() else os.fsdecode(name)
+        signature = _signature(local)
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None and found[0] == signature:
+                self._cache.move_to_end(key)
+                return found[1]
+        memory = Memory.from_pretrained(name)
+        with self._lock:
+            self._cache[key] = (signature, memory)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return memory
+
+
+def _signature(folder: Path) -> Any:
+    """What changes when a memory is saved to ``folder`` again (``None`` for a hub id)."""
+    try:
+        info = os.stat(folder / MANIFEST_FILE)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def _byte_dtype() -> Any:

@@ -14,6 +14,7 @@ sub-batch per memory (and one for the rows without), each decoded as ``generate_
 from __future__ import annotations
 
 import contextlib
+import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -39,8 +40,11 @@ MAX_CACHED_STACKS = 2
 Guard = AbstractContextManager[Any]
 
 
-def check_memories(memories: Any, count: int) -> list[Memory | None]:
-    """``memories=`` of ``generate_batch``: a list of ``count`` entries, each a Memory or ``None``."""
+def check_memories(
+    memories: Any, count: int, resolve: Callable[[Any], Memory | None] | None = None
+) -> list[Memory | None]:
+    """``memories=`` of ``generate_batch``: a list of ``count`` entries, each a Memory or ``None`` (or,
+    with ``resolve``, whatever it turns into one: a folder path, a hub id)."""
     if isinstance(memories, (str, bytes, bytearray, Mapping, Memory)) or not isinstance(memories, Iterable):
         raise TypeError(
             f"memories must be a list with a Memory or None for each prompt, got {type(memories).__name__}"
@@ -49,6 +53,8 @@ def check_memories(memories: Any, count: int) -> list[Memory | None]:
     if len(rows) != count:
         raise ValueError(f"got {len(rows)} memories for {count} prompts (memories= needs one per prompt)")
     for index, row in enumerate(rows):
+        if resolve is not None and isinstance(row, (str, os.PathLike)):
+            rows[index] = row = resolve(row)
         if row is not None and not isinstance(row, Memory):
             raise TypeError(f"memories[{index}] must be a Memory or None, got {type(row).__name__}")
     return rows

@@ -18,7 +18,7 @@ from lift_integrations.adapters import ADAPTER_KINDS, make_backend
 from lift_integrations.adapters.live import LiveAdapters
 from lift_integrations.config import LIFTConfig
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
-from lift_integrations.memory import Memory
+from lift_integrations.memory import Memory, NamedMemories
 from lift_integrations.mixed import MixedBatches, check_memories
 from lift_integrations.prompting import (
     SEPARATOR,
@@ -89,6 +89,7 @@ class LIFTModel:
         self._attached: Memory | None = None
         self._mixed = MixedBatches(self.backend, self._live, self.lock, self.using)
         self._replay_answers: dict[ReplayPrompt, str | None] = {}
+        self._named = NamedMemories()
 
     @classmethod
     def from_pretrained(
@@ -157,11 +158,17 @@ class LIFTModel:
         self._attached = None
 
     def _resolve(self, memory: Any) -> Memory | None:
+        """The memory a call names: the attached one, ``None``, a :class:`Memory`, or a folder path or hub
+        id (loaded once, and again when the folder's memory changes)."""
         if memory is ATTACHED:
             return self._attached
         if memory is None or isinstance(memory, Memory):
             return memory
-        raise TypeError(f"memory must be a Memory or None, got {type(memory).__name__}")
+        if isinstance(memory, (str, os.PathLike)):
+            return self._named.get(memory)
+        raise TypeError(
+            f"memory must be a Memory, a folder path, a hub id or None, got {type(memory).__name__}"
+        )
 
     def release(self, memory: Memory | None) -> None:
         """Free the live adapter built for ``memory`` on this model now (LoRA keeps adapters inside the
@@ -427,7 +434,7 @@ class LIFTModel:
         contexts = [check_context(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
         args = self._generation_args(max_new_tokens, temperature, top_p, stop)
         rows = (
-            check_memories(memories, len(prompts))
+            check_memories(memories, len(prompts), self._resolve)
             if memories is not None
             else [self._resolve(memory)] * len(prompts)
         )

@@ -177,12 +177,9 @@ class LIFTChatModel(BaseChatModel):
             if self.memory is None and self.lift_model.attached_memory is not None:
                 self.memory = self.lift_model.attached_memory
         if self.memory is not None:
-            from lift_integrations.memory import Memory
+            from lift_integrations.memory import memory_from
 
-            if not isinstance(self.memory, Memory):
-                raise TypeError(
-                    f"memory must be a lift_integrations.Memory, got {type(self.memory).__name__}"
-                )
+            self.memory = memory_from(self.memory)  # a folder path or a hub id names a saved memory
         return self
 
     @field_validator("temperature", mode="before")
@@ -566,13 +563,14 @@ class LIFTChatModel(BaseChatModel):
         return str(self.memory.save(path))
 
     def load_memory(self, path: Any) -> dict[str, Any]:
-        """Use the memory saved at ``path`` from the next call on; returns :func:`memory_info`.
+        """Use the memory saved at ``path`` (a folder, or a hub id) from the next call on; returns
+        :func:`memory_info`.
 
         Raises ``MemoryMismatchError`` now, not at the first question, if it was made for another model.
         """
         from lift_integrations.memory import Memory
 
-        memory = Memory.load(path)
+        memory = Memory.from_pretrained(path)
         with self.lift.using(memory):  # binds its weights to this model, checking they fit
             pass
         self.memory = memory

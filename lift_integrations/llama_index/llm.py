@@ -40,7 +40,7 @@ from lift_integrations.llama_index.events import (
     LIFTAbsorbProgressEvent,
     LIFTAbsorbStartEvent,
 )
-from lift_integrations.memory import Memory
+from lift_integrations.memory import Memory, memory_from
 from lift_integrations.prompting import parse_chat, render_chat
 from lift_integrations.validation import (
     check_bool,
@@ -268,7 +268,9 @@ class LIFTLLM(CustomLLM):
                 raise TypeError(f"model must be a name, a path or a LIFTModel, got {type(model).__name__}")
             lift, model = model, model.name
         if memory is not None and not isinstance(memory, (Memory, str, os.PathLike)):
-            raise TypeError(f"memory must be a Memory, a folder path or None, got {type(memory).__name__}")
+            raise TypeError(
+                f"memory must be a Memory, a folder path, a hub id or None, got {type(memory).__name__}"
+            )
         custom_rendering = kwargs.get("messages_to_prompt") is not None
         super().__init__(model=os.fspath(model) if model is not None else None, **kwargs)
         self._lift = lift
@@ -287,7 +289,7 @@ class LIFTLLM(CustomLLM):
         self._routes = RouterSlot(embed)
         if memory is not None:
             # Not checked against the weights here (that would load them); the core checks at first use.
-            self._memory = memory if isinstance(memory, Memory) else Memory.load(memory)
+            self._memory = memory_from(memory)
 
     @classmethod
     def class_name(cls) -> str:
@@ -409,12 +411,14 @@ class LIFTLLM(CustomLLM):
         return self._memory.save(path)
 
     def load_memory(self, memory: Memory | str | os.PathLike[str]) -> Memory:
-        """Answer with ``memory`` (a :class:`Memory` or a saved folder) from now on.
+        """Answer with ``memory`` (a :class:`Memory`, a saved folder or a hub id) from now on.
 
         The memory is checked against this model's weights now, so a memory made for another base model
         fails here (``MemoryMismatchError``) rather than at the first question.
         """
-        loaded = memory if isinstance(memory, Memory) else Memory.load(memory)
+        loaded = memory_from(memory)
+        if loaded is None:
+            raise TypeError("load_memory() needs a Memory, a folder path or a hub id; got None")
         with self.lift_model.using(loaded):
             pass
         self._memory = loaded

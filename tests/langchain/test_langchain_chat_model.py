@@ -101,6 +101,8 @@ def test_rejects_wrong_types() -> None:
     with pytest.raises(TypeError):
         LIFTChatModel(lift_model="not a model")
     with pytest.raises(TypeError):
+        LIFTChatModel(memory=42)
+    with pytest.raises(FileNotFoundError, match="no memory at"):  # a str names a saved memory
         LIFTChatModel(memory="not a memory")
 
 

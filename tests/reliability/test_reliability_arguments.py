@@ -524,7 +524,7 @@ def test_llamaindex_prompt_text_is_checked_before_any_work(entry: str, guarded: 
         ({"temperature": True}, TypeError, r"temperature must be a finite number >= 0 and <= 65504"),
         ({"max_new_tokens": True}, TypeError, r"max_new_tokens must be an integer >= 1"),
         ({"stop": [SURROGATE]}, ValueError, r"stop\[0\] is not valid Unicode"),
-        ({"memory": 42}, TypeError, r"memory must be a Memory, a folder path or None"),
+        ({"memory": 42}, TypeError, r"memory must be a Memory, a folder path, a hub id or None"),
     ],
 )
 def test_llamaindex_constructor_fields_are_checked(
