@@ -19,12 +19,13 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,12 +45,31 @@ from lift_integrations.routing import (
     text_memory,
 )
 
+if TYPE_CHECKING:
+    from lift_integrations.model import LIFTModel
+
 BANK_FILE = "bank.json"
 BANK_FORMAT = "lift-memory-bank"
 BANK_VERSION = 1
 MAX_BANK_BYTES = 512 * 1024 * 1024
 CANDIDATES = 8
 """Memories whose lexical coverage is computed for a question: the closest by embedding alone."""
+
+
+def bank_names(titles: Sequence[str]) -> list[str]:
+    """A unique, folder-safe memory name for each title: its letters, digits, ``-``, ``_`` and ``.``
+    (other characters become ``-``), ``document-N`` for an empty one, ``-2``, ``-3``... on repeats."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for index, title in enumerate(titles):
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-.")[:80] or f"document-{index + 1}"
+        name, count = base, 1
+        while name.casefold() in taken:
+            count += 1
+            name = f"{base}-{count}"
+        taken.add(name.casefold())
+        names.append(name)
+    return names
 
 
 def check_name(name: Any) -> str:
@@ -98,6 +118,34 @@ class MemoryBank:
         for name, memory in (memories or {}).items():
             self.add(name, memory)
 
+    @classmethod
+    def from_documents(
+        cls,
+        lift: LIFTModel,
+        documents: Any,
+        *,
+        names: Sequence[str] | None = None,
+        max_loaded_bytes: int | None = None,
+        **absorb_kwargs: Any,
+    ) -> MemoryBank:
+        """One memory per document (or per group: a list item that is itself a list), absorbed together
+        by :meth:`LIFTModel.absorb_many <lift_integrations.LIFTModel.absorb_many>` (``absorb_kwargs``:
+        its ``config``, ``generator``, ``show_progress``, ``callback``). ``names`` default to the
+        documents' titles made folder-safe (:func:`bank_names`)."""
+        from lift_integrations.absorber import normalize_groups
+
+        groups = normalize_groups(documents)
+        if names is None:
+            names = bank_names([group[0].title for group in groups])
+        elif len(names) != len(groups):
+            raise ValueError(f"got {len(names)} names for {len(groups)} memories")
+        for name in names:
+            check_name(name)
+        if len({n.casefold() for n in names}) != len(names):
+            raise ValueError("memory names must be unique (ignoring case: they are folder names)")
+        memories = lift.absorb_many([list(group) for group in groups], **absorb_kwargs)
+        return cls(dict(zip(names, memories, strict=True)), max_loaded_bytes=max_loaded_bytes)
+
     # The collection ------------------------------------------------------------------------------
 
     @property
@@ -130,6 +178,11 @@ class MemoryBank:
         with self._lock:
             if name in self._entries and not replace:
                 raise ValueError(f"the bank already holds a memory named {name!r} (pass replace=True)")
+            clash = [
+                other for other in self._entries if other != name and other.casefold() == name.casefold()
+            ]
+            if clash:
+                raise ValueError(f"{name!r} and {clash[0]!r} would share a folder where case is ignored")
             self._entries[name] = _Entry(list(memory.documents), memory=memory)
             self._loaded.pop(name, None)
 

@@ -10,7 +10,7 @@ import pytest
 from tiny_models import bag_of_words, build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryBank, MemoryRouter
-from lift_integrations.bank import BANK_FILE
+from lift_integrations.bank import BANK_FILE, bank_names
 from lift_integrations.errors import MemoryFormatError
 from lift_integrations.routing import text_memory
 
@@ -159,3 +159,31 @@ def test_each_question_goes_to_the_memory_of_its_document() -> None:
         router.route_many("one question")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no memories"):
         MemoryBank().router()
+
+
+def test_names_are_folder_safe_and_unique() -> None:
+    assert bank_names(
+        ["Quillon Observatory", "", "a/b: c", "Quillon Observatory", "quillon observatory"]
+    ) == [
+        "Quillon-Observatory",
+        "document-2",
+        "a-b-c",
+        "Quillon-Observatory-2",
+        "quillon-observatory-3",
+    ]
+    bank = MemoryBank({"Harbour": text_memory([ARTICLES["harbour"]])})
+    with pytest.raises(ValueError, match="share a folder"):
+        bank.add("harbour", text_memory([ARTICLES["harbour"]]))
+
+
+def test_a_bank_from_documents_holds_one_memory_per_document() -> None:
+    model, tokenizer = build_tiny_model("llama")
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    config = LIFTConfig.fast(**SMALL)
+    bank = MemoryBank.from_documents(lift, list(ARTICLES.values()), config=config)
+    assert bank.names == ["Quillon-Observatory", "Vellmouth-Harbour", "Brambleigh-Orchard"]
+    assert [d.title for d in bank.documents("Vellmouth-Harbour")] == ["Vellmouth Harbour"]
+    alone = lift.absorb(ARTICLES["harbour"], config=config)
+    assert bank["Vellmouth-Harbour"].stats["steps"] == alone.stats["steps"]
+    with pytest.raises(ValueError, match="2 names for 3 memories"):
+        MemoryBank.from_documents(lift, list(ARTICLES.values()), names=["a", "b"], config=config)
