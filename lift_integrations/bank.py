@@ -17,6 +17,7 @@ routing loads no tensors).
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import re
@@ -163,6 +164,17 @@ class MemoryBank:
 
     def __repr__(self) -> str:
         return f"MemoryBank({len(self)} memories, {len(self._loaded)} loaded)"
+
+    @property
+    def id(self) -> str:
+        """A content hash of the bank: its names and their memories' ids (a cache key, like
+        :attr:`Memory.id`)."""
+        with self._lock:
+            pairs = [
+                f"{name}={entry.id if entry.memory is None else entry.memory.id}"
+                for name, entry in self._entries.items()
+            ]
+        return hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
 
     def documents(self, name: str) -> list[Document]:
         """The documents memory ``name`` was absorbed from (read without loading its tensors)."""

@@ -26,10 +26,6 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -46,7 +42,17 @@ from lift_integrations.langchain._absorb import (
     check_absorb_args,
     run_config,
 )
+from lift_integrations.langchain._bank import (
+    absorb_bank,
+    absorbed_documents,
+    bank_from,
+    bank_info,
+    check_memory_per,
+    is_bank_folder,
+    route_in_bank,
+)
 from lift_integrations.langchain._documents import to_core_documents, to_langchain_documents
+from lift_integrations.langchain._messages import memory_info, to_core_messages
 from lift_integrations.validation import (
     check_context,
     check_max_new_tokens,
@@ -64,53 +70,7 @@ if TYPE_CHECKING:
     from lift_integrations.model import LIFTModel
 
 DEFAULT_MAX_TOKENS = 256
-
-_ROLE_ALIASES = {
-    "human": "user",
-    "user": "user",
-    "ai": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-}
-
-
-def to_core_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages as core chat messages.
-
-    Names are dropped (chat templates have no slot for them) and repeated roles are left for the core to
-    merge. There is no tool calling, so a tool result is shown to the model as a user turn.
-    """
-    converted = []
-    for message in messages:
-        text: str = message.text
-        if isinstance(message, SystemMessage):
-            role = "system"
-        elif isinstance(message, HumanMessage):
-            role = "user"
-        elif isinstance(message, AIMessage):
-            role = "assistant"
-        elif isinstance(message, ToolMessage):
-            role, text = "user", f"Tool result: {text}"
-        elif isinstance(message, ChatMessage):
-            role = _ROLE_ALIASES.get(message.role.lower(), "user")
-        else:
-            role = _ROLE_ALIASES.get(getattr(message, "type", ""), "user")
-        converted.append({"role": role, "content": text})
-    return converted
-
-
-def memory_info(memory: Memory) -> dict[str, Any]:
-    """What a caller (and a ``lift_absorb_end`` event) needs to know about a memory, JSON-serialisable."""
-    return {
-        "memory_id": memory.id,
-        "num_documents": len(memory.documents),
-        "titles": list(memory.titles),
-        "base_model": memory.base_model_name,
-        "adapter": memory.adapter_kind,
-        "num_parameters": memory.num_parameters,
-        "size_bytes": memory.size_bytes,
-        "stats": dict(memory.stats),
-    }
+__all__ = ["DEFAULT_MAX_TOKENS", "LIFTChatModel", "memory_info", "to_core_messages"]
 
 
 class LIFTChatModel(BaseChatModel):
@@ -164,10 +124,15 @@ class LIFTChatModel(BaseChatModel):
     router_embeddings: Any = Field(default=None, exclude=True, repr=False)
     """The LangChain ``Embeddings`` the router compares messages and passages with (``None``: the
     embedded all-MiniLM-L6-v2)."""
+    memory_bank: Any = Field(default=None, exclude=True, repr=False)
+    """A :class:`~lift_integrations.MemoryBank` (or its saved folder): each call's last user message is
+    routed to the bank's memory it is about (:class:`~lift_integrations.BankRouter`), or to the base
+    model; ``absorb(..., memory_per="document")`` builds one. Replaces ``memory`` while set."""
 
     _absorb_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _routes: Any = PrivateAttr(default=None)
     _routes_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _bank_routes: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_lift_objects(self) -> LIFTChatModel:
@@ -180,6 +145,8 @@ class LIFTChatModel(BaseChatModel):
             from lift_integrations.memory import memory_from
 
             self.memory = memory_from(self.memory)  # a folder path or a hub id names a saved memory
+        if self.memory_bank is not None:
+            self.memory_bank = bank_from(self.memory_bank)
         return self
 
     @field_validator("temperature", mode="before")
@@ -221,9 +188,15 @@ class LIFTChatModel(BaseChatModel):
 
     @property
     def memory_id(self) -> str | None:
-        """Content hash of the current memory (``None`` without one)."""
+        """Content hash of the current memory, or of the memory bank (``None`` without either)."""
+        if self.memory_bank is not None:
+            return f"bank-{self.memory_bank.id}"
         memory = self.memory
         return memory.id if memory is not None else None
+
+    def absorbed_documents(self) -> list[tuple[str, str]]:
+        """``(title, text)`` of every document the current memory or bank holds."""
+        return absorbed_documents(self.memory, self.memory_bank)
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -415,6 +388,11 @@ class LIFTChatModel(BaseChatModel):
     def _memory_for(self, turns: Sequence[dict[str, str]]) -> Memory | None:
         """The memory this call (its messages as core turns) answers with: the instance's, unless
         ``route_memory`` sends the last user message to the base model."""
+        if self.memory_bank is not None:
+            with self._routes_lock:
+                routes = route_in_bank(self.memory_bank, self.router_embeddings, self._bank_routes)
+                self._bank_routes = routes
+            return routes.memory_for(turns)
         memory = self.memory
         if memory is None or not self.route_memory:
             return memory
@@ -437,6 +415,7 @@ class LIFTChatModel(BaseChatModel):
         show_progress: bool | None,
         generator: Any,
         on_progress: Callable[[AbsorbProgress], None],
+        memory_per: str | None = None,
     ) -> dict[str, Any]:
         lift = self.lift
         config = absorb_config(lift, lift_config, overrides)
@@ -444,6 +423,9 @@ class LIFTChatModel(BaseChatModel):
         # Two absorbs on one instance must not both extend the same old memory. The model lock is not held
         # here: the core takes it per optimizer step so that requests are served while a memory trains.
         with self._absorb_lock:
+            if memory_per == "document":
+                progress = self.show_progress if show_progress is None else show_progress
+                return absorb_bank(self, documents, config, extend, progress, generator, on_progress)
             previous = self.memory if extend else None
             memory = lift.absorb(
                 documents,
@@ -453,7 +435,7 @@ class LIFTChatModel(BaseChatModel):
                 callback=on_progress,
                 into=previous,
             )
-            self.memory = memory
+            self.memory, self.memory_bank = memory, None
         info = memory_info(memory)
         info["seconds"] = round(time.perf_counter() - started, 3)
         info["new_documents"] = len(documents)
@@ -479,9 +461,14 @@ class LIFTChatModel(BaseChatModel):
         generator: Any = None,
         config: RunnableConfig | None = None,
         callbacks: Callbacks = None,
+        memory_per: Literal["document"] | None = None,
         **config_overrides: Any,
     ) -> dict[str, Any]:
         """Train the memory on ``documents`` and use it from the next call on; returns :func:`memory_info`.
+
+        ``memory_per="document"`` absorbs each document into its own memory instead, side by side
+        (:meth:`LIFTModel.absorb_many`), into :attr:`memory_bank` (``extend``: added to the current
+        bank), and every call then routes its last user message to the memory it is about.
 
         ``documents``: a str, LangChain ``Document``s (title from metadata ``title`` or ``source``), strs
         or ``(title, text)`` pairs. ``config_overrides`` are :class:`~lift_integrations.LIFTConfig` fields
@@ -496,6 +483,7 @@ class LIFTChatModel(BaseChatModel):
         ``lift_config``. Every argument and setting is checked before any event or work.
         """
         check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
+        check_memory_per(memory_per)
         pairs, summary = self._absorb_inputs(documents)
 
         def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
@@ -505,7 +493,14 @@ class LIFTChatModel(BaseChatModel):
                 dispatch_custom_event(EVENT_PROGRESS, report.to_dict(), config=config)
 
             info = self._absorb_blocking(
-                pairs, lift_config, config_overrides, extend, show_progress, generator, on_progress
+                pairs,
+                lift_config,
+                config_overrides,
+                extend,
+                show_progress,
+                generator,
+                on_progress,
+                memory_per,
             )
             dispatch_custom_event(EVENT_END, info, config=config)
             return info
@@ -522,10 +517,12 @@ class LIFTChatModel(BaseChatModel):
         generator: Any = None,
         config: RunnableConfig | None = None,
         callbacks: Callbacks = None,
+        memory_per: Literal["document"] | None = None,
         **config_overrides: Any,
     ) -> dict[str, Any]:
         """:meth:`absorb` without blocking the event loop (training runs in a worker thread)."""
         check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
+        check_memory_per(memory_per)
         pairs, summary = self._absorb_inputs(documents)
 
         async def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
@@ -550,6 +547,7 @@ class LIFTChatModel(BaseChatModel):
                 show_progress,
                 generator,
                 on_progress,
+                memory_per,
             )
             await adispatch_custom_event(EVENT_END, info, config=config)
             return info
@@ -557,23 +555,26 @@ class LIFTChatModel(BaseChatModel):
         return await RunnableLambda(run, name="lift_absorb").ainvoke(summary, run_config(config, callbacks))
 
     def save_memory(self, path: Any) -> str:
-        """Write the current memory to the folder ``path`` (atomically); returns the resolved folder."""
+        """Write the current memory (or memory bank) to the folder ``path``; returns the resolved folder."""
+        if self.memory_bank is not None:
+            return str(self.memory_bank.save(path))
         if self.memory is None:
             raise ValueError("there is no memory to save: absorb documents or load a memory first")
         return str(self.memory.save(path))
 
     def load_memory(self, path: Any) -> dict[str, Any]:
-        """Use the memory saved at ``path`` (a folder, or a hub id) from the next call on; returns
-        :func:`memory_info`.
-
-        Raises ``MemoryMismatchError`` now, not at the first question, if it was made for another model.
-        """
+        """Use the memory (or memory bank) saved at ``path`` (a folder, or a hub id) from the next call
+        on; returns :func:`memory_info`. A memory made for another model raises ``MemoryMismatchError``
+        now, not at the first question."""
         from lift_integrations.memory import Memory
 
+        if is_bank_folder(path):
+            self.memory, self.memory_bank = None, bank_from(path)
+            return bank_info(self.memory_bank)
         memory = Memory.from_pretrained(path)
         with self.lift.using(memory):  # binds its weights to this model, checking they fit
             pass
-        self.memory = memory
+        self.memory, self.memory_bank = memory, None
         return memory_info(memory)
 
     def attach_memory(self, memory: Memory | None) -> None:
@@ -588,8 +589,8 @@ class LIFTChatModel(BaseChatModel):
         self.memory = memory
 
     def clear_memory(self) -> None:
-        """Back to the base model (the memory object itself is untouched and can be attached again)."""
-        self.memory = None
+        """Back to the base model (the memory or bank itself is untouched and can be attached again)."""
+        self.memory = self.memory_bank = None
 
 
 ChatLIFT = LIFTChatModel

@@ -32,6 +32,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from lift_integrations.documents import document_sha256
+from lift_integrations.langchain._bank import check_memory_per
 from lift_integrations.langchain._documents import chunk_documents, title_of, to_langchain_documents
 from lift_integrations.langchain.chat_models import LIFTChatModel
 from lift_integrations.validation import check_int
@@ -109,14 +110,23 @@ class LIFTMemoryRetriever(BaseRetriever):
         mode: Literal["hybrid", "parametric"] = "hybrid",
         embeddings: Embeddings | None = None,
         k: int = 4,
+        memory_per: Literal["document"] | None = None,
         **kwargs: Any,
     ) -> LIFTMemoryRetriever:
         """Absorb ``documents`` into ``llm``'s memory (and index them for hybrid mode).
+
+        ``memory_per="document"``: one memory per document, absorbed side by side into ``llm``'s memory
+        bank, and each question answered with the memory of the document it is about (or the base
+        model); in hybrid mode the retrieved chunks come from every document, as usual. Persist it with
+        ``llm.save_memory(folder)`` and reload it with ``llm.load_memory(folder)``.
 
         ``kwargs``: other fields (``base_retriever``, ``chunk_size``, ``absorb_kwargs``…). Absorption
         needs an ``llm``; with ``llm=None`` (hybrid only) the documents are just indexed. ``llm.mode`` is
         set to ``mode``, so its answers report the pipeline they belong to (``lift_mode``).
         """
+        if memory_per is not None:
+            check_memory_per(memory_per)
+            kwargs["absorb_kwargs"] = {**kwargs.get("absorb_kwargs", {}), "memory_per": memory_per}
         retriever = cls(
             documents=list(to_langchain_documents(documents)),
             llm=llm,
@@ -152,21 +162,20 @@ class LIFTMemoryRetriever(BaseRetriever):
         return ids
 
     def _sync_with_memory(self) -> None:
-        """Make the index hold exactly the documents of ``llm``'s current memory."""
+        """Make the index hold exactly the documents of ``llm``'s current memory (or memory bank)."""
         if self.llm is None:
             return
-        memory = self.llm.memory
-        memory_id = memory.id if memory is not None else None
+        memory_id = self.llm.memory_id
         if memory_id == self._synced_memory:
             return
         with self._lock:
             wanted: dict[str, Document] = {}
-            for absorbed in memory.documents if memory is not None else ():
-                key = document_sha256(absorbed.title, absorbed.text)
+            for title, text in self.llm.absorbed_documents():
+                key = document_sha256(title, text)
                 metadata = self._metadata.get(key)
                 if metadata is None:
-                    metadata = {"title": absorbed.title} if absorbed.title else {}
-                wanted[key] = Document(page_content=absorbed.text, metadata=metadata)
+                    metadata = {"title": title} if title else {}
+                wanted[key] = Document(page_content=text, metadata=metadata)
             stale = [key for key in self._indexed if key not in wanted]
             if stale and self._store is not None:
                 self._store.delete([chunk_id for key in stale for chunk_id in self._indexed.pop(key)])

@@ -1,0 +1,130 @@
+"""A LangChain chat model answering from a bank of memories: one memory per document, routed per call."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lift_integrations.langchain._messages import memory_info
+
+if TYPE_CHECKING:
+    from lift_integrations.absorb.trainer import AbsorbProgress
+    from lift_integrations.bank import BankRouter, MemoryBank
+    from lift_integrations.config import LIFTConfig
+    from lift_integrations.memory import Memory
+
+MEMORY_PER = (None, "document")
+
+
+def check_memory_per(value: Any) -> None:
+    if value not in MEMORY_PER:
+        raise ValueError(
+            f"memory_per must be None (one memory for every document) or 'document', got {value!r}"
+        )
+
+
+def bank_from(value: Any) -> MemoryBank:
+    """A :class:`MemoryBank`, or the one saved in the folder ``value``."""
+    from lift_integrations.bank import MemoryBank
+
+    if isinstance(value, MemoryBank):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return MemoryBank.load(value)
+    raise TypeError(f"memory_bank must be a MemoryBank or the folder of one, got {type(value).__name__}")
+
+
+def is_bank_folder(path: Any) -> bool:
+    from lift_integrations.bank import BANK_FILE
+
+    return (
+        isinstance(path, (str, os.PathLike)) and (Path(os.fsdecode(path)).expanduser() / BANK_FILE).is_file()
+    )
+
+
+def bank_info(bank: MemoryBank) -> dict[str, Any]:
+    """What ``load_memory`` reports of a bank."""
+    return {"memory_bank_id": bank.id, "num_memories": len(bank), "names": bank.names}
+
+
+def absorbed_documents(memory: Memory | None, bank: MemoryBank | None) -> list[tuple[str, str]]:
+    """``(title, text)`` of every document ``bank`` (or else ``memory``) holds."""
+    if bank is not None:
+        return [(d.title, d.text) for name in bank.names for d in bank.documents(name)]
+    return [(d.title, d.text) for d in memory.documents] if memory is not None else []
+
+
+@dataclass(frozen=True)
+class BankRoutes:
+    """The router of one bank as it was (its id) with one set of embeddings."""
+
+    bank: MemoryBank
+    bank_id: str
+    embeddings: Any
+    router: BankRouter
+
+    def memory_for(self, turns: Sequence[Mapping[str, str]]) -> Memory | None:
+        """The memory the last user turn is about, or ``None`` (the base model)."""
+        question = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
+        name = self.router.route(question) if question.strip() else None
+        return self.bank.get(name) if name is not None else None
+
+
+def route_in_bank(bank: MemoryBank, embeddings: Any, previous: BankRoutes | None) -> BankRoutes:
+    """``previous`` while the bank and the embeddings are the same, else a new router."""
+    bank_id = bank.id
+    if (
+        previous is not None
+        and previous.bank is bank
+        and previous.bank_id == bank_id
+        and previous.embeddings is embeddings
+    ):
+        return previous
+    from lift_integrations.routing import document_embedder
+
+    embed = None if embeddings is None else document_embedder(embeddings)
+    if previous is not None and previous.embeddings is embeddings and embed is None:
+        embed = previous.router.embed  # the default embedder loads once
+    return BankRoutes(bank, bank_id, embeddings, bank.router(embed=embed))
+
+
+def absorb_bank(
+    chat: Any,
+    documents: list[tuple[str, str]],
+    config: LIFTConfig,
+    extend: bool,
+    show_progress: bool,
+    generator: Any,
+    on_progress: Callable[[AbsorbProgress], None],
+) -> dict[str, Any]:
+    """One memory per document, added to ``chat``'s bank (``extend``) or in a new one."""
+    from lift_integrations.bank import MemoryBank, bank_names
+
+    started = time.perf_counter()
+    previous = chat.memory_bank if extend else None
+    taken = previous.names if previous is not None else []
+    names = bank_names([*taken, *(title for title, _ in documents)])[len(taken) :]
+    fresh = MemoryBank.from_documents(
+        chat.lift,
+        documents,
+        names=names,
+        config=config,
+        generator=generator,
+        show_progress=show_progress,
+        callback=on_progress,
+    )
+    bank = previous if previous is not None else MemoryBank()
+    for name in fresh.names:
+        bank.add(name, fresh[name])
+    chat.memory, chat.memory_bank = None, bank
+    return {
+        "memory_bank_id": bank.id,
+        "memories": {name: memory_info(fresh[name]) for name in fresh.names},
+        "num_memories": len(bank),
+        "seconds": round(time.perf_counter() - started, 3),
+        "new_documents": len(documents),
+    }

@@ -1,0 +1,65 @@
+"""LangChain messages as the core's chat turns, and a memory's summary for callers and events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+if TYPE_CHECKING:
+    from lift_integrations.memory import Memory
+
+_ROLE_ALIASES = {
+    "human": "user",
+    "user": "user",
+    "ai": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
+
+
+def to_core_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as core chat messages.
+
+    Names are dropped (chat templates have no slot for them) and repeated roles are left for the core to
+    merge. There is no tool calling, so a tool result is shown to the model as a user turn.
+    """
+    converted = []
+    for message in messages:
+        text: str = message.text
+        if isinstance(message, SystemMessage):
+            role = "system"
+        elif isinstance(message, HumanMessage):
+            role = "user"
+        elif isinstance(message, AIMessage):
+            role = "assistant"
+        elif isinstance(message, ToolMessage):
+            role, text = "user", f"Tool result: {text}"
+        elif isinstance(message, ChatMessage):
+            role = _ROLE_ALIASES.get(message.role.lower(), "user")
+        else:
+            role = _ROLE_ALIASES.get(getattr(message, "type", ""), "user")
+        converted.append({"role": role, "content": text})
+    return converted
+
+
+def memory_info(memory: Memory) -> dict[str, Any]:
+    """What a caller (and a ``lift_absorb_end`` event) needs to know about a memory, JSON-serialisable."""
+    return {
+        "memory_id": memory.id,
+        "num_documents": len(memory.documents),
+        "titles": list(memory.titles),
+        "base_model": memory.base_model_name,
+        "adapter": memory.adapter_kind,
+        "num_parameters": memory.num_parameters,
+        "size_bytes": memory.size_bytes,
+        "stats": dict(memory.stats),
+    }
