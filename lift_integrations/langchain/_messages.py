@@ -13,8 +13,10 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.messages.ai import UsageMetadata
 
 if TYPE_CHECKING:
+    from lift_integrations.generation import GenerationResult
     from lift_integrations.memory import Memory
 
 _ROLE_ALIASES = {
@@ -63,3 +65,14 @@ def memory_info(memory: Memory) -> dict[str, Any]:
         "size_bytes": memory.size_bytes,
         "stats": dict(memory.stats),
     }
+
+
+def usage_of(result: GenerationResult) -> UsageMetadata:
+    """A generation's token counts as LangChain reports them."""
+    # langchain-core imports NotRequired from typing, which mypy's target (Python 3.10) lacks, so the
+    # optional token-detail keys read as required.
+    return UsageMetadata(  # type: ignore[typeddict-item]
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        total_tokens=result.total_tokens,
+    )

@@ -27,7 +27,6 @@ from langchain_core.messages import (
     AIMessageChunk,
     BaseMessage,
 )
-from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -52,7 +51,8 @@ from lift_integrations.langchain._bank import (
     route_in_bank,
 )
 from lift_integrations.langchain._documents import to_core_documents, to_langchain_documents
-from lift_integrations.langchain._messages import memory_info, to_core_messages
+from lift_integrations.langchain._messages import memory_info, to_core_messages, usage_of
+from lift_integrations.microbatch import shared_batcher
 from lift_integrations.validation import (
     check_context,
     check_max_new_tokens,
@@ -124,6 +124,9 @@ class LIFTChatModel(BaseChatModel):
     router_embeddings: Any = Field(default=None, exclude=True, repr=False)
     """The LangChain ``Embeddings`` the router compares messages and passages with (``None``: the
     embedded all-MiniLM-L6-v2)."""
+    micro_batch: bool = True
+    """Run concurrent calls (``batch``, ``abatch``, concurrent ``ainvoke``) as shared batches, each row
+    with its own memory (:class:`~lift_integrations.microbatch.MicroBatcher`); not streams."""
     memory_bank: Any = Field(default=None, exclude=True, repr=False)
     """A :class:`~lift_integrations.MemoryBank` (or its saved folder): each call's last user message is
     routed to the bank's memory it is about (:class:`~lift_integrations.BankRouter`), or to the base
@@ -279,16 +282,6 @@ class LIFTChatModel(BaseChatModel):
             "lift_mode": self.mode,
         }
 
-    @staticmethod
-    def _usage(result: GenerationResult) -> UsageMetadata:
-        # langchain-core imports NotRequired from typing, which mypy's target (Python 3.10) lacks, so the
-        # optional token-detail keys read as required.
-        return UsageMetadata(  # type: ignore[typeddict-item]
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            total_tokens=result.total_tokens,
-        )
-
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -299,14 +292,13 @@ class LIFTChatModel(BaseChatModel):
         args = self._call_args(stop, kwargs)
         turns = self._call_turns(messages)
         memory = self._memory_for(turns)  # one snapshot per call: an absorb elsewhere cannot change it
-        result = self.lift.generate(turns, memory=memory, **args)
+        generate = shared_batcher(self.lift).generate if self.micro_batch else self.lift.generate
+        result = generate(turns, memory=memory, **args)
         metadata = self._metadata(memory, result.finish_reason)
-        message = AIMessage(
-            content=result.text, usage_metadata=self._usage(result), response_metadata=metadata
-        )
+        message = AIMessage(content=result.text, usage_metadata=usage_of(result), response_metadata=metadata)
         return ChatResult(
             generations=[ChatGeneration(message=message)],
-            llm_output={"model_name": self.model_name, "token_usage": dict(self._usage(result))},
+            llm_output={"model_name": self.model_name, "token_usage": dict(usage_of(result))},
         )
 
     def _final_chunk(self, memory: Memory | None, result: GenerationResult | None) -> ChatGenerationChunk:
@@ -315,7 +307,7 @@ class LIFTChatModel(BaseChatModel):
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                usage_metadata=self._usage(result),
+                usage_metadata=usage_of(result),
                 response_metadata=self._metadata(memory, result.finish_reason),
                 chunk_position="last",
             )

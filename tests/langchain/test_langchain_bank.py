@@ -100,3 +100,21 @@ def test_the_retriever_builds_a_bank_and_keeps_every_document_in_its_index(tiny:
         LIFTMemoryRetriever.from_documents(DOCUMENTS, llm=llm, memory_per="page")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="memory_per"):
         llm.absorb(DOCUMENTS, memory_per="page")  # type: ignore[arg-type]
+
+
+def test_a_batch_routes_each_question_and_shares_forward_passes(chat: LIFTChatModel) -> None:
+    from lift_integrations.microbatch import shared_batcher
+
+    questions = [
+        "Who dredged Vellmouth Harbour?",
+        "Who planted Brambleigh Orchard?",
+        "What is the capital of France?",
+    ]
+    alone = [chat.invoke(q) for q in questions]
+    before = shared_batcher(chat.lift).batches_run
+    together = chat.batch(questions * 2)
+    assert [m.content for m in together] == [m.content for m in alone] * 2
+    ids = [m.response_metadata["lift_memory_id"] for m in together]
+    bank = chat.memory_bank
+    assert ids[:3] == [bank["Vellmouth-Harbour"].id, bank["Brambleigh-Orchard"].id, None]
+    assert shared_batcher(chat.lift).batches_run - before < len(together)

@@ -31,7 +31,9 @@ from lift_integrations import (
     MemoryMismatchError,
 )
 
-CLEAR = (ValueError, TypeError, MemoryFormatError, MemoryMismatchError)
+CLEAR = (ValueError, TypeError, MemoryFormatError, MemoryMismatchError, FileNotFoundError)
+"""Errors that name the problem (a str memory names a folder or hub id: one that is not there is a
+FileNotFoundError)."""
 TIME_LIMIT_S = 60.0
 PROPERTY = settings(
     deadline=None,
