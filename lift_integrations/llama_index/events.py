@@ -34,6 +34,8 @@ class LIFTAbsorbProgressEvent(BaseEvent):
     tokens_seen: int
     num_documents: int
     elapsed_s: float
+    memory: int = 0
+    """Which memory the step trained: its position among the documents of a memory bank (0 otherwise)."""
 
     @classmethod
     def class_name(cls) -> str:
@@ -41,9 +43,11 @@ class LIFTAbsorbProgressEvent(BaseEvent):
 
 
 class LIFTAbsorbEndEvent(BaseEvent):
-    """Absorption finished; ``num_documents`` counts every document the new memory holds."""
+    """Absorption finished; ``num_documents`` counts every document the new memory holds. A memory bank
+    sends one per memory, ``memory_name`` naming it in the bank (``None`` for a single memory)."""
 
     memory_id: str
+    memory_name: str | None = None
     num_documents: int
     steps: int
     seconds: float

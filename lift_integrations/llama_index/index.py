@@ -2,24 +2,33 @@
 
 A full ``BaseIndex`` subclass would have to implement node-level insertion and deletion, which a memory
 cannot do (documents are trained into weights and cannot be taken out again). ``LIFTIndex`` offers the
-surface users reach for instead: ``from_documents``, ``insert``, ``as_retriever`` and
-``as_query_engine``. The memory lives in the index's :class:`LIFTLLM`, so every synthesizer that calls
-that LLM (``LIFTSynthesizer`` or LlamaIndex's own) answers with it.
+surface users reach for instead: ``from_documents``, ``insert``, ``as_retriever``,
+``as_query_engine``, ``persist`` and ``load``. The memory lives in the index's :class:`LIFTLLM`, so every
+synthesizer that calls that LLM (``LIFTSynthesizer`` or LlamaIndex's own) answers with it.
+
+``memory_per="document"`` absorbs each document into its own memory, all in one run, into a memory bank
+that the LLM routes every question through: the memory of the document it is about answers, or the base
+model when it is about none (in hybrid mode, with the retrieved chunks in context either way).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llama_index.core import VectorStoreIndex
+from llama_index.core import StorageContext, VectorStoreIndex, load_index_from_storage
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import Document, TransformComponent
 
+from lift_integrations.llama_index._absorb import node_title
+from lift_integrations.llama_index._bank import MemoryPer, check_memory_per, new_name
 from lift_integrations.llama_index._index_base import IndexBase, Mode, check_mode
 from lift_integrations.llama_index.embeddings import LIFTSentenceTransformerEmbedding
 from lift_integrations.llama_index.llm import LIFTLLM
@@ -29,11 +38,16 @@ from lift_integrations.prompting import encode_text
 from lift_integrations.validation import check_bool, check_int
 
 if TYPE_CHECKING:
+    from lift_integrations.bank import MemoryBank
     from lift_integrations.config import LIFTConfig
     from lift_integrations.memory import Memory
 
 DEFAULT_CHUNK_SIZE = 256
 DEFAULT_CHUNK_OVERLAP = 32
+INDEX_FILE = "lift_index.json"
+MEMORY_FOLDER = "memory"
+BANK_FOLDER = "memory_bank"
+VECTOR_FOLDER = "vector_index"
 
 
 def _check_config(config: Any) -> None:
@@ -55,10 +69,12 @@ def _check_llm(llm: Any) -> None:
 
 
 class LIFTIndex(IndexBase):
-    """Documents absorbed into ``llm``'s memory; in hybrid mode also chunked into ``vector_index``.
+    """Documents absorbed into ``llm``'s memory (or its memory bank, one memory per document); in hybrid
+    mode also chunked into ``vector_index``.
 
-    Build it with :meth:`from_documents`. The constructor wraps parts that already exist (an LLM whose
-    memory holds the documents and, for hybrid mode, a vector index over the same documents).
+    Build it with :meth:`from_documents`, or reload one with :meth:`load`. The constructor wraps parts
+    that already exist (an LLM whose memory or memory bank holds the documents and, for hybrid mode, a
+    vector index over the same documents); :attr:`memory_per` follows the LLM.
     """
 
     def __init__(
@@ -96,8 +112,16 @@ class LIFTIndex(IndexBase):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
         callback_manager: CallbackManager | None = None,
+        memory_per: MemoryPer = "index",
     ) -> LIFTIndex:
-        """Absorb ``documents`` into a fresh memory of ``llm`` (replacing the memory it had).
+        """Absorb ``documents`` into a fresh memory of ``llm`` (replacing the memory or bank it had).
+
+        ``memory_per="index"`` (default): one memory holds every document. ``memory_per="document"``:
+        one memory per document, absorbed side by side (``LIFTLLM.absorb_memory_bank``), named after the
+        documents' ``title`` (or ``file_name``) metadata; each question goes to the memory of the
+        document it is about, or to the base model (``raw["memory_name"]`` says which). The router embeds
+        with ``embed_model`` when one is given, else with the LLM's ``router_embed_model`` or
+        all-MiniLM-L6-v2.
 
         ``config``: the :class:`LIFTConfig` (default: ``LIFTConfig.fast()`` on CPU). ``show_progress``:
         tqdm bars for chunk embedding and absorption. Hybrid mode also builds a ``VectorStoreIndex`` with
@@ -120,6 +144,7 @@ class LIFTIndex(IndexBase):
                     f"documents[{position}] must be a LlamaIndex Document, got {type(document).__name__}"
                 )
         check_mode(mode)
+        check_memory_per(memory_per)
         _check_config(config)
         check_bool(show_progress, "show_progress")
         check_int(chunk_size, "chunk_size", minimum=1)
@@ -144,7 +169,12 @@ class LIFTIndex(IndexBase):
                 callback_manager=callback_manager,
                 show_progress=show_progress,
             )
-        llm.absorb(documents, config=config, show_progress=show_progress, append=False)
+        if memory_per == "document":
+            llm.absorb_memory_bank(
+                documents, config=config, show_progress=show_progress, router_embed_model=embed_model
+            )
+        else:
+            llm.absorb(documents, config=config, show_progress=show_progress, append=False)
         return cls(llm, mode=mode, vector_index=vector_index, config=config)
 
     @property
@@ -153,8 +183,18 @@ class LIFTIndex(IndexBase):
 
     @property
     def memory(self) -> Memory | None:
-        """The LLM's memory, which holds every absorbed document."""
+        """The LLM's memory, which holds every absorbed document (``None`` with a memory bank)."""
         return self._llm.memory
+
+    @property
+    def memory_bank(self) -> MemoryBank | None:
+        """The LLM's memory bank (``memory_per="document"``): one memory per absorbed document."""
+        return self._llm.memory_bank
+
+    @property
+    def memory_per(self) -> MemoryPer:
+        """``"document"`` when the LLM answers with a memory bank, else ``"index"``."""
+        return "document" if self._llm.memory_bank is not None else "index"
 
     @property
     def vector_index(self) -> VectorStoreIndex | None:
@@ -164,7 +204,8 @@ class LIFTIndex(IndexBase):
     def insert(
         self, document: Document, *, config: LIFTConfig | None = None, show_progress: bool = False
     ) -> None:
-        """Absorb one more document, continuing from the current memory, and add its chunks (hybrid).
+        """Absorb one more document, continuing from the current memory (with a memory bank: into a new
+        memory of the bank, named after its title), and add its chunks (hybrid).
 
         ``config`` defaults to the one the index was built with. The arguments are checked before any work.
         """
@@ -172,7 +213,13 @@ class LIFTIndex(IndexBase):
             raise TypeError(f"document must be a LlamaIndex Document, got {type(document).__name__}")
         _check_config(config)
         check_bool(show_progress, "show_progress")
-        self._llm.absorb(document, config=config or self._config, show_progress=show_progress, append=True)
+        config = config or self._config
+        bank = self._llm.memory_bank
+        if bank is not None:
+            memory = self._llm.absorb_memory(document, config=config, show_progress=show_progress)
+            bank.add(new_name(bank, node_title(document)), memory)  # the LLM's router sees the new name
+        else:
+            self._llm.absorb(document, config=config, show_progress=show_progress, append=True)
         if self._vector_index is not None:
             self._vector_index.insert(document)
 
@@ -196,7 +243,66 @@ class LIFTIndex(IndexBase):
         retriever = self.as_retriever(similarity_top_k=similarity_top_k, mode=mode)
         return LIFTQueryEngine.from_args(retriever, llm=llm or self._llm, streaming=streaming, **kwargs)
 
+    def persist(self, persist_dir: str | os.PathLike[str]) -> Path:
+        """Save the index to the folder ``persist_dir``: the LLM's memory (``memory/``, as
+        ``LIFTLLM.save_memory`` writes it) or memory bank (``memory_bank/``, ``LIFTLLM.save_memory_bank``),
+        the vector index in hybrid mode (``vector_index/``, LlamaIndex's ``StorageContext.persist``) and
+        ``lift_index.json`` (the mode). :meth:`load` reads it back. Returns the folder."""
+        folder = Path(os.fsdecode(persist_dir)).expanduser()
+        if self._llm.memory_bank is not None:
+            self._llm.save_memory_bank(folder / BANK_FOLDER)
+        elif self._llm.memory is not None:
+            self._llm.save_memory(folder / MEMORY_FOLDER)
+        else:
+            raise ValueError("the index's LLM holds no memory and no memory bank to persist")
+        if self._vector_index is not None:
+            self._vector_index.storage_context.persist(persist_dir=str(folder / VECTOR_FOLDER))
+        record = {"mode": self.mode, "memory_per": self.memory_per}
+        (folder / INDEX_FILE).write_text(json.dumps(record), encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(
+        cls,
+        persist_dir: str | os.PathLike[str],
+        llm: LIFTLLM,
+        *,
+        embed_model: BaseEmbedding | None = None,
+        config: LIFTConfig | None = None,
+    ) -> LIFTIndex:
+        """The index :meth:`persist` saved to ``persist_dir``, answering with ``llm`` (which takes the saved
+        memory or memory bank). ``embed_model``: the vector index's embedding (default:
+        :class:`LIFTSentenceTransformerEmbedding`, as in :meth:`from_documents`); with a memory bank it
+        also routes questions when given, as in :meth:`from_documents`."""
+        _check_llm(llm)
+        _check_config(config)
+        folder = Path(os.fsdecode(persist_dir)).expanduser()
+        if not (folder / INDEX_FILE).is_file():
+            raise FileNotFoundError(f"no LIFTIndex at {folder} (no {INDEX_FILE})")
+        record = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+        mode = check_mode(record.get("mode"))
+        if check_memory_per(record.get("memory_per")) == "document":
+            llm.load_memory_bank(folder / BANK_FOLDER, router_embed_model=embed_model)
+        else:
+            llm.load_memory(folder / MEMORY_FOLDER)
+        vector_index = None
+        if mode == "hybrid":
+            storage = StorageContext.from_defaults(persist_dir=str(folder / VECTOR_FOLDER))
+            loaded = load_index_from_storage(
+                storage, embed_model=embed_model or LIFTSentenceTransformerEmbedding()
+            )
+            if not isinstance(loaded, VectorStoreIndex):
+                raise ValueError(
+                    f"{folder / VECTOR_FOLDER} holds a {type(loaded).__name__}, not a vector index"
+                )
+            vector_index = loaded
+        return cls(llm, mode=mode, vector_index=vector_index, config=config)
+
     def __repr__(self) -> str:
+        bank = self.memory_bank
+        if bank is not None:
+            documents = sum(len(bank.documents(name)) for name in bank)
+            return f"LIFTIndex(mode={self.mode!r}, documents={documents}, memory_bank={len(bank)} memories)"
         memory = self.memory
         return (
             f"LIFTIndex(mode={self.mode!r}, documents={len(memory.documents) if memory else 0}, "

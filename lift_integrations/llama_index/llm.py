@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
 from llama_index.core.base.llms.types import (
@@ -31,15 +31,17 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.llms.llm import default_completion_to_prompt
-from llama_index.core.schema import BaseNode, MetadataMode
 
 from lift_integrations import registry
-from lift_integrations.documents import normalize_documents
-from lift_integrations.llama_index.events import (
-    LIFTAbsorbEndEvent,
-    LIFTAbsorbProgressEvent,
-    LIFTAbsorbStartEvent,
+from lift_integrations.bank import MemoryBank
+from lift_integrations.llama_index._absorb import (
+    absorb_arguments,
+    end_event,
+    progress_event,
+    start_event,
 )
+from lift_integrations.llama_index._bank import BankSlot, bank_from, embedding_embedder
+from lift_integrations.llama_index._streams import Pieces, aresponses, responses
 from lift_integrations.memory import Memory, memory_from
 from lift_integrations.prompting import parse_chat, render_chat
 from lift_integrations.validation import (
@@ -52,9 +54,8 @@ from lift_integrations.validation import (
 )
 
 if TYPE_CHECKING:
-    from lift_integrations.absorb.trainer import AbsorbProgress
     from lift_integrations.config import LIFTConfig
-    from lift_integrations.generation import GenerationResult, TextStream
+    from lift_integrations.generation import GenerationResult
     from lift_integrations.model import LIFTModel
 
 dispatcher = get_dispatcher(__name__)
@@ -67,7 +68,6 @@ _ROLES = {
     MessageRole.CHATBOT: "assistant",
     MessageRole.MODEL: "assistant",
 }
-_R = TypeVar("_R")
 
 
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
@@ -86,103 +86,6 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
             )
         converted.append({"role": role, "content": message.content or ""})
     return converted
-
-
-def node_title(node: BaseNode) -> str:
-    """The title a memory records for a LlamaIndex document: its ``title`` or ``file_name`` metadata."""
-    for key in ("title", "file_name"):
-        value = node.metadata.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-    return ""
-
-
-def to_core_documents(documents: Any) -> list[Any]:
-    """LlamaIndex documents/nodes as ``(title, text)`` pairs; strings and pairs pass through to the core,
-    which validates them (empty text, bytes, wrong types) with messages that name the document."""
-    if isinstance(documents, (str, BaseNode)):
-        documents = [documents]
-    return [
-        (node_title(d), d.get_content(metadata_mode=MetadataMode.NONE)) if isinstance(d, BaseNode) else d
-        for d in documents
-    ]
-
-
-class _Pieces(Iterator[tuple[str, str, Any]]):
-    """A core stream as ``(cumulative text, delta, raw)``, each piece held back until the next one arrives
-    so that the last response carries the usage without an extra empty-delta response.
-
-    :meth:`close` ends generation and frees the model when the consumer stops early. It works on the core
-    stream, not on the generator, so it is safe while another thread waits in ``next`` (the async
-    endpoints). Dropped unclosed, the stream is cancelled at the next token: its worker thread keeps the
-    core stream alive, so only this object's finalizer can notice that nobody reads it any more.
-    """
-
-    def __init__(self, stream: TextStream, finish: Callable[[GenerationResult | None], Any]) -> None:
-        self.stream = stream
-        self._pieces = self._hold_back(stream, finish)  # references the stream, not self: no cycle
-
-    @staticmethod
-    def _hold_back(
-        stream: TextStream, finish: Callable[[GenerationResult | None], Any]
-    ) -> Iterator[tuple[str, str, Any]]:
-        text, pending = "", None
-        for piece in stream:
-            if pending is not None:
-                text += pending
-                yield text, pending, None
-            pending = piece
-        raw = finish(stream.result)
-        if pending is None:  # nothing but end-of-turn was generated: one empty response carries usage
-            yield "", "", raw
-        else:
-            yield text + pending, pending, raw
-
-    def __next__(self) -> tuple[str, str, Any]:
-        return next(self._pieces)
-
-    def cancel(self) -> None:
-        """End generation at the next token, without waiting (never blocks)."""
-        if self.stream.result is None:
-            self.stream.cancel()
-
-    def close(self) -> None:
-        """End generation now unless it finished; returns once the model lock is free."""
-        if self.stream.result is None:
-            self.stream.close()
-
-    def __del__(self) -> None:
-        stream = getattr(self, "stream", None)
-        if stream is not None and stream.result is None:
-            stream.cancel()
-
-
-def _responses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> Generator[_R, None, None]:
-    """``make`` of each piece. Closing this generator, or dropping it (which is what closing LlamaIndex's
-    wrapper around it does), ends generation before ``close()`` returns."""
-    try:
-        for text, delta, raw in pieces:
-            yield make(text, delta, raw)
-    finally:
-        pieces.close()
-
-
-async def _aresponses(pieces: _Pieces, make: Callable[[str, str, Any], _R]) -> AsyncGenerator[_R, None]:
-    """``make`` of each piece, each awaited in a worker thread so the loop is never blocked.
-
-    ``aclose()``, a cancelled task, or the loop finalizing this generator once it is dropped ends
-    generation: cancelled at once, then closed in a worker thread (it waits for the token in progress).
-    """
-    try:
-        while True:
-            item = await asyncio.to_thread(next, pieces, None)  # a piece is a tuple, never None
-            if item is None:
-                return
-            yield make(*item)
-    finally:
-        if pieces.stream.result is None:  # stopped early: end generation at once, then wait for it
-            pieces.cancel()
-            await asyncio.to_thread(pieces.close)
 
 
 class _ChatTemplate:
@@ -206,11 +109,18 @@ class LIFTLLM(CustomLLM):
     :func:`~lift_integrations.registry.register_model`, ``None`` for the embedded SmolLM2-135M-Instruct, or
     an existing :class:`~lift_integrations.LIFTModel`. Weights load on first use and are shared by every
     ``LIFTLLM`` and LangChain ``LIFTChatModel`` of the same model (:mod:`lift_integrations.registry`); the
-    memory (:meth:`absorb`, :meth:`load_memory`, ...) belongs to this
-    instance. Per-call keyword arguments: ``max_new_tokens`` (or ``max_tokens``), ``temperature``,
-    ``stop`` and ``context`` (a list of text chunks placed above the question, as in hybrid mode); others
-    are ignored, as LlamaIndex passes framework-level keywords through. A keyword given to a call
-    overrides the field of the same name, ``None`` keeps the field.
+    memory (:meth:`absorb`, :meth:`load_memory`, ...) belongs to this instance.
+
+    With a ``memory_bank`` (:class:`~lift_integrations.bank.MemoryBank`, or its folder; built by
+    :meth:`absorb_memory_bank`) each call answers with the bank's memory that its last user message is
+    about (:class:`~lift_integrations.bank.BankRouter`, embedding with ``router_embed_model`` or
+    all-MiniLM-L6-v2), or with the base model when it is about none; ``raw["memory_name"]`` and
+    ``raw["memory_id"]`` say which answered. An LLM answers with a memory or a bank, never both.
+
+    Per-call keyword arguments: ``max_new_tokens`` (or ``max_tokens``), ``temperature``, ``stop`` and
+    ``context`` (a list of text chunks placed above the question, as in hybrid mode); others are ignored,
+    as LlamaIndex passes framework-level keywords through. A keyword given to a call overrides the field
+    of the same name, ``None`` keeps the field.
 
     ``max_new_tokens`` is an integer >= 1, ``temperature`` a finite number >= 0 (0 decodes greedily),
     ``stop`` a string or a list of strings: one string is one stop string, never split into characters.
@@ -253,12 +163,15 @@ class LIFTLLM(CustomLLM):
     _lift: Any = PrivateAttr(default=None)
     _memory: Memory | None = PrivateAttr(default=None)
     _routes: Any = PrivateAttr(default=None)
+    _bank: MemoryBank | None = PrivateAttr(default=None)
+    _bank_routes: Any = PrivateAttr(default=None)
 
     def __init__(
         self,
         model: str | os.PathLike[str] | LIFTModel | None = None,
         *,
         memory: Memory | str | os.PathLike[str] | None = None,
+        memory_bank: MemoryBank | str | os.PathLike[str] | None = None,
         router_embed_model: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -271,25 +184,27 @@ class LIFTLLM(CustomLLM):
             raise TypeError(
                 f"memory must be a Memory, a folder path, a hub id or None, got {type(memory).__name__}"
             )
+        if memory_bank is not None and not isinstance(memory_bank, (MemoryBank, str, os.PathLike)):
+            raise TypeError(
+                f"memory_bank must be a MemoryBank, a bank folder or None, got {type(memory_bank).__name__}"
+            )
+        if memory is not None and memory_bank is not None:
+            raise ValueError("pass memory or memory_bank, not both: a LIFTLLM answers with one of them")
         custom_rendering = kwargs.get("messages_to_prompt") is not None
         super().__init__(model=os.fspath(model) if model is not None else None, **kwargs)
         self._lift = lift
         if not custom_rendering:
             self.messages_to_prompt = _ChatTemplate(self)
-        embed = None
-        if router_embed_model is not None:  # a LlamaIndex BaseEmbedding; None: all-MiniLM-L6-v2
-            if not callable(getattr(router_embed_model, "get_text_embedding_batch", None)):
-                raise TypeError(
-                    "router_embed_model must be a LlamaIndex embedding (with get_text_embedding_batch), "
-                    f"got {type(router_embed_model).__name__}"
-                )
-            embed = lambda texts: router_embed_model.get_text_embedding_batch(list(texts))  # noqa: E731
+        embed = embedding_embedder(router_embed_model, "router_embed_model")  # None: all-MiniLM-L6-v2
         from lift_integrations.routing import RouterSlot
 
         self._routes = RouterSlot(embed)
+        self._bank_routes = BankSlot(embed)
         if memory is not None:
             # Not checked against the weights here (that would load them); the core checks at first use.
             self._memory = memory_from(memory)
+        if memory_bank is not None:  # its memories are read, and checked, when first used
+            self._bank = bank_from(memory_bank)
 
     @classmethod
     def class_name(cls) -> str:
@@ -306,8 +221,13 @@ class LIFTLLM(CustomLLM):
 
     @property
     def memory(self) -> Memory | None:
-        """The memory every call answers with; ``None`` is the base model alone."""
+        """The memory every call answers with; ``None``: the base model alone, or the memory bank."""
         return self._memory
+
+    @property
+    def memory_bank(self) -> MemoryBank | None:
+        """The bank whose memories answer the questions about them (one per call); ``None``: no bank."""
+        return self._bank
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -331,8 +251,14 @@ class LIFTLLM(CustomLLM):
     ) -> Memory:
         """Absorb ``documents`` (LlamaIndex documents/nodes, strings or ``(title, text)`` pairs) and answer
         with the result from now on. ``append=True`` continues from the current memory, so it keeps what
-        was absorbed before; ``append=False`` starts a fresh one. Returns the new memory."""
+        was absorbed before; ``append=False`` starts a fresh one (and replaces a memory bank). Returns the
+        new memory."""
         check_bool(append, "append")
+        if append and self._bank is not None:
+            raise ValueError(
+                "this LIFTLLM answers with a memory bank: add a memory to it (memory_bank.add), absorb a new "
+                "bank (absorb_memory_bank), or pass append=False to answer with one new memory instead"
+            )
         memory = self.absorb_memory(
             documents,
             into=self._memory if append else None,
@@ -340,7 +266,7 @@ class LIFTLLM(CustomLLM):
             show_progress=show_progress,
             generator=generator,
         )
-        self._memory = memory
+        self._memory, self._bank = memory, None
         return memory
 
     @dispatcher.span
@@ -360,49 +286,93 @@ class LIFTLLM(CustomLLM):
         memory (the result holds its documents too). See :meth:`LIFTModel.absorb` for ``config`` and
         ``generator``. Every argument is checked before the start event and any work.
         """
-        from lift_integrations.config import LIFTConfig
-
-        if config is not None:
-            if not isinstance(config, LIFTConfig):
-                raise TypeError(f"config must be a LIFTConfig or None, got {type(config).__name__}")
-            config.validate()  # a setting may have changed since construction
         if into is not None and not isinstance(into, Memory):
             raise TypeError(f"into must be a Memory or None, got {type(into).__name__}")
-        check_bool(show_progress, "show_progress")
-        docs = normalize_documents(to_core_documents(documents))  # bad input fails before any event
+        docs = absorb_arguments(documents, config, show_progress)  # bad input fails before any event
         lift = self.lift_model
-        dispatcher.event(
-            LIFTAbsorbStartEvent(
-                model_name=lift.name,
-                num_documents=len(docs),
-                titles=[d.title for d in docs],
-                base_memory_id=into.id if into is not None else None,
-            )
-        )
-
-        def on_step(progress: AbsorbProgress) -> None:
-            dispatcher.event(LIFTAbsorbProgressEvent(**progress.to_dict()))
-
+        start_event(lift.name, docs, into)
         with self.callback_manager.as_trace("lift_absorb"):
             memory = lift.absorb(
                 docs,
                 config=config,
                 generator=generator,
                 show_progress=show_progress,
-                callback=on_step,
+                callback=progress_event,
                 into=into,
             )
-        stats = memory.stats
-        dispatcher.event(
-            LIFTAbsorbEndEvent(
-                memory_id=memory.id,
-                num_documents=len(memory.documents),
-                steps=int(stats.get("steps", 0)),
-                seconds=float(stats.get("seconds", 0.0)),
-                final_loss=float(stats.get("final_loss", float("nan"))),
-            )
-        )
+        end_event(memory, None)
         return memory
+
+    @dispatcher.span
+    def absorb_memory_bank(
+        self,
+        documents: Any,
+        *,
+        names: Sequence[str] | None = None,
+        config: LIFTConfig | None = None,
+        show_progress: bool = False,
+        generator: Any = None,
+        router_embed_model: Any = None,
+    ) -> MemoryBank:
+        """Absorb each document into its own memory, all in one run (:meth:`MemoryBank.from_documents
+        <lift_integrations.bank.MemoryBank.from_documents>`), and answer with that bank from now on
+        (replacing this LLM's memory or bank). Returns the bank.
+
+        ``names``: one per document (default: the titles, folder-safe and unique). ``router_embed_model``:
+        the LlamaIndex embedding that routes questions to this bank (default: the LLM's). Emits one
+        :class:`LIFTAbsorbStartEvent`, a :class:`LIFTAbsorbProgressEvent` per memory's optimizer step
+        (``memory``: its position) and a :class:`LIFTAbsorbEndEvent` per memory (``memory_name``). Every
+        argument is checked before the start event and any work.
+        """
+        from lift_integrations.bank import check_name
+
+        docs = absorb_arguments(documents, config, show_progress)
+        if names is not None:
+            if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != len(docs):
+                raise ValueError(
+                    f"names must be a list of one name per document ({len(docs)}), got {names!r}"
+                )
+            if len({check_name(name).casefold() for name in names}) != len(names):
+                raise ValueError("memory names must be unique (ignoring case: they are folder names)")
+        embed = embedding_embedder(router_embed_model, "router_embed_model")
+        lift = self.lift_model
+        start_event(lift.name, docs, None)
+        with self.callback_manager.as_trace("lift_absorb"):
+            bank = MemoryBank.from_documents(
+                lift,
+                docs,
+                names=names,
+                config=config,
+                generator=generator,
+                show_progress=show_progress,
+                callback=progress_event,
+            )
+        for name in bank.names:
+            end_event(bank.get(name), name)
+        self._use_bank(bank, embed)
+        return bank
+
+    def load_memory_bank(
+        self, bank: MemoryBank | str | os.PathLike[str], *, router_embed_model: Any = None
+    ) -> MemoryBank:
+        """Answer with ``bank`` (a :class:`~lift_integrations.bank.MemoryBank` or a folder a bank was saved
+        to, its memories read when first used) from now on, instead of this LLM's memory or bank.
+        ``router_embed_model``: as in :meth:`absorb_memory_bank`."""
+        embed = embedding_embedder(router_embed_model, "router_embed_model")
+        loaded = bank_from(bank)
+        self._use_bank(loaded, embed)
+        return loaded
+
+    def save_memory_bank(self, path: str | os.PathLike[str]) -> Path:
+        """Write the memory bank to the folder ``path`` (:meth:`MemoryBank.save`); returns the folder."""
+        if self._bank is None:
+            raise ValueError("this LIFTLLM has no memory bank to save; absorb_memory_bank or load one first")
+        return self._bank.save(path)
+
+    def _use_bank(self, bank: MemoryBank, embed: Any) -> None:
+        """Answer with ``bank``; routes with ``embed``, else with the embedder the last bank used."""
+        self._bank_routes = BankSlot(embed or self._bank_routes.embed)
+        self._memory, self._bank = None, bank
 
     def save_memory(self, path: str | os.PathLike[str]) -> Path:
         """Write the current memory to the folder ``path`` (atomically); returns the folder."""
@@ -421,12 +391,12 @@ class LIFTLLM(CustomLLM):
             raise TypeError("load_memory() needs a Memory, a folder path or a hub id; got None")
         with self.lift_model.using(loaded):
             pass
-        self._memory = loaded
+        self._memory, self._bank = loaded, None
         return loaded
 
     def clear_memory(self) -> None:
-        """Answer with the base model alone; the shared weights stay loaded."""
-        self._memory = None
+        """Answer with the base model alone (no memory, no bank); the shared weights stay loaded."""
+        self._memory, self._bank = None, None
 
     # Prompt plumbing --------------------------------------------------------------------------------
 
@@ -476,8 +446,11 @@ class LIFTLLM(CustomLLM):
             "stop": check_stop(self.stop if stop is None else stop),
         }
 
-    def _raw(self, result: GenerationResult | None, memory: Memory | None) -> dict[str, Any]:
-        """JSON-serialisable ``raw``; ``usage`` is where ``TokenCountingHandler`` looks for counts."""
+    def _raw(
+        self, result: GenerationResult | None, memory: Memory | None, name: str | None
+    ) -> dict[str, Any]:
+        """JSON-serialisable ``raw``; ``usage`` is where ``TokenCountingHandler`` looks for counts;
+        ``memory_name``: the name of the bank's memory that answered."""
         usage = None
         if result is not None:
             usage = {
@@ -490,26 +463,34 @@ class LIFTLLM(CustomLLM):
             "model": self.lift_model.name,
             "finish_reason": result.finish_reason if result is not None else None,
             "memory_id": memory.id if memory is not None else None,
+            "memory_name": name,
         }
 
-    def _routed(self, messages: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
-        """``options`` with the memory ``route_memory`` picks for the last user message."""
+    def _routed(
+        self, messages: list[dict[str, str]], options: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """``options`` with the memory that answers the last user message: the bank's memory it is about
+        (and that memory's name), or the memory if ``route_memory`` lets it answer."""
+        bank, slot = self._bank, self._bank_routes
+        if bank is not None:
+            name, memory = slot.route_chat(bank, messages)
+            return {**options, "memory": memory}, name
         if not self.route_memory or options["memory"] is None:
-            return options
-        return {**options, "memory": self._routes.route_chat(options["memory"], messages)}
+            return options, None
+        return {**options, "memory": self._routes.route_chat(options["memory"], messages)}, None
 
     def _generate(
         self, messages: list[dict[str, str]], options: dict[str, Any]
     ) -> tuple[str, dict[str, Any]]:
-        options = self._routed(messages, options)
+        options, name = self._routed(messages, options)
         result = self.lift_model.generate(messages, **options)
-        return result.text, self._raw(result, options["memory"])
+        return result.text, self._raw(result, options["memory"], name)
 
-    def _stream(self, messages: list[dict[str, str]], options: dict[str, Any]) -> _Pieces:
+    def _stream(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Pieces:
         """Start generating now (bad input raises here, inside the callback) and return the pieces."""
-        options = self._routed(messages, options)
+        options, name = self._routed(messages, options)
         stream = self.lift_model.stream(messages, **options)
-        return _Pieces(stream, lambda result: self._raw(result, options["memory"]))
+        return Pieces(stream, lambda result: self._raw(result, options["memory"], name))
 
     def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
         text, raw = self._generate(self._completion_messages(prompt, formatted), self._options(kwargs))
@@ -538,7 +519,7 @@ class LIFTLLM(CustomLLM):
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         pieces = self._stream(self._completion_messages(prompt, formatted), self._options(kwargs))
-        return _responses(pieces, self._completion_chunk)
+        return responses(pieces, self._completion_chunk)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -547,7 +528,7 @@ class LIFTLLM(CustomLLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         pieces = self._stream(to_core_messages(messages), self._options(kwargs))
-        return _responses(pieces, self._chat_chunk)
+        return responses(pieces, self._chat_chunk)
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -559,10 +540,10 @@ class LIFTLLM(CustomLLM):
     ) -> CompletionResponseAsyncGen:
         options = self._options(kwargs)
 
-        def start() -> _Pieces:  # parsing a formatted prompt may load the model: off the loop too
+        def start() -> Pieces:  # parsing a formatted prompt may load the model: off the loop too
             return self._stream(self._completion_messages(prompt, formatted), options)
 
-        return _aresponses(await asyncio.to_thread(start), self._completion_chunk)
+        return aresponses(await asyncio.to_thread(start), self._completion_chunk)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -571,4 +552,4 @@ class LIFTLLM(CustomLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         pieces = await asyncio.to_thread(self._stream, to_core_messages(messages), self._options(kwargs))
-        return _aresponses(pieces, self._chat_chunk)
+        return aresponses(pieces, self._chat_chunk)
