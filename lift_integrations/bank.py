@@ -39,8 +39,8 @@ from lift_integrations.routing import (
     CALIBRATION_QUANTILE,
     LEXICAL_WEIGHT,
     Embedder,
+    EmbeddingRouter,
     LexicalIndex,
-    default_embedder,
     memory_passages,
     normalised_rows,
     text_memory,
@@ -374,7 +374,7 @@ def _remove_memory_folder(folder: Path) -> None:
     folder.rmdir()
 
 
-class BankRouter:
+class BankRouter(EmbeddingRouter):
     """Per question, the name of the memory of ``bank`` it is about, or ``None`` (the base model).
 
     Each memory's relevance is :class:`~lift_integrations.routing.MemoryRouter`'s: the highest cosine
@@ -396,24 +396,9 @@ class BankRouter:
     ) -> None:
         if not len(bank):
             raise ValueError("the bank holds no memories to route to")
-        if not 0.0 <= quantile <= 1.0:
-            raise ValueError(f"quantile must be in [0, 1], got {quantile!r}")
-        if not (np.isfinite(lexical_weight) and lexical_weight >= 0.0):
-            raise ValueError(f"lexical_weight must be a finite number >= 0, got {lexical_weight!r}")
-        if not np.isfinite(margin):
-            raise ValueError(f"margin must be a finite number, got {margin!r}")
+        super().__init__(embed=embed, margin=margin, quantile=quantile, lexical_weight=lexical_weight)
         self.names = bank.names
         self._documents = [bank.documents(name) for name in self.names]
-        self._embed = embed
-        self.quantile = float(quantile)
-        self.lexical_weight = float(lexical_weight)
-        self.margin = float(margin)
-
-    @property
-    def embed(self) -> Embedder:
-        if self._embed is None:
-            self._embed = default_embedder()
-        return self._embed
 
     @cached_property
     def _passages(self) -> tuple[list[list[str]], np.ndarray, np.ndarray]:

@@ -192,7 +192,37 @@ def normalised_rows(rows: Any, texts: int) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
-class MemoryRouter:
+class EmbeddingRouter:
+    """What every router shares: its embedder, loaded on first use (default: :func:`default_embedder`),
+    and its checked options (see :class:`MemoryRouter`)."""
+
+    def __init__(
+        self,
+        *,
+        embed: Embedder | None = None,
+        margin: float = 0.0,
+        quantile: float = CALIBRATION_QUANTILE,
+        lexical_weight: float = LEXICAL_WEIGHT,
+    ) -> None:
+        if not (np.isfinite(lexical_weight) and lexical_weight >= 0.0):
+            raise ValueError(f"lexical_weight must be a finite number >= 0, got {lexical_weight!r}")
+        if not np.isfinite(margin):
+            raise ValueError(f"margin must be a finite number, got {margin!r}")
+        if not 0.0 <= quantile <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {quantile!r}")
+        self.lexical_weight = float(lexical_weight)
+        self.quantile = float(quantile)
+        self.margin = float(margin)
+        self._embed = embed
+
+    @property
+    def embed(self) -> Embedder:
+        if self._embed is None:
+            self._embed = default_embedder()
+        return self._embed
+
+
+class MemoryRouter(EmbeddingRouter):
     """Chooses, per question, the memory or the base model.
 
     A question's relevance is its highest cosine similarity to a passage of the memory's documents plus
@@ -218,29 +248,14 @@ class MemoryRouter:
         quantile: float = CALIBRATION_QUANTILE,
         lexical_weight: float = LEXICAL_WEIGHT,
     ) -> None:
-        if not (np.isfinite(lexical_weight) and lexical_weight >= 0.0):
-            raise ValueError(f"lexical_weight must be a finite number >= 0, got {lexical_weight!r}")
+        super().__init__(embed=embed, margin=margin, quantile=quantile, lexical_weight=lexical_weight)
         if threshold is not None and not -1.0 <= threshold <= 1.0 + lexical_weight:
             raise ValueError(
                 "threshold is a relevance (cosine similarity plus lexical_weight times a coverage in "
                 f"[0, 1]) in [-1, {1.0 + lexical_weight:g}], got {threshold!r}"
             )
-        if not np.isfinite(margin):
-            raise ValueError(f"margin must be a finite number, got {margin!r}")
-        if not 0.0 <= quantile <= 1.0:
-            raise ValueError(f"quantile must be in [0, 1], got {quantile!r}")
-        self.lexical_weight = float(lexical_weight)
-        self.quantile = float(quantile)
         self.memory = memory
-        self._embed = embed
         self._threshold = threshold
-        self.margin = float(margin)
-
-    @property
-    def embed(self) -> Embedder:
-        if self._embed is None:
-            self._embed = default_embedder()
-        return self._embed
 
     @cached_property
     def _passage_texts(self) -> list[str]:
