@@ -43,6 +43,7 @@ from lift_integrations.llama_index._absorb import (
 from lift_integrations.llama_index._bank import BankSlot, bank_from, embedding_embedder
 from lift_integrations.llama_index._streams import Pieces, aresponses, responses
 from lift_integrations.memory import Memory, memory_from
+from lift_integrations.microbatch import shared_batcher
 from lift_integrations.prompting import parse_chat, render_chat
 from lift_integrations.validation import (
     check_bool,
@@ -138,6 +139,11 @@ class LIFTLLM(CustomLLM):
     stop: list[str] = Field(default_factory=list, description="Strings that end generation (not returned).")
     device: str | None = Field(default=None, description="Torch device; None picks CUDA when available.")
     dtype: str | None = Field(default=None, description="Torch dtype; None is bf16 on CUDA, fp32 on CPU.")
+    micro_batch: bool = Field(
+        default=True,
+        description="Serve concurrent calls (achat/acomplete/chat from threads) in shared batches, each row "
+        "with its own memory (lift_integrations.microbatch.MicroBatcher); not streams.",
+    )
     route_memory: bool = Field(
         default=False,
         description="Attach the memory only when the last user message is about its documents "
@@ -483,7 +489,8 @@ class LIFTLLM(CustomLLM):
         self, messages: list[dict[str, str]], options: dict[str, Any]
     ) -> tuple[str, dict[str, Any]]:
         options, name = self._routed(messages, options)
-        result = self.lift_model.generate(messages, **options)
+        generate = shared_batcher(self.lift_model).generate if self.micro_batch else self.lift_model.generate
+        result = generate(messages, **options)
         return result.text, self._raw(result, options["memory"], name)
 
     def _stream(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Pieces:

@@ -235,3 +235,26 @@ def test_persist_and_load_one_memory(
     assert loaded.memory is not None and loaded.memory.id == index.memory.id
     answer = loaded.as_query_engine().query(ZORBIA_Q)
     assert answer.response == index.as_query_engine().query(ZORBIA_Q).response
+
+
+def test_concurrent_achat_with_different_memories_shares_batches(
+    tiny_smollm: Any, bank_index: LIFTIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lift_integrations.microbatch import shared_batcher
+
+    bank = bank_index.memory_bank
+    assert bank is not None
+    llms = [LIFTLLM(tiny_smollm, max_new_tokens=8, memory=bank.get(name)) for name in ("Zorbia", "Velmora")]
+    questions = [ZORBIA_Q, VELMORA_Q]
+    alone = [llm.chat(user(q)).message.content for llm, q in zip(llms, questions, strict=True)]
+    batcher = shared_batcher(tiny_smollm)
+    monkeypatch.setattr(batcher, "window_s", 0.3)  # a loaded machine still merges
+    before = batcher.batches_run
+
+    async def both() -> list[Any]:
+        calls = [llm.achat(user(q)) for llm, q in zip(llms, questions, strict=True)] * 2
+        return await asyncio.gather(*calls)
+
+    answers = asyncio.run(both())
+    assert [a.message.content for a in answers] == alone * 2
+    assert batcher.batches_run - before < len(answers)
