@@ -56,7 +56,8 @@ def check_memories(
         if resolve is not None and isinstance(row, (str, os.PathLike)):
             rows[index] = row = resolve(row)
         if row is not None and not isinstance(row, Memory):
-            raise TypeError(f"memories[{index}] must be a Memory or None, got {type(row).__name__}")
+            kinds = "a Memory, a folder path, a hub id or None" if resolve is not None else "a Memory or None"
+            raise TypeError(f"memories[{index}] must be {kinds}, got {type(row).__name__}")
     return rows
 
 

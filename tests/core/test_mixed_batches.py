@@ -224,8 +224,10 @@ def test_arguments_are_checked_before_any_work() -> None:
         lift.generate_batch(["a"], memories=m0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="memories must be a list"):
         lift.generate_batch(["a"], memories="m0")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"memories\[1\] must be a Memory or None, got str"):
-        lift.generate_batch(["a", "b"], memories=[m0, "m0"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"memories\[1\] must be a Memory, a folder path, a hub id or None, got int"):
+        lift.generate_batch(["a", "b"], memories=[m0, 3])  # type: ignore[list-item]
+    with pytest.raises(FileNotFoundError, match="no memory at m0"):  # a str names a saved memory
+        lift.generate_batch(["a", "b"], memories=[m0, "m0"])
     with pytest.raises(ValueError, match="context='truncated' needs a memory"):
         lift.generate_batch(["a", "b"], memories=[m0, None], contexts=["truncated", "truncated"])
     with pytest.raises(ValueError, match=r"prompts\[1\] is empty"):
