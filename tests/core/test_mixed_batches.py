@@ -224,7 +224,7 @@ def test_arguments_are_checked_before_any_work() -> None:
         lift.generate_batch(["a"], memories=m0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="memories must be a list"):
         lift.generate_batch(["a"], memories="m0")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"memories\[1\] must be a Memory, a folder path, a hub id or None, got int"):
+    with pytest.raises(TypeError, match=r"memories\[1\] must be a Memory, .* or None, got int"):
         lift.generate_batch(["a", "b"], memories=[m0, 3])  # type: ignore[list-item]
     with pytest.raises(FileNotFoundError, match="no memory at m0"):  # a str names a saved memory
         lift.generate_batch(["a", "b"], memories=[m0, "m0"])
