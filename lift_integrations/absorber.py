@@ -9,8 +9,8 @@ a :class:`Memory`. Training takes one of two paths:
   absorptions whose recipe needs nothing else (no gate or KL replay terms, no checkpoints, one process);
 - the eager loop (:mod:`lift_integrations.absorb.trainer`) for everything else, with prefix sharing.
 
-``LIFTConfig.engine`` chooses (``auto``: fused where it applies). Both give the same memory up to
-floating-point rounding.
+``LIFTConfig.engine`` chooses (``auto``: fused on CUDA where it applies, eager elsewhere). Both give the
+same memory up to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -113,8 +113,9 @@ def samples_per_step(plan: SamplePlan, config: LIFTConfig) -> int:
 def uses_fused(
     lift: LIFTModel, config: LIFTConfig, group: DistributedContext | None, plans: Sequence[SamplePlan]
 ) -> bool:
-    """Whether ``config.engine`` and the absorption's needs put it on the fused path."""
-    if config.engine == "eager":
+    """Whether ``config.engine`` and the absorption's needs put it on the fused path (``auto``: on CUDA,
+    where a step's cost is its launches; a CPU computes, and gains nothing from it)."""
+    if config.engine == "eager" or (config.engine == "auto" and lift.device.type != "cuda"):
         return False
     reason = fused_reason(lift, config, group, plans)
     if reason is not None and config.engine == "fused":

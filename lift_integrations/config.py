@@ -116,8 +116,8 @@ class LIFTConfig:
     memory, losses read every few dozen steps, and on CUDA each step replayed as a CUDA graph (see
     :mod:`lift_integrations.absorb.fused`); it serves Gated Memory without replay gate or KL terms,
     checkpoints or several processes. ``eager``: the step-by-step loop, which serves everything and
-    shares prefixes between samples. ``auto``: fused where it applies. Both give the same memory up to
-    floating-point rounding."""
+    shares prefixes between samples. ``auto``: fused on CUDA where it applies (on a CPU, which computes
+    rather than waits on launches, eager). Both give the same memory up to floating-point rounding."""
     seed: int = 0
     """Seeds initialisation, context views, QA picks and shuffling: a CPU run on one thread is bitwise
     reproducible (several threads may differ in the last bits)."""

@@ -175,9 +175,11 @@ class FusedSteps:
         self.config = config
         self.memories = self.flat.shape[0]
         self.device = self.flat.device
-        # Cached casts would outlive a graph's capture: the cache must be off inside CUDA graphs.
+        graphs = use_graphs and self.device.type == "cuda"
+        # Cached casts would outlive a graph's capture: the cache must be off inside CUDA graphs. Without
+        # graphs it stays on, so each weight is cast once per pass, not once per use.
         self.autocast = torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=autocast, cache_enabled=False
+            self.device.type, dtype=torch.bfloat16, enabled=autocast, cache_enabled=not graphs
         )
 
         def zeros(*shape: int) -> torch.Tensor:
@@ -186,7 +188,7 @@ class FusedSteps:
         self.grad, self.exp_avg, self.exp_avg_sq = (zeros(*self.flat.shape) for _ in range(3))
         self.step_count, self.pass_loss, self.step_loss = (zeros(self.memories) for _ in range(3))
         self.compute_dtype = torch.bfloat16 if autocast else next(model.parameters()).dtype
-        self.use_graphs = use_graphs and self.device.type == "cuda"
+        self.use_graphs = graphs
         self._graphs: dict[Any, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self._pool: Any = None
 

@@ -38,7 +38,8 @@ def _lift(arch: str = "llama", device: str = "cpu", adapter: str = "gated_memory
 
 
 def _config(**overrides: Any) -> LIFTConfig:
-    return LIFTConfig.fast(**{**SMALL, **overrides})
+    """The tiny recipe on the fused engine (``auto`` picks it on CUDA only)."""
+    return LIFTConfig.fast(**{**SMALL, "engine": "fused", **overrides})
 
 
 def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], **tolerance: float) -> None:
@@ -204,6 +205,15 @@ def test_a_diverging_fused_absorption_raises_and_names_the_step() -> None:
         lift.absorb(DOCS[0], config=_config(engine="fused", learning_rate=1e38, max_grad_norm=1e38))
 
 
+def test_auto_picks_the_fused_engine_on_cuda_only() -> None:
+    from lift_integrations.absorber import uses_fused
+
+    lift = _lift()
+    assert not uses_fused(lift, _config(engine="auto"), None, [])
+    assert uses_fused(lift, _config(engine="fused"), None, [])
+    assert not uses_fused(lift, _config(engine="eager"), None, [])
+
+
 def test_the_fused_engine_refuses_what_it_cannot_train() -> None:
     lift = _lift(adapter="lora")
     with pytest.raises(ValueError, match=r"engine='fused'.*lora adapter"):
@@ -217,7 +227,7 @@ def test_the_fused_engine_refuses_what_it_cannot_train() -> None:
 
 def test_absorb_many_absorbs_one_after_the_other_where_the_fused_engine_does_not_apply() -> None:
     lift = _lift(adapter="lora")
-    config = _config()
+    config = _config(engine="auto")
     many = lift.absorb_many(DOCS[1:], config=config)  # one after the other: the same computation
     for text, memory in zip(DOCS[1:], many, strict=True):
         _assert_same_tensors(memory.tensors, lift.absorb(text, config=config).tensors, rtol=1e-5, atol=1e-6)
