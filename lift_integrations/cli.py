@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: bf16 on GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary lines")
     parser.add_argument(
+        "--force", action="store_true", help="replace a memory already saved at the output folder(s)"
+    )
+    parser.add_argument(
         "--warmup",
         action="store_true",
         help="absorb a short built-in text and save nothing (fills the compile cache; takes no FILE)",
@@ -131,14 +134,18 @@ def _overrides(parser: argparse.ArgumentParser, text: str | None) -> dict[str, A
     return overrides
 
 
-def _check_target(parser: argparse.ArgumentParser, folder: Path) -> None:
-    """Refuse now, not after training, a target that :meth:`Memory.save` would refuse."""
+def _check_target(parser: argparse.ArgumentParser, folder: Path, force: bool) -> None:
+    """Refuse now, not after training, a target that :meth:`Memory.save` would refuse, and one that
+    holds a memory already unless ``--force`` says to replace it."""
     from lift_integrations.memory import check_save_target
+    from lift_integrations.memory_validation import is_memory_folder
 
     try:
         check_save_target(folder)
     except FileExistsError as error:
         parser.error(str(error))
+    if not force and folder.is_dir() and is_memory_folder(folder) is None:
+        parser.error(f"{folder} holds a memory already; pass --force to replace it")
 
 
 def _torchrun_world_size() -> int:
@@ -180,12 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.warmup:
         pass
     elif args.mode == "shard":
-        _check_target(parser, output)
+        _check_target(parser, output, args.force)
     else:
         if output.exists() and not output.is_dir():
             parser.error(f"{output} exists and is not a folder")
         for title, _ in documents:
-            _check_target(parser, output / title)
+            _check_target(parser, output / title, args.force)
     distributed_run = _torchrun_world_size() > 1
     if distributed_run and args.device not in (None, "cpu", "cuda"):
         parser.error(

@@ -140,3 +140,23 @@ def test_the_compile_cache_is_the_users_cache_folder(monkeypatch, tmp_path: Path
     assert compile_cache_dir() == tmp_path / "torch-compile"
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert compile_cache_dir() == tmp_path / "mine"
+
+
+def test_an_existing_memory_is_replaced_only_with_force(
+    model_dir: Path, text_file: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "memory"
+    argv = ["--model", str(model_dir), "--output", str(out), "--config-json", json.dumps(OVERRIDES)]
+    assert main([*argv, str(text_file)]) == 0
+    first = Memory.load(out).id
+    other = tmp_path / "beta.txt"
+    other.write_text(SHORT_DOCUMENTS["beta"], encoding="utf-8")
+    _fails([*argv, str(other)], capsys, "holds a memory already; pass --force")
+    assert Memory.load(out).id == first  # refused before any work: the saved memory is untouched
+    assert main([*argv, "--force", str(other)]) == 0
+    assert Memory.load(out).id != first
+    each = ["--model", str(model_dir), "--output", str(tmp_path / "each"), "--mode", "each"]
+    each += ["--config-json", json.dumps(OVERRIDES), str(text_file)]
+    assert main(each) == 0
+    _fails(each, capsys, "holds a memory already; pass --force")
+    assert main([*each, "--force"]) == 0
