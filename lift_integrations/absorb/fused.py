@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lift_integrations.absorb.batching import to_device
 from lift_integrations.absorb.losses import token_losses
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 from lift_integrations.config import LIFTConfig
@@ -212,15 +213,10 @@ class FusedSteps:
                 self.grad.zero_()
                 self.pass_loss.zero_()
         for batch in step.passes:
-            self._pass(self._on_device(batch.ints), self._on_device(batch.floats), batch.shape)
-        self._update(self._on_device(step.update))
+            ints, floats = (to_device(torch.from_numpy(a), self.device) for a in (batch.ints, batch.floats))
+            self._pass(ints, floats, batch.shape)
+        self._update(to_device(torch.from_numpy(step.update), self.device))
         return self.step_loss.clone()
-
-    def _on_device(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
-        if self.device.type != "cuda":
-            return tensor
-        return tensor.pin_memory().to(self.device, non_blocking=True)  # queued, not waited for
 
     def _replay(self, step: StepBatch) -> None:
         update = self._graph("update", 0, 2 * self.memories, lambda i, f: self._update(f))

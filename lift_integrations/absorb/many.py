@@ -27,7 +27,13 @@ from lift_integrations.absorb.losses import sample_weight
 from lift_integrations.absorb.plan import SamplePlan
 from lift_integrations.absorb.samples import TrainingSample
 from lift_integrations.absorb.target import AdapterTarget
-from lift_integrations.absorb.trainer import AbsorbProgress, TrainingStats, schedule_steps, use_bf16_autocast
+from lift_integrations.absorb.trainer import (
+    AbsorbProgress,
+    TrainingStats,
+    count_steps,
+    schedule_steps,
+    use_bf16_autocast,
+)
 from lift_integrations.adapters.base import AdapterBackend
 from lift_integrations.config import LIFTConfig
 
@@ -59,7 +65,7 @@ class JobFeed:
     @classmethod
     def ready(cls, jobs: Sequence[MemoryJob], config: LIFTConfig) -> JobFeed:
         feed = cls(len(jobs))
-        steps = [sum(1 for _ in schedule_steps(job.plan, config, np.random.default_rng(0))) for job in jobs]
+        steps = [count_steps(job.plan, config) for job in jobs]
         for index in sorted(range(len(jobs)), key=lambda i: -steps[i]):
             feed._queue.put((index, jobs[index]))
         return feed
@@ -197,7 +203,7 @@ def train_side_by_side(
     target = AdapterTarget(model, backend, stack, lock, config, pad_id)
     running: list[_Running | None] = [None] * count
     plans: dict[int, SamplePlan] = {}
-    results: dict[int, TrainedMemory] = {}
+    finished: dict[int, tuple[_Running, dict[str, torch.Tensor]]] = {}
     pending: list[tuple[list[tuple[int, _Running]], torch.Tensor]] = []
     start = time.perf_counter()
 
@@ -266,15 +272,16 @@ def train_side_by_side(
                 job.tokens += sum(len(s.input_ids) for s in job.steps[job.done][2])
                 job.done += 1
                 if job.done == len(job.steps):
-                    results[job.index] = _finish(job, stack.state_dict_of(slot), start)
+                    finished[job.index] = (job, stack.state_dict_of(slot))
                     running[slot] = None
             if len(pending) >= sync_every or not any(running):
                 drain()
     finally:
         with torch.no_grad():
             stack.flat.requires_grad_(False)
-    assert len(results) == feed.total
-    return [_with_losses(results[i], seconds=time.perf_counter() - start) for i in sorted(results)]
+    assert len(finished) == feed.total
+    seconds = time.perf_counter() - start
+    return [_trained(*finished[i], seconds) for i in sorted(finished)]
 
 
 def _block(slot: int, job: _Running, config: LIFTConfig) -> BlockRows:
@@ -287,29 +294,15 @@ def _block(slot: int, job: _Running, config: LIFTConfig) -> BlockRows:
     return BlockRows(slot, samples, [w / total for w in weights], rate)
 
 
-def _finish(job: _Running, tensors: dict[str, torch.Tensor], start: float) -> TrainedMemory:
+def _trained(job: _Running, tensors: dict[str, torch.Tensor], seconds: float) -> TrainedMemory:
+    """A finished memory, once every loss has been read; ``seconds``: the run's wall time."""
     stats = TrainingStats(
         steps=len(job.steps),
         tokens_trained=job.tokens,
         tokens_computed=job.tokens,
         sum_sq_lengths=sum(len(s.input_ids) ** 2 for _, _, samples in job.steps for s in samples),
-        seconds=0.0,
-        final_loss=float("nan"),
-        losses=job.losses,  # the same list: drain() appends the rest
+        seconds=seconds,
+        final_loss=job.losses[-1] if job.losses else float("nan"),
+        losses=list(job.losses),
     )
     return TrainedMemory(tensors, stats)
-
-
-def _with_losses(result: TrainedMemory, *, seconds: float) -> TrainedMemory:
-    """The result once every loss has been read: the final loss, and the run's wall time."""
-    losses = result.stats.losses
-    stats = TrainingStats(
-        steps=result.stats.steps,
-        tokens_trained=result.stats.tokens_trained,
-        tokens_computed=result.stats.tokens_computed,
-        sum_sq_lengths=result.stats.sum_sq_lengths,
-        seconds=seconds,
-        final_loss=losses[-1] if losses else float("nan"),
-        losses=list(losses),
-    )
-    return TrainedMemory(result.tensors, stats)

@@ -147,6 +147,13 @@ def plan_steps(num_samples: int, config: LIFTConfig) -> int:
     return min(config.steps_per_epoch, num_samples)
 
 
+def count_steps(plan: SamplePlan, config: LIFTConfig) -> int:
+    """Optimizer steps of the whole absorption of ``plan``."""
+    return sum(
+        plan_steps(len(samples), config) * n for samples, n in zip(plan.stages, plan.epochs, strict=True)
+    )
+
+
 def use_bf16_autocast(precision: str, device: torch.device, model_dtype: torch.dtype) -> bool:
     """Whether training runs its matrix products in bf16 (see ``LIFTConfig.precision``)."""
     if precision == "fp32" or model_dtype != torch.float32:
@@ -213,9 +220,7 @@ def train_memory(
         distributed=distributed,
     )
     rng = np.random.default_rng(config.seed + 1)
-    total = sum(
-        plan_steps(len(samples), config) * n for samples, n in zip(plan.stages, plan.epochs, strict=True)
-    )
+    total = count_steps(plan, config)
     resumed = _resume(checkpoint, parameters, optimizer, total, distributed)
     step, tokens, computed, sum_sq, losses, earlier_s = 0, 0, 0, 0, [], 0.0
     if resumed is not None:
