@@ -12,6 +12,7 @@ Each (preset, length) case runs in its own process so that peak memory is that c
     python benchmarks/absorb_speed.py --presets dense_qa --lengths 8000 --engines eager fused --repeat 2
     python benchmarks/absorb_speed.py --presets dense_qa --documents 24 --squad ../shared/data/squad-dev.json
     python benchmarks/absorb_speed.py --presets dense_qa --lengths 8000 --shape llama-8b
+    python benchmarks/absorb_speed.py --presets paper --lengths 32000 --shape llama-8b --gpu-gib 78
 
 ``--engines`` runs each case with each training engine (``LIFTConfig.engine``: ``eager`` is the
 step-by-step loop, ``fused`` the static-shape, CUDA-graph path) in its own process, side by side. With
@@ -19,7 +20,8 @@ step-by-step loop, ``fused`` the static-shape, CUDA-graph path) in its own proce
 second the warm one. ``--documents N`` absorbs N SQuAD articles (``--squad``) into N memories with
 ``LIFTModel.absorb_many`` (the eager engine absorbs them one after the other) and reports documents per
 minute. ``--shape`` replaces the model by a random-weight one shaped like Llama-3.2-1B or Llama-3.1-8B
-(SmolLM2's tokenizer, bf16 on CUDA; nothing is downloaded).
+(SmolLM2's tokenizer, bf16 on CUDA; nothing is downloaded). ``--gpu-gib 78`` holds the rest of a bigger
+GPU, so that it behaves like an 80 GB card (free memory is what the automatic choices read).
 
 The single document is the SQuAD "Normans" article shipped in examples/data (CC BY-SA 4.0), cut or
 repeated to the requested number of tokens.
@@ -155,11 +157,13 @@ def run_case(
     documents: int = 0,
     squad: Path | None = None,
     shape: str | None = None,
+    gpu_gib: float | None = None,
 ) -> dict:
     import torch
 
     from lift_integrations import LIFTConfig
 
+    ballast = hold_gpu_to(gpu_gib) if gpu_gib else 0
     lift = load_lift(model, device, shape)
     peak = matmul_peak_tflops(lift.device.type)
     config = getattr(LIFTConfig, preset)(**{**(overrides or {}), "engine": engine})
@@ -188,7 +192,7 @@ def run_case(
             flush=True,
         )
     stats = memory.stats
-    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if lift.device.type == "cuda" else None
+    peak_gpu = (torch.cuda.max_memory_allocated() - ballast) / 2**20 if lift.device.type == "cuda" else None
     computed = stats.get("tokens_computed", stats["tokens_trained"])  # a shared prefix runs once
     flops = training_flops(lift.model, computed, stats.get("sum_sq_lengths", 0), memory.num_parameters)
     return {
@@ -216,6 +220,8 @@ def run_case(
         "repeat": repeat,
         "attempts": attempts,
         "sdpa": sdpa,
+        "gpu_gib": gpu_gib,
+        "gradient_checkpointing": memory.config.gradient_checkpointing,
     }
 
 
@@ -263,6 +269,23 @@ def run_documents(
         "device": str(lift.device),
         "attempts": attempts,
     }
+
+
+_BALLAST: list = []
+
+
+def hold_gpu_to(gib: float) -> int:
+    """Occupy all but ``gib`` GiB of the GPU, so that a bigger card behaves like a ``gib``-GiB one (the
+    library's automatic choices, such as gradient checkpointing, read the free memory). Returns the bytes
+    held, which the peak figures leave out."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    spare = free - int(gib * 2**30)
+    if spare <= 0:
+        return 0
+    _BALLAST.append(torch.empty(spare, dtype=torch.uint8, device="cuda"))
+    return spare
 
 
 def _sdpa_backend(name: str):
@@ -357,6 +380,9 @@ def main() -> None:
     parser.add_argument(
         "--sdpa", choices=["default", "flash", "efficient"], default="default", help="attention kernel family"
     )
+    parser.add_argument(
+        "--gpu-gib", type=float, default=None, help="behave as a GPU of this many GiB (the rest is held)"
+    )
     parser.add_argument("--case", nargs=3, metavar=("PRESET", "LENGTH", "ENGINE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = json.loads(args.config_json) if args.config_json else None
@@ -375,6 +401,7 @@ def main() -> None:
             documents=args.documents,
             squad=args.squad,
             shape=args.shape,
+            gpu_gib=args.gpu_gib,
         )
         print("RESULT " + json.dumps(result), flush=True)
         return
@@ -407,6 +434,7 @@ def main() -> None:
                     ("--config-json", args.config_json),
                     ("--shape", args.shape),
                     ("--squad", args.squad),
+                    ("--gpu-gib", args.gpu_gib),
                 ):
                     if value:
                         command += [flag, str(value)]
