@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from lift_integrations.loading import DEFAULT_MODEL_NAME
 from lift_integrations.memory_validation import PEFT_CONFIG_FILE, PEFT_TENSORS_FILE
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ def model_card(manifest: Mapping[str, Any], *, name: str | None = None) -> str:
         lift_memory={"id": manifest["id"], "adapter": kind, "documents": len(titles)},
     )
     where = name or "path/to/this/memory"
+    embedded = base == DEFAULT_MODEL_NAME  # the package's own quantised SmolLM2, loaded by passing None
+    base_arg = "None" if embedded else repr(base)
     listed = "\n".join(f"- {_markdown(t) or '(untitled)'}" for t in titles[:MAX_CARD_TITLES])
     if len(titles) > MAX_CARD_TITLES:
         listed += f"\n- ... and {len(titles) - MAX_CARD_TITLES} more (all are in `documents.json`)"
@@ -114,7 +117,8 @@ def model_card(manifest: Mapping[str, Any], *, name: str | None = None) -> str:
         "```python",
         "from lift_integrations import LIFTModel, Memory",
         "",
-        f"lift = LIFTModel.from_pretrained({base!r}, adapter={kind!r})",
+        f"lift = LIFTModel.from_pretrained({base_arg}, adapter={kind!r})"
+        + ("  # the embedded SmolLM2" if embedded else ""),
         f"memory = Memory.from_pretrained({where!r})",
         'print(lift.generate("Your question about the documents", memory=memory).text)',
         "```",
@@ -130,9 +134,19 @@ def model_card(manifest: Mapping[str, Any], *, name: str | None = None) -> str:
             "",
             "```python",
             "from peft import PeftModel",
-            "from transformers import AutoModelForCausalLM",
-            "",
-            f"base = AutoModelForCausalLM.from_pretrained({base!r})",
+            *(
+                [
+                    "from lift_integrations import LIFTModel",
+                    "",
+                    "base = LIFTModel.from_pretrained(None, adapter='lora').model  # the embedded SmolLM2",
+                ]
+                if embedded
+                else [
+                    "from transformers import AutoModelForCausalLM",
+                    "",
+                    f"base = AutoModelForCausalLM.from_pretrained({base!r})",
+                ]
+            ),
             f"model = PeftModel.from_pretrained(base, {where!r})",
             "```",
             "",
@@ -196,7 +210,8 @@ def bank_card(
             "```python",
             "from lift_integrations import LIFTModel, MemoryBank",
             "",
-            f"lift = LIFTModel.from_pretrained({base_model!r}, adapter={adapter!r})",
+            f"lift = LIFTModel.from_pretrained({None if base_model == DEFAULT_MODEL_NAME else base_model!r}, "
+            f"adapter={adapter!r})",
             f"bank = MemoryBank.from_pretrained({where!r})",
             'question = "Your question"',
             "name = bank.router().route(question)  # None: no memory is about it",

@@ -189,6 +189,15 @@ def test_a_title_cannot_add_markdown_to_the_card(tmp_path: Path) -> None:
     assert "- x \\# Owned \\[click\\]\\(http://evil\\) \\<script\\>" in text
     assert "base_model" not in text.split("---")[1]
 
+    from lift_integrations.loading import DEFAULT_MODEL_NAME
+
+    manifest["base_model"]["name"] = DEFAULT_MODEL_NAME  # the embedded model is loaded by passing None
+    manifest["adapter"]["kind"] = "lora"
+    embedded = model_card(manifest, name="someone/m")
+    assert "LIFTModel.from_pretrained(None, adapter='lora')" in embedded
+    assert "base = LIFTModel.from_pretrained(None, adapter='lora').model" in embedded
+    assert "PeftModel.from_pretrained(base, 'someone/m')" in embedded
+
 
 # The Hub, offline -----------------------------------------------------------------------------------
 
