@@ -21,7 +21,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,10 +34,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lift_integrations._fs import fsync_dir, path_lock
+from lift_integrations._hub import looks_like_hub_id
 from lift_integrations.documents import Document
 from lift_integrations.errors import MemoryFormatError
 from lift_integrations.memory import Memory, check_save_target
-from lift_integrations.memory_validation import is_memory_folder
+from lift_integrations.memory_export import bank_card
+from lift_integrations.memory_validation import (
+    CARD_FILE,
+    FOLDER_FILES,
+    MANIFEST_FILE,
+    MEMORY_FILES,
+    is_memory_folder,
+)
 from lift_integrations.routing import (
     CALIBRATION_QUANTILE,
     LEXICAL_WEIGHT,
@@ -52,6 +63,8 @@ if TYPE_CHECKING:
 BANK_FILE = "bank.json"
 BANK_FORMAT = "lift-memory-bank"
 BANK_VERSION = 1
+BANK_DOWNLOAD = (BANK_FILE, *(f"*/{name}" for name in MEMORY_FILES))
+"""What :meth:`MemoryBank.from_pretrained` downloads: the manifest and each memory's own files."""
 MAX_BANK_BYTES = 512 * 1024 * 1024
 CANDIDATES = 8
 """Memories whose lexical coverage is computed for a question: the closest by embedding alone."""
@@ -253,8 +266,84 @@ class MemoryBank:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the bank to the folder ``path``: each memory not yet saved there (by id) into its own
-        folder, then the manifest; folders of memories removed from the bank are deleted. A folder that
-        is neither a bank nor empty is refused, as :meth:`Memory.save` refuses to replace non-memories."""
+        folder, then the manifest and a model card (``README.md``, unless a memory has that name);
+        folders of memories removed from the bank are deleted. A folder that is neither a bank nor
+        empty is refused, as :meth:`Memory.save` refuses to replace non-memories."""
+        return self._save(path, card_name=None)
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
+        """:meth:`save`, under the name Hugging Face libraries use."""
+        return self._save(save_directory, card_name=None)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        commit_message: str | None = None,
+    ) -> Any:
+        """Upload the bank to the Hub model repository ``repo_id`` (created if missing) as :meth:`save`
+        writes it, in one commit that also deletes the files of memories no longer in the bank. Returns
+        ``huggingface_hub``'s ``CommitInfo``; load it back with ``MemoryBank.from_pretrained(repo_id)``."""
+        from lift_integrations._hub import upload
+
+        if not isinstance(repo_id, str) or not looks_like_hub_id(repo_id):
+            raise ValueError(f"repo_id must be a hub id 'owner/name', got {repo_id!r}")
+        with tempfile.TemporaryDirectory(prefix="lift-push-") as staging:
+            folder = self._save(Path(staging) / "bank", card_name=repo_id)
+            return upload(
+                folder,
+                repo_id,
+                private=private,
+                token=token,
+                commit_message=commit_message or f"Upload LIFT memory bank ({len(self)} memories)",
+                delete_patterns=[BANK_FILE, CARD_FILE, *(f"*/{name}" for name in FOLDER_FILES)],
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        local_dir: str | os.PathLike[str] | None = None,
+        max_loaded_bytes: int | None = None,
+    ) -> MemoryBank:
+        """A bank from a local folder (:meth:`load`) or, where no such folder exists, from the Hub
+        (``"user/bank"``, at ``revision``): its manifest and its memories' own files are downloaded by
+        ``huggingface_hub.snapshot_download`` into ``local_dir`` (default: a temporary folder removed
+        when the bank is garbage-collected; name one to keep the files between runs), since memories are
+        read from there when first used."""
+        local = Path(os.fsdecode(name_or_path)).expanduser()
+        if (
+            local.exists()
+            or isinstance(name_or_path, os.PathLike)
+            or not looks_like_hub_id(str(name_or_path))
+        ):
+            return cls.load(local, max_loaded_bytes=max_loaded_bytes)
+        from lift_integrations._hub import download
+
+        target = Path(local_dir) if local_dir is not None else Path(tempfile.mkdtemp(prefix="lift-bank-"))
+        try:
+            folder = download(
+                str(name_or_path),
+                allow_patterns=BANK_DOWNLOAD,
+                revision=revision,
+                token=token,
+                local_dir=target,
+            )
+            bank = cls.load(folder, max_loaded_bytes=max_loaded_bytes)
+        except BaseException:
+            if local_dir is None:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        if local_dir is None:
+            weakref.finalize(bank, shutil.rmtree, target, ignore_errors=True)
+        return bank
+
+    def _save(self, path: str | os.PathLike[str], *, card_name: str | None) -> Path:
         folder = Path(os.fsdecode(path)).expanduser().resolve()
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} exists and is not a folder")
@@ -281,6 +370,8 @@ class MemoryBank:
             _write_json(
                 folder / BANK_FILE, {"format": BANK_FORMAT, "version": BANK_VERSION, "memories": records}
             )
+            if CARD_FILE.casefold() not in {name.casefold() for name in self._entries}:
+                _write_text(folder / CARD_FILE, self._card(folder, card_name))
             for name in saved:
                 if name not in self._entries and _holds_memory(folder / name):
                     _remove_memory_folder(folder / name)
@@ -305,6 +396,20 @@ class MemoryBank:
             bank._entries[name] = _Entry(documents, folder=folder / name, id=record["id"])
         bank.path = folder
         return bank
+
+    def _card(self, folder: Path, card_name: str | None) -> str:
+        """The bank's model card; the base model and adapter are those of its first memory, read from the
+        manifest just saved (a bank's memories share one base model to be routed between)."""
+        base: str | None = None
+        adapter: str | None = None
+        if self._entries:
+            try:
+                first = json.loads((folder / self.names[0] / MANIFEST_FILE).read_text(encoding="utf-8"))
+                base, adapter = first["base_model"]["name"], first["adapter"]["kind"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        titles = {name: [d.title for d in entry.documents] for name, entry in self._entries.items()}
+        return bank_card(titles, base_model=base, adapter=adapter, name=card_name)
 
     # Routing -------------------------------------------------------------------------------------
 
@@ -355,9 +460,14 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
 
 def _write_json(path: Path, data: Any) -> None:
     """Write ``path`` whole or not at all (a temporary file renamed over it)."""
+    _write_text(path, json.dumps(data, ensure_ascii=False))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it)."""
     staging = path.with_name(f".{path.name}.tmp")
     with staging.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(staging, path)

@@ -1,12 +1,17 @@
 """``Memory``: what absorbing documents produces, and its files on disk.
 
-A saved memory is a folder with three files, none of which can run code when read:
+A saved memory is a folder of three files that this library reads, none of which can run code:
 
 * ``adapter.safetensors``: the adapter tensors;
 * ``documents.json``: the absorbed documents (titles and texts), needed for head/tail context and for
   retrieving chunks in hybrid mode;
 * ``manifest.json``: format version, base-model fingerprint, adapter kind/config and tensor shapes,
-  the absorption config, document titles and hashes, sizes, and the SHA-256 of the two other files.
+  the absorption config, document titles and hashes, sizes, and the SHA-256 of the other files.
+
+and files for other tools, written by every save and never read back here (folders saved before they
+existed load as before): ``README.md``, a Hugging Face model card, and for a LoRA memory PEFT's
+``adapter_config.json`` and ``adapter_model.safetensors``, so ``PeftModel.from_pretrained(model, folder)``
+loads it. :meth:`Memory.push_to_hub` and :meth:`Memory.from_pretrained` move memories through the Hub.
 
 Saving writes a new folder beside the target and swaps it in with renames, so a crash leaves either the
 old memory or the new one, never a mixture.
@@ -28,17 +33,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lift_integrations._fs import fsync_dir, path_lock, sha256_file
+from lift_integrations._hub import looks_like_hub_id
 from lift_integrations.config import LIFTConfig
 from lift_integrations.documents import Document
 from lift_integrations.errors import MemoryFormatError, MemoryMismatchError
+from lift_integrations.memory_export import model_card, peft_adapter
 from lift_integrations.memory_validation import (
     ALLOWED_DTYPES,
+    CARD_FILE,
     DOCUMENTS_FILE,
+    FOLDER_FILES,
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_FILE,
     MEMORY_FILES,
     OLD_MARKER,
+    PEFT_CONFIG_FILE,
+    PEFT_TENSORS_FILE,
     TENSORS_FILE,
     is_memory_folder,
     old_versions,
@@ -223,6 +234,9 @@ class Memory:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the memory to the folder ``path`` atomically; an existing memory there is replaced.
 
+        The folder holds the memory's files, its model card, and for a LoRA memory PEFT's adapter files
+        (see the module docstring).
+
         Returns the resolved folder. The write happens in a sibling temporary folder that is renamed
         into place, so an interruption never leaves a half-written memory at ``path``: a kill at any
         moment leaves the old memory or the new one loadable. Saves to one path, from any threads and
@@ -232,6 +246,43 @@ class Memory:
         before anything is written. A folder at ``path`` is replaced only if it verifiably holds a
         memory and nothing else; see :func:`check_save_target` for every refusal.
         """
+        return self._save(path, card_name=None)
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
+        """:meth:`save`, under the name Hugging Face libraries use: the folder loads with
+        :meth:`from_pretrained` (and, for a LoRA memory, with ``PeftModel.from_pretrained``)."""
+        return self._save(save_directory, card_name=None)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        commit_message: str | None = None,
+    ) -> Any:
+        """Upload the memory to the Hugging Face Hub model repository ``repo_id`` (created if missing),
+        as :meth:`save` writes it, in one commit; memory files of an earlier upload that this memory
+        does not have (PEFT's, after a LoRA memory) are deleted in that commit. ``token`` defaults to
+        the logged-in user's. Returns ``huggingface_hub``'s ``CommitInfo``; load it back with
+        ``Memory.from_pretrained(repo_id)``."""
+        from lift_integrations._hub import upload
+
+        if not isinstance(repo_id, str) or not looks_like_hub_id(repo_id):
+            raise ValueError(f"repo_id must be a hub id 'owner/name', got {repo_id!r}")
+        with tempfile.TemporaryDirectory(prefix="lift-push-") as staging:
+            folder = self._save(Path(staging) / "memory", card_name=repo_id)
+            return upload(
+                folder,
+                repo_id,
+                private=private,
+                token=token,
+                commit_message=commit_message
+                or f"Upload LIFT memory {self.id} ({len(self.documents)} documents)",
+                delete_patterns=FOLDER_FILES,
+            )
+
+    def _save(self, path: str | os.PathLike[str], *, card_name: str | None) -> Path:
         from safetensors.torch import save_file
 
         check_save_target(path)
@@ -248,14 +299,23 @@ class Memory:
                 (staging / DOCUMENTS_FILE).write_text(
                     json.dumps(documents, ensure_ascii=False), encoding="utf-8"
                 )
+                written = [TENSORS_FILE, DOCUMENTS_FILE]
+                if self.adapter_kind == "lora":
+                    peft_config, peft_tensors = peft_adapter(
+                        self.adapter_config, tensors, self.base_model_name
+                    )
+                    save_file(peft_tensors, str(staging / PEFT_TENSORS_FILE), metadata={"format": "pt"})
+                    (staging / PEFT_CONFIG_FILE).write_text(
+                        json.dumps(peft_config, indent=2), encoding="utf-8"
+                    )
+                    written += [PEFT_TENSORS_FILE, PEFT_CONFIG_FILE]
                 manifest = self.manifest()
-                manifest["files"] = {
-                    name: sha256_file(staging / name) for name in (TENSORS_FILE, DOCUMENTS_FILE)
-                }
+                manifest["files"] = {name: sha256_file(staging / name) for name in written}
                 (staging / MANIFEST_FILE).write_text(
                     json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8"
                 )
-                for name in (TENSORS_FILE, DOCUMENTS_FILE, MANIFEST_FILE):
+                (staging / CARD_FILE).write_text(model_card(manifest, name=card_name), encoding="utf-8")
+                for name in [*written, MANIFEST_FILE, CARD_FILE]:
                     with (staging / name).open("rb") as handle:
                         os.fsync(handle.fileno())
                 fsync_dir(staging)
@@ -293,6 +353,11 @@ class Memory:
         A save to the same path meanwhile is never seen half-done: this returns the old or the new memory.
         """
         folder = Path(os.fsdecode(path)).expanduser().resolve()  # as save() resolves it
+        if (folder / PEFT_CONFIG_FILE).is_file() and not (folder / MANIFEST_FILE).exists():
+            raise MemoryFormatError(
+                f"{folder} holds a PEFT adapter but not a lift-integrations memory (no {MANIFEST_FILE}): "
+                "load it with peft.PeftModel.from_pretrained, or save a memory with Memory.save"
+            )
         manifest, tensors, documents = read_memory(folder)
         memory = cls(
             adapter_kind=manifest["adapter"]["kind"],
@@ -315,12 +380,14 @@ class Memory:
         name_or_path: str | os.PathLike[str],
         *,
         revision: str | None = None,
+        token: str | bool | None = None,
         cache_dir: str | None = None,
     ) -> Memory:
         """A memory from a local folder or, where no such folder exists, from the Hugging Face Hub
-        (``"user/memory"``; only the memory's three files are downloaded, into the hub cache). Loaded
-        and verified as :meth:`load` does: the files of a downloaded memory are as untrusted as local
-        ones."""
+        (``"user/memory"``, at ``revision``; only the memory's three files are downloaded, into the hub
+        cache, by ``huggingface_hub.snapshot_download``: with ``HF_HUB_OFFLINE=1`` a cached copy is used).
+        Loaded and verified as :meth:`load` does: the files of a downloaded memory are as untrusted as
+        local ones."""
         if not isinstance(name_or_path, (str, os.PathLike)):
             raise TypeError(
                 f"a memory is named by a folder path or a hub id, got {type(name_or_path).__name__}"
@@ -329,30 +396,30 @@ class Memory:
         if (
             local.exists()
             or isinstance(name_or_path, os.PathLike)
-            or not _looks_like_hub_id(str(name_or_path))
+            or not looks_like_hub_id(str(name_or_path))
         ):
             if not local.exists():
                 raise FileNotFoundError(f"no memory at {local}")
             return cls.load(local)
-        from huggingface_hub import snapshot_download
+        from lift_integrations._hub import download, plain_copy
 
         try:
-            folder = snapshot_download(
-                str(name_or_path), revision=revision, cache_dir=cache_dir, allow_patterns=list(MEMORY_FILES)
+            snapshot = download(
+                str(name_or_path),
+                allow_patterns=MEMORY_FILES,
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
             )
-        except Exception as error:  # offline, unknown repository, no access: say which of the two failed
-            raise FileNotFoundError(
-                f"no memory folder {local} here, and the hub repository {name_or_path!r} could not be "
-                f"fetched: {error}"
-            ) from error
-        return cls.load(folder)
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    """``owner/name``: two non-empty parts of letters, digits, ``-``, ``_`` and ``.``."""
-    parts = name.split("/")
-    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-    return len(parts) == 2 and all(p and set(p) <= allowed and p not in (".", "..") for p in parts)
+        except FileNotFoundError as error:  # say which of the two ways of naming a memory failed
+            raise FileNotFoundError(f"no memory folder {local} here, and {error}") from error
+        with plain_copy(snapshot, MEMORY_FILES) as folder:
+            try:
+                return cls.load(folder)
+            except MemoryFormatError as error:
+                raise MemoryFormatError(
+                    f"the hub repository {name_or_path!r} does not hold a valid memory: {error}"
+                ) from None
 
 
 def memory_from(value: Any) -> Memory | None:

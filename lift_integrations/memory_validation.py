@@ -26,6 +26,15 @@ MANIFEST_FILE = "manifest.json"
 TENSORS_FILE = "adapter.safetensors"
 DOCUMENTS_FILE = "documents.json"
 MEMORY_FILES = (MANIFEST_FILE, TENSORS_FILE, DOCUMENTS_FILE)
+"""The files lift-integrations reads: every memory has these three (older saves hold only them)."""
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_TENSORS_FILE = "adapter_model.safetensors"
+CARD_FILE = "README.md"
+EXPORT_FILES = (PEFT_CONFIG_FILE, PEFT_TENSORS_FILE, CARD_FILE)
+"""Files a save writes for other tools, never read by :func:`read_memory`: the model card, and for a LoRA
+memory the same adapter in PEFT's layout (``PeftModel.from_pretrained`` loads the folder)."""
+FOLDER_FILES = MEMORY_FILES + EXPORT_FILES
+"""Every file a memory folder may hold."""
 OLD_MARKER = ".old-"
 ALLOWED_DTYPES = {"float32", "float16", "bfloat16"}
 MAX_ABS_WEIGHT = FLOAT16_MAX
@@ -167,7 +176,7 @@ def is_memory_folder(folder: Path) -> str | None:
     """``None`` if ``folder`` verifiably holds a memory and nothing else (only its files, each a regular
     file, and a manifest that parses as a memory's); otherwise the reason it does not."""
     for entry in folder.iterdir():
-        if entry.name not in MEMORY_FILES:
+        if entry.name not in FOLDER_FILES:
             return f"it holds files that are not part of a memory ({entry.name})"
         if entry.is_symlink() or not entry.is_file():
             return f"its {entry.name} is not a file"

@@ -91,7 +91,12 @@ def test_save_touches_only_the_target_and_its_temporary_siblings(
             assert resolved == tmp_path or tmp_path in resolved.parents, (event, path)
             top = resolved.relative_to(tmp_path).parts[:1]
             assert top in ((), ("m",)) or top[0].startswith(".m."), (event, path)
-    assert _tree(tmp_path) == {"neighbour.txt", ".m.lock", "m", *(f"m/{name}" for name in FILES)}
+    assert _tree(tmp_path) == {
+        "neighbour.txt",
+        ".m.lock",
+        "m",
+        *(f"m/{name}" for name in (*FILES, "README.md")),
+    }
     assert (tmp_path / "neighbour.txt").read_text() == "keep me"
 
 
