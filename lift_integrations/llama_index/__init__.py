@@ -16,6 +16,7 @@ except ImportError as error:
     ) from error
 
 from lift_integrations.llama_index._storage import LIFTStorageContext
+from lift_integrations.llama_index._tools import react_grammar
 from lift_integrations.llama_index.embeddings import LIFTSentenceTransformerEmbedding
 from lift_integrations.llama_index.events import (
     LIFTAbsorbEndEvent,
@@ -40,6 +41,7 @@ __all__ = [
     "LIFTStorageContext",
     "LIFTSynthesizer",
     "clear_model_cache",
+    "react_grammar",
     "register_model",
     "unregister_model",
 ]
