@@ -268,3 +268,14 @@ def test_react_agent_answers_in_its_format(tool_llm: LIFTLLM) -> None:
     assert tool_llm._grammar is None  # with_grammar made a copy
     with pytest.raises(ValueError, match="at least one tool"):
         react_grammar([])
+
+
+@pytest.mark.slow
+def test_embedded_model_calls_the_tool_it_is_asked_for(embedded_lift: Any) -> None:
+    """The real SmolLM2 under the tool grammar reads the numbers from the question into the call."""
+    llm = LIFTLLM(embedded_lift, max_new_tokens=32)
+    result = llm.predict_and_call([add_tool()], "What is 2 plus 3?", tool_choice="add")
+    (output,) = result.sources
+    assert output.raw_input["kwargs"] == {"a": 2, "b": 3} and result.response == "5"
+    verdict = llm.structured_predict(Verdict, PromptTemplate("Is {city} in France?"), city="Paris")
+    assert isinstance(verdict, Verdict)
