@@ -203,6 +203,23 @@ def test_query_engine_output_cls(tiny_smollm: Any, facts: Any, absorb_config: An
         index.as_query_engine(output_cls=Verdict, streaming=True)
 
 
+def test_hybrid_query_engine_output_cls(tiny_smollm: Any, facts: Any, absorb_config: Any) -> None:
+    """Hybrid: the chunks go in context; LlamaIndex's own synthesizers reach the grammar through
+    ``structured_predict``."""
+    from test_llamaindex_storage import BagOfWords
+
+    llm = LIFTLLM(tiny_smollm, max_new_tokens=96)
+    documents = [Document(text=facts.zorbia), Document(text=facts.velmora)]
+    index = LIFTIndex.from_documents(
+        documents, llm=llm, embed_model=BagOfWords(), config=absorb_config, chunk_size=32
+    )
+    for response_mode in (None, "compact", "refine"):
+        engine = index.as_query_engine(output_cls=Verdict, similarity_top_k=2, response_mode=response_mode)
+        response = engine.query("Is Quillport the capital of Zorbia?")
+        assert isinstance(response, PydanticResponse) and isinstance(response.response, Verdict)
+        assert len(response.source_nodes) == 2
+
+
 def test_function_agent_runs_a_tool_loop(tool_llm: LIFTLLM, events: Any) -> None:
     """The agent's first step must call ``add`` (``initial_tool_choice``); the loop runs the tool, feeds
     the result back and ends when the model answers in text (or the tool returns directly)."""
