@@ -1,4 +1,5 @@
-"""LlamaIndex bindings: ``LIFTLLM``, ``LIFTIndex``, ``LIFTRetriever`` and ``LIFTQueryEngine``.
+"""LlamaIndex bindings: ``LIFTLLM``, ``LIFTIndex`` (and its ``LIFTStorageContext``), ``LIFTRetriever`` and
+``LIFTQueryEngine``.
 
 Importing this package imports ``llama_index.core`` but neither torch nor LangChain: the model loads on
 first use, so building pipelines and reading ``metadata`` of objects that are never called stays cheap.
@@ -14,6 +15,8 @@ except ImportError as error:
         "`pip install 'lift-integrations[llamaindex]'`"
     ) from error
 
+from lift_integrations.llama_index._storage import LIFTStorageContext
+from lift_integrations.llama_index._tools import react_grammar
 from lift_integrations.llama_index.embeddings import LIFTSentenceTransformerEmbedding
 from lift_integrations.llama_index.events import (
     LIFTAbsorbEndEvent,
@@ -35,8 +38,10 @@ __all__ = [
     "LIFTQueryEngine",
     "LIFTRetriever",
     "LIFTSentenceTransformerEmbedding",
+    "LIFTStorageContext",
     "LIFTSynthesizer",
     "clear_model_cache",
+    "react_grammar",
     "register_model",
     "unregister_model",
 ]

@@ -42,6 +42,14 @@ from lift_integrations.llama_index._absorb import (
 )
 from lift_integrations.llama_index._bank import BankSlot, bank_from, embedding_embedder
 from lift_integrations.llama_index._streams import Pieces, aresponses, responses
+from lift_integrations.llama_index._tools import (
+    FunctionCalling,
+    aone_chunk,
+    assistant_message,
+    constrain,
+    one_chunk,
+    to_core_messages,
+)
 from lift_integrations.memory import Memory, memory_from
 from lift_integrations.microbatch import shared_batcher
 from lift_integrations.prompting import parse_chat, render_chat
@@ -61,33 +69,6 @@ if TYPE_CHECKING:
 
 dispatcher = get_dispatcher(__name__)
 
-_ROLES = {
-    MessageRole.SYSTEM: "system",
-    MessageRole.DEVELOPER: "system",
-    MessageRole.USER: "user",
-    MessageRole.ASSISTANT: "assistant",
-    MessageRole.CHATBOT: "assistant",
-    MessageRole.MODEL: "assistant",
-}
-
-
-def to_core_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    """LlamaIndex messages as the core's role/content dicts (same roles merged by the core)."""
-    if isinstance(messages, (str, bytes, bytearray)) or not isinstance(messages, Sequence):
-        raise TypeError(f"messages must be a list of ChatMessage, got {type(messages).__name__}")
-    converted = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, ChatMessage):
-            raise TypeError(f"message {index} must be a ChatMessage, got {type(message).__name__}")
-        role = _ROLES.get(MessageRole(message.role))
-        if role is None:
-            raise ValueError(
-                f"message {index} has role {message.role!r}; LIFTLLM has no tool calling and accepts only "
-                "system, user and assistant messages"
-            )
-        converted.append({"role": role, "content": message.content or ""})
-    return converted
-
 
 class _ChatTemplate:
     """The default ``messages_to_prompt`` (see :meth:`LIFTLLM._render_messages`). A callable object rather
@@ -103,7 +84,7 @@ class _ChatTemplate:
         return "<chat template>"
 
 
-class LIFTLLM(CustomLLM):
+class LIFTLLM(CustomLLM, FunctionCalling):
     """A LIFT model as a LlamaIndex chat LLM, answering with its absorbed memory.
 
     ``model`` is a hub id, a local folder or ``.gguf`` file, a name given to
@@ -119,7 +100,9 @@ class LIFTLLM(CustomLLM):
     ``raw["memory_id"]`` say which answered. An LLM answers with a memory or a bank, never both.
 
     Per-call keyword arguments: ``max_new_tokens`` (or ``max_tokens``), ``temperature``, ``stop`` and
-    ``context`` (a list of text chunks placed above the question, as in hybrid mode); others are ignored,
+    ``context`` (a list of text chunks placed above the question, as in hybrid mode); chat calls also take
+    ``tools``/``tool_choice`` and ``output_schema``, decoded under a grammar that guarantees a valid tool
+    call or JSON answer (``chat_with_tools``, ``structured_predict``: see ``_tools.py``); others are ignored,
     as LlamaIndex passes framework-level keywords through. A keyword given to a call overrides the field
     of the same name, ``None`` keeps the field.
 
@@ -171,6 +154,7 @@ class LIFTLLM(CustomLLM):
     _routes: Any = PrivateAttr(default=None)
     _bank: MemoryBank | None = PrivateAttr(default=None)
     _bank_routes: Any = PrivateAttr(default=None)
+    _grammar: Any = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -242,7 +226,7 @@ class LIFTLLM(CustomLLM):
             context_window=lift.context_window,  # the real window: PromptHelper packs chunks with it
             num_output=self.max_new_tokens,
             is_chat_model=True,  # LLM.predict then calls chat(), which applies the chat template
-            is_function_calling_model=False,
+            is_function_calling_model=True,  # tool calls and JSON by constrained decoding
             model_name=lift.name,
         )
 
@@ -400,6 +384,17 @@ class LIFTLLM(CustomLLM):
         self._memory, self._bank = loaded, None
         return loaded
 
+    def with_grammar(self, grammar: Any) -> LIFTLLM:
+        """A copy of this LLM (same model, memory or bank) whose calls decode under ``grammar`` (a
+        ``lift_integrations.structured.Grammar`` or a JSON schema dict; ``None``: free text), unless a
+        call passes ``tools`` or ``output_schema``. For agents that parse plain text:
+        ``ReActAgent(tools=tools, llm=llm.with_grammar(react_grammar(tools)))``."""
+        from lift_integrations.structured import as_grammar
+
+        copy = self.model_copy()
+        copy._grammar = as_grammar(grammar)
+        return copy
+
     def clear_memory(self) -> None:
         """Answer with the base model alone (no memory, no bank); the shared weights stay loaded."""
         self._memory, self._bank = None, None
@@ -442,7 +437,9 @@ class LIFTLLM(CustomLLM):
         if max_new_tokens is None and kwargs.get("max_tokens") is not None:
             name, max_new_tokens = "max_tokens", kwargs["max_tokens"]
         temperature, stop = kwargs.get("temperature"), kwargs.get("stop")
+        grammar = {"grammar": self._grammar} if self._grammar is not None else {}
         return {
+            **grammar,
             "memory": self._memory,
             "context": check_context(kwargs.get("context")),
             "max_new_tokens": check_max_new_tokens(
@@ -504,8 +501,12 @@ class LIFTLLM(CustomLLM):
         return CompletionResponse(text=text, raw=raw)
 
     def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
-        text, raw = self._generate(to_core_messages(messages), self._options(kwargs))
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), raw=raw)
+        turns, options, tools = constrain(to_core_messages(messages), self._options(kwargs), kwargs)
+        text, raw = self._generate(turns, options)
+        return ChatResponse(message=assistant_message(text, tools), raw=raw)
+
+    def _chat_stream(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Pieces:
+        return self._stream(*constrain(to_core_messages(messages), self._options(kwargs), kwargs)[:2])
 
     @staticmethod
     def _completion_chunk(text: str, delta: str, raw: Any) -> CompletionResponse:
@@ -534,8 +535,9 @@ class LIFTLLM(CustomLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        pieces = self._stream(to_core_messages(messages), self._options(kwargs))
-        return responses(pieces, self._chat_chunk)
+        if kwargs.get("tools"):  # a call is only known once complete: one chunk
+            return one_chunk(self._chat(messages, kwargs))
+        return responses(self._chat_stream(messages, kwargs), self._chat_chunk)
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -558,5 +560,6 @@ class LIFTLLM(CustomLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        pieces = await asyncio.to_thread(self._stream, to_core_messages(messages), self._options(kwargs))
-        return aresponses(pieces, self._chat_chunk)
+        if kwargs.get("tools"):
+            return aone_chunk(await asyncio.to_thread(self._chat, messages, kwargs))
+        return aresponses(await asyncio.to_thread(self._chat_stream, messages, kwargs), self._chat_chunk)

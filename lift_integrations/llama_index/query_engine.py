@@ -14,6 +14,7 @@ from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.bridge.pydantic import BaseModel
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.prompts.mixin import PromptDictType
@@ -38,10 +39,19 @@ class LIFTSynthesizer(Generation):
         *,
         streaming: bool = False,
         callback_manager: CallbackManager | None = None,
+        output_cls: type[BaseModel] | None = None,
     ) -> None:
         if not isinstance(llm, LIFTLLM):
             raise TypeError(f"LIFTSynthesizer needs a LIFTLLM, got {type(llm).__name__}")
+        if output_cls is not None and not (
+            isinstance(output_cls, type) and issubclass(output_cls, BaseModel)
+        ):
+            raise TypeError(f"output_cls must be a pydantic model class, got {output_cls!r}")
+        if output_cls is not None and streaming:
+            raise ValueError("output_cls answers are whole objects: pass streaming=False")
         super().__init__(llm=llm, callback_manager=callback_manager, streaming=streaming)
+        self._output_cls = output_cls  # answers decoded under its JSON schema (LIFTLLM.structured_chat)
+        self._lift_llm = llm
 
     def _get_prompts(self) -> PromptDictType:
         return {}
@@ -62,6 +72,10 @@ class LIFTSynthesizer(Generation):
         self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any
     ) -> RESPONSE_TEXT_TYPE:
         messages, context = self._messages(query_str), list(text_chunks)
+        if self._output_cls is not None:
+            return self._lift_llm.structured_chat(
+                self._output_cls, messages, context=context, **response_kwargs
+            )
         if not self._streaming:
             return self._llm.chat(messages, context=context, **response_kwargs).message.content or ""
         return _deltas(self._llm.stream_chat(messages, context=context, **response_kwargs))
@@ -70,6 +84,10 @@ class LIFTSynthesizer(Generation):
         self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any
     ) -> RESPONSE_TEXT_TYPE:
         messages, context = self._messages(query_str), list(text_chunks)
+        if self._output_cls is not None:
+            return await self._lift_llm.astructured_chat(
+                self._output_cls, messages, context=context, **response_kwargs
+            )
         if not self._streaming:
             response = await self._llm.achat(messages, context=context, **response_kwargs)
             return response.message.content or ""
@@ -130,10 +148,21 @@ class LIFTQueryEngine(RetrieverQueryEngine):
     ) -> LIFTQueryEngine:
         """Like ``RetrieverQueryEngine.from_args``, without reading ``Settings.llm``.
 
-        ``response_mode=None`` answers with :class:`LIFTSynthesizer`. Another mode builds LlamaIndex's
+        ``response_mode=None`` answers with :class:`LIFTSynthesizer` (``output_cls=``: a pydantic answer,
+        decoded under its JSON schema, in a ``PydanticResponse``). Another mode builds LlamaIndex's
         synthesizer for it (``synthesizer_kwargs``: ``text_qa_template``, ...); in parametric mode only
         ``GENERATION`` is allowed, as the others answer "Empty Response" to an empty retrieval.
         """
+        output_cls = synthesizer_kwargs.pop("output_cls", None)
+        if response_synthesizer is None and response_mode is None and not synthesizer_kwargs:
+            response_synthesizer = LIFTSynthesizer(
+                _resolve_llm(retriever, llm),
+                streaming=streaming,
+                callback_manager=callback_manager,
+                output_cls=output_cls,
+            )
+        elif output_cls is not None:
+            synthesizer_kwargs["output_cls"] = output_cls  # LlamaIndex's synthesizer, via structured_predict
         if response_synthesizer is None and (response_mode is not None or synthesizer_kwargs):
             mode = ResponseMode(response_mode or ResponseMode.COMPACT)
             if getattr(retriever, "mode", None) == "parametric" and mode != ResponseMode.GENERATION:

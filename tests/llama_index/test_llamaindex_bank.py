@@ -141,7 +141,7 @@ def test_persist_and_load_give_the_same_bank_and_routes(
     bank = bank_index.memory_bank
     assert bank is not None
     folder = bank_index.persist(tmp_path / "index")
-    assert (folder / "memory_bank" / "bank.json").is_file() and (folder / "vector_index").is_dir()
+    assert (folder / "memory_bank" / "bank.json").is_file() and (folder / "docstore.json").is_file()
     llm = LIFTLLM(tiny_smollm, max_new_tokens=8)
     loaded = LIFTIndex.load(folder, llm, embed_model=BagOfWords())
     reloaded = loaded.memory_bank
