@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
+    from lift_integrations.structured.grammar import Grammar
+
 FinishReason = Literal["stop", "length"]
 MIN_SAMPLING_TEMPERATURE = 1e-5
 """Temperatures below it decode greedily, the limit of sampling as the temperature goes to 0: dividing the
@@ -132,8 +134,15 @@ class Generator:
         self._stop_cache: dict[tuple[str, ...], Any] = {}
 
     def _kwargs(
-        self, max_new_tokens: int, temperature: float, stop: Sequence[str], top_p: float | None
+        self,
+        max_new_tokens: int,
+        temperature: float,
+        stop: Sequence[str],
+        top_p: float | None,
+        grammars: Sequence[Grammar | None] = (),
     ) -> dict:
+        """``model.generate``'s keywords; ``grammars``: one per batch row (``None``: unconstrained), or
+        none at all. A grammar's processor applies temperature and top-p itself, after its mask."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0:
@@ -148,6 +157,23 @@ class Generator:
             kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=top_p if top_p else 1.0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if any(g is not None for g in grammars):
+            from lift_integrations.structured.processor import grammar_processor
+
+            sampling = temperature >= MIN_SAMPLING_TEMPERATURE
+            processor = grammar_processor(
+                grammars,
+                self.tokenizer,
+                self.eos_ids,
+                temperature=temperature if sampling else None,
+                top_p=top_p if sampling else None,
+                max_new_tokens=max_new_tokens,
+            )
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([processor])
+            if sampling:
+                kwargs.update(temperature=1.0, top_p=1.0)
         stops = [s for s in stop if s]
         if stops:
             from transformers import StoppingCriteriaList
@@ -195,8 +221,9 @@ class Generator:
         temperature: float = 0.0,
         stop: Sequence[str] = (),
         top_p: float | None = None,
+        grammar: Grammar | None = None,
     ) -> GenerationResult:
-        kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p)
+        kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p, [grammar])
         new_ids = self.new_token_ids(prompt_ids, guard, kwargs)
         return self._finish(len(prompt_ids), new_ids, max_new_tokens, stop)
 
@@ -221,16 +248,17 @@ class Generator:
         temperature: float = 0.0,
         stop: Sequence[str] = (),
         top_p: float | None = None,
+        grammars: Sequence[Grammar | None] = (),
     ) -> list[GenerationResult]:
         """Generate for several prompts in one left-padded batch (one ``model.generate`` call).
 
         Decoding a small model is bound by per-step overhead, not arithmetic, so a batch of prompts costs
         about what one does. Each row stops at its own end-of-turn token; HF fills finished rows with the
-        pad id, which is trimmed here.
+        pad id, which is trimmed here. ``grammars``: one per prompt (``None``: unconstrained), or none.
         """
         import torch
 
-        kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p)
+        kwargs = self._kwargs(max_new_tokens, temperature, stop, top_p, grammars)
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -268,12 +296,13 @@ class Generator:
         temperature: float = 0.0,
         stop: Sequence[str] = (),
         top_p: float | None = None,
+        grammar: Grammar | None = None,
     ) -> TextStream:
         return TextStream(
             self,
             prompt_ids,
             guard,
-            self._kwargs(max_new_tokens, temperature, stop, top_p),
+            self._kwargs(max_new_tokens, temperature, stop, top_p, [grammar]),
             max_new_tokens,
             stop,
         )

@@ -6,7 +6,8 @@ would take the model lock in turn. A :class:`MicroBatcher` lets the first waitin
 requests that arrive within ``window_s``, and run them as one :meth:`LIFTModel.generate_batch
 <lift_integrations.LIFTModel.generate_batch>` whose rows each carry their own memory (or none); every
 caller gets its own result. A lone request runs as :meth:`LIFTModel.generate` does, unchanged.
-Requests whose decoding settings differ are batched separately.
+Requests whose decoding settings differ are batched separately; requests with different grammars
+(constrained decoding) share a batch, each row masked by its own grammar.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lift_integrations.structured.grammar import as_grammar
 from lift_integrations.validation import check_int
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ class _Request:
     memory: Memory | None
     context: Any
     settings: tuple[Any, ...]
+    grammar: Any = None
     done: threading.Event = field(default_factory=threading.Event)
     result: GenerationResult | None = None
     error: BaseException | None = None
@@ -66,11 +69,12 @@ class MicroBatcher:
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
         top_p: float | None = None,
+        grammar: Any = None,
     ) -> GenerationResult:
         """What ``lift.generate(prompt, memory=memory, ...)`` returns, up to padded-batch rounding when
         other requests share its batch."""
         settings = (max_new_tokens, temperature, tuple(stop or ()), top_p)
-        request = _Request(prompt, memory, context, settings)
+        request = _Request(prompt, memory, context, settings, as_grammar(grammar))
         with self._lock:
             self._queue.append(request)
             lead = not self._leading
@@ -102,12 +106,17 @@ class MicroBatcher:
         try:
             if len(batch) == 1:
                 one = batch[0]
-                results = [self.lift.generate(one.prompt, memory=one.memory, context=one.context, **settings)]
+                results = [
+                    self.lift.generate(
+                        one.prompt, memory=one.memory, context=one.context, grammar=one.grammar, **settings
+                    )
+                ]
             else:
                 results = self.lift.generate_batch(
                     [r.prompt for r in batch],
                     memories=[r.memory for r in batch],
                     contexts=[r.context for r in batch],
+                    grammars=[r.grammar for r in batch],
                     batch_size=len(batch),
                     **settings,
                 )

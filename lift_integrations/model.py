@@ -28,6 +28,7 @@ from lift_integrations.prompting import (
     encode_text,
     head_tail,
 )
+from lift_integrations.structured.grammar import as_grammar
 from lift_integrations.validation import (
     GenerationArgs,
     check_context,
@@ -362,6 +363,7 @@ class LIFTModel:
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
         top_p: float | None = None,
+        grammar: Any = None,
     ) -> GenerationResult:
         """Answer a prompt (or chat messages) with ``memory`` (default: the attached one; ``None``: the base
         model alone). ``context``: ``None``, ``"truncated"`` (head and tail of the memory's documents) or a
@@ -373,6 +375,10 @@ class LIFTModel:
         stop string, as in LangChain and Hugging Face, never split into characters. Every argument is
         checked (:mod:`lift_integrations.validation`) before any tokenizing or locking: a bool, NaN or
         infinity where a number is expected raises ``TypeError``/``ValueError`` naming the argument.
+
+        ``grammar``: constrained decoding, a :class:`~lift_integrations.structured.Grammar` or a JSON schema
+        (a dict): every token is masked to what the grammar allows, so the answer matches it whenever it
+        ends before ``max_new_tokens`` (``finish_reason == "stop"``). Works with any memory.
         """
         return self._run(
             self._generator.generate,
@@ -383,6 +389,7 @@ class LIFTModel:
             temperature,
             stop,
             top_p,
+            grammar,
         )
 
     def generate_batch(
@@ -397,6 +404,8 @@ class LIFTModel:
         stop: Sequence[str] | None = None,
         top_p: float | None = None,
         batch_size: int = 16,
+        grammar: Any = None,
+        grammars: Sequence[Any] | None = None,
     ) -> list[GenerationResult]:
         """Answer several prompts, ``batch_size`` at a time: like calling :meth:`generate` for each
         (``contexts``: one ``context`` per prompt), in far less time where decoding is bound by per-token
@@ -412,7 +421,8 @@ class LIFTModel:
         (gate_scale, gate_shift, hidden_multiplier, bias) go into separate batches. With LoRA the prompts
         are split by memory, one batch (or more) per memory. Either way each prompt gets :meth:`generate`'s
         answer with its memory, up to the rounding of padded batches; ``context="truncated"`` uses each
-        prompt's own memory's documents.
+        prompt's own memory's documents. ``grammar`` (one for every prompt) or ``grammars`` (one per
+        prompt, ``None`` for free text): constrained decoding as in :meth:`generate`, per row.
         """
         if isinstance(prompts, (str, bytes, bytearray, Mapping)) or not isinstance(prompts, Iterable):
             raise TypeError(
@@ -433,6 +443,13 @@ class LIFTModel:
             check_prompt(prompt, f"prompts[{index}]")
         contexts = [check_context(c, f"contexts[{i}]") for i, c in enumerate(contexts)]
         args = self._generation_args(max_new_tokens, temperature, top_p, stop)
+        if grammars is not None and grammar is not None:
+            raise TypeError("pass grammar= (one for every prompt) or grammars= (one per prompt), not both")
+        if grammars is not None and (isinstance(grammars, Mapping) or len(grammars) != len(prompts)):
+            raise ValueError("grammars= needs a list with one grammar (or None) per prompt")
+        row_grammars = [
+            as_grammar(g, f"grammars[{i}]") for i, g in enumerate(grammars or [grammar] * len(prompts))
+        ]
         rows = (
             check_memories(memories, len(prompts), self._resolve)
             if memories is not None
@@ -452,6 +469,7 @@ class LIFTModel:
                 temperature=args.temperature,
                 stop=list(args.stop or ()),
                 top_p=args.top_p,
+                grammars=[row_grammars[i] for i in batch],
             )
             results.update(zip(batch, answers, strict=True))
         return [results[i] for i in range(len(ids))]
@@ -466,6 +484,7 @@ class LIFTModel:
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
         top_p: float | None = None,
+        grammar: Any = None,
     ) -> TextStream:
         """Like :meth:`generate` (same arguments, checked before any work), but yields text pieces as they
         are produced; the returned stream's ``result`` holds the token counts once it is exhausted."""
@@ -478,6 +497,7 @@ class LIFTModel:
             temperature,
             stop,
             top_p,
+            grammar,
         )
 
     def _generation_args(
@@ -502,11 +522,13 @@ class LIFTModel:
         temperature: Any,
         stop: Any,
         top_p: Any,
+        grammar: Any = None,
     ) -> Any:
         """:meth:`generate` or :meth:`stream` (``method``): every argument checked before any work."""
         check_prompt(prompt_or_messages)
         context = check_context(context)
         args = self._generation_args(max_new_tokens, temperature, top_p, stop)
+        constraint = as_grammar(grammar)
         resolved = self._resolve(memory)
         ids = self.prompt_ids(
             prompt_or_messages, memory=resolved, context=context, max_new_tokens=args.max_new_tokens
@@ -518,6 +540,7 @@ class LIFTModel:
             temperature=args.temperature,
             stop=args.stop,
             top_p=args.top_p,
+            grammar=constraint,
         )
 
     # Scoring ----------------------------------------------------------------------------------------
