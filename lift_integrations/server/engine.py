@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -84,14 +85,12 @@ class ChatEngine:
             )
         except (TypeError, ValueError) as error:
             raise protocol.bad_request(str(error).replace("max_new_tokens", "max_tokens")) from None
-        if request.tools and request.tool_choice != "none":
-            raise protocol.bad_request("tools are not supported by this server yet", "tools")
-        if request.response_format is not None:
-            raise protocol.bad_request(
-                "response_format json_object/json_schema is not supported by this server yet",
-                "response_format",
-            )
+        constrain(request)
         return request
+
+    def _generate(self, request: ChatRequest, memory: Memory | None) -> GenerationResult:
+        generate = self.batcher.generate if self.batcher is not None else self.lift.generate
+        return generate(request.messages, memory=memory, grammar=request.grammar, **self._settings(request))
 
     async def memory_for(self, request: ChatRequest) -> Memory | None:
         try:
@@ -115,16 +114,15 @@ class ChatEngine:
     async def complete(self, request: ChatRequest) -> dict[str, Any]:
         """The ``chat.completion`` answer to ``request``."""
         memory = await self.memory_for(request)
-        generate = self.batcher.generate if self.batcher is not None else self.lift.generate
-        result: GenerationResult = await self._guarded(
-            generate, request.messages, memory=memory, **self._settings(request)
-        )
+        result = await self._guarded(self._generate, request, memory)
+        content, calls, finish_reason = answer(request, result)
         return protocol.completion(
             request_id=protocol.completion_id(),
             model=request.model,
-            content=result.text,
-            finish_reason=result.finish_reason,
+            content=content,
+            finish_reason=finish_reason,
             token_usage=protocol.usage(result.input_tokens, result.output_tokens),
+            tool_calls=calls,
             memory_id=memory.id if memory is not None else None,
         )
 
@@ -132,10 +130,34 @@ class ChatEngine:
         """Server-sent events of ``request``'s answer. Everything that can refuse the request (the memory,
         the prompt's length) happens before this returns, so a refusal is an HTTP error, not an event."""
         memory = await self.memory_for(request)
+        if request.tool_request is not None:  # a call is known only once it is whole: sent as one delta
+            result = await self._guarded(self._generate, request, memory)
+            return self._answer_events(request, result)
         text_stream: TextStream = await self._guarded(
-            self.lift.stream, request.messages, memory=memory, **self._settings(request)
+            self.lift.stream,
+            request.messages,
+            memory=memory,
+            grammar=request.grammar,
+            **self._settings(request),
         )
         return self._events(request, text_stream)
+
+    async def _answer_events(self, request: ChatRequest, result: GenerationResult) -> AsyncIterator[str]:
+        """A finished answer as the events of a stream: its text, or its tool calls, in one delta."""
+        event = functools.partial(
+            protocol.chunk, request_id=protocol.completion_id(), model=request.model, created=int(time.time())
+        )
+        content, calls, finish_reason = answer(request, result)
+        yield protocol.sse(event(delta={"role": "assistant", "content": ""}))
+        if calls:
+            deltas = [{**call, "index": index} for index, call in enumerate(calls)]
+            yield protocol.sse(event(delta={"tool_calls": deltas}))
+        elif content:
+            yield protocol.sse(event(delta={"content": content}))
+        yield protocol.sse(event(delta={}, finish_reason=finish_reason))
+        if request.include_usage:
+            yield protocol.sse(event(token_usage=protocol.usage(result.input_tokens, result.output_tokens)))
+        yield protocol.sse("[DONE]")
 
     async def _events(self, request: ChatRequest, text_stream: TextStream) -> AsyncIterator[str]:
         request_id, created = protocol.completion_id(), int(time.time())
@@ -172,3 +194,52 @@ class ChatEngine:
             raise APIError(500, f"the memory cannot be used: {error}", kind="server_error") from None
         except (TypeError, ValueError) as error:
             raise protocol.bad_request(str(error)) from None
+
+
+def constrain(request: ChatRequest) -> None:
+    """Set ``request``'s prompt and grammar for its ``tools`` (unless ``tool_choice`` is ``"none"``) or
+    its ``response_format`` (JSON object, or JSON under a schema), through the core's constrained
+    decoding (:mod:`lift_integrations.structured`): a tool call always names a tool with arguments valid
+    under its schema, a JSON answer always parses (when it ends before ``max_tokens``)."""
+    from lift_integrations.structured import prepare_structured, prepare_tools
+
+    if request.tools and request.tool_choice != "none":
+        if request.response_format is not None:
+            raise protocol.bad_request("use tools or response_format, not both", "response_format")
+        try:
+            tool_request = prepare_tools(request.messages, request.tools, request.tool_choice)
+        except (TypeError, ValueError) as error:
+            param = "tool_choice" if "tool_choice" in str(error) else "tools"
+            raise protocol.bad_request(str(error), param) from None
+        request.messages, request.grammar, request.tool_request = (
+            tool_request.messages,
+            tool_request.grammar,
+            tool_request,
+        )
+    elif request.response_format is not None:
+        schema = None
+        if request.response_format["type"] == "json_schema":
+            schema = request.response_format["json_schema"].get("schema") or {"type": "object"}
+        try:
+            request.messages, request.grammar = prepare_structured(request.messages, schema)
+        except (TypeError, ValueError) as error:
+            raise protocol.bad_request(f"response_format: {error}", "response_format") from None
+
+
+def answer(request: ChatRequest, result: GenerationResult) -> tuple[str | None, list[dict[str, Any]], str]:
+    """The message content, the OpenAI ``tool_calls`` and the finish reason of ``result``: a call
+    leaves no content and finishes with ``"tool_calls"``."""
+    if request.tool_request is None:
+        return result.text, [], result.finish_reason
+    content, calls = request.tool_request.parse(result.text)
+    if not calls:
+        return content, [], result.finish_reason
+    openai_calls = [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+        }
+        for call in calls
+    ]
+    return None, openai_calls, "tool_calls"

@@ -74,6 +74,11 @@ class ChatRequest:
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
+    grammar: Any = None
+    """What decoding is constrained to (a :class:`~lift_integrations.structured.Grammar`), set by the
+    engine from ``tools`` or ``response_format``."""
+    tool_request: Any = None
+    """The :class:`~lift_integrations.structured.ToolRequest` that reads tool calls from the answer."""
 
 
 def _number(body: Mapping[str, Any], name: str, low: float, high: float, *, low_open: bool = False) -> Any:
@@ -122,33 +127,42 @@ def content_text(content: Any, param: str) -> str:
     )
 
 
-def tool_call_text(calls: list[dict[str, Any]]) -> str:
-    """An earlier assistant turn's tool calls, as the model sees them in the conversation: one JSON
-    object per call, the form the server's tool calls are decoded in."""
-    lines = []
-    for call in calls:
+def _calls(calls: Any, param: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """An assistant turn's ``tool_calls`` as ``(id, name, arguments)``."""
+    if not isinstance(calls, list):
+        raise bad_request(f"{param} must be a list", param)
+    read = []
+    for index, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise bad_request("each tool call needs a function with a name", "messages")
+            raise bad_request(f"{param}[{index}] needs a function with a name", f"{param}[{index}]")
         arguments = function.get("arguments") or "{}"
         try:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
         except ValueError:
-            parsed = arguments
-        lines.append(json.dumps({"name": function["name"], "arguments": parsed}, ensure_ascii=False))
-    return "\n".join(lines)
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise bad_request(
+                f"{param}[{index}].function.arguments must be a JSON object", f"{param}[{index}]"
+            )
+        read.append((str(call.get("id") or ""), function["name"], parsed))
+    return read
 
 
 def core_messages(messages: Any) -> list[dict[str, str]]:
     """OpenAI messages as the core's ``{"role", "content"}`` turns.
 
-    ``developer`` is a system turn; an assistant's tool calls are written into its turn as JSON; a
-    ``tool`` result becomes a user turn naming the call it answers (chat templates of small models have
-    no tool role). Consecutive turns of one role are merged by the core.
+    ``developer`` is a system turn. An assistant's tool calls and a ``tool`` result are written as the
+    core's tool calling writes and reads them (:func:`~lift_integrations.structured.render_tool_call`;
+    a result is a user turn naming the tool its call id belongs to, since chat templates of small models
+    have no tool role). Consecutive turns of one role are merged by the core.
     """
+    from lift_integrations.structured.tools import render_tool_call, render_tool_result
+
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty list", "messages")
     turns: list[dict[str, str]] = []
+    tool_names: dict[str, str] = {}  # call id -> the tool it called
     for index, message in enumerate(messages):
         param = f"messages[{index}]"
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -157,18 +171,18 @@ def core_messages(messages: Any) -> list[dict[str, str]]:
         text = content_text(message.get("content"), f"{param}.content")
         if role == "tool":
             call_id = message.get("tool_call_id")
-            label = f"Tool result ({call_id})" if isinstance(call_id, str) and call_id else "Tool result"
-            turns.append({"role": "user", "content": f"{label}: {text}"})
+            name = tool_names.get(call_id) if isinstance(call_id, str) else None
+            turns.append({"role": "user", "content": render_tool_result(text, name or message.get("name"))})
             continue
         if role not in ROLE_ALIASES:
             raise bad_request(
                 f"{param} has role {role!r}; expected system, developer, user, assistant or tool", param
             )
         if role == "assistant" and message.get("tool_calls"):
-            calls = message["tool_calls"]
-            if not isinstance(calls, list):
-                raise bad_request(f"{param}.tool_calls must be a list", f"{param}.tool_calls")
-            text = "\n".join(part for part in (text, tool_call_text(calls)) if part)
+            calls = _calls(message["tool_calls"], f"{param}.tool_calls")
+            tool_names.update((call_id, name) for call_id, name, _ in calls if call_id)
+            rendered = [render_tool_call(name, arguments) for _, name, arguments in calls]
+            text = "\n".join(part for part in (text, *rendered) if part)
         if role != "assistant" and not text.strip():
             raise bad_request(f"{param} has no text", f"{param}.content")
         turns.append({"role": ROLE_ALIASES[role], "content": text})

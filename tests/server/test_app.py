@@ -144,3 +144,103 @@ async def test_errors_are_openai_error_bodies(http: httpx.AsyncClient, client: o
         await client.chat.completions.create(model="alpha", messages=long_prompt, max_tokens=8)  # type: ignore[arg-type]
     response = await http.post("/chat/completions", content=b"{not json")
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+FOUNDER = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "year": {"type": "integer"}},
+    "required": ["name", "year"],
+}
+
+
+async def test_tool_calls(client: openai.AsyncOpenAI, lift: LIFTModel, memories: dict[str, Memory]) -> None:
+    from lift_integrations.server.protocol import core_messages
+    from lift_integrations.structured import prepare_tools
+
+    user: list[Any] = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    response = await client.chat.completions.create(
+        model="alpha", messages=user, tools=[WEATHER], tool_choice="required", max_tokens=128
+    )
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls is not None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    arguments = json.loads(call.function.arguments)
+    assert set(arguments) == {"city"} and isinstance(arguments["city"], str)
+    # The core's constrained decoding, called directly, makes the same call.
+    prepared = prepare_tools(user, [WEATHER], "required")
+    reference = lift.generate(
+        prepared.messages, grammar=prepared.grammar, memory=memories["alpha"], max_new_tokens=128
+    )
+    assert [(c.name, c.arguments) for c in prepared.parse(reference.text)[1]] == [("get_weather", arguments)]
+
+    stream = await client.chat.completions.create(
+        model="alpha", messages=user, tools=[WEATHER], tool_choice="get_weather", max_tokens=128, stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    deltas = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert len(deltas) == 1 and deltas[0][0].function is not None
+    assert deltas[0][0].function.name == "get_weather"
+    assert json.loads(deltas[0][0].function.arguments or "") == arguments  # the same greedy call
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    # The call and its result go back into the history, rendered as the core renders them.
+    history = [*user, choice.message.model_dump(exclude_none=True)]
+    history.append({"role": "tool", "tool_call_id": call.id, "content": "12 C and rain"})
+    follow = await client.chat.completions.create(model="alpha", messages=history, max_tokens=8)
+    turns = core_messages(history)
+    assert "12 C and rain" in turns[-1]["content"] and "get_weather" in turns[-1]["content"]
+    expected_text = lift.generate(turns, memory=memories["alpha"], max_new_tokens=8).text
+    assert follow.choices[0].message.content == expected_text
+
+
+async def test_response_format(client: openai.AsyncOpenAI) -> None:
+    user: list[Any] = [{"role": "user", "content": "Who founded the institute, and when?"}]
+    response_format: Any = {"type": "json_schema", "json_schema": {"name": "founder", "schema": FOUNDER}}
+    response = await client.chat.completions.create(
+        model="beta", messages=user, response_format=response_format, max_tokens=128
+    )
+    content = response.choices[0].message.content
+    assert response.choices[0].finish_reason == "stop" and content is not None
+    value = json.loads(content)
+    assert (
+        set(value) == {"name", "year"} and isinstance(value["name"], str) and isinstance(value["year"], int)
+    )
+    stream = await client.chat.completions.create(
+        model="beta", messages=user, response_format=response_format, max_tokens=128, stream=True
+    )
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == content
+    anything = await client.chat.completions.create(
+        model="model", messages=user, response_format={"type": "json_object"}, max_tokens=128
+    )
+    assert isinstance(json.loads(anything.choices[0].message.content or ""), dict)
+
+
+async def test_tool_and_format_refusals(client: openai.AsyncOpenAI) -> None:
+    user: list[Any] = [{"role": "user", "content": QUESTION}]
+    with pytest.raises(openai.BadRequestError) as unknown:
+        await client.chat.completions.create(
+            model="alpha",
+            messages=user,
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "x"}},
+        )
+    assert unknown.value.param == "tool_choice"
+    with pytest.raises(openai.BadRequestError) as both:
+        await client.chat.completions.create(
+            model="alpha", messages=user, tools=[WEATHER], response_format={"type": "json_object"}
+        )
+    assert "not both" in both.value.message
+    bad_schema: Any = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}}
+    with pytest.raises(openai.BadRequestError) as schema:
+        await client.chat.completions.create(model="alpha", messages=user, response_format=bad_schema)
+    assert schema.value.param == "response_format"

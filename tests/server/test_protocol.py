@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from lift_integrations.server.protocol import APIError, core_messages, parse_chat_request
+from lift_integrations.structured import TOOL_CALL_MARKER, render_tool_call, render_tool_result
 
 USER = [{"role": "user", "content": "Hi"}]
 
@@ -50,9 +51,11 @@ def test_roles_become_core_turns() -> None:
     assert core_messages(messages) == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Oslo?"},
-        {"role": "assistant", "content": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
-        {"role": "user", "content": "Tool result (call_1): 12 C, rain"},
+        {"role": "assistant", "content": render_tool_call("weather", {"city": "Oslo"})},
+        {"role": "user", "content": render_tool_result("12 C, rain", "weather")},
     ]
+    assert render_tool_call("weather", {"city": "Oslo"}).startswith(TOOL_CALL_MARKER)
+    assert "weather" in render_tool_result("12 C, rain", "weather")
 
 
 @pytest.mark.parametrize(
@@ -79,6 +82,16 @@ def test_roles_become_core_turns() -> None:
         ({"stream": "yes"}, "stream", "true or false"),
         ({"logprobs": True}, "logprobs", "not supported"),
         ({"tools": [{"type": "function"}]}, "tools[0]", "tools[0] must be"),
+        (
+            {
+                "messages": [
+                    *USER,
+                    {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]},
+                ]
+            },
+            "messages[1].tool_calls[0]",
+            "must be a JSON object",
+        ),
         ({"tool_choice": "auto"}, "tool_choice", "needs tools"),
         ({"response_format": {"type": "xml"}}, "response_format", "response_format must be"),
         ({"lift_context": 3}, "lift_context", "'truncated' or a list"),

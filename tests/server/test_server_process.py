@@ -80,3 +80,30 @@ def test_langchain_chat_openai(base_url: str, reference: dict[str, str]) -> None
     assert "".join(str(chunk.content) for chunk in chat.stream(QUESTION)) == reference["alpha"]
     other = ChatOpenAI(base_url=base_url, api_key="unused", model="beta", temperature=0)  # type: ignore[arg-type]
     assert other.invoke(QUESTION).content == reference["beta"]
+
+
+def test_tools_and_structured_output_through_langchain(base_url: str) -> None:
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+    chat = ChatOpenAI(base_url=base_url, api_key="unused", model="alpha", temperature=0, max_tokens=128)  # type: ignore[arg-type]
+    message = chat.bind_tools([weather], tool_choice="get_weather").invoke("What is the weather in Oslo?")
+    assert [call["name"] for call in message.tool_calls] == ["get_weather"]  # type: ignore[attr-defined]
+    assert isinstance(message.tool_calls[0]["args"]["city"], str)  # type: ignore[attr-defined]
+    founder = {
+        "title": "Founder",
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "year": {"type": "integer"}},
+        "required": ["name", "year"],
+    }
+    value = chat.with_structured_output(founder, method="json_schema").invoke("Who founded the institute?")
+    assert isinstance(value, dict) and set(value) == {"name", "year"} and isinstance(value["year"], int)
