@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]  # the machine's other work shows in every figure: recorded with them
     with tempfile.TemporaryDirectory() as folder:
         memories = save_memories(args.model, args.memories, Path(folder))
         serve_args = ["--device", args.device, *(["--model", args.model] if args.model else [])]
@@ -161,6 +162,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         },
         "results": results,
     }

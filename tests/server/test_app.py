@@ -244,3 +244,49 @@ async def test_tool_and_format_refusals(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as schema:
         await client.chat.completions.create(model="alpha", messages=user, response_format=bad_schema)
     assert schema.value.param == "response_format"
+
+
+async def test_lift_context_is_the_hybrid_mode(
+    client: openai.AsyncOpenAI, lift: LIFTModel, memories: dict[str, Memory]
+) -> None:
+    chunk = "Mira Quenton founded the Zorblat Institute in Vellhaven."
+    user: list[Any] = [{"role": "user", "content": QUESTION}]
+    response = await client.chat.completions.create(
+        model="beta", messages=user, max_tokens=8, extra_body={"lift_context": [chunk]}
+    )
+    hybrid = lift.generate(QUESTION, memory=memories["beta"], context=[chunk], max_new_tokens=8)
+    assert response.choices[0].message.content == hybrid.text
+    assert response.usage is not None and response.usage.prompt_tokens == hybrid.input_tokens
+    truncated = await client.chat.completions.create(
+        model="beta", messages=user, max_tokens=8, extra_body={"lift_context": "truncated"}
+    )
+    expected_text = lift.generate(
+        QUESTION, memory=memories["beta"], context="truncated", max_new_tokens=8
+    ).text
+    assert truncated.choices[0].message.content == expected_text
+    with pytest.raises(openai.BadRequestError, match="needs a memory"):
+        await client.chat.completions.create(
+            model="model", messages=user, max_tokens=8, extra_body={"lift_context": "truncated"}
+        )
+
+
+async def test_a_memory_bank_serves_each_memory_by_name(
+    lift: LIFTModel, memories: dict[str, Memory], tmp_path: Any
+) -> None:
+    from lift_integrations import MemoryBank
+
+    MemoryBank({"harbour": memories["alpha"], "orchard": memories["beta"]}).save(tmp_path / "kb")
+    bank = MemoryBank.load(tmp_path / "kb", max_loaded_bytes=0)  # each memory read from disk when asked for
+    engine = ChatEngine(lift, ServedModels("model", bank=bank), default_max_tokens=8)
+    try:
+        transport = httpx.ASGITransport(app=create_app(engine))
+        async with httpx.AsyncClient(transport=transport, base_url="http://lift.test/v1") as http:
+            client = openai.AsyncOpenAI(base_url="http://lift.test/v1", api_key="unused", http_client=http)
+            assert [m.id async for m in client.models.list()] == ["model", "harbour", "orchard"]
+            response = await client.chat.completions.create(
+                model="orchard", messages=[{"role": "user", "content": QUESTION}]
+            )
+            assert response.choices[0].message.content == expected(lift, memories, "beta", QUESTION).text
+            assert (response.model_extra or {})["lift"]["memory_id"] == memories["beta"].id
+    finally:
+        engine.close()

@@ -86,3 +86,20 @@ def test_ask_and_serve_check_arguments_before_loading(tmp_path: Path, capsys) ->
 def test_serve_refuses_repeated_model_ids(saved: Saved, capsys) -> None:
     argv = ["serve", "--model", str(saved.model_dir), "--memory", f"model={saved.memories['alpha']}"]
     _fails(argv, capsys, "model ids must be unique; repeated: ['model']")
+
+
+def test_the_command_and_the_server_core_import_light() -> None:
+    """``lift --help`` and the server's plain modules load neither torch nor FastAPI (the server extra
+    is imported only by ``lift serve``)."""
+    import subprocess
+
+    from server_helpers import command_env
+
+    code = (
+        "import sys, lift_integrations.commands, lift_integrations.server.engine, "
+        "lift_integrations.server.catalog; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=command_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
