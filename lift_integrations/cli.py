@@ -44,9 +44,10 @@ MODES = ("shard", "each")
 ADAPTERS = ("gated_memory", "lora")  # lift_integrations.model.ADAPTERS, without importing torch
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "lift-absorb") -> argparse.ArgumentParser:
+    """The arguments of ``lift-absorb`` (also ``lift absorb``, whose parser takes them as a parent)."""
     parser = argparse.ArgumentParser(
-        prog="lift-absorb",
+        prog=prog,
         description=(
             "Absorb text files into LIFT memories. Under torchrun the work is split over the processes: "
             "--mode shard trains one memory on all files, --mode each one memory per file."
@@ -162,7 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     (files, ``--output``, ``--device``, ``--dtype``, every ``--config-json`` setting, checked by
     :class:`LIFTConfig`) exit with status 2 before any model is loaded or file written."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(parser, parser.parse_args(argv))
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """What :func:`main` does once ``args`` are parsed; ``parser`` reports argument errors (``lift absorb``
+    passes its sub-command's parser)."""
     if args.warmup:
         if args.files or args.output is not None:
             parser.error("--warmup takes no FILE and no --output: it saves nothing")
@@ -254,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     _report(args.quiet, save_or_rescue(memory, output), memory)
                 except OSError as error:
-                    sys.stderr.write(f"lift-absorb: {error}\n")
+                    sys.stderr.write(f"{parser.prog}: {error}\n")
                     status = 1
             if context is not None:  # the other processes wait for rank 0's save, failed or not
                 distributed.barrier(context)
