@@ -229,7 +229,7 @@ class CorpusResources:
 
         articles = self.corpus.articles
         tokens = [self.lift.count_tokens(a.full_text) for a in articles]
-        self.settings.say(f"  absorbing {len(articles)} memories side by side: {sum(tokens):,} tokens")
+        self.settings.say(f"  absorbing {len(articles)} memories (absorb_many): {sum(tokens):,} tokens")
         start = time.perf_counter()
         bank = MemoryBank.from_documents(
             self.lift,

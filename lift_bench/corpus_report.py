@@ -128,7 +128,8 @@ def _absorption_tables(corpus: dict[str, Any]) -> list[str]:
             "",
             "## The knowledge base",
             "",
-            f"{bank['memories']} memories absorbed side by side (`MemoryBank.from_documents`, `absorb_many`) "
+            f"{bank['memories']} memories absorbed by `MemoryBank.from_documents` (`absorb_many`: side by "
+            "side on the fused engine, one after another on the eager one) "
             f"from {bank['tokens']:,} tokens in {bank['wall_s']:.1f} s, {bank['wall_s_per_article']:.1f} s "
             f"per article{loaded}; {_bytes(total)} of memory tensors in all.",
             "",
@@ -183,7 +184,7 @@ def _probe_table(general: dict[str, Any] | None) -> list[str]:
         "| contains difference |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    labels = {**PROBE_KINDS, "all": "both kinds"}
+    labels = {**PROBE_KINDS, "reading": "unrelated text in context", "all": "both kinds"}
     for kind, stats in general["kinds"].items():
         if not stats["n"]:
             lines.append(f"| {labels[kind]} | 0 |" + " – |" * 6)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -430,3 +433,41 @@ def test_command_line_corpus_setting() -> None:
     ):
         with pytest.raises(SystemExit):
             cli.parse_args(wrong)
+
+
+@pytest.mark.slow
+def test_the_corpus_setting_runs_on_the_embedded_model(tmp_path: Path) -> None:
+    """The command line on the real path: SmolLM2, MiniLM embeddings, the BankRouter, the saved bank."""
+    root = Path(__file__).resolve().parents[1]
+    data = root.parent / "shared" / "data" / "squad-dev.json"
+    if not data.is_file():
+        pytest.skip("needs ../shared/data/squad-dev.json (several articles)")
+    command = [
+        sys.executable,
+        "examples/compare_rag.py",
+        "--settings", "corpus",
+        "--data", str(data),
+        "--articles", "2",
+        "--paragraphs", "1",
+        "--questions", "1",
+        "--arms", "rag_langchain,lift_only,control",
+        "--preset", "fast",
+        "--config", '{"stage1_epochs": 1, "stage2_epochs": 1, "qa_per_document": 2}',
+        "--no-tune-rag",
+        "--general", "2",
+        "--max-new-tokens", "8",
+        "--answer-batch", "2",
+        "--no-plots",
+        "--threads", "1",
+        "--bank", str(tmp_path / "kb"),
+        "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text(encoding="utf-8"))
+    assert list(report["cases"][0]["questions"]) == ["rag_langchain", "lift_only", "control"]
+    routing = report["corpus"]["routing"]
+    assert routing["n"] == 2 and routing["correct"] + routing["none"] + routing["wrong"] == pytest.approx(1.0)
+    assert report["corpus"]["bank"]["memories"] == 2 and (tmp_path / "kb" / "bank" / "bank.json").is_file()
+    assert "## Routing" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
