@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lift_bench.arms import HarnessSettings
-from lift_bench.cases import BenchDocument, Case, sample_questions
+from lift_bench.arms import Answer, HarnessSettings
+from lift_bench.cases import BenchDocument, BenchQuestion, Case, sample_questions
 from lift_bench.compare import (
     GENERAL_QUESTIONS,
     _meta,
@@ -109,7 +109,7 @@ def versus(rows: dict[str, list[dict[str, Any]]], settings: HarnessSettings) -> 
     return result
 
 
-def _knowledge(settings: HarnessSettings) -> list[Any]:
+def _knowledge(settings: HarnessSettings) -> list[BenchQuestion]:
     if settings.general_questions is not None:
         return list(settings.general_questions)
     return load_general_questions(GENERAL_QUESTIONS) if GENERAL_QUESTIONS.is_file() else []
@@ -285,7 +285,10 @@ def run_corpus(
     }
 
 
-def _row(resources: CorpusResources, question: Any, answer: Any, label: str | None) -> dict[str, Any]:
+def _row(
+    resources: CorpusResources, question: BenchQuestion, answer: Answer, label: str | None
+) -> dict[str, Any]:
+    """A scored row, with the memory the answer used and whether its chunks held its own article."""
     row = {**_score(question, answer), "memory": label}
     if answer.context is not None:
         row["own_article_in_context"] = any(
