@@ -6,7 +6,7 @@
         --articles "Normans,1973 oil crisis,Amazon rainforest" --questions 50 --settings single,long \\
         --arms all --tune-rag --out runs/compare/smollm2-360m
 
-    python examples/compare_rag.py --settings corpus --questions 5 --preset dense_qa --answer-batch 64 \
+    python examples/compare_rag.py --settings corpus --questions 5 --preset dense_qa --answer-batch 64 \\
         --bank runs/corpus/kb --out runs/corpus/all24   # every article as one knowledge base
 
 Arms: closed_book, icl (whole document or head+tail), rag_langchain, rag_llamaindex, lift_only, lift_icl,
