@@ -6,11 +6,16 @@
         --articles "Normans,1973 oil crisis,Amazon rainforest" --questions 50 --settings single,long \\
         --arms all --tune-rag --out runs/compare/smollm2-360m
 
+    python examples/compare_rag.py --settings corpus --questions 5 --preset dense_qa --answer-batch 64 \\
+        --bank runs/corpus/kb --out runs/corpus/all24   # every article as one knowledge base
+
 Arms: closed_book, icl (whole document or head+tail), rag_langchain, rag_llamaindex, lift_only, lift_icl,
 hybrid, and the controls (control, control_icl, control_hybrid: a memory of unrelated text). With a
 memory arm, a general-ability probe (--general) asks unrelated questions with and without each document's
 memory. Writes report.json, report.md, f1_per_arm.png and f1_latency_vs_length.png under --out and prints
-the tables.
+the tables. The corpus setting (--settings corpus, lift_bench/corpus*.py) has arms of its own: RAG over
+every article's chunks, a memory bank routed per question, hybrid, one memory of the whole corpus, and
+controls with another article's memory; it reports routing accuracy.
 See docs/compare_rag.md for what each arm means and how to read the results.
 """
 
@@ -26,6 +31,10 @@ from pathlib import Path
 from lift_bench.arms import ALL_ARMS, HarnessSettings
 from lift_bench.cases import BenchDocument, article_document, build_cases
 from lift_bench.compare import QUICK_ARMS, run_comparison
+from lift_bench.corpus import build_corpus, probe_documents
+from lift_bench.corpus_arms import CORPUS_ARMS
+from lift_bench.corpus_report import corpus_markdown, write_corpus_outputs
+from lift_bench.corpus_run import absorb_corpus, run_corpus
 from lift_bench.report import markdown_report, write_outputs
 from lift_bench.squad import Article, load_squad_articles
 from lift_integrations import LIFTConfig, LIFTModel
@@ -34,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "squad-dev.json"
 EXAMPLE_DATA = ROOT / "examples" / "data"
 DEFAULT_ARTICLES = ("Normans", "1973 oil crisis", "Amazon rainforest")  # the articles of baselines.md
+FICTION = ("quillon.json", "brindlecombe.json")  # the corpus probe's unrelated reading (never in SQuAD)
 
 
 def default_data() -> Path:
@@ -81,9 +91,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--paragraphs", type=int, default=None, help="keep only each article's first N paragraphs"
     )
-    parser.add_argument("--questions", type=int, default=None, help="questions per document (default 50)")
-    parser.add_argument("--arms", default=None, help=f"comma-separated arms or 'all' ({', '.join(ALL_ARMS)})")
-    parser.add_argument("--settings", default=None, help="single, long or single,long (default: both)")
+    parser.add_argument(
+        "--questions",
+        type=int,
+        default=None,
+        help="questions per document (default 50; corpus: per article, default 5)",
+    )
+    parser.add_argument(
+        "--arms",
+        default=None,
+        help=f"comma-separated arms or 'all' ({', '.join(ALL_ARMS)}; corpus: {', '.join(CORPUS_ARMS)})",
+    )
+    parser.add_argument(
+        "--settings",
+        default=None,
+        help="single, long or single,long (default: both); or corpus (every selected article, all of them "
+        "by default, as one knowledge base: runs alone)",
+    )
+    parser.add_argument(
+        "--bank",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="corpus: keep the absorbed memories in DIR (the bank, the whole-corpus memory and how they "
+        "were made) and reuse them when DIR holds them for the same articles, model and recipe",
+    )
+    parser.add_argument(
+        "--absorb-only",
+        action="store_true",
+        help="corpus: absorb what the arms need into --bank and stop (a run split into several commands)",
+    )
     parser.add_argument(
         "--preset",
         choices=("auto", "fast", "dense_qa", "paper"),
@@ -172,9 +209,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "k": 4,
         "general": 20,
     }
-    for key, value in (quick if args.quick else full).items():
+    corpus = {**full, "questions": 5, "settings": "corpus"}
+    if args.settings and "corpus" in args.settings.split(","):
+        defaults = corpus
+    else:
+        defaults = quick if args.quick else full
+    for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if "corpus" in args.settings.split(",") and args.settings.strip() != "corpus":
+        parser.error("--settings corpus runs on its own (its arms and report differ from single and long)")
+    if args.absorb_only and args.bank is None:
+        parser.error("--absorb-only needs --bank DIR (where the memories are kept)")
+    if args.settings == "corpus" and args.memory_seeds != 1:
+        parser.error("the corpus setting absorbs each memory once (--memory-seeds 1)")
     return args
 
 
@@ -219,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     data = args.data or default_data()
+    if args.settings == "corpus":
+        run_corpus_setting(args, data, argv, started)
+        return
     arms = list(ALL_ARMS) if args.arms == "all" else [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = sorted(set(arms) - set(ALL_ARMS))
     if unknown:
@@ -268,6 +319,59 @@ def main(argv: list[str] | None = None) -> None:
     paths = write_outputs(report, args.out, plots=not args.no_plots)
     print()
     print(markdown_report(report))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+
+
+def run_corpus_setting(args: argparse.Namespace, data: Path, argv: list[str] | None, started: float) -> None:
+    """The corpus setting: every selected article (all by default) as one knowledge base."""
+    arms = list(CORPUS_ARMS) if args.arms == "all" else [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = sorted(set(arms) - set(CORPUS_ARMS))
+    if unknown:
+        sys.exit(f"unknown corpus arms {unknown}; expected some of {', '.join(CORPUS_ARMS)}")
+    every = load_squad_articles(data)
+    chosen, rest = select_articles(data, args.articles) if args.articles else (every, [])
+    if {"control", "control_hybrid"}.intersection(arms) and len(chosen) < 2:
+        sys.exit("the control arms use another article's memory: select at least two articles")
+    lift = LIFTModel.from_pretrained(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    print(f"model {lift.name} on {lift.device} ({str(lift.dtype).removeprefix('torch.')}); data {data}")
+    corpus = build_corpus([article_document(a, args.paragraphs) for a in chosen], args.questions, args.seed)
+    fiction = [json.loads((EXAMPLE_DATA / f).read_text(encoding="utf-8")) for f in FICTION]
+    settings = HarnessSettings(
+        absorb_config=absorb_config(args.preset, args.config, args.seed, lift.device.type),
+        max_new_tokens=args.max_new_tokens,
+        chunk_size=args.chunk_size,
+        k=args.k,
+        tune_rag=args.tune_rag,
+        seed=args.seed,
+        llamaindex_stock_prompt=args.llamaindex_stock_prompt,
+        general_probe=max(0, args.general),
+        answer_batch=max(1, args.answer_batch),
+        route_memories=args.route_memories,
+    )
+    if args.absorb_only:
+        from lift_bench.corpus import CorpusResources
+
+        resources = CorpusResources(lift, corpus, settings, bank_dir=args.bank)
+        made = absorb_corpus(lift, resources, arms)
+        for what in ("bank", "whole"):
+            if what in made:
+                print(f"{what}: {made[what]['wall_s']:.1f} s (loaded from: {made[what]['loaded_from']})")
+        print(f"kept in {args.bank}; total wall time {time.perf_counter() - started:.0f} s")
+        return
+    report = run_corpus(
+        lift, corpus, arms, settings, unrelated=probe_documents(rest, fiction), bank_dir=args.bank
+    )
+    report["meta"].update(
+        {
+            "data": str(data),
+            "command": " ".join(["examples/compare_rag.py", *(argv or sys.argv[1:])]),
+            "script_wall_s": round(time.perf_counter() - started, 1),
+        }
+    )
+    paths = write_corpus_outputs(report, args.out, plots=not args.no_plots)
+    print()
+    print(corpus_markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
