@@ -11,10 +11,13 @@ The pipeline is deliberately simple and rule based:
 1. :func:`split_sentences` cuts the text into sentences with abbreviation-aware regex heuristics.
 2. :func:`find_answer_spans` proposes short answers in a sentence: dates, years, centuries, amounts,
    percentages, numbers and capitalised names.
-3. :func:`extractive_qa_pairs` turns (sentence, span) into a question: a direct question where a
-   simple pattern applies ("When was X founded?"), an echo question when the span ends the sentence
+3. :func:`extractive_qa_pairs` turns (sentence, span) into questions: direct questions that name the
+   subject where a sentence shape allows (:mod:`lift_integrations.absorb._direct`: "Who founded the
+   Brindlecombe Clock Museum?", "When was it founded?" with "it" resolved to the title, several
+   phrasings per fact), and a question quoting the sentence: an echo question when the span ends it
    ("... in what year?"), otherwise a fill-in-the-blank question. A seeded ``random.Random`` picks
-   which pairs to keep, spread over the whole document.
+   which pairs to keep, spread over the whole document and strongly preferring direct questions,
+   which are what users ask (docs/tuning.md, sweep 22).
 
 The heuristics are tuned for English but never fail on other languages: text without a recognisable
 candidate just yields fewer (or no) pairs.
@@ -543,9 +546,10 @@ def extractive_qa_pairs(text: str, *, title: str = "", max_pairs: int = 10, seed
 
     Each pair's ``answer`` is a verbatim span (at most ~8 words) of its ``evidence``, which is a
     verbatim sentence of ``text`` (sentences over ~60 words are skipped: their questions would be
-    unreadable). Questions are direct where a simple pattern applies ("When was X founded?"), else an
-    echo question ("... in what year?") or a fill-in-the-blank question quoting the sentence, prefixed
-    with ``title`` when one is given.
+    unreadable). Questions are direct where a sentence shape allows ("When was the Quillon Observatory
+    opened?", naming the subject: a leading "It" or "the observatory" becomes the ``title``), several
+    phrasings per fact, plus an echo question ("... in what year?") or a fill-in-the-blank question
+    quoting the sentence, prefixed with ``title`` when one is given. Sampling prefers direct questions.
 
     When there are more than ``max_pairs`` candidates, ``random.Random(seed)`` chooses: sentences are
     taken in rounds (first one pair per sentence, then a second, ...), and within a round the document
