@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -376,3 +378,219 @@ def test_pairs_invariants_on_arbitrary_text(text: str, max_pairs: int, seed: int
     assert len(pairs) <= max_pairs
     _check_pair_invariants(pairs, text)
     assert pairs == extractive_qa_pairs(text, title="Doc", max_pairs=max_pairs, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Direct questions that name the subject (docs/tuning.md, sweep 22)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sentence", "question", "answer"),
+    [
+        # "<X> was <participle> by <AGENT>": active and "by whom" phrasings.
+        (
+            "The library was founded in 1887 by the watchmaker Orla Pennick.",
+            "Who founded the library?",
+            "Orla Pennick",
+        ),
+        (
+            "The library was founded in 1887 by the watchmaker Orla Pennick.",
+            "By whom was the library founded?",
+            "Orla Pennick",
+        ),
+        ("The bridge was built by Tomas Vell.", "Who built the bridge?", "Tomas Vell"),
+        ("The novel was written by Anna Berg.", "Who wrote the novel?", "Anna Berg"),
+        (
+            "The observatory is funded by the Ferrand Sky Trust.",
+            "Who funds the observatory?",
+            "Ferrand Sky Trust",
+        ),
+        (
+            "The observatory is funded by the Ferrand Sky Trust.",
+            "By whom is the observatory funded?",
+            "Ferrand Sky Trust",
+        ),
+        # "<NAME>, <participle> by <AGENT>" (a reduced relative clause).
+        (
+            "Its best clock is the Iron Heron, built by Tomas Vell for the lighthouse.",
+            "Who built the Iron Heron?",
+            "Tomas Vell",
+        ),
+        # "<NAME> <past verb> <object> (in <WHEN>)".
+        ("The Dunmore family donated the library in 1902.", "Which family donated the library?", "Dunmore"),
+        ("The Dunmore family donated the library in 1902.", "Who donated the library?", "Dunmore"),
+        ("The Dunmore family donated the library in 1902.", "By whom was the library donated?", "Dunmore"),
+        (
+            "The Dunmore family donated the library in 1902.",
+            "When did the Dunmore family donate the library?",
+            "1902",
+        ),
+        (
+            "The Dunmore family donated the library in 1902.",
+            "In what year was the library donated by the Dunmore family?",
+            "1902",
+        ),
+        ("Orla Pennick built the clock tower in 1887.", "Who built the clock tower?", "Orla Pennick"),
+        (
+            "Orla Pennick built the clock tower in 1887.",
+            "When did Orla Pennick build the clock tower?",
+            "1887",
+        ),
+        ("Anna Berg wrote the town charter in 1850.", "By whom was the town charter written?", "Anna Berg"),
+        # Copula, with an apposition after the name, "named", and "the <kind> <NAME>".
+        (
+            "The current director of the observatory is Piet Amsel, a specialist in binary stars.",
+            "Who is the current director of the observatory?",
+            "Piet Amsel",
+        ),
+        (
+            "The largest telescope is named Old Kestrel.",
+            "What is the largest telescope named?",
+            "Old Kestrel",
+        ),
+        (
+            "The largest telescope is named Old Kestrel.",
+            "What is the name of the largest telescope?",
+            "Old Kestrel",
+        ),
+        ("The first discovery was the comet Varnholt-3.", "What was the first discovery?", "Varnholt-3"),
+        ("The town's oldest bridge is the Kell Arch.", "What is the oldest bridge of the town?", "Kell Arch"),
+        # Location.
+        ("The museum is in the harbour town of Saltreach.", "Where is the museum?", "Saltreach"),
+        ("The museum is in the harbour town of Saltreach.", "In which town is the museum?", "Saltreach"),
+        ("The observatory stands on Mount Ferrand.", "Where does the observatory stand?", "Mount Ferrand"),
+        ("The mirror was cast in the town of Brevik.", "In which town was the mirror cast?", "Brevik"),
+        # Counts, habits, dated reduced relatives, attributes that are no name.
+        ("The library has 11000 books.", "How many books does the library have?", "11000"),
+        (
+            "Every spring the museum holds Winding Day, when children wind every clock.",
+            "What does the museum hold every spring?",
+            "Winding Day",
+        ),
+        (
+            "Its first discovery was the comet Varnholt-3, found in 1934.",
+            "In what year was the comet Varnholt-3 found?",
+            "1934",
+        ),
+        ("The museum's emblem is a silver anchor.", "What is the museum's emblem?", "silver anchor"),
+        ("The museum's emblem is a silver anchor.", "What is the emblem of the museum?", "silver anchor"),
+    ],
+)
+def test_direct_questions_name_the_subject(sentence: str, question: str, answer: str) -> None:
+    pairs = extractive_qa_pairs(sentence, max_pairs=100)
+    _check_pair_invariants(pairs, sentence)
+    assert QAPair(question, answer, sentence) in pairs
+
+
+def test_pronouns_and_generic_mentions_resolve_to_the_title() -> None:
+    text = (
+        "The Quillon Observatory stands on Mount Ferrand. It was opened in 1931 by the astronomer Edda "
+        "Varnholt. The observatory is funded by the Ferrand Sky Trust, and its official colour is "
+        "copper green."
+    )
+    pairs = extractive_qa_pairs(text, title="Quillon Observatory", max_pairs=100)
+    _check_pair_invariants(pairs, text)
+    by_question = {p.question: p.answer for p in pairs}
+    assert by_question["Who opened the Quillon Observatory?"] == "Edda Varnholt"
+    assert by_question["When was the Quillon Observatory opened?"] == "1931"
+    assert by_question["Who funds the Quillon Observatory?"] == "Ferrand Sky Trust"
+    assert by_question["What is the Quillon Observatory's official colour?"] == "copper green"
+    assert by_question["What is the official colour of the Quillon Observatory?"] == "copper green"
+    # Direct questions never keep a pronoun or the generic mention.
+    direct = [q for q in by_question if not q.startswith("Based on")]
+    assert direct
+    assert not any(re.search(r"(?<!\w)(?:it|its|the observatory)(?!\w)", q) for q in direct)
+
+
+def test_it_refers_to_a_name_introduced_just_before() -> None:
+    text = "The museum's most famous clock is the Iron Heron. It was built by Tomas Vell."
+    questions = {p.question: p.answer for p in extractive_qa_pairs(text, max_pairs=100)}
+    assert questions["Who built the Iron Heron?"] == "Tomas Vell"
+
+
+def test_an_unresolved_pronoun_gives_no_direct_question() -> None:
+    text = "The bell is loud and old. It was cast in 1820 by Tomas Vell."
+    questions = [p.question for p in extractive_qa_pairs(text, max_pairs=100)]
+    assert questions  # the quoting questions remain
+    assert not any(q.startswith(("Who", "By whom", "When", "In what year")) for q in questions), questions
+
+
+@pytest.mark.parametrize(
+    ("past", "base"),
+    [
+        ("founded", "found"),
+        ("donated", "donate"),
+        ("named", "name"),
+        ("stopped", "stop"),
+        ("called", "call"),
+        ("carried", "carry"),
+        ("acquired", "acquire"),
+        ("poured", "pour"),
+        ("built", "build"),
+        ("wrote", "write"),
+        ("found", "find"),
+        ("opened", None),  # "open" or "opene": unsure, so no "When did ... open ...?"
+        ("changed", None),
+    ],
+)
+def test_base_form_of_past_tenses(past: str, base: str | None) -> None:
+    from lift_integrations.absorb._verbs import base_of_past
+
+    assert base_of_past(past) == base
+
+
+def test_verb_forms_for_passive_and_active() -> None:
+    from lift_integrations.absorb._verbs import (
+        base_of_third_person,
+        participle_of_past,
+        past_of_participle,
+        third_person,
+    )
+
+    assert past_of_participle("written") == "wrote"
+    assert past_of_participle("opened") == "opened"
+    assert participle_of_past("gave") == "given"
+    assert participle_of_past("donated") == "donated"
+    assert [third_person(v) for v in ("fund", "finance", "carry", "watch")] == [
+        "funds",
+        "finances",
+        "carries",
+        "watches",
+    ]
+    assert [base_of_third_person(v) for v in ("holds", "carries", "watches", "pass")] == [
+        "hold",
+        "carry",
+        "watch",
+        None,
+    ]
+
+
+_SHEETS = Path(__file__).resolve().parents[1] / "examples" / "data"
+
+
+def _is_quoting(question: str) -> bool:
+    """The questions that quote their sentence: fill-in-the-blank and echo questions."""
+    return question.startswith("Based on ")
+
+
+@pytest.mark.parametrize("sheet", ["quillon.json", "brindlecombe.json"])
+def test_fact_sheets_get_direct_questions_for_every_fact(sheet: str) -> None:
+    data = json.loads((_SHEETS / sheet).read_text(encoding="utf-8"))
+    pairs = extractive_qa_pairs(data["text"], title=data["title"], max_pairs=1000)
+    _check_pair_invariants(pairs, data["text"])
+    direct = [p for p in pairs if not _is_quoting(p.question)]
+    quoting = [p for p in pairs if _is_quoting(p.question)]
+    # Before sweep 22 each sheet had one direct question (about "it") for 10-11 quoting ones.
+    assert len(direct) >= 2 * len(quoting)
+    assert not any(re.search(r"(?<!\w)(?:it|its)(?!\w)", p.question) for p in direct)
+    # Every fact the sheet asks about that the spans find has a direct question, most two or more.
+    answered = {p.answer for p in direct}
+    golds = {q["answer"] for q in data["questions"]} & {p.answer for p in pairs}
+    assert golds <= answered
+    phrasings = [sum(p.answer == gold for p in direct) for gold in golds]
+    assert sum(n >= 2 for n in phrasings) >= len(golds) // 2
+    # fast() asks for 24 pairs: the sample keeps mostly direct questions.
+    for seed in (0, 1):
+        sample = extractive_qa_pairs(data["text"], title=data["title"], max_pairs=24, seed=seed)
+        assert sum(not _is_quoting(p.question) for p in sample) >= 0.7 * len(sample)

@@ -11,10 +11,13 @@ The pipeline is deliberately simple and rule based:
 1. :func:`split_sentences` cuts the text into sentences with abbreviation-aware regex heuristics.
 2. :func:`find_answer_spans` proposes short answers in a sentence: dates, years, centuries, amounts,
    percentages, numbers and capitalised names.
-3. :func:`extractive_qa_pairs` turns (sentence, span) into a question: a direct question where a
-   simple pattern applies ("When was X founded?"), an echo question when the span ends the sentence
+3. :func:`extractive_qa_pairs` turns (sentence, span) into questions: direct questions that name the
+   subject where a sentence shape allows (:mod:`lift_integrations.absorb._direct`: "Who founded the
+   Brindlecombe Clock Museum?", "When was it founded?" with "it" resolved to the title, several
+   phrasings per fact), and a question quoting the sentence: an echo question when the span ends it
    ("... in what year?"), otherwise a fill-in-the-blank question. A seeded ``random.Random`` picks
-   which pairs to keep, spread over the whole document.
+   which pairs to keep, spread over the whole document and strongly preferring direct questions,
+   which are what users ask (docs/tuning.md, sweep 22).
 
 The heuristics are tuned for English but never fail on other languages: text without a recognisable
 candidate just yields fewer (or no) pairs.
@@ -26,126 +29,35 @@ import random
 import re
 from dataclasses import dataclass
 
+from lift_integrations.absorb._direct import (
+    Topic,
+    direct_questions,
+    next_referent,
+    phrase_answers,
+    sentence_topic,
+    topic_of,
+)
+from lift_integrations.absorb._english import (
+    CLOSERS,
+    COMMON_INITIAL,
+    FUNCTION_WORDS,
+    MAX_ANSWER_WORDS,
+    MAYBE_END,
+    NAME_CONNECTORS,
+    NEVER_END,
+    OPENERS,
+    PERSON_TITLES,
+    SENTENCE_STARTERS,
+    TAIL_END_RE,
+    TEMPORAL_PREPS,
+    is_person,
+    word_count,
+    wordset,
+)
 from lift_integrations.absorb.types import QAPair
 
 __all__ = ["extractive_qa_pairs", "find_answer_spans", "split_sentences"]
 
-# --------------------------------------------------------------------------------------------------
-# Word lists
-# --------------------------------------------------------------------------------------------------
-
-
-def _wordset(words: str) -> frozenset[str]:
-    """A frozenset from a whitespace-separated word list; keeps the long lists below readable."""
-    return frozenset(words.split())
-
-
-# Abbreviations that are (almost) always followed by more of the same sentence, typically a name.
-_NEVER_END: frozenset[str] = _wordset(
-    """
-    mr mrs ms mx dr prof rev hon messrs mme mlle gen col lt maj capt cmdr sgt cpl adm gov sen
-    rep pres supt insp fr msgr e.g i.e cf vs viz approx ca esp incl fig figs eq eqs ch sec vol vols pp
-    op cit ibid resp dept univ assn bros mt ft
-    """
-)
-
-# Abbreviations that can also end a sentence ("... Apple Inc. The company ...", "... and so on, etc.").
-# They only end the sentence when the next word looks like a sentence starter.
-_MAYBE_END: frozenset[str] = _wordset(
-    """
-    etc inc ltd co corp llc plc al jr sr st no nos jan feb mar apr jun jul aug sep sept oct nov dec
-    est min max avg approx dist ave rd blvd
-    """
-)
-
-# Words that commonly begin an English sentence. Used to decide whether an ambiguous abbreviation
-# ("Inc.", "U.S.", an initial) ends the sentence: "... in the U.S. The war ..." vs "U.S. Army".
-_SENTENCE_STARTERS: frozenset[str] = _wordset(
-    """
-    the a an he she it they we i you this that these those there his her its their our my your in on at
-    by for from with after before during when while however but and so then thus also as if although
-    though since because many most some all both each one two three four five six seven eight nine ten
-    today later meanwhile furthermore moreover nevertheless nonetheless yet what who where why how which
-    such other another no not only even still here despite following according unlike once instead
-    finally first second third next overall indeed therefore hence similarly additionally consequently
-    """
-)
-
-# Capitalised common words that are not names when they start a sentence (or a quotation).
-_COMMON_INITIAL: frozenset[str] = _SENTENCE_STARTERS | _wordset(
-    """
-    through under over about among amongst between within without toward towards around near upon into
-    onto above below behind beyond across along against throughout until till unless whether whereas
-    either neither nor due given based using like early late every any several few much more less
-    again initially originally eventually generally historically traditionally currently recently
-    note see please yes let let's whilst may might can could would should must will shall do does did
-    was were is are be been being have has had to of or nor just perhaps maybe although because
-    around approximately nearly almost about some its it's earlier previously soon afterwards thereafter
-    meanwhile subsequently likewise otherwise
-    """
-)
-
-# Function words that may follow a year ("in 1066 the ...") without turning it into a count.
-_FUNCTION_WORDS: frozenset[str] = _wordset(
-    """
-    the a an and or but nor when while after before as to with by in on at of for that which who whom
-    whose he she it they we i you his her its their this these those there then until till since so
-    than from into onto upon during through under over about against between among is was were are be
-    had has have did does do not also
-    """
-)
-
-# Words before a bare number that mark it as a year ("in 911", "since 1990").
-_TEMPORAL_PREPS: frozenset[str] = _wordset(
-    "in since by until till before after from during around circa c. ca. year early late mid"
-)
-
-# Tokens that may sit inside a multi-word name between two capitalised tokens.
-_NAME_CONNECTORS: frozenset[str] = _wordset(
-    "of de del della der den van von da di du la le al bin ibn y dos das"
-)
-
-# Leading tokens that mark a name as a person ("King Charles III", "Dr. Smith").
-_PERSON_TITLES: frozenset[str] = _wordset(
-    """
-    king queen duke duchess prince princess emperor empress count countess earl baron lord lady sir
-    saint st pope bishop archbishop cardinal president chancellor general admiral captain dr mr mrs ms
-    prof professor sultan caliph tsar czar khan shah pharaoh
-    """
-)
-
-# Nouns that make "Who ...?" the right wh-word for a definite description.
-_PERSON_NOUNS: frozenset[str] = _wordset(
-    """
-    king queen duke duchess prince princess emperor empress ruler leader founder president chancellor
-    minister author writer poet painter composer scientist inventor architect director actor actress
-    singer player coach captain general admiral commander bishop pope saint son daughter father mother
-    wife husband brother sister heir successor predecessor man woman person chief head monarch sultan
-    caliph pharaoh governor mayor senator chairman ceo owner creator discoverer winner champion
-    philosopher explorer teacher student husband widow count earl baron lord lady knight
-    """
-)
-
-# Past participles (beyond the regular "-ed" ones) accepted by the "X was <verb>ed in <when>" pattern.
-_IRREGULAR_PARTICIPLES: frozenset[str] = _wordset(
-    """
-    built born held made won fought sold bought laid led lost set begun sent spent kept left met paid
-    told brought caught taught found heard known shown grown drawn thrown torn worn sworn sung struck
-    hung split cast rebuilt written given taken seen chosen driven broken frozen spoken stolen beaten
-    forgotten hidden ridden risen shaken undertaken overthrown slain won begun done put shut
-    """
-)
-
-# Participles after which "in/at <Name>" is a place: "born in Rouen" -> "Where was X born?".
-_LOCATIVE_PARTICIPLES: frozenset[str] = _wordset(
-    """
-    born located buried built founded situated based held established headquartered raised educated
-    crowned killed married imprisoned exiled published printed signed fought
-    """
-)
-
-_OPENERS = "\"'“‘«([{¿¡"
-_CLOSERS = "\"'”’»)]}"
 
 # --------------------------------------------------------------------------------------------------
 # Sentence splitting
@@ -179,7 +91,7 @@ def _next_word(text: str, pos: int) -> str:
     """The whitespace-delimited word starting at or after ``pos``, without surrounding punctuation."""
     match = _NEXT_TOKEN_RE.match(text, pos)
     word = match.group(1) if match else ""
-    return word.lstrip(_OPENERS).rstrip(_CLOSERS + ".,;:!?")
+    return word.lstrip(OPENERS).rstrip(CLOSERS + ".,;:!?")
 
 
 def _period_ends_sentence(text: str, period_start: int, next_word: str) -> bool:
@@ -192,19 +104,19 @@ def _period_ends_sentence(text: str, period_start: int, next_word: str) -> bool:
     last = _last_token(text, period_start)
     if last is None:
         return True
-    token = last.lstrip(_OPENERS).rstrip(_CLOSERS)
+    token = last.lstrip(OPENERS).rstrip(CLOSERS)
     lower = token.lower()
     if not token:
         return True
-    if lower in _NEVER_END:
+    if lower in NEVER_END:
         return False
     ambiguous = (
-        lower in _MAYBE_END or _INITIAL_RE.fullmatch(token) is not None or _DOTTED_ACRONYM_RE.fullmatch(token)
+        lower in MAYBE_END or _INITIAL_RE.fullmatch(token) is not None or _DOTTED_ACRONYM_RE.fullmatch(token)
     )
     if ambiguous:
         if next_word[:1].isdigit():
             return False  # "No. 5", "Jan. 12"
-        return next_word.lower() in _SENTENCE_STARTERS
+        return next_word.lower() in SENTENCE_STARTERS
     return True
 
 
@@ -218,7 +130,7 @@ def _terminator_is_boundary(text: str, match: re.Match[str]) -> bool:
     first = next_word[0]
     if first.islower():
         return False  # '"Really?" he asked.', "approx. five", "... and so on. etc."
-    punct = match.group(1).rstrip(_CLOSERS)
+    punct = match.group(1).rstrip(CLOSERS)
     if punct == ".":
         return _period_ends_sentence(text, match.start(), next_word)
     return True
@@ -240,7 +152,7 @@ def _newline_is_boundary(text: str, end: int, next_word: str) -> bool:
     if text[end - 1] in ",;:-–—(&/":
         return False
     token = _last_token(text, end)
-    return token is None or token.rstrip(".").lower() not in _NEVER_END
+    return token is None or token.rstrip(".").lower() not in NEVER_END
 
 
 def split_sentences(text: str) -> list[str]:
@@ -335,7 +247,7 @@ _NUMERIC_PATTERNS: list[tuple[re.Pattern[str], str]] = [
 _WORD_TOKEN_RE = re.compile(r"(?:[^\W\d_]\.){2,}|[^\W_](?:\w|[-'’](?=\w))*")
 _PREV_WORD_RE = re.compile(r"([\w.]+)\W*$")
 _FOLLOW_WORD_RE = re.compile(r"\W*(\w+)")
-_MONTH_NAMES: frozenset[str] = _wordset(
+_MONTH_NAMES: frozenset[str] = wordset(
     "january february march april may june july august september october november december"
 )
 _MAX_NAME_WORDS = 8
@@ -358,12 +270,12 @@ def _classify_bare_number(sentence: str, start: int, end: int) -> str:
     follow = _FOLLOW_WORD_RE.match(sentence, end)
     if follow is not None and sentence[end : follow.start(1)].strip() == "":
         word = follow.group(1)
-        if word.isalpha() and word.islower() and word not in _FUNCTION_WORDS:
+        if word.isalpha() and word.islower() and word not in FUNCTION_WORDS:
             return "number"  # "1500 soldiers"
     if len(text) == 4 and int(text) >= 1000:
         return "year"
     prev = _PREV_WORD_RE.search(sentence, 0, start)
-    if prev is not None and prev.group(1).lower() in _TEMPORAL_PREPS:
+    if prev is not None and prev.group(1).lower() in TEMPORAL_PREPS:
         return "year"
     return "number"
 
@@ -394,7 +306,7 @@ def _clause_initial(sentence: str, start: int) -> bool:
     """Whether a token at ``start`` begins the sentence or a quotation/parenthesis/colon clause, where
     capitalised common words ("The", "However") are not names."""
     before = sentence[:start].rstrip()
-    return not before or before[-1] in _OPENERS + ":;—–" or before.lstrip(_OPENERS) == ""
+    return not before or before[-1] in OPENERS + ":;—–" or before.lstrip(OPENERS) == ""
 
 
 def _name_spans(sentence: str) -> list[_Span]:
@@ -415,7 +327,7 @@ def _name_spans(sentence: str) -> list[_Span]:
             gap = sentence[prev_end:cur_start]
             gap_ok = gap == " " or (
                 gap in (". ", ".\u00a0")
-                and (len(prev_word) == 1 or prev_word.lower() in _NEVER_END | _PERSON_TITLES)
+                and (len(prev_word) == 1 or prev_word.lower() in NEVER_END | PERSON_TITLES)
             )
             if not gap_ok or prev_word.endswith(("'s", "’s")):
                 break
@@ -427,7 +339,7 @@ def _name_spans(sentence: str) -> list[_Span]:
                 run.append(j)  # "Super Bowl 50", "Apollo 11"; ends the run
                 j += 1
                 break
-            if cur_word in _NAME_CONNECTORS or (cur_word == "the" and prev_word == "of"):
+            if cur_word in NAME_CONNECTORS or (cur_word == "the" and prev_word == "of"):
                 # A connector only joins if a capitalised token (or "the" + one) follows directly.
                 k = j + 1
                 if k < len(tokens) and tokens[k][2] == "the" and cur_word == "of":
@@ -444,7 +356,7 @@ def _name_spans(sentence: str) -> list[_Span]:
         first = tokens[run[0]]
         if _clause_initial(sentence, first[0]):
             lowered = first[2].lower()
-            if lowered in _COMMON_INITIAL or (lowered.endswith("ly") and len(run) == 1):
+            if lowered in COMMON_INITIAL or (lowered.endswith("ly") and len(run) == 1):
                 run = run[1:]
         while run and not _is_capitalised(tokens[run[0]][2]):
             run = run[1:]
@@ -499,7 +411,6 @@ def find_answer_spans(sentence: str) -> list[str]:
 
 _MAX_SENTENCE_WORDS = 60
 _MIN_SENTENCE_WORDS = 4
-_MAX_ANSWER_WORDS = 8
 _BLANK = "____"
 _DATE_KINDS = frozenset({"date", "year", "period"})
 
@@ -528,16 +439,6 @@ _PREP_END_RE = re.compile(
     r"|with|than|circa)\s+$",
     flags=re.IGNORECASE,
 )
-_WORD_RE = re.compile(r"\w+")
-_ADVERBS = r"(?:first|later|originally|officially|finally|eventually|formally|also|then|subsequently)"
-_PASSIVE_RE = re.compile(
-    rf"^(?P<subj>[^,;:()\"“”]{{1,100}}?)\s+(?P<aux>was|were|is|are)\s+(?:(?P<adv>{_ADVERBS})\s+)?"
-    r"(?P<verb>[a-z]+)\s+(?P<prep>in|on|during|at|near)\s+$"
-)
-_IS_THE_RE = re.compile(r"^\s+(?P<aux>is|was|are|were)\s+the\s+(?P<np>[^,;:()\"“”]+?)\s*[.!]?$")
-_THE_IS_RE = re.compile(r"^(?:The|the)\s+(?P<np>[^,;:()\"“”]{2,100}?)\s+(?P<aux>is|was|are|were)\s+$")
-_POPULATION_RE = re.compile(r"^(?P<subj>[^,;:()\"“”]{2,100}?)\s+(?P<verb>has|had)\s+a\s+population\s+of\s+$")
-_TAIL_END_RE = re.compile(r"^[.!…]*$")
 
 
 @dataclass(frozen=True)
@@ -549,107 +450,20 @@ class _Candidate:
     order: int
 
 
-def _word_count(text: str) -> int:
-    """Number of word tokens; used for the sentence and answer length limits."""
-    return len(_WORD_RE.findall(text))
-
-
-def _lower_first(phrase: str) -> str:
-    """Lowercase "The Duchy" -> "the Duchy" when the first word is a common word, so it reads mid-question."""
-    first, _, rest = phrase.partition(" ")
-    if first.lower() in _COMMON_INITIAL and first[:1].isupper() and not first.isupper():
-        return f"{first.lower()} {rest}".rstrip()
-    return phrase
-
-
-def _is_participle(word: str) -> bool:
-    """A past participle, as far as a suffix check and a short irregular list can tell."""
-    return word in _IRREGULAR_PARTICIPLES or (len(word) > 4 and word.endswith("ed"))
-
-
-def _is_person(name: str, description: str = "") -> bool:
-    """Guess whether a name/description refers to a person, to choose "Who" over "What"."""
-    first = name.split(" ", 1)[0].rstrip(".").lower()
-    words = {w.lower() for w in _WORD_RE.findall(description)}
-    return first in _PERSON_TITLES or bool(words & _PERSON_NOUNS)
-
-
-def _clause_tail(rest: str) -> str | None:
-    """The text after the answer up to the end of its clause, if short enough to keep in a question.
-
-    Returns "" when the clause ends at the answer, None when the continuation is too long to carry.
-    """
-    clause = re.split(r"[,;:(—–]", rest, maxsplit=1)[0]
-    clause = clause.strip().rstrip(".!?…" + _CLOSERS).strip()
-    if not clause:
-        return ""
-    if _word_count(clause) > _MAX_ANSWER_WORDS or any(ch in clause for ch in _OPENERS):
-        return None
-    return clause
-
-
-def _direct_questions(sentence: str, span: _Span) -> list[str]:
-    """Direct wh-questions for the few sentence shapes a regex can transform reliably.
-
-    - "<subj> was/were <participle> in/on <WHEN> ..." -> "When / In what year was <subj> <participle>?"
-    - "<subj> was <born|built|...> in <Name> ..."     -> "Where was <subj> born?"
-    - "<Name> is/was the <np>."                      -> "Who/What is/was the <np>?"
-    - "The <np> is/was <Name>."                      -> "Who/What is/was the <np>?"
-    - "<subj> has/had a population of <N>."          -> "What is/was the population of <subj>?"
-    """
-    before = sentence[: span.start]
-    after = sentence[span.end :]
-    answer = sentence[span.start : span.end]
-    questions: list[str] = []
-
-    passive = _PASSIVE_RE.match(before)
-    if passive is not None and _is_participle(passive["verb"]) and _word_count(passive["subj"]) <= 12:
-        tail = _clause_tail(after)
-        if tail is not None:
-            subj = _lower_first(passive["subj"].strip().lstrip(_OPENERS))
-            adverb = f" {passive['adv']}" if passive["adv"] else ""
-            rest = f" {tail}" if tail else ""
-            predicate = f"{passive['aux']} {subj}{adverb} {passive['verb']}{rest}"
-            if span.kind in _DATE_KINDS:
-                wh = {"year": "In what year", "period": "In what period"}.get(span.kind, "When")
-                questions.append(f"{wh} {predicate}?")
-            elif span.kind == "name" and passive["verb"] in _LOCATIVE_PARTICIPLES and passive["prep"] != "on":
-                questions.append(f"Where {predicate}?")
-
-    if span.kind == "name" and span.start == 0:
-        is_the = _IS_THE_RE.match(after)
-        if is_the is not None and _word_count(is_the["np"]) <= 15:
-            wh = "Who" if _is_person(answer, is_the["np"]) else "What"
-            questions.append(f"{wh} {is_the['aux']} the {is_the['np']}?")
-
-    if span.kind == "name" and _TAIL_END_RE.match(after.strip()):
-        the_is = _THE_IS_RE.match(before)
-        if the_is is not None and _word_count(the_is["np"]) <= 15:
-            wh = "Who" if _is_person(answer, the_is["np"]) else "What"
-            questions.append(f"{wh} {the_is['aux']} the {the_is['np']}?")
-
-    if span.kind == "number":
-        population = _POPULATION_RE.match(before)
-        if population is not None and _word_count(population["subj"]) <= 12:
-            aux = "is" if population["verb"] == "has" else "was"
-            questions.append(f"What {aux} the population of {_lower_first(population['subj'].strip())}?")
-    return questions
-
-
 def _context_question(sentence: str, span: _Span, title: str) -> str:
     """A question that quotes the sentence: an echo question when the answer ends the sentence
     ("... to King Charles III in what year?"), else a fill-in-the-blank question."""
     prefix = f"Based on {title}: " if title else ""
     before = sentence[: span.start]
     after = sentence[span.end :]
-    if _TAIL_END_RE.match(after) and before.strip():
+    if TAIL_END_RE.match(after) and before.strip():
         # "... in the 1990s." -> "... in what period?", not "... in the in what period?"
         article = _ARTICLE_END_RE.search(before)
         stem = before[: article.start()] if article is not None else before
         alone, after_prep = _ECHO_WH[span.kind]
         wh = after_prep if _PREP_END_RE.search(stem) else alone
         if span.kind == "name" and (
-            _is_person(sentence[span.start : span.end]) or re.search(r"(?<!\w)by\s+$", stem)
+            is_person(sentence[span.start : span.end]) or re.search(r"(?<!\w)by\s+$", stem)
         ):
             wh = "whom"  # "established in 911 by whom?"
         if stem.strip():
@@ -672,23 +486,39 @@ def _span_weight(kind: str, answer: str) -> float:
     return 1.0
 
 
-def _sentence_candidates(sentence: str, title: str, seen: set[str]) -> list[_Candidate]:
+# Sampling weight added to a direct question, and the factor on a quoting question for a span that
+# also has a direct one: direct questions are what users ask (docs/tuning.md, sweep 22).
+_DIRECT_BONUS = 6.0
+_QUOTING_FACTOR_WITH_DIRECT = 0.5
+
+
+def _sentence_candidates(sentence: str, title: str, topic: Topic, seen: set[str]) -> list[_Candidate]:
     """All QA pairs one sentence can give, skipping duplicates of questions already produced."""
     candidates: list[_Candidate] = []
-    for order, span in enumerate(_select_spans(sentence)):
+
+    def add(question: str, answer: str, weight: float, order: int) -> bool:
+        if question in seen or _leaks(answer, question):
+            return False
+        seen.add(question)
+        candidates.append(_Candidate(QAPair(question, answer, sentence), weight, order))
+        return True
+
+    spans = _select_spans(sentence)
+    for order, span in enumerate(spans):
         answer = sentence[span.start : span.end]
-        if _word_count(answer) > _MAX_ANSWER_WORDS or _word_count(answer) == 0:
+        if word_count(answer) > MAX_ANSWER_WORDS or word_count(answer) == 0:
             continue
         if title and answer.casefold() == title.casefold():
             continue  # the document's own topic is not an informative answer
         weight = _span_weight(span.kind, answer)
-        questions = [(q, weight + 2.0) for q in _direct_questions(sentence, span)]
-        questions.append((_context_question(sentence, span, title), weight))
-        for question, question_weight in questions:
-            if question in seen or _leaks(answer, question):
-                continue
-            seen.add(question)
-            candidates.append(_Candidate(QAPair(question, answer, sentence), question_weight, order))
+        direct = [
+            add(question, answer, weight + _DIRECT_BONUS, order)
+            for question in direct_questions(sentence, span.start, span.end, span.kind, topic)
+        ]
+        quoting_weight = weight * _QUOTING_FACTOR_WITH_DIRECT if any(direct) else weight
+        add(_context_question(sentence, span, title), answer, quoting_weight, order)
+    for question, start, end in phrase_answers(sentence, topic):
+        add(question, sentence[start:end], 2.0 + _DIRECT_BONUS, len(spans))
     return candidates
 
 
@@ -716,9 +546,10 @@ def extractive_qa_pairs(text: str, *, title: str = "", max_pairs: int = 10, seed
 
     Each pair's ``answer`` is a verbatim span (at most ~8 words) of its ``evidence``, which is a
     verbatim sentence of ``text`` (sentences over ~60 words are skipped: their questions would be
-    unreadable). Questions are direct where a simple pattern applies ("When was X founded?"), else an
-    echo question ("... in what year?") or a fill-in-the-blank question quoting the sentence, prefixed
-    with ``title`` when one is given.
+    unreadable). Questions are direct where a sentence shape allows ("When was the Quillon Observatory
+    opened?", naming the subject: a leading "It" or "the observatory" becomes the ``title``), several
+    phrasings per fact, plus an echo question ("... in what year?") or a fill-in-the-blank question
+    quoting the sentence, prefixed with ``title`` when one is given. Sampling prefers direct questions.
 
     When there are more than ``max_pairs`` candidates, ``random.Random(seed)`` chooses: sentences are
     taken in rounds (first one pair per sentence, then a second, ...), and within a round the document
@@ -731,11 +562,15 @@ def extractive_qa_pairs(text: str, *, title: str = "", max_pairs: int = 10, seed
     rng = random.Random(seed)
     seen: set[str] = set()
     per_sentence: list[list[_Candidate]] = []
+    document_topic = topic_of(text, title)
+    referent: str | None = None  # what a sentence-initial "It" refers to
     for sentence in split_sentences(text):
-        words = _word_count(sentence)
+        topic = sentence_topic(sentence, document_topic, referent)
+        referent = next_referent(sentence, topic)
+        words = word_count(sentence)
         if words < _MIN_SENTENCE_WORDS or words > _MAX_SENTENCE_WORDS:
             continue
-        candidates = _sentence_candidates(sentence, title, seen)
+        candidates = _sentence_candidates(sentence, title, topic, seen)
         if candidates:
             per_sentence.append(candidates)
     ordered = [_weighted_order(candidates, rng) for candidates in per_sentence]
