@@ -107,10 +107,6 @@ def to_tool_specs(tools: Sequence[Any]) -> list[ToolSpec]:
             raise ValueError(f"tools[{index}] is not a function tool schema (no 'name'): {dict(tool)!r}")
         parameters = function.get("parameters") or dict(_EMPTY_PARAMETERS)
         specs.append(ToolSpec(function["name"], function.get("description") or "", parameters))
-    names = [spec.name for spec in specs]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"tool names must be unique; repeated: {duplicates}")
     return specs
 
 
@@ -257,8 +253,9 @@ def parse_tool_calls(text: str, tools: Sequence[ToolSpec] = ()) -> tuple[str, li
 
 
 def render_tool_call(name: str, arguments: Mapping[str, Any]) -> str:
-    """A call as the model writes it, for assistant turns in the history."""
-    return TOOL_CALL_MARKER + json.dumps({"name": name, "arguments": dict(arguments)}, ensure_ascii=False)
+    """A call as the model writes it (compact JSON), for assistant turns in the history."""
+    call = {"name": name, "arguments": dict(arguments)}
+    return TOOL_CALL_MARKER + json.dumps(call, ensure_ascii=False, separators=(",", ":"))
 
 
 def render_tool_result(content: str, name: str | None = None) -> str:
