@@ -165,7 +165,7 @@ def tools_instruction(specs: Sequence[ToolSpec], choice: str) -> str:
         lines.append(f"Call one of the tools now: answer only {call}.")
     else:
         lines.append(f"Call the tool {choice} now: answer only {call}.")
-    lines.append("A tool's result comes back in the next message.")
+    lines.append("A tool's result comes back in the next message; once you have it, answer in plain text.")
     return "\n".join(lines)
 
 
@@ -259,8 +259,10 @@ def render_tool_call(name: str, arguments: Mapping[str, Any]) -> str:
 
 
 def render_tool_result(content: str, name: str | None = None) -> str:
-    """A tool's result as a user turn's text (chat templates of small models have no tool role)."""
-    return f"Result of the tool {name}: {content}" if name else f"Tool result: {content}"
+    """A tool's result as a user turn's text (chat templates of small models have no tool role), with a
+    nudge to use it: without one, SmolLM2-135M repeated the call it had just made."""
+    text = f"The tool {name} returned: {content}" if name else f"Tool result: {content}"
+    return f"{text}\nAnswer with this result."
 
 
 def schema_instruction(schema: Mapping[str, Any]) -> str:
