@@ -1,6 +1,7 @@
 """LangChain's standard conformance suites (langchain-tests) for the chat model and the retriever.
 
-Expected: unit 8 passed / 2 skipped, integration 17 passed / 33 skipped, retriever 5 passed. The chat
+Expected: unit 8 passed / 2 skipped, integration 32 passed / 11 skipped / 7 xfailed (tool calling and
+structured output on; the xfails need meaningful answers, see RANDOM_WEIGHTS), retriever 5 passed. The chat
 suites run on the tiny in-process model (registered by name, so every function-scoped ``model`` fixture
 is a fresh, cheap instance sharing one set of weights).
 """
@@ -138,7 +139,7 @@ class TestLIFTChatModelIntegrationEmbedded(ChatModelIntegrationTests):
 
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
-        return {"max_tokens": 8}
+        return {"max_tokens": 48}  # room for a tool call or a short JSON answer
 
     @property
     def supports_model_override(self) -> bool:
@@ -146,8 +147,22 @@ class TestLIFTChatModelIntegrationEmbedded(ChatModelIntegrationTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    # SmolLM2-135M limits, not format problems (its answers there are valid JSON or text, as asked):
+    @pytest.mark.xfail(reason="json_mode gives no schema: the 135M model picks its own value types")
+    def test_json_mode(self, model: Any) -> None:
+        super().test_json_mode(model)
+
+    @pytest.mark.xfail(reason="tool_choice='auto': the 135M model answers in text rather than call the tool")
+    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+    def test_agent_loop(self, model: Any) -> None:
+        super().test_agent_loop(model)
