@@ -32,8 +32,12 @@ def to_core_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     """LangChain messages as core chat messages.
 
     Names are dropped (chat templates have no slot for them) and repeated roles are left for the core to
-    merge. There is no tool calling, so a tool result is shown to the model as a user turn.
+    merge. An assistant turn's tool calls are written after its text as the model writes them, and a
+    tool result is shown as a user turn (small models' templates have no tool role), both rendered by
+    :mod:`lift_integrations.structured.tools`.
     """
+    from lift_integrations.structured.tools import render_tool_call, render_tool_result
+
     converted = []
     for message in messages:
         text: str = message.text
@@ -43,8 +47,9 @@ def to_core_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
             role = "user"
         elif isinstance(message, AIMessage):
             role = "assistant"
+            text += "".join(render_tool_call(call["name"], call["args"]) for call in message.tool_calls)
         elif isinstance(message, ToolMessage):
-            role, text = "user", f"Tool result: {text}"
+            role, text = "user", render_tool_result(text, message.name)
         elif isinstance(message, ChatMessage):
             role = _ROLE_ALIASES.get(message.role.lower(), "user")
         else:

@@ -22,11 +22,7 @@ from langchain_core.callbacks import (
     dispatch_custom_event,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-)
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -52,6 +48,7 @@ from lift_integrations.langchain._bank import (
 )
 from lift_integrations.langchain._documents import to_core_documents, to_langchain_documents
 from lift_integrations.langchain._messages import memory_info, to_core_messages, usage_of
+from lift_integrations.langchain._tools import ToolCallingMixin, plan_call, whole_answer_chunks
 from lift_integrations.microbatch import shared_batcher
 from lift_integrations.validation import (
     check_context,
@@ -73,7 +70,7 @@ DEFAULT_MAX_TOKENS = 256
 __all__ = ["DEFAULT_MAX_TOKENS", "LIFTChatModel", "memory_info", "to_core_messages"]
 
 
-class LIFTChatModel(BaseChatModel):
+class LIFTChatModel(ToolCallingMixin, BaseChatModel):
     """Chat model answering from documents absorbed into its parameters (LIFT with Gated Memory).
 
     Construction is cheap: the base weights load on first use and are shared by every instance, and
@@ -292,10 +289,11 @@ class LIFTChatModel(BaseChatModel):
         args = self._call_args(stop, kwargs)
         turns = self._call_turns(messages)
         memory = self._memory_for(turns)  # one snapshot per call: an absorb elsewhere cannot change it
+        plan = plan_call(turns, kwargs)  # bound tools or response_format: prompt + grammar (_tools.py)
         generate = shared_batcher(self.lift).generate if self.micro_batch else self.lift.generate
-        result = generate(turns, memory=memory, **args)
+        result = generate(plan.turns, memory=memory, grammar=plan.grammar, **args)
         metadata = self._metadata(memory, result.finish_reason)
-        message = AIMessage(content=result.text, usage_metadata=usage_of(result), response_metadata=metadata)
+        message = plan.message(result.text, usage_metadata=usage_of(result), response_metadata=metadata)
         return ChatResult(
             generations=[ChatGeneration(message=message)],
             llm_output={"model_name": self.model_name, "token_usage": dict(usage_of(result))},
@@ -320,10 +318,14 @@ class LIFTChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        plan = plan_call(self._call_turns(messages), kwargs)
+        if plan.calls_tools:  # a tool call arrives whole: its chunk holds tool_call_chunks (_tools.py)
+            yield from whole_answer_chunks(self._generate(messages, stop, None, **kwargs))
+            return
         args = self._call_args(stop, kwargs)
         turns = self._call_turns(messages)
         memory = self._memory_for(turns)
-        stream = self.lift.stream(turns, memory=memory, **args)
+        stream = self.lift.stream(plan.turns, memory=memory, grammar=plan.grammar, **args)
         try:
             for piece in stream:  # the core never yields empty pieces
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
@@ -352,12 +354,17 @@ class LIFTChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        plan = plan_call(self._call_turns(messages), kwargs)
+        if plan.calls_tools:
+            for whole in whole_answer_chunks(await self._agenerate(messages, stop, None, **kwargs)):
+                yield whole
+            return
         args = self._call_args(stop, kwargs)
         lift_messages = self._call_turns(messages)
         memory = await asyncio.to_thread(self._memory_for, lift_messages)
 
         def start() -> TextStream:
-            return self.lift.stream(lift_messages, memory=memory, **args)
+            return self.lift.stream(plan.turns, memory=memory, grammar=plan.grammar, **args)
 
         stream = await asyncio.to_thread(start)
         try:

@@ -107,10 +107,6 @@ def to_tool_specs(tools: Sequence[Any]) -> list[ToolSpec]:
             raise ValueError(f"tools[{index}] is not a function tool schema (no 'name'): {dict(tool)!r}")
         parameters = function.get("parameters") or dict(_EMPTY_PARAMETERS)
         specs.append(ToolSpec(function["name"], function.get("description") or "", parameters))
-    names = [spec.name for spec in specs]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"tool names must be unique; repeated: {duplicates}")
     return specs
 
 
@@ -169,7 +165,7 @@ def tools_instruction(specs: Sequence[ToolSpec], choice: str) -> str:
         lines.append(f"Call one of the tools now: answer only {call}.")
     else:
         lines.append(f"Call the tool {choice} now: answer only {call}.")
-    lines.append("A tool's result comes back in the next message.")
+    lines.append("A tool's result comes back in the next message; once you have it, answer in plain text.")
     return "\n".join(lines)
 
 
@@ -257,13 +253,16 @@ def parse_tool_calls(text: str, tools: Sequence[ToolSpec] = ()) -> tuple[str, li
 
 
 def render_tool_call(name: str, arguments: Mapping[str, Any]) -> str:
-    """A call as the model writes it, for assistant turns in the history."""
-    return TOOL_CALL_MARKER + json.dumps({"name": name, "arguments": dict(arguments)}, ensure_ascii=False)
+    """A call as the model writes it (compact JSON), for assistant turns in the history."""
+    call = {"name": name, "arguments": dict(arguments)}
+    return TOOL_CALL_MARKER + json.dumps(call, ensure_ascii=False, separators=(",", ":"))
 
 
 def render_tool_result(content: str, name: str | None = None) -> str:
-    """A tool's result as a user turn's text (chat templates of small models have no tool role)."""
-    return f"Result of the tool {name}: {content}" if name else f"Tool result: {content}"
+    """A tool's result as a user turn's text (chat templates of small models have no tool role), with a
+    nudge to use it: without one, SmolLM2-135M repeated the call it had just made."""
+    text = f"The tool {name} returned: {content}" if name else f"Tool result: {content}"
+    return f"{text}\nAnswer with this result."
 
 
 def schema_instruction(schema: Mapping[str, Any]) -> str:

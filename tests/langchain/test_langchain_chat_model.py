@@ -122,7 +122,7 @@ def test_message_conversion() -> None:
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "hello"},
         {"role": "assistant", "content": "more"},
-        {"role": "user", "content": "Tool result: 42"},
+        {"role": "user", "content": "Tool result: 42\nAnswer with this result."},
     ]
 
 
