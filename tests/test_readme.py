@@ -2,10 +2,12 @@
 
 The blocks build on each other (``lift``, ``memory``, ``quillon`` come from the first), so they run in
 order in one namespace, from a scratch folder where ``examples/`` is the repository's (the files the
-README opens) and where ``memories/`` and ``storage/`` are written. Only the training schedule is
-shortened, by :func:`short_presets` (the presets' sample shapes stay, with one epoch per stage and a
-few QA pairs): the code the test runs is the README's text, unchanged. A block that cannot run here
-(one that needs the network, such as ``push_to_hub``) opts out with a first line that says why::
+README opens) and where ``memories/`` and ``storage/`` are written. Only speed knobs are turned, by
+fixtures: the training schedule (:func:`short_presets`: the presets' sample shapes, with one epoch per
+stage and a few QA pairs) and the answers' length (:func:`short_answers`: at most
+:data:`ANSWER_TOKENS` new tokens); the code the test runs is the README's text, unchanged. A block that
+cannot run here (one that needs the network, such as ``push_to_hub``) opts out with a first line that
+says why::
 
     # not run by tests/test_readme.py: needs the network (push_to_hub)
 """
@@ -56,9 +58,31 @@ def short_presets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(LIFTConfig, "fast", classmethod(fast))
 
 
+ANSWER_TOKENS = 12
+
+
+@pytest.fixture
+def short_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every generation (the core's, and so the bindings') stops after :data:`ANSWER_TOKENS` tokens."""
+    from lift_integrations import LIFTModel
+
+    for name in ("generate", "generate_batch", "stream"):
+        original = getattr(LIFTModel, name)
+
+        def capped(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            kwargs["max_new_tokens"] = min(kwargs.get("max_new_tokens") or ANSWER_TOKENS, ANSWER_TOKENS)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(LIFTModel, name, capped)
+
+
 @pytest.mark.slow
 def test_every_readme_python_block_runs(
-    eval_example: EvalExample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_presets: None
+    eval_example: EvalExample,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    short_presets: None,
+    short_answers: None,
 ) -> None:
     work = tmp_path / "reader"
     work.mkdir()
