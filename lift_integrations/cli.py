@@ -290,7 +290,7 @@ def absorb_each(
     *,
     config: LIFTConfig | None = None,
     generator: Any = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     callback: Callable[[str, AbsorbProgress], None] | None = None,
     context: DistributedContext | None = None,
 ) -> dict[str, Path]:
@@ -303,11 +303,12 @@ def absorb_each(
     order, so every rank must pass the same mapping; each rank trains its memories side by side on its
     own (:meth:`LIFTModel.absorb_many`), each equal to a single-process absorption.
     ``callback(name, report)`` receives the progress reports; ``show_progress`` draws a bar on rank 0
-    only. Returns the folders this process wrote; all ranks wait for each other before returning, so
-    every memory is saved when it returns.
+    only (``None``: unless ``$LIFT_PROGRESS`` is ``0``). Returns the folders this process wrote; all
+    ranks wait for each other before returning, so every memory is saved when it returns.
     """
     from lift_integrations.distributed import barrier, current
     from lift_integrations.memory import check_save_target, save_or_rescue
+    from lift_integrations.validation import show_progress_setting
 
     names = [_check_name(name) for name in documents]
     if len(set(names)) != len(names):
@@ -330,7 +331,7 @@ def absorb_each(
             [documents[name] for name in mine],
             config=config,
             generator=generator,
-            show_progress=show_progress and rank == 0,
+            show_progress=show_progress_setting(show_progress) and rank == 0,
             callback=report,
         )
         if mine

@@ -201,7 +201,7 @@ class LIFTModel:
         *,
         config: LIFTConfig | None = None,
         generator: Any = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         callback: Callable[[AbsorbProgress], None] | None = None,
         into: Memory | None = None,
         resume: bool = True,
@@ -213,7 +213,8 @@ class LIFTModel:
         ``config``: a :class:`LIFTConfig` (default: ``LIFTConfig.fast()`` on CPU, ``LIFTConfig.dense_qa()`` on
         GPU), fitted to this model's window. ``generator``: where auxiliary QA pairs come from (see
         :func:`~lift_integrations.absorb.qa.resolve_qa_generator`). ``callback`` receives an
-        :class:`AbsorbProgress` after every optimizer step; ``show_progress`` draws a tqdm bar.
+        :class:`AbsorbProgress` after every optimizer step; ``show_progress`` draws a tqdm bar on stderr
+        (``None``: drawn unless ``$LIFT_PROGRESS`` is ``0``; ``False`` turns it off).
         ``into``: continue from an existing memory's weights; the result holds its documents and the new
         ones. Neither the attached memory nor what ``memory=None`` means is changed.
 
@@ -259,7 +260,7 @@ class LIFTModel:
         *,
         config: LIFTConfig | None = None,
         generator: Any = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         callback: Callable[[AbsorbProgress], None] | None = None,
         slots: int | None = None,
     ) -> list[Memory]:
@@ -271,7 +272,7 @@ class LIFTModel:
         On the fused path (``LIFTConfig.engine``) up to ``slots`` memories train side by side in each
         batch (default: as many as ``config.micro_batch_tokens`` allows); otherwise they are absorbed one
         after the other. ``callback`` receives every memory's step reports, ``progress.memory`` naming
-        the memory.
+        the memory. ``show_progress``: one bar over every memory's steps, as in :meth:`absorb`.
         """
         from lift_integrations import absorber
 

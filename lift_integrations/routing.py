@@ -45,8 +45,10 @@ __all__ = [
     "MemoryRouter",
     "RouterSlot",
     "content_words",
+    "conversation_query",
     "default_embedder",
     "document_embedder",
+    "is_follow_up",
     "memory_passages",
     "text_memory",
 ]
@@ -121,14 +123,85 @@ class LexicalIndex:
         return scores
 
 
+REFERRING_WORDS = frozenset(
+    (  # noqa: SIM905 (one string reads better than many quoted words)
+        "it its itself they them their theirs themselves he him his himself she her hers herself "
+        "this these those"
+    ).split()
+)
+"""Words by which a chat turn names a subject of an earlier turn ("What is its population?")."""
+
+CHAT_WORDS = frozenset(
+    (  # noqa: SIM905 (one string reads better than many quoted words)
+        "tell explain elaborate continue expand say give show detail details example examples please okay "
+        "thanks thank yes sure again else"
+    ).split()
+)
+"""Words that ask for more without naming a subject ("Tell me more.", "Explain again, please.")."""
+
+MAX_FOLLOW_UP_TURNS = 4
+"""The most earlier user turns a follow-up is routed with."""
+
+_SENTENCE_WORDS = re.compile(r"[^.!?]+")
+
+
+def is_follow_up(turn: str) -> bool:
+    """Whether a user turn leans on an earlier one for its subject: it has no content word ("Why?") or a
+    referring word (:data:`REFERRING_WORDS`) and names nothing itself (no capitalised word inside a
+    sentence, as "France" in "What is the capital of France and its population?"). Words of
+    :data:`CHAT_WORDS` ("Tell me more.") do not count as content."""
+    text = turn.strip()
+    if not content_words(text) - CHAT_WORDS:
+        return True
+    if not set(_WORD.findall(text.lower())) & REFERRING_WORDS:
+        return False
+    return not any(_names_something(sentence) for sentence in _SENTENCE_WORDS.findall(text))
+
+
+def _names_something(sentence: str) -> bool:
+    """Whether a capitalised word other than "I" appears after a sentence's first word."""
+    return any(word[0].isupper() and word != "I" for word in _WORD.findall(sentence)[1:])
+
+
+def conversation_query(messages: Sequence[Mapping[str, str]]) -> str:
+    """The text a chat is routed on: its last user turn, and, when that turn is a follow-up
+    (:func:`is_follow_up`), the user turns before it back to the last one that stands alone (at most
+    :data:`MAX_FOLLOW_UP_TURNS`). A follow-up about the memory's documents ("What is its population?"
+    after a question about them) then stays with the memory, while a question that stands alone is
+    routed by itself, so an unrelated one gets the base model whatever the conversation began with.
+    System and assistant turns are left out: a system prompt says how to answer, not what about."""
+    turns = [m["content"] for m in messages if m["role"] == "user"]
+    if not turns:
+        return ""
+    picked = [turns[-1]]
+    for turn in reversed(turns[:-1]):
+        if not is_follow_up(picked[0]) or len(picked) > MAX_FOLLOW_UP_TURNS:
+            break
+        picked.insert(0, turn)
+    return "\n".join(picked)
+
+
+_DEFAULT_EMBEDDERS: dict[str, Embedder] = {}
+_DEFAULT_EMBEDDER_LOCK = threading.Lock()
+
+
 def default_embedder() -> Embedder:
     """all-MiniLM-L6-v2 (the embedded copy, or ``$LIFT_DEFAULT_EMBEDDING``) through sentence-transformers,
-    on the CPU: a few milliseconds per question, and the GPU stays free for the model."""
-    from sentence_transformers import SentenceTransformer
-
+    on the CPU: a few milliseconds per question, and the GPU stays free for the model. Loaded once per
+    process: every router (routing is on by default in both frameworks) shares it."""
     from lift_integrations.loading import default_embedding_path
 
-    model = SentenceTransformer(str(default_embedding_path()), device="cpu")
+    path = str(default_embedding_path())
+    with _DEFAULT_EMBEDDER_LOCK:
+        if path not in _DEFAULT_EMBEDDERS:
+            _DEFAULT_EMBEDDERS[path] = _load_embedder(path)
+        return _DEFAULT_EMBEDDERS[path]
+
+
+def _load_embedder(path: str) -> Embedder:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device="cpu")
 
     def embed(texts: Sequence[str]) -> Any:
         return model.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
@@ -313,9 +386,8 @@ class RouterSlot:
         self._lock = threading.Lock()  # concurrent calls (a batch) build and calibrate one router
 
     def route_chat(self, memory: Memory | None, messages: Sequence[Mapping[str, str]]) -> Memory | None:
-        """:meth:`route` for a chat (``{"role", "content"}`` turns): the last user turn is the question."""
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        return self.route(memory, question)
+        """:meth:`route` for a chat (``{"role", "content"}`` turns) on its :func:`conversation_query`."""
+        return self.route(memory, conversation_query(messages))
 
     def route(self, memory: Memory | None, question: str) -> Memory | None:
         """``memory`` when ``question`` is about its documents, else ``None`` (also for an empty question)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,18 @@ def check_bool(value: Any, name: str, *, optional: bool = False) -> bool | None:
         accepted = "True, False or None" if optional else "True or False"
         raise TypeError(f"{name} must be {accepted}, got {value!r}")
     return value
+
+
+PROGRESS_ENV = "LIFT_PROGRESS"
+"""Set to ``0`` to turn off the progress bars every absorption draws by default."""
+
+
+def show_progress_setting(value: Any, name: str = "show_progress") -> bool:
+    """``value`` checked; ``None`` (the default of every entry point) draws the bar unless ``$LIFT_PROGRESS``
+    is ``0``: an absorption takes minutes on a CPU, and minutes of silence look like a hang."""
+    if check_bool(value, name, optional=True) is None:
+        return os.environ.get(PROGRESS_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+    return bool(value)
 
 
 def check_int(value: Any, name: str, *, minimum: int = 0) -> int:

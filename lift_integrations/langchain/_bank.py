@@ -68,8 +68,11 @@ class BankRoutes:
     router: BankRouter
 
     def memory_for(self, turns: Sequence[Mapping[str, str]]) -> Memory | None:
-        """The memory the last user turn is about, or ``None`` (the base model)."""
-        question = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
+        """The memory the conversation is about (:func:`~lift_integrations.routing.conversation_query`:
+        the last user turn, with the turns before it when it is a follow-up), or ``None`` (the base model)."""
+        from lift_integrations.routing import conversation_query
+
+        question = conversation_query(turns)
         name = self.router.route(question) if question.strip() else None
         return self.bank.get(name) if name is not None else None
 
@@ -97,7 +100,7 @@ def absorb_bank(
     documents: list[tuple[str, str]],
     config: LIFTConfig,
     extend: bool,
-    show_progress: bool,
+    show_progress: bool | None,
     generator: Any,
     on_progress: Callable[[AbsorbProgress], None],
 ) -> dict[str, Any]:

@@ -110,14 +110,16 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
     mode: Literal["parametric", "hybrid"] = "parametric"
     memory: Any = Field(default=None, exclude=True, repr=False)
     """The :class:`~lift_integrations.Memory` used for generation (``None``: the base model alone)."""
-    show_progress: bool = False
-    """Draw a tqdm bar while absorbing."""
-    route_memory: bool = False
-    """Attach the memory only when the last user message is about its documents
-    (:class:`~lift_integrations.routing.MemoryRouter`); other messages get the base model's answer. A
-    memory otherwise answers unrelated questions in its documents' voice. Meant for parametric mode, where
-    the message is the question: in a RAG prompt the retrieved passages are about the documents whatever
-    the question asks. Each response's ``lift_memory_id`` says whether the memory answered."""
+    show_progress: bool | None = None
+    """Draw a tqdm bar while absorbing (``None``: unless ``$LIFT_PROGRESS`` is ``0``)."""
+    route_memory: bool = True
+    """Attach the memory only when the conversation is about its documents
+    (:class:`~lift_integrations.routing.MemoryRouter` on
+    :func:`~lift_integrations.routing.conversation_query`: the last user message, with the earlier ones
+    when it is a follow-up); other messages get the base model's answer. ``False``: the memory answers
+    everything, unrelated questions too, in its documents' voice. Route on the question: in a RAG prompt
+    put the retrieved passages in a system message or ``context=``, not in the user message. Each
+    response's ``lift_memory_id`` says whether the memory answered."""
     router_embeddings: Any = Field(default=None, exclude=True, repr=False)
     """The LangChain ``Embeddings`` the router compares messages and passages with (``None``: the
     embedded all-MiniLM-L6-v2)."""
@@ -386,7 +388,7 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
 
     def _memory_for(self, turns: Sequence[dict[str, str]]) -> Memory | None:
         """The memory this call (its messages as core turns) answers with: the instance's, unless
-        ``route_memory`` sends the last user message to the base model."""
+        ``route_memory`` sends the conversation to the base model."""
         if self.memory_bank is not None:
             with self._routes_lock:
                 routes = route_in_bank(self.memory_bank, self.router_embeddings, self._bank_routes)

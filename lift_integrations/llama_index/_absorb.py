@@ -52,7 +52,7 @@ def absorb_arguments(documents: Any, config: Any, show_progress: Any) -> list[An
         if not isinstance(config, LIFTConfig):
             raise TypeError(f"config must be a LIFTConfig or None, got {type(config).__name__}")
         config.validate()  # a setting may have changed since construction
-    check_bool(show_progress, "show_progress")
+    check_bool(show_progress, "show_progress", optional=True)
     return normalize_documents(to_core_documents(documents))
 
 

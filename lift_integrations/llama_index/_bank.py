@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from lift_integrations.bank import BankRouter, MemoryBank, bank_names
+from lift_integrations.routing import conversation_query
 
 if TYPE_CHECKING:
     from lift_integrations.memory import Memory
@@ -110,7 +111,7 @@ class BankSlot:
     def route_chat(
         self, bank: MemoryBank, messages: Sequence[Mapping[str, str]]
     ) -> tuple[str | None, Memory | None]:
-        """:meth:`route` for a chat: the last user turn is the question. Earlier turns are left out on
-        purpose: with them, an unrelated follow-up would go to the memory the conversation began with."""
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        return self.route(bank, question)
+        """:meth:`route` for a chat on its :func:`~lift_integrations.routing.conversation_query`: the last
+        user turn, with the turns before it only when it is a follow-up ("What is its population?"), so
+        an unrelated question that stands alone does not go to the memory the conversation began with."""
+        return self.route(bank, conversation_query(messages))

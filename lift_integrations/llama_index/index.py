@@ -143,7 +143,7 @@ class LIFTIndex(IndexBase):
         *,
         mode: Mode = "hybrid",
         config: LIFTConfig | None = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         embed_model: BaseEmbedding | None = None,
         transformations: list[TransformComponent] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -162,7 +162,8 @@ class LIFTIndex(IndexBase):
         all-MiniLM-L6-v2.
 
         ``config``: the :class:`LIFTConfig` (default: ``LIFTConfig.fast()`` on CPU). ``show_progress``:
-        tqdm bars for chunk embedding and absorption. Hybrid mode also builds a ``VectorStoreIndex`` with
+        a tqdm bar for absorption (``None``: drawn unless ``$LIFT_PROGRESS`` is ``0``), ``True`` one for
+        chunk embedding too. Hybrid mode also builds a ``VectorStoreIndex`` with
         ``embed_model`` (default: :class:`LIFTSentenceTransformerEmbedding`, never
         ``Settings.embed_model``) over chunks of ``chunk_size`` tokens of the LIFT model's tokenizer, or
         over ``transformations`` when given, in ``storage_context`` when given (another vector store).
@@ -188,7 +189,7 @@ class LIFTIndex(IndexBase):
         check_mode(mode)
         check_memory_per(memory_per)
         _check_config(config)
-        check_bool(show_progress, "show_progress")
+        check_bool(show_progress, "show_progress", optional=True)
         check_int(chunk_size, "chunk_size", minimum=1)
         check_int(chunk_overlap, "chunk_overlap", minimum=0)
         if chunk_overlap > chunk_size:  # SentenceSplitter's own rule
@@ -213,7 +214,7 @@ class LIFTIndex(IndexBase):
                 embed_model=embed_model or LIFTSentenceTransformerEmbedding(),
                 transformations=transformations or [_splitter(llm, chunk_size, chunk_overlap)],
                 callback_manager=callback_manager,
-                show_progress=show_progress,
+                show_progress=show_progress is True,  # seconds of embedding: a bar when asked for
                 storage_context=storage_context,
             )
         if memory_per == "document":
@@ -266,7 +267,7 @@ class LIFTIndex(IndexBase):
         return list(self._ref_docs)
 
     def insert(
-        self, document: Document, *, config: LIFTConfig | None = None, show_progress: bool = False
+        self, document: Document, *, config: LIFTConfig | None = None, show_progress: bool | None = None
     ) -> None:
         """Absorb one more document and add its chunks (hybrid).
 
@@ -280,7 +281,7 @@ class LIFTIndex(IndexBase):
         if not isinstance(document, Document):
             raise TypeError(f"document must be a LlamaIndex Document, got {type(document).__name__}")
         _check_config(config)
-        check_bool(show_progress, "show_progress")
+        check_bool(show_progress, "show_progress", optional=True)
         if document.doc_id in self._ref_docs:
             raise ValueError(
                 f"the index already holds a document with doc_id {document.doc_id!r}; "

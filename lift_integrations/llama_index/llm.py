@@ -128,10 +128,11 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         "with its own memory (lift_integrations.microbatch.MicroBatcher); not streams.",
     )
     route_memory: bool = Field(
-        default=False,
-        description="Attach the memory only when the last user message is about its documents "
-        "(lift_integrations.routing.MemoryRouter); other messages get the base model's answer. Meant for "
-        "questions asked directly: a RAG prompt holds retrieved passages about the documents.",
+        default=True,
+        description="Attach the memory only when the conversation is about its documents "
+        "(lift_integrations.routing.MemoryRouter on conversation_query: the last user message, with the "
+        "earlier ones when it is a follow-up); other messages get the base model's answer. False: the "
+        "memory answers everything. LIFTQueryEngine routes the query, not the retrieved passages.",
     )
 
     @field_validator("max_new_tokens", mode="before")
@@ -235,7 +236,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         documents: Any,
         *,
         config: LIFTConfig | None = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         append: bool = True,
         generator: Any = None,
     ) -> Memory:
@@ -266,15 +267,16 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         *,
         into: Memory | None = None,
         config: LIFTConfig | None = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         generator: Any = None,
     ) -> Memory:
         """Absorb ``documents`` into a new memory and return it without making it this LLM's memory.
 
         Emits :class:`LIFTAbsorbStartEvent`, one :class:`LIFTAbsorbProgressEvent` per optimizer step and
-        :class:`LIFTAbsorbEndEvent`; ``show_progress`` draws a tqdm bar. ``into``: continue from that
-        memory (the result holds its documents too). See :meth:`LIFTModel.absorb` for ``config`` and
-        ``generator``. Every argument is checked before the start event and any work.
+        :class:`LIFTAbsorbEndEvent`; ``show_progress`` draws a tqdm bar (``None``: unless
+        ``$LIFT_PROGRESS`` is ``0``). ``into``: continue from that memory (the result holds its
+        documents too). See :meth:`LIFTModel.absorb` for ``config`` and ``generator``. Every argument
+        is checked before the start event and any work.
         """
         if into is not None and not isinstance(into, Memory):
             raise TypeError(f"into must be a Memory or None, got {type(into).__name__}")
@@ -300,7 +302,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         *,
         names: Sequence[str] | None = None,
         config: LIFTConfig | None = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         generator: Any = None,
         router_embed_model: Any = None,
     ) -> MemoryBank:

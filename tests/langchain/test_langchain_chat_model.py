@@ -460,9 +460,9 @@ async def test_async_paths_do_not_block_event_loop(
 
 
 def test_route_memory_answers_unrelated_messages_with_the_base_model(tiny: Any, trained_memory: Any) -> None:
-    """``route_memory``: a message about the absorbed text gets the memory's answer, an unrelated one
-    exactly the base model's, through invoke, stream, ainvoke and astream; the response says which
-    answered."""
+    """``route_memory`` (on by default): a message about the absorbed text gets the memory's answer, an
+    unrelated one exactly the base model's, through invoke, stream, ainvoke and astream; a follow-up
+    stays with the memory; the response says which answered. ``route_memory=False`` always attaches."""
     from langchain_core.embeddings import Embeddings
     from lc_tiny_model import QUESTION
     from tiny_models import bag_of_words
@@ -478,10 +478,9 @@ def test_route_memory_answers_unrelated_messages_with_the_base_model(tiny: Any, 
         model=TINY_NAME,
         max_tokens=8,
         memory=trained_memory,
-        route_memory=True,
         router_embeddings=BagOfWords(),
     )
-    always = LIFTChatModel(model=TINY_NAME, max_tokens=8, memory=trained_memory)
+    always = LIFTChatModel(model=TINY_NAME, max_tokens=8, memory=trained_memory, route_memory=False)
     base = LIFTChatModel(model=TINY_NAME, max_tokens=8)
     unrelated = "How many legs does a spider have?"
     assert always.invoke(QUESTION).content != base.invoke(QUESTION).content  # the memory changes answers
@@ -504,7 +503,14 @@ def test_route_memory_answers_unrelated_messages_with_the_base_model(tiny: Any, 
     # A user turn given as a generic ChatMessage is the question too.
     generic = routed.invoke([ChatMessage(role="user", content=QUESTION)])
     assert generic.response_metadata["lift_memory_id"] == trained_memory.id
-    assert always.route_memory is False and "route_memory" in routed._identifying_params
+    # A follow-up names its subject through the question before it, and goes where that question went.
+    follow_up = "What is its population?"
+    assert routed.invoke(follow_up).response_metadata["lift_memory_id"] is None
+    conversation = [("human", QUESTION), ("ai", "Trimbleton."), ("human", follow_up)]
+    assert routed.invoke(conversation).response_metadata["lift_memory_id"] == trained_memory.id
+    conversation[-1] = ("human", unrelated)
+    assert routed.invoke(conversation).response_metadata["lift_memory_id"] is None
+    assert routed.route_memory is True and "route_memory" in routed._identifying_params
 
 
 async def _collect_astream(chat: LIFTChatModel, message: str) -> str:

@@ -395,8 +395,9 @@ def test_absorb_rejects_empty_documents_before_any_event(llm: LIFTLLM, events: A
 def test_route_memory_answers_unrelated_prompts_with_the_base_model(
     tiny_smollm: Any, facts: Any, absorb_config: Any
 ) -> None:
-    """``route_memory``: a prompt about the absorbed text is answered with the memory, an unrelated one
-    exactly as the base model answers it, in complete, chat and streaming; ``raw`` says which answered."""
+    """``route_memory`` (on by default): a prompt about the absorbed text is answered with the memory, an
+    unrelated one exactly as the base model answers it, in complete, chat and streaming; a follow-up stays
+    with the memory; ``raw`` says which answered. ``route_memory=False`` always attaches the memory."""
     from llama_index.core.embeddings import BaseEmbedding
     from tiny_models import bag_of_words
 
@@ -410,11 +411,10 @@ def test_route_memory_answers_unrelated_prompts_with_the_base_model(
         async def _aget_query_embedding(self, query: str) -> list[float]:
             return self._get_text_embedding(query)
 
-    always = LIFTLLM(tiny_smollm, max_new_tokens=8)
+    always = LIFTLLM(tiny_smollm, max_new_tokens=8, route_memory=False)
     memory = always.absorb(facts.zorbia, config=absorb_config)
-    routed = LIFTLLM(
-        tiny_smollm, max_new_tokens=8, memory=memory, route_memory=True, router_embed_model=BagOfWords()
-    )
+    routed = LIFTLLM(tiny_smollm, max_new_tokens=8, memory=memory, router_embed_model=BagOfWords())
+    assert routed.route_memory is True
     base = LIFTLLM(tiny_smollm, max_new_tokens=8)
     unrelated = "How many legs does a spider have?"
     about = routed.complete(facts.question)
@@ -425,5 +425,15 @@ def test_route_memory_answers_unrelated_prompts_with_the_base_model(
     assert chat.raw["memory_id"] is None and chat.message.content == base.complete(unrelated).text
     streamed = list(routed.stream_complete(facts.question))
     assert streamed[-1].raw["memory_id"] == memory.id and streamed[-1].text == about.text
+    # A follow-up goes where the question it leans on went; a question that stands alone, by itself.
+    turns = [
+        ChatMessage(role=MessageRole.USER, content=facts.question),
+        ChatMessage(role="assistant", content="?"),
+    ]
+    follow_up = ChatMessage(role=MessageRole.USER, content="What is its population?")
+    assert routed.chat([follow_up]).raw["memory_id"] is None
+    assert routed.chat([*turns, follow_up]).raw["memory_id"] == memory.id
+    away = routed.chat([*turns, ChatMessage(role=MessageRole.USER, content=unrelated)])
+    assert away.raw["memory_id"] is None
     with pytest.raises(TypeError, match="router_embed_model"):
         LIFTLLM(tiny_smollm, route_memory=True, router_embed_model="MiniLM")

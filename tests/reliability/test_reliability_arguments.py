@@ -205,7 +205,7 @@ def _mutated_config() -> LIFTConfig:
     [
         ({"config": "mutated"}, ValueError, r"LIFTConfig.learning_rate must be a positive finite number"),
         ({"callback": 5}, TypeError, r"callback must be callable or None"),
-        ({"show_progress": "yes"}, TypeError, r"show_progress must be True or False"),
+        ({"show_progress": "yes"}, TypeError, r"show_progress must be True, False or None"),
         ({"resume": "no"}, TypeError, r"resume must be True or False"),
     ],
 )
@@ -580,7 +580,7 @@ class _LlamaEvents:
     [
         ({"config": {"learning_rate": 1e-3}}, TypeError, r"config must be a LIFTConfig or None"),
         ({"config": "mutated"}, ValueError, r"LIFTConfig.learning_rate must be a positive finite number"),
-        ({"show_progress": "yes"}, TypeError, r"show_progress must be True or False"),
+        ({"show_progress": "yes"}, TypeError, r"show_progress must be True, False or None"),
         ({"append": "no"}, TypeError, r"append must be True or False"),
     ],
 )
@@ -621,7 +621,7 @@ def no_index_work(monkeypatch: pytest.MonkeyPatch) -> None:
         ((), {"chunk_size": True}, TypeError, r"chunk_size must be an integer >= 1"),
         ((), {"chunk_overlap": -1}, ValueError, r"chunk_overlap must be an integer >= 0"),
         ((), {"config": {"learning_rate": 1e-3}}, TypeError, r"config must be a LIFTConfig or None"),
-        ((), {"show_progress": "yes"}, TypeError, r"show_progress must be True or False"),
+        ((), {"show_progress": "yes"}, TypeError, r"show_progress must be True, False or None"),
         ((), {"embed_model": "minilm"}, TypeError, r"embed_model must be a LlamaIndex BaseEmbedding or None"),
     ],
 )

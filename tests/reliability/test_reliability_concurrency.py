@@ -227,8 +227,10 @@ def _binding_callers(
 
             return call
 
+        # route_memory=False: each tenant's memory answers every prompt, so a mix-up shows in the answers.
         return [
-            chat_caller(LIFTChatModel(lift_model=lift, memory=m, max_tokens=NEW_TOKENS)) for m in memories
+            chat_caller(LIFTChatModel(lift_model=lift, memory=m, max_tokens=NEW_TOKENS, route_memory=False))
+            for m in memories
         ]
     from lift_integrations.llama_index import LIFTLLM
 
@@ -239,7 +241,9 @@ def _binding_callers(
 
         return call
 
-    return [llm_caller(LIFTLLM(lift, memory=m, max_new_tokens=NEW_TOKENS)) for m in memories]
+    return [
+        llm_caller(LIFTLLM(lift, memory=m, max_new_tokens=NEW_TOKENS, route_memory=False)) for m in memories
+    ]
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,14 @@ def uninterrupted() -> Memory:
 
 
 def _spawn(script: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    # No progress bar: its carriage returns would put the "step N" lines this test waits for mid-line.
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "LIFT_PROGRESS": "0",
+    }
     code = f"import sys\nsys.path.insert(0, {str(TESTS)!r})\n" + textwrap.dedent(script)
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
