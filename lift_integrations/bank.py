@@ -193,11 +193,15 @@ class MemoryBank:
         """The documents memory ``name`` was absorbed from (read without loading its tensors)."""
         return list(self._entry(name).documents)
 
-    def add(self, name: str, memory: Memory, *, replace: bool = False) -> None:
-        """Add ``memory`` as ``name``; an existing name needs ``replace=True``."""
+    def add(self, name: str, memory: Memory | str | os.PathLike[str], *, replace: bool = False) -> None:
+        """Add ``memory`` (a :class:`Memory`, a folder or a hub id) as ``name``; an existing name needs
+        ``replace=True``."""
         check_name(name)
-        if not isinstance(memory, Memory):
-            raise TypeError(f"a bank holds Memory objects, got {type(memory).__name__}")
+        if not isinstance(memory, (Memory, str, os.PathLike)):
+            raise TypeError(
+                f"a bank holds memories (a Memory, a folder or a hub id), got {type(memory).__name__}"
+            )
+        memory = memory if isinstance(memory, Memory) else Memory.from_pretrained(memory)
         if not memory.documents:
             raise ValueError(f"memory {name!r} holds no documents: a bank routes by its memories' documents")
         with self._lock:
@@ -416,6 +420,18 @@ class MemoryBank:
     def router(self, embed: Embedder | None = None, **options: Any) -> BankRouter:
         """A :class:`BankRouter` over this bank's memories as they are now."""
         return BankRouter(self, embed=embed, **options)
+
+
+def bank_from(value: Any, *, max_loaded_bytes: int | None = None) -> MemoryBank:
+    """A :class:`MemoryBank` from what users name one with: a bank, a folder or a hub id
+    (:meth:`MemoryBank.from_pretrained`)."""
+    if isinstance(value, MemoryBank):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return MemoryBank.from_pretrained(value, max_loaded_bytes=max_loaded_bytes)
+    raise TypeError(
+        f"memory_bank must be a MemoryBank, the folder of one or a hub id, got {type(value).__name__}"
+    )
 
 
 def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:

@@ -146,13 +146,18 @@ class LIFTModel:
 
     # Memories ---------------------------------------------------------------------------------------
 
-    def attach(self, memory: Memory) -> None:
-        """Make ``memory`` the one used when a call passes no ``memory=``; the base weights stay loaded."""
-        if not isinstance(memory, Memory):
-            raise TypeError(f"attach() expects a Memory, got {type(memory).__name__}")
+    def attach(self, memory: Memory | str | os.PathLike[str]) -> None:
+        """Make ``memory`` (a :class:`Memory`, a folder path or a hub id) the one used when a call passes
+        no ``memory=``; the base weights stay loaded."""
+        if not isinstance(memory, (Memory, str, os.PathLike)):
+            raise TypeError(
+                f"attach() expects a Memory, a folder path or a hub id, got {type(memory).__name__}"
+            )
+        resolved = self._resolve(memory)
+        assert resolved is not None
         with self.lock:
-            self._live.weights_for(memory)  # fail now, not at the first question, if it does not fit
-        self._attached = memory
+            self._live.weights_for(resolved)  # fail now, not at the first question, if it does not fit
+        self._attached = resolved
 
     def detach(self) -> None:
         """Back to the base model for calls that pass no ``memory=``."""
@@ -203,7 +208,7 @@ class LIFTModel:
         generator: Any = None,
         show_progress: bool | None = None,
         callback: Callable[[AbsorbProgress], None] | None = None,
-        into: Memory | None = None,
+        into: Memory | str | os.PathLike[str] | None = None,
         resume: bool = True,
         distributed: bool | None = None,
     ) -> Memory:
@@ -215,8 +220,9 @@ class LIFTModel:
         :func:`~lift_integrations.absorb.qa.resolve_qa_generator`). ``callback`` receives an
         :class:`AbsorbProgress` after every optimizer step; ``show_progress`` draws a tqdm bar on stderr
         (``None``: drawn unless ``$LIFT_PROGRESS`` is ``0``; ``False`` turns it off).
-        ``into``: continue from an existing memory's weights; the result holds its documents and the new
-        ones. Neither the attached memory nor what ``memory=None`` means is changed.
+        ``into``: continue from an existing memory's weights (a :class:`Memory`, a folder path or a hub
+        id); the result holds its documents and the new ones. Neither the attached memory nor what
+        ``memory=None`` means is changed.
 
         With ``config.checkpoint_dir`` set, progress is saved every ``config.checkpoint_every`` steps; a
         run that was killed continues from its last checkpoint when ``absorb`` is called again with the
@@ -249,7 +255,7 @@ class LIFTModel:
             generator=generator,
             show_progress=show_progress,
             callback=callback,
-            into=into,
+            into=self._resolve(into) if isinstance(into, (str, os.PathLike)) else into,
             resume=resume,
             distributed=distributed,
         )

@@ -26,6 +26,7 @@ no memory had been absorbed.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -313,7 +314,7 @@ class MemoryRouter(EmbeddingRouter):
 
     def __init__(
         self,
-        memory: Memory,
+        memory: Memory | str | os.PathLike[str],
         *,
         embed: Embedder | None = None,
         threshold: float | None = None,
@@ -327,7 +328,12 @@ class MemoryRouter(EmbeddingRouter):
                 "threshold is a relevance (cosine similarity plus lexical_weight times a coverage in "
                 f"[0, 1]) in [-1, {1.0 + lexical_weight:g}], got {threshold!r}"
             )
-        self.memory = memory
+        from lift_integrations.memory import memory_from
+
+        resolved = memory_from(memory)
+        if resolved is None:
+            raise TypeError("MemoryRouter needs a memory (a Memory, a folder or a hub id), got None")
+        self.memory = resolved
         self._threshold = threshold
 
     @cached_property

@@ -63,14 +63,16 @@ ANSWER_TOKENS = 12
 
 @pytest.fixture
 def short_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every generation (the core's, and so the bindings') stops after :data:`ANSWER_TOKENS` tokens."""
+    """Every generation (the core's, and so the bindings') stops after :data:`ANSWER_TOKENS` tokens,
+    except one under a grammar (a tool call, a JSON answer), which must be able to finish to parse."""
     from lift_integrations import LIFTModel
 
     for name in ("generate", "generate_batch", "stream"):
         original = getattr(LIFTModel, name)
 
         def capped(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            kwargs["max_new_tokens"] = min(kwargs.get("max_new_tokens") or ANSWER_TOKENS, ANSWER_TOKENS)
+            if kwargs.get("grammar") is None and not any(kwargs.get("grammars") or ()):
+                kwargs["max_new_tokens"] = min(kwargs.get("max_new_tokens") or ANSWER_TOKENS, ANSWER_TOKENS)
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(LIFTModel, name, capped)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from lift_integrations.commands._model import (
@@ -42,7 +41,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="serve the memory at PATH (a folder or hub id) as model NAME; repeat for several",
     )
-    parser.add_argument("--bank", type=Path, default=None, help="serve every memory of a saved MemoryBank")
+    parser.add_argument(
+        "--bank", default=None, help="serve every memory of a saved MemoryBank (a folder or a hub id)"
+    )
     parser.add_argument(
         "--bank-max-bytes",
         type=int,
@@ -102,7 +103,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from lift_integrations.bank import MemoryBank
 
         try:
-            bank = MemoryBank.load(args.bank, max_loaded_bytes=args.bank_max_bytes)
+            bank = MemoryBank.from_pretrained(args.bank, max_loaded_bytes=args.bank_max_bytes)
         except (OSError, ValueError) as error:
             parser.error(f"--bank: {error}")
 

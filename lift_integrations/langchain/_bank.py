@@ -27,17 +27,6 @@ def check_memory_per(value: Any) -> None:
         )
 
 
-def bank_from(value: Any) -> MemoryBank:
-    """A :class:`MemoryBank`, or the one saved in the folder ``value``."""
-    from lift_integrations.bank import MemoryBank
-
-    if isinstance(value, MemoryBank):
-        return value
-    if isinstance(value, (str, os.PathLike)):
-        return MemoryBank.load(value)
-    raise TypeError(f"memory_bank must be a MemoryBank or the folder of one, got {type(value).__name__}")
-
-
 def is_bank_folder(path: Any) -> bool:
     from lift_integrations.bank import BANK_FILE
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from lift_integrations import registry
+from lift_integrations.bank import bank_from
 from lift_integrations.langchain._absorb import (
     EVENT_END,
     EVENT_PROGRESS,
@@ -40,7 +42,6 @@ from lift_integrations.langchain._absorb import (
 from lift_integrations.langchain._bank import (
     absorb_bank,
     absorbed_documents,
-    bank_from,
     bank_info,
     check_memory_per,
     is_bank_folder,
@@ -578,13 +579,13 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         self.memory, self.memory_bank = memory, None
         return memory_info(memory)
 
-    def attach_memory(self, memory: Memory | None) -> None:
-        """Use ``memory`` (a :class:`~lift_integrations.Memory`, or ``None`` for the base model)."""
-        if memory is not None:
-            from lift_integrations.memory import Memory
+    def attach_memory(self, memory: Memory | str | os.PathLike[str] | None) -> None:
+        """Use ``memory`` (a :class:`~lift_integrations.Memory`, a folder, a hub id, or ``None`` for the
+        base model)."""
+        from lift_integrations.memory import memory_from
 
-            if not isinstance(memory, Memory):
-                raise TypeError(f"attach_memory() expects a Memory or None, got {type(memory).__name__}")
+        memory = memory_from(memory)
+        if memory is not None:
             with self.lift.using(memory):
                 pass
         self.memory = memory

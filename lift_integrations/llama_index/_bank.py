@@ -6,7 +6,6 @@ so the LangChain binding can use the same logic (or this module, once it moves i
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,15 +29,6 @@ def check_memory_per(memory_per: Any) -> MemoryPer:
             f"document, routed per question), got {memory_per!r}"
         )
     return memory_per  # type: ignore[return-value]
-
-
-def bank_from(bank: Any) -> MemoryBank:
-    """A :class:`MemoryBank`, or the one saved in the folder ``bank`` (its tensors read when used)."""
-    if isinstance(bank, MemoryBank):
-        return bank
-    if isinstance(bank, (str, os.PathLike)):
-        return MemoryBank.load(bank)
-    raise TypeError(f"memory_bank must be a MemoryBank, a bank folder or None, got {type(bank).__name__}")
 
 
 def embedding_embedder(embed_model: Any, argument: str) -> Embedder | None:

@@ -306,7 +306,7 @@ class LIFTIndex(IndexBase):
         *,
         memory: KeepOrReabsorb | None = None,
         config: LIFTConfig | None = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
     ) -> None:
         """Delete document ``ref_doc_id``: its chunks (hybrid: from the vector store and, with
         ``delete_from_docstore``, the docstore) and what the memory knows of it, as far as it can.
@@ -326,7 +326,7 @@ class LIFTIndex(IndexBase):
         if memory not in (None, "reabsorb", "keep"):
             raise ValueError(f"memory must be 'reabsorb', 'keep' or None, got {memory!r}")
         _check_config(config)
-        check_bool(show_progress, "show_progress")
+        check_bool(show_progress, "show_progress", optional=True)
         if ref_doc_id not in self._ref_docs:
             raise KeyError(f"this index holds no document with ref_doc_id {ref_doc_id!r}")
         if len(self._ref_docs) == 1:
@@ -365,7 +365,9 @@ class LIFTIndex(IndexBase):
             )
         return names
 
-    def _reabsorb_without(self, ref_doc_id: str, config: LIFTConfig | None, show_progress: bool) -> None:
+    def _reabsorb_without(
+        self, ref_doc_id: str, config: LIFTConfig | None, show_progress: bool | None
+    ) -> None:
         """Absorb into a fresh memory the current memory's documents that the index still holds."""
         current = self._llm.memory
         if current is None:

@@ -33,14 +33,14 @@ from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.llms.llm import default_completion_to_prompt
 
 from lift_integrations import registry
-from lift_integrations.bank import MemoryBank
+from lift_integrations.bank import MemoryBank, bank_from
 from lift_integrations.llama_index._absorb import (
     absorb_arguments,
     end_event,
     progress_event,
     start_event,
 )
-from lift_integrations.llama_index._bank import BankSlot, bank_from, embedding_embedder
+from lift_integrations.llama_index._bank import BankSlot, embedding_embedder
 from lift_integrations.llama_index._streams import Pieces, aresponses, responses
 from lift_integrations.llama_index._tools import (
     FunctionCalling,
@@ -265,7 +265,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         self,
         documents: Any,
         *,
-        into: Memory | None = None,
+        into: Memory | str | os.PathLike[str] | None = None,
         config: LIFTConfig | None = None,
         show_progress: bool | None = None,
         generator: Any = None,
@@ -278,8 +278,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         documents too). See :meth:`LIFTModel.absorb` for ``config`` and ``generator``. Every argument
         is checked before the start event and any work.
         """
-        if into is not None and not isinstance(into, Memory):
-            raise TypeError(f"into must be a Memory or None, got {type(into).__name__}")
+        into = memory_from(into)  # a Memory, a folder or a hub id
         docs = absorb_arguments(documents, config, show_progress)  # bad input fails before any event
         lift = self.lift_model
         start_event(lift.name, docs, into)

@@ -98,8 +98,10 @@ def test_a_bank_refuses_what_it_cannot_hold(memories: dict[str, Memory], tmp_pat
     for name in ("", "a/b", "..", " padded"):
         with pytest.raises(ValueError, match="name"):
             bank.add(name, memories["harbour"])
-    with pytest.raises(TypeError, match="Memory"):
-        bank.add("text", "not a memory")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a Memory, a folder or a hub id"):
+        bank.add("text", 42)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="no memory at"):
+        bank.add("text", "not a memory")  # a string names a folder (or a hub id)
     with pytest.raises(KeyError, match="no memory named"):
         bank["missing"]
     other = tmp_path / "other"

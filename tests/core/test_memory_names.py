@@ -97,3 +97,36 @@ def test_the_bindings_take_a_path_too(saved: Any) -> None:
     register_model("tiny-names", LIFTModel(model, tokenizer, name="tiny-llama"))
     assert LIFTChatModel(model="tiny-names", memory=str(folder)).memory.id == memory.id
     assert LIFTLLM(model="tiny-names", memory=folder).memory.id == memory.id
+
+
+def test_every_place_that_takes_a_memory_takes_its_name(lift: LIFTModel, saved: Any, tmp_path: Path) -> None:
+    """attach, absorb(into=), MemoryRouter, MemoryBank.add and a bank named by its folder."""
+    from lift_integrations import MemoryBank, MemoryRouter
+    from lift_integrations.bank import bank_from
+
+    memory, folder = saved
+    question = "Who founded the Zorblat Institute?"
+    try:
+        lift.attach(str(folder))
+        assert lift.attached_memory is not None and lift.attached_memory.id == memory.id
+    finally:
+        lift.detach()
+    config = LIFTConfig.fast(**SMALL, stage1_epochs=1, stage2_epochs=1)
+    more = "Mira Quenton also built a glass observatory in Vellhaven. " * 3
+    assert lift.absorb(more, config=config, into=folder, show_progress=False).id == (
+        lift.absorb(more, config=config, into=memory, show_progress=False).id
+    )
+    assert (
+        MemoryRouter(folder, embed=lambda texts: [[1.0, float(len(t))] for t in texts]).memory.id == memory.id
+    )
+    with pytest.raises(TypeError, match="needs a memory"):
+        MemoryRouter(None)  # type: ignore[arg-type]
+    bank = MemoryBank()
+    bank.add("zorblat", str(folder))
+    assert bank.get("zorblat").id == memory.id
+    bank.save(tmp_path / "kb")
+    assert bank_from(tmp_path / "kb").names == ["zorblat"]
+    assert bank_from(bank) is bank
+    with pytest.raises(TypeError, match="the folder of one or a hub id"):
+        bank_from(42)
+    assert lift.generate(question, memory=str(folder), max_new_tokens=4).text

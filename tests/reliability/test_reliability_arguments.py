@@ -597,8 +597,13 @@ def test_llamaindex_absorb_arguments_are_checked_before_any_event(
 
 
 def test_llamaindex_absorb_memory_checks_into(guarded: LIFTModel) -> None:
-    with _LlamaEvents() as events, pytest.raises(TypeError, match=r"into must be a Memory or None"):
-        _llm(guarded).absorb_memory(["Some text."], into="memory")
+    with (
+        _LlamaEvents() as events,
+        pytest.raises(TypeError, match=r"a Memory, a folder path, a hub id or None"),
+    ):
+        _llm(guarded).absorb_memory(["Some text."], into=42)
+    with _LlamaEvents() as events, pytest.raises(FileNotFoundError, match="no memory at"):
+        _llm(guarded).absorb_memory(["Some text."], into="no-such-memory-folder")
     assert "LIFTAbsorbStartEvent" not in events.names
 
 
