@@ -257,7 +257,9 @@ def test_predict_and_stream_use_the_chat_path(llm: LIFTLLM, events: Any) -> None
 def test_tool_messages_are_user_turns(llm: LIFTLLM) -> None:
     """A tool result (no tool role in small models' templates) reaches the model as a user turn."""
     result = ChatMessage(role=MessageRole.TOOL, content="42")
-    assert llm.chat([result]).message.content == llm.chat(user("Tool result: 42")).message.content
+    from lift_integrations.structured import render_tool_result
+
+    assert llm.chat([result]).message.content == llm.chat(user(render_tool_result("42"))).message.content
 
 
 # Instrumentation and token counting ---------------------------------------------------------------
