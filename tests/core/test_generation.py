@@ -57,8 +57,10 @@ def test_memory_is_chosen_per_call_and_attach_sets_the_default(tiny_lift: LIFTMo
     assert tiny_lift.generate("Who founded it?", memory=None, max_new_tokens=10).text == base
     tiny_lift.detach()
     assert tiny_lift.generate("Who founded it?", max_new_tokens=10).text == base
-    with pytest.raises(TypeError, match="Memory"):
-        tiny_lift.attach("not a memory")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a Memory, a folder path or a hub id"):
+        tiny_lift.attach(42)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="no memory at"):
+        tiny_lift.attach("not a memory")  # a string names a folder (or a hub id)
 
 
 def test_stream_yields_the_same_text_as_generate(tiny_lift: LIFTModel) -> None:
