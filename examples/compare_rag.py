@@ -26,7 +26,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lift_bench.arms import ALL_ARMS, HarnessSettings
 from lift_bench.cases import BenchDocument, article_document, build_cases
@@ -309,18 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         route_memories=args.route_memories,
     )
     report = run_comparison(lift, cases, arms, settings)
-    report["meta"].update(
-        {
-            "data": str(data),
-            "command": " ".join(["examples/compare_rag.py", *(argv or sys.argv[1:])]),
-            "script_wall_s": round(time.perf_counter() - started, 1),
-        }
-    )
-    paths = write_outputs(report, args.out, plots=not args.no_plots)
-    print()
-    print(markdown_report(report))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    print(f"total wall time {time.perf_counter() - started:.0f} s")
+    finish(report, args, data, argv, started, write_outputs, markdown_report)
 
 
 def run_corpus_setting(args: argparse.Namespace, data: Path, argv: list[str] | None, started: float) -> None:
@@ -362,6 +353,19 @@ def run_corpus_setting(args: argparse.Namespace, data: Path, argv: list[str] | N
     report = run_corpus(
         lift, corpus, arms, settings, unrelated=probe_documents(rest, fiction), bank_dir=args.bank
     )
+    finish(report, args, data, argv, started, write_corpus_outputs, corpus_markdown)
+
+
+def finish(
+    report: dict[str, Any],
+    args: argparse.Namespace,
+    data: Path,
+    argv: list[str] | None,
+    started: float,
+    write: Callable[..., dict[str, Path]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> None:
+    """Record how the report was made, write it and print it (every setting ends the same way)."""
     report["meta"].update(
         {
             "data": str(data),
@@ -369,9 +373,9 @@ def run_corpus_setting(args: argparse.Namespace, data: Path, argv: list[str] | N
             "script_wall_s": round(time.perf_counter() - started, 1),
         }
     )
-    paths = write_corpus_outputs(report, args.out, plots=not args.no_plots)
+    paths = write(report, args.out, plots=not args.no_plots)
     print()
-    print(corpus_markdown(report))
+    print(markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
