@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -509,6 +509,11 @@ class BankRouter(EmbeddingRouter):
     its own threshold, calibrated as :class:`MemoryRouter` calibrates it (the ``quantile`` of the
     package's replay questions' relevance on that memory, plus ``margin``); of those, the one furthest
     above its threshold wins. A bank of one memory routes exactly as ``MemoryRouter(memory)``.
+
+    Calibrated alone, each of many memories claims its own share of unrelated questions, and together
+    they claim more (docs/routing.md, "Routing in a bank"). ``margin`` raises every threshold by a fixed
+    amount; ``calibration="joint"`` raises them by the shift that makes the bank as a whole claim no more
+    of the replay questions than one memory does. ``"per_memory"`` (the default) keeps each memory's own.
     """
 
     def __init__(
@@ -519,10 +524,14 @@ class BankRouter(EmbeddingRouter):
         quantile: float = CALIBRATION_QUANTILE,
         lexical_weight: float = LEXICAL_WEIGHT,
         margin: float = 0.0,
+        calibration: Literal["per_memory", "joint"] = "per_memory",
     ) -> None:
         if not len(bank):
             raise ValueError("the bank holds no memories to route to")
+        if calibration not in ("per_memory", "joint"):
+            raise ValueError(f"calibration must be 'per_memory' or 'joint', got {calibration!r}")
         super().__init__(embed=embed, margin=margin, quantile=quantile, lexical_weight=lexical_weight)
+        self.calibration = calibration
         self.names = bank.names
         self._documents = [bank.documents(name) for name in self.names]
 
@@ -563,8 +572,15 @@ class BankRouter(EmbeddingRouter):
         """Each memory's calibrated threshold (plus ``margin``)."""
         from lift_integrations.absorb.replay import load_replay_prompts
 
-        replay = [p.question for p in load_replay_prompts()]
-        questions = list(replay)
+        questions = [p.question for p in load_replay_prompts()]
+        thresholds = self._memory_thresholds(questions)
+        if self.calibration == "joint" and len(self.names) > 1:
+            claimed = (self.relevance(questions) - thresholds).max(axis=1)
+            thresholds = thresholds + max(0.0, float(np.quantile(claimed, self.quantile)))
+        return thresholds + self.margin
+
+    def _memory_thresholds(self, questions: list[str]) -> np.ndarray:
+        """Each memory's threshold calibrated on its own: the ``quantile`` of ``questions``' relevance."""
         _, matrix, starts = self._passages
         similarity = np.maximum.reduceat(
             normalised_rows(self.embed(questions), len(questions)) @ matrix.T, starts, axis=1
@@ -572,7 +588,7 @@ class BankRouter(EmbeddingRouter):
         if self.lexical_weight:
             for memory, index in enumerate(self._lexical):
                 similarity[:, memory] += self.lexical_weight * index.coverage(questions)
-        return np.quantile(similarity, self.quantile, axis=0) + self.margin
+        return np.asarray(np.quantile(similarity, self.quantile, axis=0))
 
     def route_many(self, questions: Sequence[str]) -> list[str | None]:
         """The memory each question goes to (its name), or ``None``."""

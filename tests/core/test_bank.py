@@ -6,10 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny_models import bag_of_words, build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryBank, MemoryRouter
+from lift_integrations.absorb.replay import load_replay_prompts
 from lift_integrations.bank import BANK_FILE, bank_names
 from lift_integrations.errors import MemoryFormatError
 from lift_integrations.routing import text_memory
@@ -130,7 +132,8 @@ def test_a_damaged_bank_is_refused(memories: dict[str, Memory], tmp_path: Path) 
         MemoryBank.load(tmp_path / "nowhere")
 
 
-def test_a_bank_of_one_routes_as_its_memory_router(memories: dict[str, Memory]) -> None:
+@pytest.mark.parametrize("calibration", ["per_memory", "joint"])
+def test_a_bank_of_one_routes_as_its_memory_router(memories: dict[str, Memory], calibration: str) -> None:
     questions = [
         "Who opened the Quillon Observatory?",
         "Where was the great refractor ground?",
@@ -139,8 +142,24 @@ def test_a_bank_of_one_routes_as_its_memory_router(memories: dict[str, Memory]) 
     ]
     memory = memories["observatory"]
     expected = MemoryRouter(memory, embed=bag_of_words).wants(questions)
-    routed = MemoryBank({"observatory": memory}).router(embed=bag_of_words).route_many(questions)
+    bank = MemoryBank({"observatory": memory})
+    routed = bank.router(embed=bag_of_words, calibration=calibration).route_many(questions)
     assert routed == ["observatory" if wanted else None for wanted in expected]
+
+
+def test_joint_calibration_lets_the_bank_claim_no_more_replay_questions_than_one_memory() -> None:
+    replay = [p.question for p in load_replay_prompts()]
+    bank = MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
+    alone = bank.router(embed=bag_of_words)
+    joint = bank.router(embed=bag_of_words, calibration="joint")
+    shift = joint.thresholds - alone.thresholds
+    assert shift.min() >= 0.0 and np.ptp(shift) < 1e-6  # one shift for every memory (float32)
+    claimed = sum(name is not None for name in joint.route_many(replay)) / len(replay)
+    assert claimed <= 1.0 - joint.quantile + 1.0 / len(replay)
+    claimed_alone = sum(name is not None for name in alone.route_many(replay)) / len(replay)
+    assert claimed <= claimed_alone
+    with pytest.raises(ValueError, match="calibration must be"):
+        bank.router(embed=bag_of_words, calibration="global")
 
 
 def test_each_question_goes_to_the_memory_of_its_document() -> None:
