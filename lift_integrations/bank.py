@@ -46,6 +46,7 @@ from lift_integrations.memory_validation import (
     MEMORY_FILES,
     is_memory_folder,
 )
+from lift_integrations.microbatch import GatheredCalls
 from lift_integrations.routing import (
     CALIBRATION_QUANTILE,
     LEXICAL_WEIGHT,
@@ -525,6 +526,7 @@ class BankRouter(EmbeddingRouter):
         super().__init__(embed=embed, margin=margin, quantile=quantile, lexical_weight=lexical_weight)
         self.names = bank.names
         self._documents = [bank.documents(name) for name in self.names]
+        self._routes = GatheredCalls(self.route_many)
 
     @cached_property
     def _passages(self) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
@@ -589,4 +591,5 @@ class BankRouter(EmbeddingRouter):
         ]
 
     def route(self, question: str) -> str | None:
-        return self.route_many([question])[0]
+        """``route_many([question])[0]``; concurrent calls (request threads) are embedded together."""
+        return self._routes(question)

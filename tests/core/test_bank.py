@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tiny_models import bag_of_words, build_tiny_model
@@ -189,3 +190,37 @@ def test_a_bank_from_documents_holds_one_memory_per_document() -> None:
     assert bank["Vellmouth-Harbour"].stats["steps"] == alone.stats["steps"]
     with pytest.raises(ValueError, match="2 names for 3 memories"):
         MemoryBank.from_documents(lift, list(ARTICLES.values()), names=["a", "b"], config=config)
+
+
+def test_concurrent_routes_are_embedded_together() -> None:
+    """48 request threads routing at once embed their questions in a few calls, not 48, and route as
+    ``route_many`` does."""
+    import threading
+    import time
+
+    embedded: list[int] = []
+
+    def slow_bag_of_words(texts: Any) -> Any:
+        embedded.append(len(texts))
+        time.sleep(0.05)  # a real embedder's forward pass: the other threads arrive meanwhile
+        return bag_of_words(texts)
+
+    bank = MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
+    router = bank.router(embed=slow_bag_of_words)
+    questions = ["Who dredged Vellmouth Harbour?", "Who planted Brambleigh Orchard?", "What is 2 + 2?"] * 16
+    expected = router.route_many(questions)  # also embeds the passages and calibrates, once
+    embedded.clear()
+    start = threading.Barrier(len(questions))
+    routed: list[str | None] = [None] * len(questions)
+
+    def route(index: int) -> None:
+        start.wait()
+        routed[index] = router.route(questions[index])
+
+    threads = [threading.Thread(target=route, args=(i,)) for i in range(len(questions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert routed == expected and expected[:3] == ["harbour", "orchard", None]
+    assert sum(embedded) == len(questions) and len(embedded) <= 4
