@@ -37,6 +37,7 @@ from lift_integrations._fs import fsync_dir, path_lock
 from lift_integrations._hub import looks_like_hub_id
 from lift_integrations.documents import Document
 from lift_integrations.errors import MemoryFormatError
+from lift_integrations.gathering import GatheredCalls
 from lift_integrations.memory import Memory, check_save_target
 from lift_integrations.memory_export import bank_card
 from lift_integrations.memory_validation import (
@@ -46,7 +47,6 @@ from lift_integrations.memory_validation import (
     MEMORY_FILES,
     is_memory_folder,
 )
-from lift_integrations.microbatch import GatheredCalls
 from lift_integrations.routing import (
     CALIBRATION_QUANTILE,
     LEXICAL_WEIGHT,

@@ -192,9 +192,10 @@ def test_a_bank_from_documents_holds_one_memory_per_document() -> None:
         MemoryBank.from_documents(lift, list(ARTICLES.values()), names=["a", "b"], config=config)
 
 
-def test_concurrent_routes_are_embedded_together() -> None:
+@pytest.mark.parametrize("router_kind", ["bank", "memory"])
+def test_concurrent_routes_are_embedded_together(router_kind: str) -> None:
     """48 request threads routing at once embed their questions in a few calls, not 48, and route as
-    ``route_many`` does."""
+    ``route_many``/``wants`` do (a :class:`BankRouter` and a :class:`MemoryRouter`)."""
     import threading
     import time
 
@@ -205,13 +206,19 @@ def test_concurrent_routes_are_embedded_together() -> None:
         time.sleep(0.05)  # a real embedder's forward pass: the other threads arrive meanwhile
         return bag_of_words(texts)
 
-    bank = MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
-    router = bank.router(embed=slow_bag_of_words)
     questions = ["Who dredged Vellmouth Harbour?", "Who planted Brambleigh Orchard?", "What is 2 + 2?"] * 16
-    expected = router.route_many(questions)  # also embeds the passages and calibrates, once
+    if router_kind == "bank":
+        bank = MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
+        router: Any = bank.router(embed=slow_bag_of_words)
+        expected: list[Any] = router.route_many(questions)  # also embeds the passages and calibrates, once
+        assert expected[:3] == ["harbour", "orchard", None]
+    else:
+        router = MemoryRouter(text_memory([ARTICLES["harbour"]]), embed=slow_bag_of_words)
+        expected = [router.memory if wanted else None for wanted in router.wants(questions)]
+        assert expected[:3] == [router.memory, None, None]
     embedded.clear()
     start = threading.Barrier(len(questions))
-    routed: list[str | None] = [None] * len(questions)
+    routed: list[Any] = [None] * len(questions)
 
     def route(index: int) -> None:
         start.wait()
@@ -222,5 +229,5 @@ def test_concurrent_routes_are_embedded_together() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert routed == expected and expected[:3] == ["harbour", "orchard", None]
+    assert routed == expected
     assert sum(embedded) == len(questions) and len(embedded) <= 4

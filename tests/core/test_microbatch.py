@@ -129,7 +129,7 @@ def test_run_off_loop_lets_more_calls_wait_at_once_than_the_default_executor() -
 def test_gathered_calls_run_together_and_a_bad_item_fails_alone() -> None:
     import time
 
-    from lift_integrations.microbatch import GatheredCalls
+    from lift_integrations.gathering import GatheredCalls
 
     sizes: list[int] = []
 
