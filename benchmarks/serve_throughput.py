@@ -11,11 +11,15 @@ model alone), and served four ways in one process, side by side:
 - ``langchain_abatch`` (with ``--langchain``): ``LIFTChatModel.abatch`` over a memory bank, each question
   routed to its memory.
 
+After a warm-up batch of every request, each path runs ``--repeat`` times (default 3, the paths taking
+turns); the table shows each figure's median, the JSON keeps every run's figures too (``runs``).
+
 Memories are absorbed with a one-step recipe: throughput does not depend on what a memory learned. Each
 memory's document is a short invented text with its own name, so the router can tell them apart.
 
     python benchmarks/serve_throughput.py --requests 64 --memories 0 1 8 64 --json serve.json
-    python benchmarks/serve_throughput.py --requests 8 --memories 1 2 --max-new-tokens 8   # a quick check
+    python benchmarks/serve_throughput.py --requests 8 --memories 1 2 --max-new-tokens 4 --repeat 2 \\
+        --langchain   # a quick check
 """
 
 from __future__ import annotations
@@ -62,7 +66,16 @@ def summary(latencies: list[float], wall: float, tokens: int) -> dict[str, float
     }
 
 
-def run_count(lift: Any, count: int, requests: int, max_new_tokens: int, langchain: bool) -> dict[str, Any]:
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over ``runs``, every run's figures kept under ``runs``."""
+    keys = [key for key in runs[0] if all(isinstance(run.get(key), (int, float)) for run in runs)]
+    middle = {key: round(float(np.median([run[key] for run in runs])), 3) for key in keys}
+    return {**middle, "runs": runs}
+
+
+def run_count(
+    lift: Any, count: int, requests: int, max_new_tokens: int, langchain: bool, repeat: int
+) -> dict[str, Any]:
     from lift_integrations import LIFTConfig, MemoryBank
     from lift_integrations.microbatch import MicroBatcher
 
@@ -72,64 +85,81 @@ def run_count(lift: Any, count: int, requests: int, max_new_tokens: int, langcha
     rows = [memories[i % count] if count else None for i in range(requests)]
     prompts = [question(docs[i % len(docs)]) for i in range(requests)]
     settings = dict(max_new_tokens=max_new_tokens)
-    lift.generate_batch(prompts[:2], memories=rows[:2], **settings)  # warm up kernels and adapters
-    results: dict[str, Any] = {"memories": count, "requests": requests}
+    # Warm up kernels, adapters and allocator at the full batch's shapes, so no path pays for them.
+    lift.generate_batch(prompts, memories=rows, batch_size=requests, **settings)
 
-    start = time.perf_counter()
-    answers = lift.generate_batch(prompts, memories=rows, batch_size=requests, **settings)
-    wall = time.perf_counter() - start
-    results["mixed"] = summary([wall] * requests, wall, sum(a.output_tokens for a in answers))
+    def mixed() -> dict[str, Any]:
+        start = time.perf_counter()
+        answers = lift.generate_batch(prompts, memories=rows, batch_size=requests, **settings)
+        wall = time.perf_counter() - start
+        return summary([wall] * requests, wall, sum(a.output_tokens for a in answers))
 
-    batcher = MicroBatcher(lift, max_batch=requests)
-    latencies = [0.0] * requests
-    tokens = [0] * requests
-    gate = threading.Barrier(requests)
+    def concurrent() -> dict[str, Any]:
+        batcher = MicroBatcher(lift, max_batch=requests)
+        latencies = [0.0] * requests
+        tokens = [0] * requests
+        gate = threading.Barrier(requests)
 
-    def serve(i: int) -> None:
-        gate.wait()
-        began = time.perf_counter()
-        tokens[i] = batcher.generate(prompts[i], memory=rows[i], **settings).output_tokens
-        latencies[i] = time.perf_counter() - began
+        def serve(i: int) -> None:
+            gate.wait()
+            began = time.perf_counter()
+            tokens[i] = batcher.generate(prompts[i], memory=rows[i], **settings).output_tokens
+            latencies[i] = time.perf_counter() - began
 
-    threads = [threading.Thread(target=serve, args=(i,)) for i in range(requests)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    results["concurrent"] = summary(latencies, time.perf_counter() - start, sum(tokens))
-    results["concurrent"]["batches"] = batcher.batches_run
+        threads = [threading.Thread(target=serve, args=(i,)) for i in range(requests)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - start
+        return {**summary(latencies, wall, sum(tokens)), "batches": batcher.batches_run}
 
-    start = time.perf_counter()
-    finished, produced = [], 0
-    groups: dict[int, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(id(row), []).append(i)
-    for members in groups.values():
-        out = lift.generate_batch([prompts[i] for i in members], memory=rows[members[0]], **settings)
-        produced += sum(a.output_tokens for a in out)
-        finished += [time.perf_counter() - start] * len(members)
-    results["one_at_a_time"] = summary(finished, time.perf_counter() - start, produced)
+    def one_at_a_time() -> dict[str, Any]:
+        start = time.perf_counter()
+        finished, produced = [], 0
+        groups: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(id(row), []).append(i)
+        for members in groups.values():
+            out = lift.generate_batch([prompts[i] for i in members], memory=rows[members[0]], **settings)
+            produced += sum(a.output_tokens for a in out)
+            finished += [time.perf_counter() - start] * len(members)
+        return summary(finished, time.perf_counter() - start, produced)
 
+    paths = {"mixed": mixed, "concurrent": concurrent, "one_at_a_time": one_at_a_time}
     if langchain and count:
         from lift_integrations.langchain import LIFTChatModel
+        from lift_integrations.microbatch import shared_batcher
 
         bank = MemoryBank({f"m{i}": memory for i, memory in enumerate(memories)})
         chat = LIFTChatModel(lift_model=lift, memory_bank=bank, max_tokens=max_new_tokens)
         chat.invoke(prompts[0])  # calibrate the router before timing
 
-        async def run() -> list[Any]:
-            return await chat.abatch(prompts, config={"max_concurrency": requests})
+        def langchain_abatch() -> dict[str, Any]:
+            async def run() -> list[Any]:
+                return await chat.abatch(prompts, config={"max_concurrency": requests})
 
-        start = time.perf_counter()
-        messages = asyncio.run(run())
-        wall = time.perf_counter() - start
-        routed = sum(
-            m.response_metadata["lift_memory_id"] == (row.id if row is not None else None)
-            for m, row in zip(messages, rows, strict=True)
-        )
-        output = sum(m.usage_metadata["output_tokens"] for m in messages if m.usage_metadata)
-        results["langchain_abatch"] = {**summary([wall] * requests, wall, output), "routed_right": routed}
+            before = shared_batcher(lift).batches_run
+            start = time.perf_counter()
+            messages = asyncio.run(run())
+            wall = time.perf_counter() - start
+            routed = sum(
+                m.response_metadata["lift_memory_id"] == (row.id if row is not None else None)
+                for m, row in zip(messages, rows, strict=True)
+            )
+            output = sum(m.usage_metadata["output_tokens"] for m in messages if m.usage_metadata)
+            batches = shared_batcher(lift).batches_run - before
+            return {**summary([wall] * requests, wall, output), "batches": batches, "routed_right": routed}
+
+        paths["langchain_abatch"] = langchain_abatch
+
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+    for _ in range(repeat):  # the paths take turns, so a slow spell of the machine touches each
+        for name, path in paths.items():
+            runs[name].append(path())
+    results: dict[str, Any] = {"memories": count, "requests": requests, "repeat": repeat}
+    results.update({name: median_of(figures) for name, figures in runs.items()})
     for memory in memories:
         lift.release(memory)
     return results
@@ -145,20 +175,24 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--langchain", action="store_true", help="also time LIFTChatModel.abatch over a bank")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each path; the median is reported")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
 
     from lift_integrations import LIFTModel
 
     lift = LIFTModel.from_pretrained(args.model, device=args.device)
     print(
-        f"# {lift.name} on {lift.device}, {args.requests} requests, {args.max_new_tokens} new tokens at most"
+        f"# {lift.name} on {lift.device}, {args.requests} requests, "
+        f"{args.max_new_tokens} new tokens at most, median of {args.repeat} runs"
     )
     print("| memories | path | answers/s | tokens/s | p50 s | p95 s | wall s |")
     print("|---|---|---|---|---|---|---|")
     report = []
     for count in args.memories:
-        result = run_count(lift, count, args.requests, args.max_new_tokens, args.langchain)
+        result = run_count(lift, count, args.requests, args.max_new_tokens, args.langchain, args.repeat)
         report.append(result)
         for path in ("mixed", "concurrent", "one_at_a_time", "langchain_abatch"):
             if path in result:

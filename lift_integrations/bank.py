@@ -37,6 +37,7 @@ from lift_integrations._fs import fsync_dir, path_lock
 from lift_integrations._hub import looks_like_hub_id
 from lift_integrations.documents import Document
 from lift_integrations.errors import MemoryFormatError
+from lift_integrations.gathering import GatheredCalls
 from lift_integrations.memory import Memory, check_save_target
 from lift_integrations.memory_export import bank_card
 from lift_integrations.memory_validation import (
@@ -534,6 +535,7 @@ class BankRouter(EmbeddingRouter):
         self.calibration = calibration
         self.names = bank.names
         self._documents = [bank.documents(name) for name in self.names]
+        self._routes = GatheredCalls(self.route_many)
 
     @cached_property
     def _passages(self) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
@@ -605,4 +607,5 @@ class BankRouter(EmbeddingRouter):
         ]
 
     def route(self, question: str) -> str | None:
-        return self.route_many([question])[0]
+        """``route_many([question])[0]``; concurrent calls (request threads) are embedded together."""
+        return self._routes(question)

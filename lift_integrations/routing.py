@@ -37,6 +37,7 @@ import numpy as np
 
 from lift_integrations.absorb.extractive import split_sentences
 from lift_integrations.absorb.replay import load_replay_prompts
+from lift_integrations.gathering import GatheredCalls
 
 if TYPE_CHECKING:
     from lift_integrations.memory import Memory
@@ -335,6 +336,7 @@ class MemoryRouter(EmbeddingRouter):
             raise TypeError("MemoryRouter needs a memory (a Memory, a folder or a hub id), got None")
         self.memory = resolved
         self._threshold = threshold
+        self._wanted = GatheredCalls(self.wants)
 
     @cached_property
     def _passage_texts(self) -> list[str]:
@@ -378,8 +380,9 @@ class MemoryRouter(EmbeddingRouter):
         return [bool(score > threshold) for score in self.relevance(questions)]
 
     def route(self, question: str) -> Memory | None:
-        """The memory when ``question`` is about its documents, else ``None`` (the base model)."""
-        return self.memory if self.wants([question])[0] else None
+        """The memory when ``question`` is about its documents, else ``None`` (the base model); concurrent
+        calls (request threads) are embedded together."""
+        return self.memory if self._wanted(question) else None
 
 
 class RouterSlot:

@@ -50,7 +50,7 @@ from lift_integrations.langchain._bank import (
 from lift_integrations.langchain._documents import to_core_documents, to_langchain_documents
 from lift_integrations.langchain._messages import memory_info, to_core_messages, usage_of
 from lift_integrations.langchain._tools import ToolCallingMixin, plan_call, whole_answer_chunks
-from lift_integrations.microbatch import shared_batcher
+from lift_integrations.microbatch import run_off_loop, shared_batcher
 from lift_integrations.validation import (
     check_context,
     check_max_new_tokens,
@@ -348,7 +348,7 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         # Loading and generating both block for seconds: keep them off the event loop.
-        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+        return await run_off_loop(self._generate, messages, stop, None, **kwargs)
 
     async def _astream(
         self,
@@ -364,16 +364,16 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
             return
         args = self._call_args(stop, kwargs)
         lift_messages = self._call_turns(messages)
-        memory = await asyncio.to_thread(self._memory_for, lift_messages)
+        memory = await run_off_loop(self._memory_for, lift_messages)
 
         def start() -> TextStream:
             return self.lift.stream(plan.turns, memory=memory, grammar=plan.grammar, **args)
 
-        stream = await asyncio.to_thread(start)
+        stream = await run_off_loop(start)
         try:
             while True:
                 # Each wait for the next piece happens in a worker thread, so the loop stays free meanwhile.
-                piece = await asyncio.to_thread(next, stream, None)  # a piece is a str, never None
+                piece = await run_off_loop(next, stream, None)  # a piece is a str, never None
                 if piece is None:
                     break
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
@@ -540,7 +540,7 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
                 with contextlib.suppress(concurrent.futures.TimeoutError):
                     future.result(timeout=EVENT_TIMEOUT_S)
 
-            info = await asyncio.to_thread(
+            info = await run_off_loop(
                 self._absorb_blocking,
                 pairs,
                 lift_config,

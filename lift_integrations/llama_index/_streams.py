@@ -3,9 +3,10 @@ LlamaIndex response generators (sync and async) that end generation when the con
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from lift_integrations.microbatch import run_off_loop
 
 if TYPE_CHECKING:
     from lift_integrations.generation import GenerationResult, TextStream
@@ -80,11 +81,11 @@ async def aresponses(pieces: Pieces, make: Callable[[str, str, Any], _R]) -> Asy
     """
     try:
         while True:
-            item = await asyncio.to_thread(next, pieces, None)  # a piece is a tuple, never None
+            item = await run_off_loop(next, pieces, None)  # a piece is a tuple, never None
             if item is None:
                 return
             yield make(*item)
     finally:
         if pieces.stream.result is None:  # stopped early: end generation at once, then wait for it
             pieces.cancel()
-            await asyncio.to_thread(pieces.close)
+            await run_off_loop(pieces.close)

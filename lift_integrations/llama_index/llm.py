@@ -8,7 +8,6 @@ worker threads so the event loop keeps running, and turns absorb progress into d
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +50,7 @@ from lift_integrations.llama_index._tools import (
     to_core_messages,
 )
 from lift_integrations.memory import Memory, memory_from
-from lift_integrations.microbatch import shared_batcher
+from lift_integrations.microbatch import run_off_loop, shared_batcher
 from lift_integrations.prompting import parse_chat, render_chat
 from lift_integrations.validation import (
     check_bool,
@@ -542,7 +541,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await asyncio.to_thread(self._complete, prompt, formatted, kwargs)
+        return await run_off_loop(self._complete, prompt, formatted, kwargs)
 
     @llm_completion_callback()
     async def astream_complete(
@@ -553,14 +552,14 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         def start() -> Pieces:  # parsing a formatted prompt may load the model: off the loop too
             return self._stream(self._completion_messages(prompt, formatted), options)
 
-        return aresponses(await asyncio.to_thread(start), self._completion_chunk)
+        return aresponses(await run_off_loop(start), self._completion_chunk)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await asyncio.to_thread(self._chat, messages, kwargs)
+        return await run_off_loop(self._chat, messages, kwargs)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         if kwargs.get("tools"):
-            return aone_chunk(await asyncio.to_thread(self._chat, messages, kwargs))
-        return aresponses(await asyncio.to_thread(self._chat_stream, messages, kwargs), self._chat_chunk)
+            return aone_chunk(await run_off_loop(self._chat, messages, kwargs))
+        return aresponses(await run_off_loop(self._chat_stream, messages, kwargs), self._chat_chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,3 +209,44 @@ def test_a_bank_from_documents_holds_one_memory_per_document() -> None:
     assert bank["Vellmouth-Harbour"].stats["steps"] == alone.stats["steps"]
     with pytest.raises(ValueError, match="2 names for 3 memories"):
         MemoryBank.from_documents(lift, list(ARTICLES.values()), names=["a", "b"], config=config)
+
+
+@pytest.mark.parametrize("router_kind", ["bank", "memory"])
+def test_concurrent_routes_are_embedded_together(router_kind: str) -> None:
+    """48 request threads routing at once embed their questions in a few calls, not 48, and route as
+    ``route_many``/``wants`` do (a :class:`BankRouter` and a :class:`MemoryRouter`)."""
+    import threading
+    import time
+
+    embedded: list[int] = []
+
+    def slow_bag_of_words(texts: Any) -> Any:
+        embedded.append(len(texts))
+        time.sleep(0.05)  # a real embedder's forward pass: the other threads arrive meanwhile
+        return bag_of_words(texts)
+
+    questions = ["Who dredged Vellmouth Harbour?", "Who planted Brambleigh Orchard?", "What is 2 + 2?"] * 16
+    if router_kind == "bank":
+        bank = MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
+        router: Any = bank.router(embed=slow_bag_of_words)
+        expected: list[Any] = router.route_many(questions)  # also embeds the passages and calibrates, once
+        assert expected[:3] == ["harbour", "orchard", None]
+    else:
+        router = MemoryRouter(text_memory([ARTICLES["harbour"]]), embed=slow_bag_of_words)
+        expected = [router.memory if wanted else None for wanted in router.wants(questions)]
+        assert expected[:3] == [router.memory, None, None]
+    embedded.clear()
+    start = threading.Barrier(len(questions))
+    routed: list[Any] = [None] * len(questions)
+
+    def route(index: int) -> None:
+        start.wait()
+        routed[index] = router.route(questions[index])
+
+    threads = [threading.Thread(target=route, args=(i,)) for i in range(len(questions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert routed == expected
+    assert sum(embedded) == len(questions) and len(embedded) <= 4

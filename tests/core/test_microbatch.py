@@ -95,3 +95,57 @@ def test_one_batcher_per_model_and_checked_settings(lift: LIFTModel) -> None:
         MicroBatcher(lift, max_batch=0)
     with pytest.raises(ValueError, match="window_s"):
         MicroBatcher(lift, window_s=-1)
+
+
+def test_run_off_loop_lets_more_calls_wait_at_once_than_the_default_executor() -> None:
+    """40 calls that each wait for all the others finish only if 40 threads run them at once (the default
+    executor, set to 4 threads here, would deadlock); context variables reach the thread."""
+    import asyncio
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lift_integrations.microbatch import run_off_loop
+
+    request_id: contextvars.ContextVar[int] = contextvars.ContextVar("request_id")
+    everyone = threading.Barrier(40, timeout=10)
+
+    def wait_for_all() -> tuple[int, str]:
+        everyone.wait()
+        return request_id.get(), threading.current_thread().name
+
+    async def one(index: int) -> tuple[int, str]:
+        request_id.set(index)
+        return await run_off_loop(wait_for_all)
+
+    async def all_at_once() -> list[tuple[int, str]]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(4))
+        return await asyncio.gather(*(one(i) for i in range(40)))
+
+    results = asyncio.run(all_at_once())
+    assert [index for index, _ in results] == list(range(40))
+    assert len({name for _, name in results}) == 40 and all(n.startswith("lift-async") for _, n in results)
+
+
+def test_gathered_calls_run_together_and_a_bad_item_fails_alone() -> None:
+    import time
+
+    from lift_integrations.gathering import GatheredCalls
+
+    sizes: list[int] = []
+
+    def squares(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        time.sleep(0.05)  # the calls that arrive meanwhile wait for the next call, together
+        if -1 in items:
+            raise ValueError("negative item")
+        return [i * i for i in items]
+
+    gathered = GatheredCalls(squares)
+    assert _concurrently([lambda i=i: gathered(i) for i in range(30)]) == [i * i for i in range(30)]
+    assert gathered.calls_run == len(sizes) <= 3  # the first alone, the others together
+    results = _concurrently([lambda i=i: gathered(i if i != 7 else -1) for i in range(30)])
+    assert [r for i, r in enumerate(results) if i != 7] == [i * i for i in range(30) if i != 7]
+    assert isinstance(results[7], ValueError) and "negative" in str(results[7])
+    assert gathered(3) == 9
+    with pytest.raises(ValueError, match="max_items"):
+        GatheredCalls(squares, max_items=0)

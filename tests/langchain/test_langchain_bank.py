@@ -118,3 +118,32 @@ def test_a_batch_routes_each_question_and_shares_forward_passes(chat: LIFTChatMo
     bank = chat.memory_bank
     assert ids[:3] == [bank["Vellmouth-Harbour"].id, bank["Brambleigh-Orchard"].id, None]
     assert shared_batcher(chat.lift).batches_run - before < len(together)
+
+
+def test_many_concurrent_ainvoke_wait_in_one_batch_not_in_the_loops_few_threads(
+    chat: LIFTChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """48 concurrent calls all reach the batcher together: a default executor of 4 threads (what
+    ``asyncio.to_thread`` used, ``min(32, cpus + 4)`` threads) would cut them into a dozen batches."""
+    import asyncio
+    import math
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lift_integrations.microbatch import shared_batcher
+
+    questions = ["Who dredged Vellmouth Harbour?", "Who planted Brambleigh Orchard?", "What is 2 + 2?"] * 16
+    alone = {q: chat.invoke(q).content for q in set(questions)}
+    batcher = shared_batcher(chat.lift)
+    monkeypatch.setattr(batcher, "window_s", 0.5)  # a loaded machine still gathers all 48
+    monkeypatch.setattr(batcher, "max_batch", 16)
+    before = batcher.batches_run
+
+    async def together() -> tuple[list[Any], list[Any]]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(4))
+        batched = chat.abatch(questions[24:], config={"max_concurrency": 24})
+        *invoked, rest = await asyncio.gather(*(chat.ainvoke(q) for q in questions[:24]), batched)
+        return invoked, rest
+
+    invoked, batched = asyncio.run(together())  # 24 ainvoke and an abatch of 24, all at once
+    assert [m.content for m in [*invoked, *batched]] == [alone[q] for q in questions]
+    assert batcher.batches_run - before <= math.ceil(len(questions) / 16) + 1

@@ -258,3 +258,34 @@ def test_concurrent_achat_with_different_memories_shares_batches(
     answers = asyncio.run(both())
     assert [a.message.content for a in answers] == alone * 2
     assert batcher.batches_run - before < len(answers)
+
+
+def test_many_concurrent_acomplete_and_achat_wait_in_one_batch(
+    tiny_smollm: Any, bank_index: LIFTIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """48 concurrent calls all reach the batcher together, routed each to its memory: a default executor of
+    4 threads (what ``asyncio.to_thread`` used, ``min(32, cpus + 4)`` threads) would cut them into a dozen
+    batches."""
+    import math
+
+    from lift_integrations.microbatch import shared_batcher
+
+    bank = bank_index.memory_bank
+    assert bank is not None
+    llm = LIFTLLM(tiny_smollm, max_new_tokens=8, memory_bank=bank, router_embed_model=BagOfWords())
+    questions = [ZORBIA_Q, VELMORA_Q, UNRELATED] * 16
+    alone = {q: llm.complete(q).text for q in set(questions)}
+    batcher = shared_batcher(tiny_smollm)
+    monkeypatch.setattr(batcher, "window_s", 0.5)  # a loaded machine still gathers all 48
+    monkeypatch.setattr(batcher, "max_batch", 16)
+    before = batcher.batches_run
+
+    async def together() -> list[str]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(4))
+        completions = [llm.acomplete(q) for q in questions[:24]]
+        chats = [llm.achat(user(q)) for q in questions[24:]]
+        answers = await asyncio.gather(*completions, *chats)
+        return [a.text for a in answers[:24]] + [a.message.content for a in answers[24:]]
+
+    assert asyncio.run(together()) == [alone[q] for q in questions]
+    assert batcher.batches_run - before <= math.ceil(len(questions) / 16) + 1

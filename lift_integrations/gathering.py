@@ -1,0 +1,91 @@
+"""Concurrent one-item calls gathered into calls of a many-item function, as
+:class:`~lift_integrations.microbatch.MicroBatcher` gathers generations: the routers embed the questions of
+concurrent requests together."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from lift_integrations.validation import check_int
+
+Item = TypeVar("Item")
+Out = TypeVar("Out")
+
+
+@dataclass
+class _Pending(Generic[Item, Out]):
+    item: Item
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Out | None = None
+    error: BaseException | None = None
+
+
+class GatheredCalls(Generic[Item, Out]):
+    """One-item calls made concurrently, run as calls of a many-item function: while a call of ``many``
+    runs, the calls that arrive wait, then run together in the next (at most ``max_items`` at once). A lone
+    call runs at once, unchanged: gathering waits for no window.
+
+    Embedding 64 routed questions one at a time took 6 times as long as embedding them together (a
+    router's ``route`` from 64 request threads), and the requests then reached the
+    :class:`~lift_integrations.microbatch.MicroBatcher` one by one.
+    """
+
+    def __init__(self, many: Callable[[list[Item]], Sequence[Out]], *, max_items: int = 256) -> None:
+        check_int(max_items, "max_items", minimum=1)
+        self.many = many
+        self.max_items = max_items
+        self.calls_run = 0
+        """Calls of ``many`` so far: how much was gathered."""
+        self._lock = threading.Lock()
+        self._queue: list[_Pending[Item, Out]] = []
+        self._leading = False
+
+    def __call__(self, item: Item) -> Out:
+        """``many([item])[0]``, computed with the items of concurrent calls."""
+        pending: _Pending[Item, Out] = _Pending(item)
+        with self._lock:
+            self._queue.append(pending)
+            lead = not self._leading
+            self._leading = self._leading or lead
+        if lead:
+            self._lead()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[return-value]  # set with done, an Out (which may be None)
+
+    def _lead(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._leading = False
+                    return
+                group, self._queue = self._queue[: self.max_items], self._queue[self.max_items :]
+            self._run(group)
+
+    def _run(self, group: list[_Pending[Item, Out]]) -> None:
+        try:
+            results = list(self.many([p.item for p in group]))
+            if len(results) != len(group):
+                raise RuntimeError(f"{len(group)} items gave {len(results)} results")
+        except Exception as error:
+            if len(group) > 1:  # one item's problem must not fail the others: each on its own
+                for pending in group:
+                    self._run([pending])
+                return
+            group[0].error = error
+            group[0].done.set()
+            return
+        except BaseException as error:  # KeyboardInterrupt and the like: every caller sees it
+            for pending in group:
+                pending.error = error
+                pending.done.set()
+            raise
+        finally:
+            self.calls_run += 1
+        for pending, result in zip(group, results, strict=True):
+            pending.result = result
+            pending.done.set()
