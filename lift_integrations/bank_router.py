@@ -1,0 +1,145 @@
+"""Routing among the memories of a :class:`~lift_integrations.bank.MemoryBank`: per question, the one memory
+it is about, or none.
+
+The relevance is :class:`~lift_integrations.routing.MemoryRouter`'s, computed with one embedding search over
+the passages of every memory (the bank's documents, read from its manifest, so routing loads no tensors),
+against each memory's calibrated threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from lift_integrations.gathering import GatheredCalls
+from lift_integrations.routing import (
+    CALIBRATION_QUANTILE,
+    LEXICAL_WEIGHT,
+    Embedder,
+    EmbeddingRouter,
+    LexicalIndex,
+    memory_passages,
+    normalised_rows,
+    text_memory,
+)
+
+if TYPE_CHECKING:
+    from lift_integrations.bank import MemoryBank
+
+__all__ = ["CANDIDATES", "BankRouter"]
+
+CANDIDATES = 8
+"""Memories whose lexical coverage is computed for a question: the closest by embedding alone."""
+
+
+class BankRouter(EmbeddingRouter):
+    """Per question, the name of the memory of ``bank`` it is about, or ``None`` (the base model).
+
+    Each memory's relevance is :class:`~lift_integrations.routing.MemoryRouter`'s: the highest cosine
+    similarity to one of its passages plus ``lexical_weight`` times the lexical coverage, computed for
+    the :data:`CANDIDATES` memories closest by similarity. A memory qualifies when the relevance beats
+    its own threshold, calibrated as :class:`MemoryRouter` calibrates it (the ``quantile`` of the
+    package's replay questions' relevance on that memory, plus ``margin``); of those, the one furthest
+    above its threshold wins. A bank of one memory routes exactly as ``MemoryRouter(memory)``.
+
+    Calibrated alone, each of many memories claims its own share of unrelated questions, and together
+    they claim more (docs/routing.md, "Routing in a bank"). ``margin`` raises every threshold by a fixed
+    amount; ``calibration="joint"`` raises them by the shift that makes the bank as a whole claim no more
+    of the replay questions than one memory does. ``"per_memory"`` (the default) keeps each memory's own.
+    """
+
+    def __init__(
+        self,
+        bank: MemoryBank,
+        *,
+        embed: Embedder | None = None,
+        quantile: float = CALIBRATION_QUANTILE,
+        lexical_weight: float = LEXICAL_WEIGHT,
+        margin: float = 0.0,
+        calibration: Literal["per_memory", "joint"] = "per_memory",
+    ) -> None:
+        if not len(bank):
+            raise ValueError("the bank holds no memories to route to")
+        if calibration not in ("per_memory", "joint"):
+            raise ValueError(f"calibration must be 'per_memory' or 'joint', got {calibration!r}")
+        super().__init__(embed=embed, margin=margin, quantile=quantile, lexical_weight=lexical_weight)
+        self.calibration = calibration
+        self.names = bank.names
+        self._documents = [bank.documents(name) for name in self.names]
+        self._routes = GatheredCalls(self.route_many)
+
+    @cached_property
+    def _passages(self) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+        """Each memory's passages, all of them embedded in one matrix, and where each memory's start."""
+        passages = [
+            memory_passages(text_memory([(d.title, d.text) for d in docs])) for docs in self._documents
+        ]
+        texts = [p for per_memory in passages for p in per_memory]
+        matrix = normalised_rows(self.embed(texts), len(texts))
+        starts = np.cumsum([0, *(len(p) for p in passages)])[:-1]
+        return passages, matrix, starts
+
+    @cached_property
+    def _lexical(self) -> list[LexicalIndex]:
+        return [LexicalIndex(p) for p in self._passages[0]]
+
+    def relevance(self, questions: Sequence[str]) -> np.ndarray:
+        """``(questions, memories)``: each memory's relevance; ``-inf`` where it was not a candidate."""
+        questions = list(questions)
+        _, matrix, starts = self._passages
+        similarity = normalised_rows(self.embed(questions), len(questions)) @ matrix.T
+        per_memory = np.maximum.reduceat(similarity, starts, axis=1) if len(questions) else similarity
+        if self.lexical_weight == 0.0 or not len(questions):
+            return per_memory
+        result = np.full_like(per_memory, -np.inf)
+        count = min(CANDIDATES, per_memory.shape[1])
+        candidates = np.argsort(-per_memory, axis=1)[:, :count]
+        for memory in np.unique(candidates):
+            rows = np.flatnonzero((candidates == memory).any(axis=1))
+            coverage = self._lexical[memory].coverage([questions[r] for r in rows])
+            result[rows, memory] = per_memory[rows, memory] + self.lexical_weight * coverage
+        return result
+
+    @cached_property
+    def thresholds(self) -> np.ndarray:
+        """Each memory's calibrated threshold (plus ``margin``)."""
+        from lift_integrations.absorb.replay import load_replay_prompts
+
+        questions = [p.question for p in load_replay_prompts()]
+        thresholds = self._memory_thresholds(questions)
+        if self.calibration == "joint" and len(self.names) > 1:
+            claimed = (self.relevance(questions) - thresholds).max(axis=1)
+            thresholds = thresholds + max(0.0, float(np.quantile(claimed, self.quantile)))
+        return thresholds + self.margin
+
+    def _memory_thresholds(self, questions: list[str]) -> np.ndarray:
+        """Each memory's threshold calibrated on its own: the ``quantile`` of ``questions``' relevance."""
+        _, matrix, starts = self._passages
+        similarity = np.maximum.reduceat(
+            normalised_rows(self.embed(questions), len(questions)) @ matrix.T, starts, axis=1
+        )
+        if self.lexical_weight:
+            for memory, index in enumerate(self._lexical):
+                similarity[:, memory] += self.lexical_weight * index.coverage(questions)
+        return np.asarray(np.quantile(similarity, self.quantile, axis=0))
+
+    def route_many(self, questions: Sequence[str]) -> list[str | None]:
+        """The memory each question goes to (its name), or ``None``."""
+        if isinstance(questions, str):
+            raise TypeError("route_many takes a list of questions; use route() for one")
+        questions = list(questions)
+        if not questions:
+            return []
+        above = self.relevance(questions) - self.thresholds
+        best = above.argmax(axis=1)
+        return [
+            self.names[m] if above[row, m] > 0 and q.strip() else None
+            for row, (m, q) in enumerate(zip(best, questions, strict=True))
+        ]
+
+    def route(self, question: str) -> str | None:
+        """``route_many([question])[0]``; concurrent calls (request threads) are embedded together."""
+        return self._routes(question)
