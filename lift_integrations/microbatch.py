@@ -16,13 +16,13 @@ import asyncio
 import contextvars
 import functools
 import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from lift_integrations.gathering import GatheredCalls, check_window
 from lift_integrations.structured.grammar import as_grammar
 from lift_integrations.validation import check_int
 
@@ -48,9 +48,6 @@ class _Request:
     context: Any
     settings: tuple[Any, ...]
     grammar: Any = None
-    done: threading.Event = field(default_factory=threading.Event)
-    result: GenerationResult | None = None
-    error: BaseException | None = None
 
 
 class MicroBatcher:
@@ -58,16 +55,25 @@ class MicroBatcher:
 
     def __init__(self, lift: LIFTModel, *, window_s: float = WINDOW_S, max_batch: int = 32) -> None:
         check_int(max_batch, "max_batch", minimum=1)
-        if not (isinstance(window_s, (int, float)) and 0 <= window_s < 10):
-            raise ValueError(f"window_s must be a number of seconds in [0, 10), got {window_s!r}")
         self.lift = lift
-        self.window_s = float(window_s)
         self.max_batch = max_batch
-        self.batches_run = 0
+        self._calls: GatheredCalls[_Request, GenerationResult] = GatheredCalls(
+            self._run, max_items=max_batch, window_s=window_s, key=lambda request: request.settings
+        )
+
+    @property
+    def window_s(self) -> float:
+        """How long the first waiting request waits for others to join its batch."""
+        return self._calls.window_s
+
+    @window_s.setter
+    def window_s(self, seconds: float) -> None:
+        self._calls.window_s = check_window(seconds)
+
+    @property
+    def batches_run(self) -> int:
         """Batches run so far (a lone request counts as one): how much the batcher merged."""
-        self._lock = threading.Lock()
-        self._queue: list[_Request] = []
-        self._leading = False
+        return self._calls.calls_run
 
     def generate(
         self,
@@ -84,70 +90,26 @@ class MicroBatcher:
         """What ``lift.generate(prompt, memory=memory, ...)`` returns, up to padded-batch rounding when
         other requests share its batch."""
         settings = (max_new_tokens, temperature, tuple(stop or ()), top_p)
-        request = _Request(prompt, memory, context, settings, as_grammar(grammar))
-        with self._lock:
-            self._queue.append(request)
-            lead = not self._leading
-            self._leading = self._leading or lead
-        if lead:
-            self._lead()
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
+        return self._calls(_Request(prompt, memory, context, settings, as_grammar(grammar)))
 
-    def _lead(self) -> None:
-        """Run batches until the queue is empty, then let the next request lead."""
-        time.sleep(self.window_s)
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._leading = False
-                    return
-                first = self._queue[0].settings
-                batch = [r for r in self._queue if r.settings == first][: self.max_batch]
-                self._queue = [r for r in self._queue if r not in batch]
-            self._run(batch)
-
-    def _run(self, batch: list[_Request]) -> None:
+    def _run(self, batch: list[_Request]) -> list[GenerationResult]:
         max_new_tokens, temperature, stop, top_p = batch[0].settings
         settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, stop=list(stop), top_p=top_p)
-        try:
-            if len(batch) == 1:
-                one = batch[0]
-                results = [
-                    self.lift.generate(
-                        one.prompt, memory=one.memory, context=one.context, grammar=one.grammar, **settings
-                    )
-                ]
-            else:
-                results = self.lift.generate_batch(
-                    [r.prompt for r in batch],
-                    memories=[r.memory for r in batch],
-                    contexts=[r.context for r in batch],
-                    grammars=[r.grammar for r in batch],
-                    batch_size=len(batch),
-                    **settings,
+        if len(batch) == 1:
+            one = batch[0]
+            return [
+                self.lift.generate(
+                    one.prompt, memory=one.memory, context=one.context, grammar=one.grammar, **settings
                 )
-        except Exception as error:
-            if len(batch) > 1:  # one request's problem must not fail the others: each on its own
-                for request in batch:
-                    self._run([request])
-                return
-            batch[0].error = error
-            batch[0].done.set()
-            return
-        except BaseException as error:  # KeyboardInterrupt and the like: every caller sees it
-            for request in batch:
-                request.error = error
-                request.done.set()
-            raise
-        finally:
-            self.batches_run += 1
-        for request, result in zip(batch, results, strict=True):
-            request.result = result
-            request.done.set()
+            ]
+        return self.lift.generate_batch(
+            [r.prompt for r in batch],
+            memories=[r.memory for r in batch],
+            contexts=[r.context for r in batch],
+            grammars=[r.grammar for r in batch],
+            batch_size=len(batch),
+            **settings,
+        )
 
 
 _shared: weakref.WeakKeyDictionary[Any, MicroBatcher] = weakref.WeakKeyDictionary()
