@@ -37,7 +37,7 @@ from lift_integrations.routing import default_embedder
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 SHEETS = ("quillon.json", "brindlecombe.json", "tarrowmere.json")
-RULES = {
+RULES: dict[str, dict[str, Any]] = {
     "per_memory": {"calibration": "per_memory"},
     "per_memory, margin 0.05": {"calibration": "per_memory", "margin": 0.05},
     "per_memory, margin 0.1": {"calibration": "per_memory", "margin": 0.1},
@@ -98,7 +98,7 @@ def measure(articles: Sequence[Article], folds: int, questions: int, embed: Any)
             **fixed,
         }
         for calibration, options in RULES.items():
-            router = BankRouter(TextBank(banked), embed=embed, **options)  # type: ignore[arg-type]
+            router = BankRouter(TextBank(banked), embed=embed, **options)
             chosen = router.route_many([q for _, q in own])
             add(calibration, "own questions", len(own))
             add(calibration, "own memory", sum(c == t for (t, _), c in zip(own, chosen, strict=True)))

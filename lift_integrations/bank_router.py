@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -26,10 +26,28 @@ from lift_integrations.routing import (
     text_memory,
 )
 
-if TYPE_CHECKING:
-    from lift_integrations.bank import MemoryBank
 
-__all__ = ["CANDIDATES", "BankRouter"]
+class TitledText(Protocol):
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+class RoutableBank(Protocol):
+    """What a :class:`BankRouter` reads of a bank (a :class:`~lift_integrations.bank.MemoryBank`, or any
+    collection of named documents): the memories' names and each one's documents, never its tensors."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def documents(self, name: str) -> Sequence[TitledText]: ...
+
+    def __len__(self) -> int: ...
+
+
+__all__ = ["CANDIDATES", "BankRouter", "RoutableBank"]
 
 CANDIDATES = 8
 """Memories whose lexical coverage is computed for a question: the closest by embedding alone."""
@@ -53,7 +71,7 @@ class BankRouter(EmbeddingRouter):
 
     def __init__(
         self,
-        bank: MemoryBank,
+        bank: RoutableBank,
         *,
         embed: Embedder | None = None,
         quantile: float = CALIBRATION_QUANTILE,
