@@ -10,8 +10,9 @@ processes, gloo)::
 
 ``--mode shard`` (default) absorbs all files into one memory saved at ``--output``, splitting each
 optimizer step's samples between the processes. ``--mode each`` absorbs every file into its own memory,
-saved at ``--output/<file stem>``, the files dealt out to the processes, each process training its
-files side by side (:meth:`LIFTModel.absorb_many`). Each file is a document titled with its file stem.
+saved at ``--output/<file stem>``, the files dealt out to the processes by length (so that they finish
+together), each process training its files side by side (:meth:`LIFTModel.absorb_many`). Each file is
+a document titled with its file stem.
 The memory of either mode equals a single-process absorption of the same files.
 
 ``lift-absorb --warmup`` absorbs a short built-in text and saves nothing: the first absorption in a
@@ -299,14 +300,18 @@ def absorb_each(
 
     ``documents`` maps a memory name (a folder name) to what :meth:`LIFTModel.absorb` accepts (a text, a
     ``(title, text)`` pair or a list of documents). With a process group (``context``, default: the one
-    initialised in this process), rank ``r`` absorbs the names ``r, r + world_size, ...`` in the mapping's
-    order, so every rank must pass the same mapping; each rank trains its memories side by side on its
-    own (:meth:`LIFTModel.absorb_many`), each equal to a single-process absorption.
+    initialised in this process), the names are dealt by length
+    (:func:`~lift_integrations.distributed.deal_by_length` of each entry's characters, titles included):
+    a rank's time grows with the text it trains on, so dealing in order would leave the ranks of short
+    documents idle while one rank trains a long one. Every rank computes the same deal, so every rank
+    must pass the same mapping; each rank trains its memories side by side on its own
+    (:meth:`LIFTModel.absorb_many`), each equal to a single-process absorption with the same seed.
     ``callback(name, report)`` receives the progress reports; ``show_progress`` draws a bar on rank 0
     only (``None``: unless ``$LIFT_PROGRESS`` is ``0``). Returns the folders this process wrote; all
     ranks wait for each other before returning, so every memory is saved when it returns.
     """
-    from lift_integrations.distributed import barrier, current
+    from lift_integrations.distributed import barrier, current, deal_by_length
+    from lift_integrations.documents import normalize_documents
     from lift_integrations.memory import check_save_target, save_or_rescue
     from lift_integrations.validation import show_progress_setting
 
@@ -317,7 +322,12 @@ def absorb_each(
         context = current()
     rank, world_size = (context.rank, context.world_size) if context is not None else (0, 1)
     root = Path(output_dir)
-    mine = names[rank::world_size]
+    # Checked here too: a bad entry fails on every rank before any training, not on one rank mid-run.
+    sizes = [
+        sum(len(document.title) + len(document.text) for document in normalize_documents(documents[name]))
+        for name in names
+    ]
+    mine = [names[index] for index in deal_by_length(sizes, world_size)[rank]]
     for name in mine:  # refuse now, not after hours of training, a folder the save would refuse
         check_save_target(root / name)
     written: dict[str, Path] = {}

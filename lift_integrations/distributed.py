@@ -9,8 +9,8 @@ Two ways to use several processes (one per GPU, or several CPU processes):
   step. Every process ends with the same memory, equal to a single-process absorption up to the order of
   floating-point sums (see docs/distributed.md for the math).
 * **many documents, one memory each** (:func:`lift_integrations.cli.absorb_each`, the CLI's ``--mode
-  each``): process ``r`` absorbs the documents ``r, r + world_size, ...`` independently and saves each
-  memory.
+  each``): the documents are dealt to the processes by length (:func:`deal_by_length`), each process
+  absorbs its documents independently and saves each memory.
 
 NCCL is used on GPUs and gloo on CPUs. This module is imported only by code that already uses torch;
 ``import lift_integrations`` does not import it.
@@ -204,6 +204,22 @@ def shard_samples(lengths: Sequence[int], rank: int, world_size: int) -> list[in
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is out of range for world size {world_size}")
     return balanced_partition([float(n) for n in lengths], world_size)[rank]
+
+
+def deal_by_length(sizes: Sequence[int], world_size: int) -> list[list[int]]:
+    """The documents (indices into ``sizes``) each rank absorbs in ``--mode each``, dealt by size.
+
+    A rank's time grows with the text it trains on, so dealing in order (``r, r + world_size, ...``)
+    leaves ranks idle whenever lengths differ (one long document and many short ones: the long one's
+    rank finishes last by hours). The documents are split by :func:`balanced_partition` of their sizes
+    (characters, say) instead: every rank computes the same deal from the same sizes, the loads differ
+    by at most the largest document, and each rank's indices are ascending (the mapping's order).
+    """
+    if world_size <= 0:
+        raise ValueError(f"world_size must be positive, got {world_size}")
+    if any(size < 0 for size in sizes):
+        raise ValueError(f"document sizes must not be negative, got {list(sizes)}")
+    return balanced_partition([float(size) for size in sizes], world_size)
 
 
 # Summing gradients -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from lift_integrations.distributed import (
     DistributedMismatchError,
     balanced_partition,
     check_same_absorption,
+    deal_by_length,
     shard_samples,
 )
 
@@ -63,6 +64,42 @@ def test_partition_refuses_bad_arguments() -> None:
         balanced_partition([1, 2], 0)
     with pytest.raises(ValueError, match="rank 2"):
         shard_samples([1, 2], 2, 2)
+
+
+def test_documents_are_dealt_by_length_not_round_robin() -> None:
+    """One long document first and short ones after: round robin gives rank 0 the long one and half the
+    short ones; dealing by length gives the long one a rank of its own."""
+    sizes = [9000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000]
+    dealt = deal_by_length(sizes, 2)
+    assert sorted(i for rank in dealt for i in rank) == list(range(len(sizes)))
+    assert all(rank == sorted(rank) for rank in dealt)  # each rank keeps the mapping's order
+    assert deal_by_length(list(sizes), 2) == dealt  # every rank computes the same deal
+    dealt_loads = [sum(sizes[i] for i in rank) for rank in dealt]
+    round_robin_loads = [sum(sizes[rank::2]) for rank in range(2)]
+    assert round_robin_loads == [13000, 5000]
+    assert max(dealt_loads) == 9000 == max(sizes)  # optimal: no deal finishes before the longest document
+    assert dealt == [[0], list(range(1, 10))]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=40),
+    world_size=st.integers(min_value=1, max_value=8),
+)
+def test_deal_by_length_is_within_the_largest_document_of_optimal(sizes: list[int], world_size: int) -> None:
+    dealt = deal_by_length(sizes, world_size)
+    assert len(dealt) == world_size
+    assert sorted(i for rank in dealt for i in rank) == list(range(len(sizes)))
+    loads = [sum(sizes[i] for i in rank) for rank in dealt]
+    lower_bound = max(max(sizes), sum(sizes) / world_size)  # no deal can finish before this
+    assert max(loads) <= lower_bound + max(sizes)
+
+
+def test_deal_by_length_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="world_size"):
+        deal_by_length([1, 2], 0)
+    with pytest.raises(ValueError, match="negative"):
+        deal_by_length([1, -2], 2)
 
 
 # Summing gradients (a one-process gloo group: the packing, flags and copy-back) ------------------------

@@ -1,8 +1,8 @@
 """Two gloo processes launched by torchrun give the memories a single process gives.
 
 ``--mode shard``: one document, each step's samples split over the two processes and the gradients
-summed; ``--mode each``: three documents dealt out to two processes, one memory each. Every memory is
-compared, tensor by tensor, with a single-process absorption of the same document and config. A run
+summed; ``--mode each``: three documents dealt out to two processes by length, one memory each. Every
+memory is compared, tensor by tensor, with a single-process absorption of the same document and config. A run
 with one sample per step leaves one process idle in every step, and a run resumes a checkpoint. All CLI
 runs share one torchrun launch (``cli_runs.py``): starting the processes is most of the time.
 """
@@ -28,6 +28,7 @@ from distributed_helpers import (
 from tiny_models import Interrupt, stop_at
 
 from lift_integrations import LIFTConfig, LIFTModel, Memory
+from lift_integrations.distributed import deal_by_length
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun is tested on POSIX only")
 
@@ -119,7 +120,11 @@ def test_two_processes_absorb_three_documents_one_memory_each(
 ) -> None:
     root, lines = launched
     written = sorted((line["rank"], Path(line["memory"]).name) for line in lines if "rank" in line)
-    assert written == [(0, "alpha"), (0, "gamma"), (1, "beta")]  # names dealt out in order: r, r + 2, ...
+    # Dealt by length (characters, titles included): gamma (91) alone, alpha (88) and beta (83) together;
+    # round robin would have given rank 0 alpha and gamma.
+    sizes = [len(name) + len(text) for name, text in SHORT_DOCUMENTS.items()]
+    assert sizes == [88, 83, 91] and deal_by_length(sizes, 2) == [[2], [0, 1]]
+    assert written == [(0, "gamma"), (1, "alpha"), (1, "beta")]
     saved = sorted(p.name for p in (root / "memories").iterdir() if not p.name.endswith(".lock"))
     assert saved == ["alpha", "beta", "gamma"]
     for name, text in SHORT_DOCUMENTS.items():
