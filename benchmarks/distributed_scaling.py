@@ -2,7 +2,7 @@
 
     python benchmarks/distributed_scaling.py --processes 1 2 --length 32000 --preset paper
     python benchmarks/distributed_scaling.py --mode each --processes 1 2 --documents 24 \\
-        --squad ../shared/data/squad-dev.json --preset paper
+        --squad ../shared/data/squad-dev.json --preset dense_qa
 
 For each process count the script relaunches itself under ``torch.distributed.run`` (one GPU per process
 under NCCL when CUDA is available, else gloo CPU processes) and every process loads the model.
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=0, help="articles, one memory each (--mode each)")
     parser.add_argument("--max-chars", type=int, default=0, help="cut each article to this many characters")
     parser.add_argument("--attempts", type=int, default=2, help="absorptions per run; the last is reported")
-    parser.add_argument("--preset", choices=["fast", "paper"], default="paper")
+    parser.add_argument("--preset", choices=["fast", "dense_qa", "paper"], default="paper")
     parser.add_argument("--config-json", default="{}", help="LIFTConfig overrides as JSON")
     parser.add_argument("--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2)")
     parser.add_argument("--json", action="store_true", help="print only the JSON of the warm attempts")
