@@ -107,42 +107,45 @@ class BankRouter(EmbeddingRouter):
     def relevance(self, questions: Sequence[str]) -> np.ndarray:
         """``(questions, memories)``: each memory's relevance; ``-inf`` where it was not a candidate."""
         questions = list(questions)
+        return self._candidate_relevance(self._similarity(questions), questions)
+
+    def _similarity(self, questions: list[str]) -> np.ndarray:
+        """``(questions, memories)``: each question's highest cosine similarity to a memory's passages."""
         _, matrix, starts = self._passages
         similarity = normalised_rows(self.embed(questions), len(questions)) @ matrix.T
-        per_memory = np.maximum.reduceat(similarity, starts, axis=1) if len(questions) else similarity
+        return np.maximum.reduceat(similarity, starts, axis=1) if len(questions) else similarity
+
+    def _candidate_relevance(self, similarity: np.ndarray, questions: list[str]) -> np.ndarray:
+        """``similarity`` plus the lexical coverage for each question's :data:`CANDIDATES` closest memories;
+        ``-inf`` for the others."""
         if self.lexical_weight == 0.0 or not len(questions):
-            return per_memory
-        result = np.full_like(per_memory, -np.inf)
-        count = min(CANDIDATES, per_memory.shape[1])
-        candidates = np.argsort(-per_memory, axis=1)[:, :count]
+            return similarity
+        result = np.full_like(similarity, -np.inf)
+        count = min(CANDIDATES, similarity.shape[1])
+        candidates = np.argsort(-similarity, axis=1)[:, :count]
         for memory in np.unique(candidates):
             rows = np.flatnonzero((candidates == memory).any(axis=1))
             coverage = self._lexical[memory].coverage([questions[r] for r in rows])
-            result[rows, memory] = per_memory[rows, memory] + self.lexical_weight * coverage
+            result[rows, memory] = similarity[rows, memory] + self.lexical_weight * coverage
         return result
 
     @cached_property
     def thresholds(self) -> np.ndarray:
-        """Each memory's calibrated threshold (plus ``margin``)."""
+        """Each memory's calibrated threshold (plus ``margin``): the ``quantile`` of the replay questions'
+        relevance on that memory, and with ``calibration="joint"`` one shift for all of them."""
         from lift_integrations.absorb.replay import load_replay_prompts
 
         questions = [p.question for p in load_replay_prompts()]
-        thresholds = self._memory_thresholds(questions)
-        if self.calibration == "joint" and len(self.names) > 1:
-            claimed = (self.relevance(questions) - thresholds).max(axis=1)
-            thresholds = thresholds + max(0.0, float(np.quantile(claimed, self.quantile)))
-        return thresholds + self.margin
-
-    def _memory_thresholds(self, questions: list[str]) -> np.ndarray:
-        """Each memory's threshold calibrated on its own: the ``quantile`` of ``questions``' relevance."""
-        _, matrix, starts = self._passages
-        similarity = np.maximum.reduceat(
-            normalised_rows(self.embed(questions), len(questions)) @ matrix.T, starts, axis=1
-        )
+        similarity = self._similarity(questions)
+        alone = similarity.copy()
         if self.lexical_weight:
             for memory, index in enumerate(self._lexical):
-                similarity[:, memory] += self.lexical_weight * index.coverage(questions)
-        return np.asarray(np.quantile(similarity, self.quantile, axis=0))
+                alone[:, memory] += self.lexical_weight * index.coverage(questions)
+        thresholds = np.asarray(np.quantile(alone, self.quantile, axis=0))
+        if self.calibration == "joint" and len(self.names) > 1:
+            claimed = (self._candidate_relevance(similarity, questions) - thresholds).max(axis=1)
+            thresholds = thresholds + max(0.0, float(np.quantile(claimed, self.quantile)))
+        return thresholds + self.margin
 
     def route_many(self, questions: Sequence[str]) -> list[str | None]:
         """The memory each question goes to (its name), or ``None``."""
