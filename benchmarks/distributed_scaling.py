@@ -75,7 +75,7 @@ def shard_worker(args: argparse.Namespace, lift, config, context) -> None:
 
 def each_worker(args: argparse.Namespace, lift, config, context) -> None:
     """``--documents`` articles into as many memories with ``absorb_each``; wall time until all are saved."""
-    from lift_integrations.cli import absorb_each
+    from lift_integrations.cli import absorb_each, entry_characters
     from lift_integrations.distributed import barrier, deal_by_length
 
     articles = squad_documents(args.squad, args.documents)
@@ -83,7 +83,8 @@ def each_worker(args: argparse.Namespace, lift, config, context) -> None:
         articles = [(title, text[: args.max_chars]) for title, text in articles]
     documents = {f"{index:04d}": article for index, article in enumerate(articles)}  # titles may hold "/"
     world_size = context.world_size if context is not None else 1
-    dealt = deal_by_length([len(title) + len(text) for title, text in articles], world_size)
+    sizes = [entry_characters(article) for article in articles]  # what absorb_each deals by
+    dealt = deal_by_length(sizes, world_size)
     for attempt in range(1, args.attempts + 1):
         if context is not None:
             barrier(context)  # every process starts together
@@ -102,10 +103,8 @@ def each_worker(args: argparse.Namespace, lift, config, context) -> None:
                 "attempt": attempt,
                 "processes": world_size,
                 "documents": len(documents),
-                "characters": sum(len(title) + len(text) for title, text in articles),
-                "characters_per_process": [
-                    sum(len(articles[i][0]) + len(articles[i][1]) for i in rank) for rank in dealt
-                ],
+                "characters": sum(sizes),
+                "characters_per_process": [sum(sizes[i] for i in rank) for rank in dealt],
                 "wall_s": round(wall, 2),
                 "documents_per_min": round(60 * len(documents) / wall, 2),
                 "device": str(lift.device),

@@ -311,7 +311,6 @@ def absorb_each(
     ranks wait for each other before returning, so every memory is saved when it returns.
     """
     from lift_integrations.distributed import barrier, current, deal_by_length
-    from lift_integrations.documents import normalize_documents
     from lift_integrations.memory import check_save_target, save_or_rescue
     from lift_integrations.validation import show_progress_setting
 
@@ -323,10 +322,7 @@ def absorb_each(
     rank, world_size = (context.rank, context.world_size) if context is not None else (0, 1)
     root = Path(output_dir)
     # Checked here too: a bad entry fails on every rank before any training, not on one rank mid-run.
-    sizes = [
-        sum(len(document.title) + len(document.text) for document in normalize_documents(documents[name]))
-        for name in names
-    ]
+    sizes = [entry_characters(documents[name]) for name in names]
     mine = [names[index] for index in deal_by_length(sizes, world_size)[rank]]
     for name in mine:  # refuse now, not after hours of training, a folder the save would refuse
         check_save_target(root / name)
@@ -356,6 +352,13 @@ def absorb_each(
     if context is not None:
         barrier(context)
     return written
+
+
+def entry_characters(entry: Any) -> int:
+    """What :func:`absorb_each` deals an entry by: the characters of its documents, titles included."""
+    from lift_integrations.documents import normalize_documents
+
+    return sum(len(document.title) + len(document.text) for document in normalize_documents(entry))
 
 
 def _check_name(name: Any) -> str:

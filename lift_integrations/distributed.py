@@ -203,7 +203,7 @@ def shard_samples(lengths: Sequence[int], rank: int, world_size: int) -> list[in
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is out of range for world size {world_size}")
-    return balanced_partition([float(n) for n in lengths], world_size)[rank]
+    return deal_by_length(lengths, world_size)[rank]
 
 
 def deal_by_length(sizes: Sequence[int], world_size: int) -> list[list[int]]:
