@@ -297,7 +297,14 @@ def main(argv: list[str] | None = None) -> None:
         questions=args.questions,
         seed=args.seed,
     )
-    settings = HarnessSettings(
+    settings = harness_settings(args, lift, memory_seeds=args.memory_seeds)
+    report = run_comparison(lift, cases, arms, settings)
+    finish(report, args, data, argv, started, write_outputs, markdown_report)
+
+
+def harness_settings(args: argparse.Namespace, lift: LIFTModel, **extra: Any) -> HarnessSettings:
+    """The command line's settings shared by every setting (``extra``: those of one setting only)."""
+    return HarnessSettings(
         absorb_config=absorb_config(args.preset, args.config, args.seed, lift.device.type),
         max_new_tokens=args.max_new_tokens,
         chunk_size=args.chunk_size,
@@ -307,11 +314,9 @@ def main(argv: list[str] | None = None) -> None:
         llamaindex_stock_prompt=args.llamaindex_stock_prompt,
         general_probe=max(0, args.general),
         answer_batch=max(1, args.answer_batch),
-        memory_seeds=args.memory_seeds,
         route_memories=args.route_memories,
+        **extra,
     )
-    report = run_comparison(lift, cases, arms, settings)
-    finish(report, args, data, argv, started, write_outputs, markdown_report)
 
 
 def run_corpus_setting(args: argparse.Namespace, data: Path, argv: list[str] | None, started: float) -> None:
@@ -328,18 +333,7 @@ def run_corpus_setting(args: argparse.Namespace, data: Path, argv: list[str] | N
     print(f"model {lift.name} on {lift.device} ({str(lift.dtype).removeprefix('torch.')}); data {data}")
     corpus = build_corpus([article_document(a, args.paragraphs) for a in chosen], args.questions, args.seed)
     fiction = [json.loads((EXAMPLE_DATA / f).read_text(encoding="utf-8")) for f in FICTION]
-    settings = HarnessSettings(
-        absorb_config=absorb_config(args.preset, args.config, args.seed, lift.device.type),
-        max_new_tokens=args.max_new_tokens,
-        chunk_size=args.chunk_size,
-        k=args.k,
-        tune_rag=args.tune_rag,
-        seed=args.seed,
-        llamaindex_stock_prompt=args.llamaindex_stock_prompt,
-        general_probe=max(0, args.general),
-        answer_batch=max(1, args.answer_batch),
-        route_memories=args.route_memories,
-    )
+    settings = harness_settings(args, lift)
     if args.absorb_only:
         from lift_bench.corpus import CorpusResources
 
