@@ -177,6 +177,16 @@ def gains_over_controls(rows: dict[str, list[dict[str, Any]]], settings: Harness
 # RAG tuning ------------------------------------------------------------------------------------------
 
 
+def untuned_rag(settings: HarnessSettings) -> dict[str, Any]:
+    """RAG's settings as the command line gave them (``--no-tune-rag``)."""
+    return {
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.overlap,
+        "k": settings.k,
+        "tuned": False,
+    }
+
+
 def tune_rag(
     lift: LIFTModel, resources: CaseResources, questions: Sequence[BenchQuestion], settings: HarnessSettings
 ) -> dict[str, Any]:
@@ -591,12 +601,7 @@ def run_comparison(
             if settings.tune_rag and RAG_ARMS.intersection(names):
                 resources.rag = tune_rag(lift, resources, doc.questions, settings)
             else:
-                resources.rag = {
-                    "chunk_size": settings.chunk_size,
-                    "chunk_overlap": settings.overlap,
-                    "k": settings.k,
-                    "tuned": False,
-                }
+                resources.rag = untuned_rag(settings)
             runs: dict[str, list[list[dict[str, Any]]]] = {}
             prepare_s: dict[str, float] = {}
             probes: list[dict[str, Any]] = []

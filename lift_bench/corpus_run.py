@@ -33,6 +33,7 @@ from lift_bench.compare import (
     paired_difference,
     summarize,
     tune_rag,
+    untuned_rag,
 )
 from lift_bench.corpus import Corpus, CorpusResources
 from lift_bench.corpus_arms import (
@@ -228,12 +229,7 @@ def run_corpus(
             )
             resources.rag = tune_rag(lift, resources, spread.questions, settings)
         else:
-            resources.rag = {
-                "chunk_size": settings.chunk_size,
-                "chunk_overlap": settings.overlap,
-                "k": settings.k,
-                "tuned": False,
-            }
+            resources.rag = untuned_rag(settings)
         rows: dict[str, list[dict[str, Any]]] = {}
         prepare_s: dict[str, float] = {}
         for arm in built:
