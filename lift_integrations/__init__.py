@@ -28,6 +28,7 @@ _EXPORTS = {
     "MemoryRouter": "lift_integrations.routing",
     "MemoryBank": "lift_integrations.bank",
     "BankRouter": "lift_integrations.bank",
+    "BankRouting": "lift_integrations.bank_router",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from lift_integrations.adapters.gated_memory.config import GatedMemoryConfig
     from lift_integrations.adapters.lora import LoRAConfig
     from lift_integrations.bank import BankRouter, MemoryBank
+    from lift_integrations.bank_router import BankRouting
     from lift_integrations.config import LIFTConfig
     from lift_integrations.documents import Document
     from lift_integrations.generation import GenerationResult, TextStream

@@ -403,7 +403,9 @@ class MemoryBank:
     # Routing -------------------------------------------------------------------------------------
 
     def router(self, embed: Embedder | None = None, **options: Any) -> BankRouter:
-        """A :class:`BankRouter` over this bank's memories as they are now."""
+        """A :class:`BankRouter` over this bank's memories as they are now; ``options``: ``routing=`` (a
+        :class:`~lift_integrations.bank_router.BankRouting`) or its options one by one (``margin=0.1``,
+        ``calibration="joint"``, ...)."""
         return BankRouter(self, embed=embed, **options)
 
 

@@ -8,9 +8,10 @@ against each memory's calibrated threshold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from lift_integrations.routing import (
     Embedder,
     EmbeddingRouter,
     LexicalIndex,
+    check_router_options,
     memory_passages,
     normalised_rows,
     text_memory,
@@ -47,10 +49,65 @@ class RoutableBank(Protocol):
     def __len__(self) -> int: ...
 
 
-__all__ = ["CANDIDATES", "BankRouter", "RoutableBank"]
+__all__ = ["CALIBRATIONS", "CANDIDATES", "BankRouter", "BankRouting", "Calibration", "RoutableBank"]
 
 CANDIDATES = 8
 """Memories whose lexical coverage is computed for a question: the closest by embedding alone."""
+
+Calibration = Literal["per_memory", "joint"]
+CALIBRATIONS: tuple[Calibration, ...] = ("per_memory", "joint")
+
+
+@dataclass(frozen=True)
+class BankRouting:
+    """How a :class:`BankRouter` decides: the options that :class:`BankRouter`,
+    :meth:`MemoryBank.router <lift_integrations.bank.MemoryBank.router>` and the LangChain and LlamaIndex
+    bindings (``bank_routing=``) all take, checked here, once, when it is built.
+
+    ``margin`` (a finite number, default 0) is added to every memory's threshold; ``calibration``:
+    ``"per_memory"`` (default) keeps each memory's own threshold, ``"joint"`` raises them all by the
+    one shift that lets the bank claim no more of the replay questions than one memory does;
+    ``quantile`` (in [0, 1], default :data:`~lift_integrations.routing.CALIBRATION_QUANTILE`) is the
+    quantile of the replay questions' relevance a question must beat; ``lexical_weight`` (>= 0, default
+    :data:`~lift_integrations.routing.LEXICAL_WEIGHT`) weighs the lexical coverage against the
+    similarity. A larger ``margin`` or ``"joint"`` sends fewer unrelated questions to a memory and more
+    of its own questions to the base model (docs/routing.md, "Routing in a bank").
+    """
+
+    margin: float = 0.0
+    calibration: Calibration = "per_memory"
+    quantile: float = CALIBRATION_QUANTILE
+    lexical_weight: float = LEXICAL_WEIGHT
+
+    def __post_init__(self) -> None:
+        checked = check_router_options(self.margin, self.quantile, self.lexical_weight)
+        if not isinstance(self.calibration, str) or self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be 'per_memory' or 'joint', got {self.calibration!r}")
+        for name, value in zip(("margin", "quantile", "lexical_weight"), checked, strict=True):
+            object.__setattr__(self, name, value)  # as floats: equal options compare and print equal
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as JSON values (what the bindings persist; :meth:`of` reads it back)."""
+        return asdict(self)
+
+    @classmethod
+    def of(cls, value: BankRouting | Mapping[str, Any] | None) -> BankRouting:
+        """``value`` as options: ``None`` gives the defaults, a mapping (from JSON, or
+        ``{"margin": 0.1}``) sets the options it names and leaves the others at their defaults."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            known = [field.name for field in fields(cls)]
+            unknown = sorted(str(key) for key in value if key not in known)
+            if unknown:
+                raise ValueError(f"unknown bank routing options {unknown}; the options are {known}")
+            return cls(**value)
+        raise TypeError(
+            f"bank routing options must be a BankRouting, a dict of its options or None, "
+            f"got {type(value).__name__}"
+        )
 
 
 class BankRouter(EmbeddingRouter):
@@ -62,6 +119,8 @@ class BankRouter(EmbeddingRouter):
     its own threshold, calibrated as :class:`MemoryRouter` calibrates it (the ``quantile`` of the
     package's replay questions' relevance on that memory, plus ``margin``); of those, the one furthest
     above its threshold wins. A bank of one memory routes exactly as ``MemoryRouter(memory)``.
+    The options come as ``routing`` (a :class:`BankRouting`), or one by one as keywords, which override
+    ``routing``'s; :attr:`routing` holds the options in use.
 
     Calibrated alone, each of many memories claims its own share of unrelated questions, and together
     they claim more (docs/routing.md, "Routing in a bank"). ``margin`` raises every threshold by a fixed
@@ -74,17 +133,24 @@ class BankRouter(EmbeddingRouter):
         bank: RoutableBank,
         *,
         embed: Embedder | None = None,
-        quantile: float = CALIBRATION_QUANTILE,
-        lexical_weight: float = LEXICAL_WEIGHT,
-        margin: float = 0.0,
-        calibration: Literal["per_memory", "joint"] = "per_memory",
+        routing: BankRouting | Mapping[str, Any] | None = None,
+        quantile: float | None = None,
+        lexical_weight: float | None = None,
+        margin: float | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
+        given = dict(quantile=quantile, lexical_weight=lexical_weight, margin=margin, calibration=calibration)
+        options: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+        self.routing = replace(BankRouting.of(routing), **options)
         if not len(bank):
             raise ValueError("the bank holds no memories to route to")
-        if calibration not in ("per_memory", "joint"):
-            raise ValueError(f"calibration must be 'per_memory' or 'joint', got {calibration!r}")
-        super().__init__(embed=embed, margin=margin, quantile=quantile, lexical_weight=lexical_weight)
-        self.calibration = calibration
+        super().__init__(
+            embed=embed,
+            margin=self.routing.margin,
+            quantile=self.routing.quantile,
+            lexical_weight=self.routing.lexical_weight,
+        )
+        self.calibration: Calibration = self.routing.calibration
         self.names = bank.names
         self._documents = [bank.documents(name) for name in self.names]
         self._routes = GatheredCalls(self.route_many)

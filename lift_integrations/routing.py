@@ -38,6 +38,7 @@ import numpy as np
 from lift_integrations.absorb.extractive import split_sentences
 from lift_integrations.absorb.replay import load_replay_prompts
 from lift_integrations.gathering import GatheredCalls
+from lift_integrations.validation import check_float
 
 if TYPE_CHECKING:
     from lift_integrations.memory import Memory
@@ -267,6 +268,16 @@ def normalised_rows(rows: Any, texts: int) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
+def check_router_options(margin: Any, quantile: Any, lexical_weight: Any) -> tuple[float, float, float]:
+    """``margin`` (a finite number), ``quantile`` (in [0, 1]) and ``lexical_weight`` (>= 0) as floats,
+    each refused by name when it is not a number (``TypeError``) or out of range (``ValueError``)."""
+    return (
+        check_float(margin, "margin"),
+        check_float(quantile, "quantile", at_least=0.0, at_most=1.0),
+        check_float(lexical_weight, "lexical_weight", at_least=0.0),
+    )
+
+
 class EmbeddingRouter:
     """What every router shares: its embedder, loaded on first use (default: :func:`default_embedder`),
     and its checked options (see :class:`MemoryRouter`)."""
@@ -279,15 +290,8 @@ class EmbeddingRouter:
         quantile: float = CALIBRATION_QUANTILE,
         lexical_weight: float = LEXICAL_WEIGHT,
     ) -> None:
-        if not (np.isfinite(lexical_weight) and lexical_weight >= 0.0):
-            raise ValueError(f"lexical_weight must be a finite number >= 0, got {lexical_weight!r}")
-        if not np.isfinite(margin):
-            raise ValueError(f"margin must be a finite number, got {margin!r}")
-        if not 0.0 <= quantile <= 1.0:
-            raise ValueError(f"quantile must be in [0, 1], got {quantile!r}")
-        self.lexical_weight = float(lexical_weight)
-        self.quantile = float(quantile)
-        self.margin = float(margin)
+        checked = check_router_options(margin, quantile, lexical_weight)
+        self.margin, self.quantile, self.lexical_weight = checked
         self._embed = embed
 
     @property

@@ -13,15 +13,9 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "lift_integrations.langchain needs langchain-core: pip install 'lift-integrations[langchain]'"
     ) from error
 
+from lift_integrations.langchain._absorb import EVENT_END, EVENT_PROGRESS, EVENT_START
 from lift_integrations.langchain._documents import split_text
-from lift_integrations.langchain.chat_models import (
-    EVENT_END,
-    EVENT_PROGRESS,
-    EVENT_START,
-    ChatLIFT,
-    LIFTChatModel,
-    memory_info,
-)
+from lift_integrations.langchain.chat_models import ChatLIFT, LIFTChatModel, memory_info
 from lift_integrations.langchain.embeddings import SentenceTransformerEmbeddings
 from lift_integrations.langchain.retrievers import LIFTMemoryRetriever
 from lift_integrations.registry import clear_model_cache, register_model, unregister_model

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lift_integrations.bank_router import BankRouting
 from lift_integrations.langchain._messages import memory_info
 
 if TYPE_CHECKING:
@@ -25,6 +26,19 @@ def check_memory_per(value: Any) -> None:
         raise ValueError(
             f"memory_per must be None (one memory for every document) or 'document', got {value!r}"
         )
+
+
+def check_bank_routing(memory_per: Any, bank_routing: Any) -> BankRouting | None:
+    """``bank_routing`` as :class:`~lift_integrations.BankRouting` (checked), or ``None`` when not given;
+    only a bank (``memory_per="document"``) is routed by it."""
+    if bank_routing is None:
+        return None
+    if memory_per != "document":
+        raise ValueError(
+            "bank_routing= sets how a memory bank routes: pass it with memory_per='document' (or set the "
+            "chat model's bank_routing field)"
+        )
+    return BankRouting.of(bank_routing)
 
 
 def is_bank_folder(path: Any) -> bool:
@@ -49,11 +63,12 @@ def absorbed_documents(memory: Memory | None, bank: MemoryBank | None) -> list[t
 
 @dataclass(frozen=True)
 class BankRoutes:
-    """The router of one bank as it was (its id) with one set of embeddings."""
+    """The router of one bank as it was (its id) with one set of embeddings and routing options."""
 
     bank: MemoryBank
     bank_id: str
     embeddings: Any
+    routing: BankRouting
     router: BankRouter
 
     def memory_for(self, turns: Sequence[Mapping[str, str]]) -> Memory | None:
@@ -66,14 +81,18 @@ class BankRoutes:
         return self.bank.get(name) if name is not None else None
 
 
-def route_in_bank(bank: MemoryBank, embeddings: Any, previous: BankRoutes | None) -> BankRoutes:
-    """``previous`` while the bank and the embeddings are the same, else a new router."""
-    bank_id = bank.id
+def route_in_bank(
+    bank: MemoryBank, embeddings: Any, previous: BankRoutes | None, routing: BankRouting | None = None
+) -> BankRoutes:
+    """``previous`` while the bank, the embeddings and the routing options (default: the core's) are the
+    same, else a new router."""
+    bank_id, routing = bank.id, BankRouting.of(routing)
     if (
         previous is not None
         and previous.bank is bank
         and previous.bank_id == bank_id
         and previous.embeddings is embeddings
+        and previous.routing == routing
     ):
         return previous
     from lift_integrations.routing import document_embedder
@@ -81,7 +100,7 @@ def route_in_bank(bank: MemoryBank, embeddings: Any, previous: BankRoutes | None
     embed = None if embeddings is None else document_embedder(embeddings)
     if previous is not None and previous.embeddings is embeddings and embed is None:
         embed = previous.router.embed  # the default embedder loads once
-    return BankRoutes(bank, bank_id, embeddings, bank.router(embed=embed))
+    return BankRoutes(bank, bank_id, embeddings, routing, bank.router(embed=embed, routing=routing))
 
 
 def absorb_bank(
@@ -92,8 +111,10 @@ def absorb_bank(
     show_progress: bool | None,
     generator: Any,
     on_progress: Callable[[AbsorbProgress], None],
+    routing: BankRouting | None,
 ) -> dict[str, Any]:
-    """One memory per document, added to ``chat``'s bank (``extend``) or in a new one."""
+    """One memory per document, added to ``chat``'s bank (``extend``) or in a new one; ``routing``, when
+    given, becomes ``chat``'s ``bank_routing``."""
     from lift_integrations.bank import MemoryBank, bank_names
 
     started = time.perf_counter()
@@ -113,6 +134,8 @@ def absorb_bank(
     for name in fresh.names:
         bank.add(name, fresh[name])
     chat.memory, chat.memory_bank = None, bank
+    if routing is not None:
+        chat.bank_routing = routing
     return {
         "memory_bank_id": bank.id,
         "memories": {name: memory_info(fresh[name]) for name in fresh.names},

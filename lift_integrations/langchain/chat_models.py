@@ -6,48 +6,38 @@ this module maps LangChain messages, callbacks, metadata and events onto it.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForLLMRun,
-    CallbackManagerForLLMRun,
-    Callbacks,
-    adispatch_custom_event,
-    dispatch_custom_event,
-)
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun, Callbacks
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from lift_integrations import registry
 from lift_integrations.bank import bank_from
+from lift_integrations.bank_router import BankRouting
 from lift_integrations.langchain._absorb import (
-    EVENT_END,
-    EVENT_PROGRESS,
-    EVENT_START,
-    EVENT_TIMEOUT_S,
     absorb_config,
+    absorb_inputs,
+    arun_absorb,
     check_absorb_args,
-    run_config,
+    run_absorb,
 )
 from lift_integrations.langchain._bank import (
     absorb_bank,
     absorbed_documents,
     bank_info,
+    check_bank_routing,
     check_memory_per,
     is_bank_folder,
     route_in_bank,
 )
-from lift_integrations.langchain._documents import to_core_documents, to_langchain_documents
 from lift_integrations.langchain._messages import memory_info, to_core_messages, usage_of
 from lift_integrations.langchain._tools import ToolCallingMixin, plan_call, whole_answer_chunks
 from lift_integrations.microbatch import run_off_loop, shared_batcher
@@ -131,6 +121,11 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
     """A :class:`~lift_integrations.MemoryBank` (or its saved folder): each call's last user message is
     routed to the bank's memory it is about (:class:`~lift_integrations.BankRouter`), or to the base
     model; ``absorb(..., memory_per="document")`` builds one. Replaces ``memory`` while set."""
+    bank_routing: BankRouting = Field(default_factory=BankRouting)
+    """How ``memory_bank`` routes (:class:`~lift_integrations.BankRouting`, or a dict of its options:
+    ``{"margin": 0.1}``, ``{"calibration": "joint"}``): a larger ``margin`` or ``"joint"`` calibration
+    sends fewer unrelated questions to a memory, and more of its own to the base model. Default: the
+    core's defaults (docs/routing.md, "Routing in a bank")."""
 
     _absorb_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _routes: Any = PrivateAttr(default=None)
@@ -151,6 +146,11 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         if self.memory_bank is not None:
             self.memory_bank = bank_from(self.memory_bank)
         return self
+
+    @field_validator("bank_routing", mode="before")
+    @classmethod
+    def _check_bank_routing(cls, value: Any) -> BankRouting:
+        return BankRouting.of(value)
 
     @field_validator("temperature", mode="before")
     @classmethod
@@ -215,6 +215,7 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
             "top_p": self.top_p,
             "mode": self.mode,
             "route_memory": self.route_memory,
+            "bank_routing": self.bank_routing.to_dict() if self.memory_bank is not None else None,
             "lift_memory_id": self.memory_id,
             # Two wrapped models may share a display name; their weights' fingerprint tells them apart.
             "lift_base_fingerprint": self.lift_model.fingerprint if self.lift_model is not None else None,
@@ -392,7 +393,9 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         ``route_memory`` sends the conversation to the base model."""
         if self.memory_bank is not None:
             with self._routes_lock:
-                routes = route_in_bank(self.memory_bank, self.router_embeddings, self._bank_routes)
+                routes = route_in_bank(
+                    self.memory_bank, self.router_embeddings, self._bank_routes, self.bank_routing
+                )
                 self._bank_routes = routes
             return routes.memory_for(turns)
         memory = self.memory
@@ -418,6 +421,7 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         generator: Any,
         on_progress: Callable[[AbsorbProgress], None],
         memory_per: str | None = None,
+        bank_routing: BankRouting | None = None,
     ) -> dict[str, Any]:
         lift = self.lift
         config = absorb_config(lift, lift_config, overrides)
@@ -427,7 +431,9 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         with self._absorb_lock:
             if memory_per == "document":
                 progress = self.show_progress if show_progress is None else show_progress
-                return absorb_bank(self, documents, config, extend, progress, generator, on_progress)
+                return absorb_bank(
+                    self, documents, config, extend, progress, generator, on_progress, bank_routing
+                )
             previous = self.memory if extend else None
             memory = lift.absorb(
                 documents,
@@ -443,16 +449,6 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         info["new_documents"] = len(documents)
         return info
 
-    def _absorb_inputs(self, documents: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-        """The documents as core ``(title, text)`` pairs, and the summary the start event reports."""
-        pairs = to_core_documents(to_langchain_documents(documents))
-        summary = {
-            "num_documents": len(pairs),
-            "titles": [title for title, _ in pairs],
-            "model_name": self.model_name,
-        }
-        return pairs, summary
-
     def absorb(
         self,
         documents: Any,
@@ -464,13 +460,15 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         config: RunnableConfig | None = None,
         callbacks: Callbacks = None,
         memory_per: Literal["document"] | None = None,
+        bank_routing: BankRouting | Mapping[str, Any] | None = None,
         **config_overrides: Any,
     ) -> dict[str, Any]:
         """Train the memory on ``documents`` and use it from the next call on; returns :func:`memory_info`.
 
         ``memory_per="document"`` absorbs each document into its own memory instead, side by side
         (:meth:`LIFTModel.absorb_many`), into :attr:`memory_bank` (``extend``: added to the current
-        bank), and every call then routes its last user message to the memory it is about.
+        bank), and every call then routes its last user message to the memory it is about;
+        ``bank_routing`` (with ``memory_per="document"`` only) sets :attr:`bank_routing`.
 
         ``documents``: a str, LangChain ``Document``s (title from metadata ``title`` or ``source``), strs
         or ``(title, text)`` pairs. ``config_overrides`` are :class:`~lift_integrations.LIFTConfig` fields
@@ -486,28 +484,14 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         """
         check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
         check_memory_per(memory_per)
-        pairs, summary = self._absorb_inputs(documents)
+        routing = check_bank_routing(memory_per, bank_routing)
+        pairs, summary = absorb_inputs(documents, self.model_name)
 
-        def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
-            dispatch_custom_event(EVENT_START, summary, config=config)
+        def work(on_progress: Callable[[AbsorbProgress], None]) -> dict[str, Any]:
+            settings = (lift_config, config_overrides, extend, show_progress, generator, on_progress)
+            return self._absorb_blocking(pairs, *settings, memory_per, routing)
 
-            def on_progress(report: AbsorbProgress) -> None:
-                dispatch_custom_event(EVENT_PROGRESS, report.to_dict(), config=config)
-
-            info = self._absorb_blocking(
-                pairs,
-                lift_config,
-                config_overrides,
-                extend,
-                show_progress,
-                generator,
-                on_progress,
-                memory_per,
-            )
-            dispatch_custom_event(EVENT_END, info, config=config)
-            return info
-
-        return RunnableLambda(run, name="lift_absorb").invoke(summary, run_config(config, callbacks))
+        return run_absorb(summary, work, config, callbacks)
 
     async def aabsorb(
         self,
@@ -520,41 +504,20 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         config: RunnableConfig | None = None,
         callbacks: Callbacks = None,
         memory_per: Literal["document"] | None = None,
+        bank_routing: BankRouting | Mapping[str, Any] | None = None,
         **config_overrides: Any,
     ) -> dict[str, Any]:
         """:meth:`absorb` without blocking the event loop (training runs in a worker thread)."""
         check_absorb_args(lift_config, config_overrides, config, extend, show_progress)
         check_memory_per(memory_per)
-        pairs, summary = self._absorb_inputs(documents)
+        routing = check_bank_routing(memory_per, bank_routing)
+        pairs, summary = absorb_inputs(documents, self.model_name)
 
-        async def run(_: Any, config: RunnableConfig) -> dict[str, Any]:
-            loop = asyncio.get_running_loop()
-            await adispatch_custom_event(EVENT_START, summary, config=config)
+        def work(on_progress: Callable[[AbsorbProgress], None]) -> dict[str, Any]:
+            settings = (lift_config, config_overrides, extend, show_progress, generator, on_progress)
+            return self._absorb_blocking(pairs, *settings, memory_per, routing)
 
-            def on_progress(report: AbsorbProgress) -> None:
-                # Called in the training thread: hand the event to the loop and wait, so events keep order.
-                # The timeout only guards against a loop that stopped running: training must not hang.
-                future = asyncio.run_coroutine_threadsafe(
-                    adispatch_custom_event(EVENT_PROGRESS, report.to_dict(), config=config), loop
-                )
-                with contextlib.suppress(concurrent.futures.TimeoutError):
-                    future.result(timeout=EVENT_TIMEOUT_S)
-
-            info = await run_off_loop(
-                self._absorb_blocking,
-                pairs,
-                lift_config,
-                config_overrides,
-                extend,
-                show_progress,
-                generator,
-                on_progress,
-                memory_per,
-            )
-            await adispatch_custom_event(EVENT_END, info, config=config)
-            return info
-
-        return await RunnableLambda(run, name="lift_absorb").ainvoke(summary, run_config(config, callbacks))
+        return await arun_absorb(summary, work, config, callbacks)
 
     def save_memory(self, path: Any) -> str:
         """Write the current memory (or memory bank) to the folder ``path``; returns the resolved folder."""

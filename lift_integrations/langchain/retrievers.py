@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from langchain_core.callbacks import (
@@ -31,8 +32,9 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from lift_integrations.bank_router import BankRouting
 from lift_integrations.documents import document_sha256
-from lift_integrations.langchain._bank import check_memory_per
+from lift_integrations.langchain._bank import check_bank_routing, check_memory_per
 from lift_integrations.langchain._documents import chunk_documents, title_of, to_langchain_documents
 from lift_integrations.langchain.chat_models import LIFTChatModel
 from lift_integrations.validation import check_int
@@ -111,6 +113,7 @@ class LIFTMemoryRetriever(BaseRetriever):
         embeddings: Embeddings | None = None,
         k: int = 4,
         memory_per: Literal["document"] | None = None,
+        bank_routing: BankRouting | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> LIFTMemoryRetriever:
         """Absorb ``documents`` into ``llm``'s memory (and index them for hybrid mode).
@@ -118,15 +121,19 @@ class LIFTMemoryRetriever(BaseRetriever):
         ``memory_per="document"``: one memory per document, absorbed side by side into ``llm``'s memory
         bank, and each question answered with the memory of the document it is about (or the base
         model); in hybrid mode the retrieved chunks come from every document, as usual. Persist it with
-        ``llm.save_memory(folder)`` and reload it with ``llm.load_memory(folder)``.
+        ``llm.save_memory(folder)`` and reload it with ``llm.load_memory(folder)``. ``bank_routing``
+        (with ``memory_per="document"``): how the bank routes, set as ``llm.bank_routing``
+        (:class:`~lift_integrations.BankRouting`, or a dict such as ``{"margin": 0.1}``).
 
         ``kwargs``: other fields (``base_retriever``, ``chunk_size``, ``absorb_kwargs``…). Absorption
         needs an ``llm``; with ``llm=None`` (hybrid only) the documents are just indexed. ``llm.mode`` is
         set to ``mode``, so its answers report the pipeline they belong to (``lift_mode``).
         """
+        routing = check_bank_routing(memory_per, bank_routing)
         if memory_per is not None:
             check_memory_per(memory_per)
-            kwargs["absorb_kwargs"] = {**kwargs.get("absorb_kwargs", {}), "memory_per": memory_per}
+            absorb_kwargs = {**kwargs.get("absorb_kwargs", {}), "memory_per": memory_per}
+            kwargs["absorb_kwargs"] = absorb_kwargs | ({"bank_routing": routing} if routing else {})
         retriever = cls(
             documents=list(to_langchain_documents(documents)),
             llm=llm,

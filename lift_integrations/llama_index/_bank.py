@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from lift_integrations.bank import BankRouter, MemoryBank, bank_names
+from lift_integrations.bank_router import BankRouting
 from lift_integrations.routing import conversation_query
 
 if TYPE_CHECKING:
@@ -29,6 +30,19 @@ def check_memory_per(memory_per: Any) -> MemoryPer:
             f"document, routed per question), got {memory_per!r}"
         )
     return memory_per  # type: ignore[return-value]
+
+
+def check_bank_routing(memory_per: Any, bank_routing: Any) -> BankRouting | None:
+    """``bank_routing`` as :class:`~lift_integrations.BankRouting` (checked), or ``None`` when not given;
+    it routes a bank, so it goes with ``memory_per="document"`` only."""
+    if bank_routing is None:
+        return None
+    if memory_per != "document":
+        raise ValueError(
+            "bank_routing= sets how a memory bank routes: pass it with memory_per='document' (or set the "
+            "LLM's bank_routing field)"
+        )
+    return BankRouting.of(bank_routing)
 
 
 def embedding_embedder(embed_model: Any, argument: str) -> Embedder | None:
@@ -64,9 +78,10 @@ def new_name(bank: MemoryBank, title: str) -> str:
 
 class BankSlot:
     """The :class:`BankRouter` of whichever bank an adapter holds, built (and calibrated) once under a
-    lock and reused by every call, rebuilt when the adapter gets another bank or the bank's names change
-    (a memory added or removed). Replacing a memory under the same name keeps the old routes: hand the
-    bank over again (a new slot, or :meth:`reset`) after ``bank.add(name, memory, replace=True)``."""
+    lock and reused by every call, rebuilt when the adapter gets another bank, the bank's names change
+    (a memory added or removed) or the routing options do. Replacing a memory under the same name keeps
+    the old routes: hand the bank over again (a new slot, or :meth:`reset`) after
+    ``bank.add(name, memory, replace=True)``."""
 
     def __init__(self, embed: Embedder | None = None) -> None:
         self.embed = embed
@@ -79,29 +94,38 @@ class BankSlot:
         with self._lock:
             self._bank, self._names, self._router = None, (), None
 
-    def router(self, bank: MemoryBank) -> BankRouter:
-        """``bank``'s router, built on first use and whenever the bank or its names changed."""
-        names = tuple(bank.names)
+    def router(self, bank: MemoryBank, routing: BankRouting | None = None) -> BankRouter:
+        """``bank``'s router with ``routing`` (default: :class:`BankRouting`'s defaults), built on first use
+        and whenever the bank, its names or the options changed."""
+        names, routing = tuple(bank.names), BankRouting.of(routing)
         with self._lock:
-            if self._router is None or self._bank is not bank or self._names != names:
-                router = BankRouter(bank, embed=self.embed)
-                _ = router.thresholds  # calibrated here, once, rather than by concurrent first calls
-                self.embed = router.embed  # the default embedder loads once, not once per bank
-                self._bank, self._names, self._router = bank, names, router
-            return self._router
+            current = self._router
+            if (
+                current is None
+                or self._bank is not bank
+                or self._names != names
+                or current.routing != routing
+            ):
+                current = BankRouter(bank, embed=self.embed, routing=routing)
+                _ = current.thresholds  # calibrated here, once, rather than by concurrent first calls
+                self.embed = current.embed  # the default embedder loads once, not once per bank
+                self._bank, self._names, self._router = bank, names, current
+            return current
 
-    def route(self, bank: MemoryBank, question: str) -> tuple[str | None, Memory | None]:
+    def route(
+        self, bank: MemoryBank, question: str, routing: BankRouting | None = None
+    ) -> tuple[str | None, Memory | None]:
         """The name and memory of ``bank`` that ``question`` is about, or ``(None, None)``: the base model
         (also for an empty question)."""
         if not question.strip():
             return None, None
-        name = self.router(bank).route(question)
+        name = self.router(bank, routing).route(question)
         return (name, bank.get(name)) if name is not None else (None, None)
 
     def route_chat(
-        self, bank: MemoryBank, messages: Sequence[Mapping[str, str]]
+        self, bank: MemoryBank, messages: Sequence[Mapping[str, str]], routing: BankRouting | None = None
     ) -> tuple[str | None, Memory | None]:
         """:meth:`route` for a chat on its :func:`~lift_integrations.routing.conversation_query`: the last
         user turn, with the turns before it only when it is a follow-up ("What is its population?"), so
         an unrelated question that stands alone does not go to the memory the conversation began with."""
-        return self.route(bank, conversation_query(messages))
+        return self.route(bank, conversation_query(messages), routing)

@@ -39,7 +39,12 @@ from llama_index.core.schema import Document, TransformComponent
 
 from lift_integrations.documents import normalize_documents
 from lift_integrations.llama_index._absorb import node_title, to_core_documents
-from lift_integrations.llama_index._bank import MemoryPer, check_memory_per, new_name
+from lift_integrations.llama_index._bank import (
+    MemoryPer,
+    check_bank_routing,
+    check_memory_per,
+    new_name,
+)
 from lift_integrations.llama_index._chat import chat_engine
 from lift_integrations.llama_index._index_base import IndexBase, Mode, check_mode
 from lift_integrations.llama_index._storage import LIFTStorageContext
@@ -52,6 +57,7 @@ from lift_integrations.validation import check_bool, check_int
 
 if TYPE_CHECKING:
     from lift_integrations.bank import MemoryBank
+    from lift_integrations.bank_router import BankRouting
     from lift_integrations.config import LIFTConfig
     from lift_integrations.memory import Memory
 
@@ -151,6 +157,7 @@ class LIFTIndex(IndexBase):
         callback_manager: CallbackManager | None = None,
         memory_per: MemoryPer = "index",
         storage_context: StorageContext | None = None,
+        bank_routing: BankRouting | Mapping[str, Any] | None = None,
     ) -> LIFTIndex:
         """Absorb ``documents`` into a fresh memory of ``llm`` (replacing the memory or bank it had).
 
@@ -159,7 +166,8 @@ class LIFTIndex(IndexBase):
         documents' ``title`` (or ``file_name``) metadata; each question goes to the memory of the
         document it is about, or to the base model (``raw["memory_name"]`` says which). The router embeds
         with ``embed_model`` when one is given, else with the LLM's ``router_embed_model`` or
-        all-MiniLM-L6-v2.
+        all-MiniLM-L6-v2, and decides by ``bank_routing`` (:class:`~lift_integrations.BankRouting` or a
+        dict of its options, such as ``{"margin": 0.1}``; set as ``llm.bank_routing``; default: the LLM's).
 
         ``config``: the :class:`LIFTConfig` (default: ``LIFTConfig.fast()`` on CPU). ``show_progress``:
         a tqdm bar for absorption (``None``: drawn unless ``$LIFT_PROGRESS`` is ``0``), ``True`` one for
@@ -188,6 +196,7 @@ class LIFTIndex(IndexBase):
             raise ValueError("two documents share a doc_id: each document needs its own (delete_ref_doc)")
         check_mode(mode)
         check_memory_per(memory_per)
+        routing = check_bank_routing(memory_per, bank_routing)
         _check_config(config)
         check_bool(show_progress, "show_progress", optional=True)
         check_int(chunk_size, "chunk_size", minimum=1)
@@ -219,7 +228,11 @@ class LIFTIndex(IndexBase):
             )
         if memory_per == "document":
             llm.absorb_memory_bank(
-                documents, config=config, show_progress=show_progress, router_embed_model=embed_model
+                documents,
+                config=config,
+                show_progress=show_progress,
+                router_embed_model=embed_model,
+                bank_routing=routing,
             )
         else:
             llm.absorb(documents, config=config, show_progress=show_progress, append=False)
@@ -424,8 +437,8 @@ class LIFTIndex(IndexBase):
 
         The folder holds LlamaIndex's stores (``docstore.json``, ``index_store.json``, the vector
         stores), the LLM's memory (``memory/``, as ``LIFTLLM.save_memory`` writes it) or memory bank
-        (``memory_bank/``) and ``lift_index.json`` (the mode and the documents' ids); :meth:`load`
-        reads it back."""
+        (``memory_bank/``) and ``lift_index.json`` (the mode, the documents' ids and, with a bank, the
+        LLM's ``bank_routing``); :meth:`load` reads it back."""
         folder = Path(os.fsdecode(persist_dir)).expanduser()
         self._storage_context.persist(persist_dir=folder)
         return folder
@@ -439,7 +452,13 @@ class LIFTIndex(IndexBase):
             raise ValueError("the index's LLM holds no memory and no memory bank to persist")
 
     def _persist_record(self, folder: Path) -> None:
-        record = {"mode": self.mode, "memory_per": self.memory_per, "ref_docs": self._ref_docs}
+        record: dict[str, Any] = {
+            "mode": self.mode,
+            "memory_per": self.memory_per,
+            "ref_docs": self._ref_docs,
+        }
+        if self.memory_per == "document":
+            record["bank_routing"] = self._llm.bank_routing.to_dict()
         (folder / INDEX_FILE).write_text(json.dumps(record), encoding="utf-8")
 
     @classmethod
@@ -450,12 +469,15 @@ class LIFTIndex(IndexBase):
         *,
         embed_model: BaseEmbedding | None = None,
         config: LIFTConfig | None = None,
+        bank_routing: BankRouting | Mapping[str, Any] | None = None,
     ) -> LIFTIndex:
         """The index persisted to ``persist_dir`` (by ``storage_context.persist`` or :meth:`persist`),
         answering with ``llm`` (which takes the saved memory or memory bank). ``embed_model``: the vector
         index's embedding (default: :class:`LIFTSentenceTransformerEmbedding`, as in
         :meth:`from_documents`); with a memory bank it also routes questions when given, as in
-        :meth:`from_documents`. ``config``: what later :meth:`insert` and re-absorbing use."""
+        :meth:`from_documents`. ``config``: what later :meth:`insert` and re-absorbing use. With a bank,
+        ``llm.bank_routing`` becomes ``bank_routing`` when given, else the routing options persisted with
+        the index (an index persisted without them leaves the LLM's)."""
         _check_llm(llm)
         _check_config(config)
         folder = Path(os.fsdecode(persist_dir)).expanduser()
@@ -467,6 +489,9 @@ class LIFTIndex(IndexBase):
         mode = check_mode(record.get("mode", ""))
         ref_docs = _check_ref_docs(record.get("ref_docs", {}))
         memory_per = check_memory_per(record.get("memory_per"))
+        routing = check_bank_routing(memory_per, bank_routing)
+        if routing is None and memory_per == "document":
+            routing = check_bank_routing(memory_per, record.get("bank_routing"))
         vector_index = None
         if mode == "hybrid":  # read first: it fails fast, before the LLM's memory is replaced
             stores = folder / VECTOR_FOLDER if (folder / VECTOR_FOLDER).is_dir() else folder
@@ -478,7 +503,7 @@ class LIFTIndex(IndexBase):
                 raise ValueError(f"{stores} holds a {type(loaded).__name__}, not a vector index")
             vector_index = loaded
         if memory_per == "document":
-            llm.load_memory_bank(folder / BANK_FOLDER, router_embed_model=embed_model)
+            llm.load_memory_bank(folder / BANK_FOLDER, router_embed_model=embed_model, bank_routing=routing)
         else:
             llm.load_memory(folder / MEMORY_FOLDER)
         return cls(llm, mode=mode, vector_index=vector_index, config=config, ref_docs=ref_docs)

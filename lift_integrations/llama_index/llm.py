@@ -9,7 +9,7 @@ worker threads so the event loop keeps running, and turns absorb progress into d
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from llama_index.core.llms.llm import default_completion_to_prompt
 
 from lift_integrations import registry
 from lift_integrations.bank import MemoryBank, bank_from
+from lift_integrations.bank_router import BankRouting
 from lift_integrations.llama_index._absorb import (
     absorb_arguments,
     end_event,
@@ -95,8 +96,9 @@ class LIFTLLM(CustomLLM, FunctionCalling):
     With a ``memory_bank`` (:class:`~lift_integrations.bank.MemoryBank`, or its folder; built by
     :meth:`absorb_memory_bank`) each call answers with the bank's memory that its last user message is
     about (:class:`~lift_integrations.bank.BankRouter`, embedding with ``router_embed_model`` or
-    all-MiniLM-L6-v2), or with the base model when it is about none; ``raw["memory_name"]`` and
-    ``raw["memory_id"]`` say which answered. An LLM answers with a memory or a bank, never both.
+    all-MiniLM-L6-v2, deciding by ``bank_routing``), or with the base model when it is about none;
+    ``raw["memory_name"]`` and ``raw["memory_id"]`` say which answered. An LLM answers with a memory or
+    a bank, never both.
 
     Per-call keyword arguments: ``max_new_tokens`` (or ``max_tokens``), ``temperature``, ``stop`` and
     ``context`` (a list of text chunks placed above the question, as in hybrid mode); chat calls also take
@@ -133,6 +135,18 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         "earlier ones when it is a follow-up); other messages get the base model's answer. False: the "
         "memory answers everything. LIFTQueryEngine routes the query, not the retrieved passages.",
     )
+
+    bank_routing: BankRouting = Field(
+        default_factory=BankRouting,
+        description="How the memory bank routes (lift_integrations.BankRouting, or a dict of its options: "
+        "{'margin': 0.1}, {'calibration': 'joint'}): a larger margin or joint calibration sends fewer "
+        "unrelated questions to a memory and more of its own to the base model. Default: the core's.",
+    )
+
+    @field_validator("bank_routing", mode="before")
+    @classmethod
+    def _check_bank_routing(cls, value: Any) -> BankRouting:
+        return BankRouting.of(value)
 
     @field_validator("max_new_tokens", mode="before")
     @classmethod
@@ -303,13 +317,15 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         show_progress: bool | None = None,
         generator: Any = None,
         router_embed_model: Any = None,
+        bank_routing: BankRouting | Mapping[str, Any] | None = None,
     ) -> MemoryBank:
         """Absorb each document into its own memory, all in one run (:meth:`MemoryBank.from_documents
         <lift_integrations.bank.MemoryBank.from_documents>`), and answer with that bank from now on
         (replacing this LLM's memory or bank). Returns the bank.
 
         ``names``: one per document (default: the titles, folder-safe and unique). ``router_embed_model``:
-        the LlamaIndex embedding that routes questions to this bank (default: the LLM's). Emits one
+        the LlamaIndex embedding that routes questions to this bank (default: the LLM's).
+        ``bank_routing``: how it routes, set as :attr:`bank_routing` (default: left as it is). Emits one
         :class:`LIFTAbsorbStartEvent`, a :class:`LIFTAbsorbProgressEvent` per memory's optimizer step
         (``memory``: its position) and a :class:`LIFTAbsorbEndEvent` per memory (``memory_name``). Every
         argument is checked before the start event and any work.
@@ -325,6 +341,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
             if len({check_name(name).casefold() for name in names}) != len(names):
                 raise ValueError("memory names must be unique (ignoring case: they are folder names)")
         embed = embedding_embedder(router_embed_model, "router_embed_model")
+        routing = None if bank_routing is None else BankRouting.of(bank_routing)
         lift = self.lift_model
         start_event(lift.name, docs, None)
         with self.callback_manager.as_trace("lift_absorb"):
@@ -339,18 +356,23 @@ class LIFTLLM(CustomLLM, FunctionCalling):
             )
         for name in bank.names:
             end_event(bank.get(name), name)
-        self._use_bank(bank, embed)
+        self._use_bank(bank, embed, routing)
         return bank
 
     def load_memory_bank(
-        self, bank: MemoryBank | str | os.PathLike[str], *, router_embed_model: Any = None
+        self,
+        bank: MemoryBank | str | os.PathLike[str],
+        *,
+        router_embed_model: Any = None,
+        bank_routing: BankRouting | Mapping[str, Any] | None = None,
     ) -> MemoryBank:
         """Answer with ``bank`` (a :class:`~lift_integrations.bank.MemoryBank` or a folder a bank was saved
         to, its memories read when first used) from now on, instead of this LLM's memory or bank.
-        ``router_embed_model``: as in :meth:`absorb_memory_bank`."""
+        ``router_embed_model`` and ``bank_routing``: as in :meth:`absorb_memory_bank`."""
         embed = embedding_embedder(router_embed_model, "router_embed_model")
+        routing = None if bank_routing is None else BankRouting.of(bank_routing)
         loaded = bank_from(bank)
-        self._use_bank(loaded, embed)
+        self._use_bank(loaded, embed, routing)
         return loaded
 
     def save_memory_bank(self, path: str | os.PathLike[str]) -> Path:
@@ -359,9 +381,12 @@ class LIFTLLM(CustomLLM, FunctionCalling):
             raise ValueError("this LIFTLLM has no memory bank to save; absorb_memory_bank or load one first")
         return self._bank.save(path)
 
-    def _use_bank(self, bank: MemoryBank, embed: Any) -> None:
-        """Answer with ``bank``; routes with ``embed``, else with the embedder the last bank used."""
+    def _use_bank(self, bank: MemoryBank, embed: Any, routing: BankRouting | None) -> None:
+        """Answer with ``bank``; routes with ``embed``, else with the embedder the last bank used, and
+        with ``routing`` when given."""
         self._bank_routes = BankSlot(embed or self._bank_routes.embed)
+        if routing is not None:
+            self.bank_routing = routing
         self._memory, self._bank = None, bank
 
     def save_memory(self, path: str | os.PathLike[str]) -> Path:
@@ -476,7 +501,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         (and that memory's name), or the memory if ``route_memory`` lets it answer."""
         bank, slot = self._bank, self._bank_routes
         if bank is not None:
-            name, memory = slot.route_chat(bank, messages)
+            name, memory = slot.route_chat(bank, messages, self.bank_routing)
             return {**options, "memory": memory}, name
         if not self.route_memory or options["memory"] is None:
             return options, None
