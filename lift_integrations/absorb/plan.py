@@ -7,6 +7,8 @@ replay modules build on: planning uses all three.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,12 @@ from lift_integrations.absorb.samples import TrainingSample, qa_samples, segment
 from lift_integrations.absorb.segmentation import tokenize_document
 from lift_integrations.absorb.types import Document, QAPair
 from lift_integrations.config import LIFTConfig
-from lift_integrations.distributed import DistributedContext, gather_objects, work_share
+from lift_integrations.distributed import (
+    DistributedContext,
+    DistributedMismatchError,
+    gather_objects,
+    work_share,
+)
 from lift_integrations.prompting import document_text
 from lift_integrations.sharing import ALONE, WorkShare
 
@@ -80,6 +87,8 @@ def plan_samples(
     """
     if share is None:
         share = ALONE if distributed is None else work_share(distributed)
+    if share.is_split:
+        _check_same_input(documents, config, qa_generator, share)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     segments: list[TrainingSample] = []
@@ -102,6 +111,28 @@ def plan_samples(
         epochs=[config.stage1_epochs, config.stage2_epochs],
         num_documents=len(documents),
     )
+
+
+def _check_same_input(
+    documents: Sequence[Document], config: LIFTConfig, qa_generator: QAGenerator | None, share: WorkShare
+) -> None:
+    """Raise :class:`DistributedMismatchError` on every rank unless all plan the same documents with the
+    same settings and kind of QA generator: the ranks build the plan together, and parts of different
+    plans would not fit (the check after planning, on the samples, would come too late)."""
+    settings = config.to_dict()
+    for name in ("checkpoint_dir", "checkpoint_every"):  # where checkpoints go does not change the plan
+        settings.pop(name, None)
+    description = [[d.sha256 for d in documents], settings, type(qa_generator).__qualname__]
+    key = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
+    keys = share.gather(key)
+    differing = [rank for rank, theirs in enumerate(keys) if theirs != keys[0]]
+    if differing:
+        raise DistributedMismatchError(
+            f"rank(s) {differing} absorb different documents, settings or QA generator from rank 0; every "
+            "process must absorb the same documents with the same config and QA generator; to absorb "
+            "different documents on each process pass distributed=False (or use "
+            "lift_integrations.cli.absorb_each)"
+        )
 
 
 def _generate(

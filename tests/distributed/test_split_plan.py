@@ -25,6 +25,7 @@ from lift_integrations.absorb.plan import plan_samples
 from lift_integrations.absorb.qa import CallableQAGenerator, ExtractiveQAGenerator
 from lift_integrations.absorb.samples import qa_samples
 from lift_integrations.absorb.segmentation import tokenize_document
+from lift_integrations.distributed import DistributedMismatchError
 from lift_integrations.documents import normalize_documents
 from lift_integrations.sharing import ALONE, SharedWorkError, WorkShare
 
@@ -282,3 +283,29 @@ def test_a_generator_that_cannot_split_runs_whole_on_every_rank() -> None:
     split = run_ranks(2, plan)
     assert [plan_digest(p) for p in split] == [plan_digest(alone)] * 2
     assert generated_by_rank == {"MainThread": 1, "rank-0": 1, "rank-1": 1}
+
+
+@pytest.mark.parametrize("differs", ["documents", "settings"])
+def test_ranks_planning_different_absorptions_all_raise_before_building(differs: str) -> None:
+    """Parts of different plans would not fit together (nor would the ranks make the same exchanges):
+    every rank refuses before building anything, naming the ranks that differ from rank 0."""
+    tokenizer = tiny_tokenizer()
+
+    def plan(share: WorkShare) -> str:
+        other = share.rank == 2
+        text = CHAINED if other and differs == "documents" else LONG_DOCUMENT
+        config = LIFTConfig.fast(qa_per_document=5 if other and differs == "settings" else 4)
+        with pytest.raises(DistributedMismatchError) as raised:
+            plan_samples(
+                copy.deepcopy(tokenizer),
+                normalize_documents(text),
+                config,
+                qa_generator=ExtractiveQAGenerator(),
+                base_answers=no_answers,
+                share=share,
+            )
+        return str(raised.value)
+
+    messages = run_ranks(3, plan)
+    assert len(set(messages)) == 1
+    assert messages[0].startswith("rank(s) [2] absorb different documents, settings or QA generator")
