@@ -3,8 +3,9 @@
 Two ways to use several processes (one per GPU, or several CPU processes):
 
 * **one large document, one memory** (:meth:`LIFTModel.absorb` with ``distributed=True``, or
-  automatically when a process group is initialised): every process builds the same training samples,
-  each optimizer step's samples are split between the processes, each process runs forward and backward
+  automatically when a process group is initialised): every process builds its share of the training
+  samples and the processes swap them (:func:`work_share`), so all hold the same samples; each optimizer
+  step's samples are split between the processes, each process runs forward and backward
   on its share only, and the gradients are summed with one all-reduce before clipping and the optimizer
   step. Every process ends with the same memory, equal to a single-process absorption up to the order of
   floating-point sums (see docs/distributed.md for the math).
@@ -18,7 +19,6 @@ NCCL is used on GPUs and gloo on CPUs. This module is imported only by code that
 
 from __future__ import annotations
 
-import heapq
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from lift_integrations.sharing import WorkShare, balanced_partition
 
 
 class DistributedMismatchError(RuntimeError):
@@ -173,26 +175,13 @@ def gather_objects(value: Any) -> list[Any]:
     return gathered
 
 
+def work_share(context: DistributedContext) -> WorkShare:
+    """This rank's share of work split over the group, exchanged with ``all_gather_object`` (the training
+    samples each rank builds part of: see :func:`lift_integrations.absorb.plan.plan_samples`)."""
+    return WorkShare(rank=context.rank, world_size=context.world_size, gather=gather_objects)
+
+
 # Sharding the work of one step ------------------------------------------------------------------------
-
-
-def balanced_partition(costs: Sequence[float], parts: int) -> list[list[int]]:
-    """Indices ``0 .. len(costs) - 1`` in ``parts`` groups of nearly equal total cost.
-
-    Greedy longest-processing-time: items in decreasing cost (ties: lower index first), each to the group
-    with the smallest load so far (ties: fewer items, then lower group). Deterministic, so every rank
-    computes the same partition; the largest and smallest loads differ by at most the largest cost. Each
-    group's indices are ascending; a group is empty when there are fewer items than groups.
-    """
-    if parts <= 0:
-        raise ValueError(f"parts must be positive, got {parts}")
-    groups: list[list[int]] = [[] for _ in range(parts)]
-    heap = [(0.0, 0, part) for part in range(parts)]  # (load, items, part), smallest first
-    for index in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
-        load, count, part = heapq.heappop(heap)
-        groups[part].append(index)
-        heapq.heappush(heap, (load + costs[index], count + 1, part))
-    return [sorted(group) for group in groups]
 
 
 def shard_samples(lengths: Sequence[int], rank: int, world_size: int) -> list[int]:

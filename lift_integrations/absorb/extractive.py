@@ -38,159 +38,24 @@ from lift_integrations.absorb._direct import (
     topic_of,
 )
 from lift_integrations.absorb._english import (
-    CLOSERS,
     COMMON_INITIAL,
     FUNCTION_WORDS,
     MAX_ANSWER_WORDS,
-    MAYBE_END,
     NAME_CONNECTORS,
     NEVER_END,
     OPENERS,
     PERSON_TITLES,
-    SENTENCE_STARTERS,
     TAIL_END_RE,
     TEMPORAL_PREPS,
     is_person,
     word_count,
     wordset,
 )
+from lift_integrations.absorb._sentences import split_sentences
 from lift_integrations.absorb.types import QAPair
+from lift_integrations.sharing import ALONE, WorkShare
 
 __all__ = ["extractive_qa_pairs", "find_answer_spans", "split_sentences"]
-
-
-# --------------------------------------------------------------------------------------------------
-# Sentence splitting
-# --------------------------------------------------------------------------------------------------
-
-# Group 1: Western terminators, which only count before whitespace or the end of the text (so "3.5",
-# "e.g.,", "U.S.-based" never split). Group 2: CJK full-width terminators, which need no space.
-_TERMINATOR_RE = re.compile(r"([.!?…]+[\"'”’»)\]}]*)(?=\s|$)|([。！？]+[」』）”’\"]*)")
-_PARA_BREAK_RE = re.compile(r"\n[^\S\n]*\n")
-_NEXT_TOKEN_RE = re.compile(r"\s*(\S*)")
-_INITIAL_RE = re.compile(r"[^\W\d_]")
-_DOTTED_ACRONYM_RE = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
-
-
-def _last_token(text: str, end: int) -> str | None:
-    """What ``(\\S+)$`` finds in ``text[:end]``: the run of non-whitespace characters ending at ``end``, or
-    just before a final newline there; ``None`` when there is none (``end == 0``, or whitespace before).
-
-    Scans backwards from ``end`` so that the cost is the token's length, not the text's: a regular
-    expression on ``text[:end]`` would rescan the text from its start at every period.
-    """
-    if end > 0 and text[end - 1] == "\n":
-        end -= 1  # like "(\S+)$" on text[:end], whose "$" also matches before a final newline
-    start = end
-    while start > 0 and not text[start - 1].isspace():
-        start -= 1
-    return text[start:end] or None
-
-
-def _next_word(text: str, pos: int) -> str:
-    """The whitespace-delimited word starting at or after ``pos``, without surrounding punctuation."""
-    match = _NEXT_TOKEN_RE.match(text, pos)
-    word = match.group(1) if match else ""
-    return word.lstrip(OPENERS).rstrip(CLOSERS + ".,;:!?")
-
-
-def _period_ends_sentence(text: str, period_start: int, next_word: str) -> bool:
-    """Decide whether a single "." before whitespace ends a sentence, looking at the word it ends.
-
-    Abbreviations, titles and initials are the main source of false sentence breaks; splitting
-    "Dr. Smith" or "King Charles III of West Francia (U.S. usage)" would cut names, and every later
-    step (answer spans, questions) would inherit the damage.
-    """
-    last = _last_token(text, period_start)
-    if last is None:
-        return True
-    token = last.lstrip(OPENERS).rstrip(CLOSERS)
-    lower = token.lower()
-    if not token:
-        return True
-    if lower in NEVER_END:
-        return False
-    ambiguous = (
-        lower in MAYBE_END or _INITIAL_RE.fullmatch(token) is not None or _DOTTED_ACRONYM_RE.fullmatch(token)
-    )
-    if ambiguous:
-        if next_word[:1].isdigit():
-            return False  # "No. 5", "Jan. 12"
-        return next_word.lower() in SENTENCE_STARTERS
-    return True
-
-
-def _terminator_is_boundary(text: str, match: re.Match[str]) -> bool:
-    """Whether a punctuation run found by ``_TERMINATOR_RE`` really ends a sentence."""
-    if match.group(2) is not None:
-        return True  # CJK terminators are unambiguous
-    next_word = _next_word(text, match.end())
-    if not next_word:
-        return True
-    first = next_word[0]
-    if first.islower():
-        return False  # '"Really?" he asked.', "approx. five", "... and so on. etc."
-    punct = match.group(1).rstrip(CLOSERS)
-    if punct == ".":
-        return _period_ends_sentence(text, match.start(), next_word)
-    return True
-
-
-def _newline_is_boundary(text: str, end: int, next_word: str) -> bool:
-    """Whether a single newline separates sentences. ``end``: where the text before it stops once
-    trailing whitespace is dropped; ``next_word``: the word after it. The caller tracks both, so runs of
-    blank lines cost linear time.
-
-    Newlines end headings, list items and table rows, so they are boundaries by default; but a line
-    that obviously continues (the next line starts lowercase, or this one ends with a comma, hyphen, or
-    a title such as "Dr.") is hard-wrapped prose and is kept together.
-    """
-    if next_word[:1].islower():
-        return False
-    if end == 0:
-        return True
-    if text[end - 1] in ",;:-–—(&/":
-        return False
-    token = _last_token(text, end)
-    return token is None or token.rstrip(".").lower() not in NEVER_END
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split ``text`` into sentences, each a stripped verbatim substring of ``text``.
-
-    The text is cut at positions only (never rewritten), so the sentences appear in order, never
-    overlap, never are empty, and together contain every non-whitespace character of ``text``. That
-    makes every sentence usable as verbatim evidence for a QA pair.
-
-    Boundaries are: ".", "!", "?", "…" (plus closing quotes/brackets) before whitespace, unless the
-    period belongs to an abbreviation, a title or an initial, or the next word starts lowercase;
-    full-width "。！？"; paragraph breaks (blank lines); and single newlines unless the line clearly
-    continues.
-    """
-    cuts: set[int] = set()
-    for match in _TERMINATOR_RE.finditer(text):
-        if _terminator_is_boundary(text, match):
-            cuts.add(match.end())
-    for match in _PARA_BREAK_RE.finditer(text):
-        cuts.add(match.start())
-    content_end = 0  # just after the last non-whitespace character seen so far
-    next_word: str | None = None  # the word after the current run of whitespace, once looked up
-    for pos, char in enumerate(text):
-        if not char.isspace():
-            content_end, next_word = pos + 1, None
-        elif char == "\n":
-            if next_word is None:
-                next_word = _next_word(text, pos + 1)
-            if _newline_is_boundary(text, content_end, next_word):
-                cuts.add(pos)
-    sentences: list[str] = []
-    start = 0
-    for cut in [*sorted(cuts), len(text)]:
-        piece = text[start:cut].strip()
-        if piece:
-            sentences.append(piece)
-        start = cut
-    return sentences
 
 
 # --------------------------------------------------------------------------------------------------
@@ -492,17 +357,26 @@ _DIRECT_BONUS = 6.0
 _QUOTING_FACTOR_WITH_DIRECT = 0.5
 
 
-def _sentence_candidates(sentence: str, title: str, topic: Topic, seen: set[str]) -> list[_Candidate]:
-    """All QA pairs one sentence can give, skipping duplicates of questions already produced."""
-    candidates: list[_Candidate] = []
+@dataclass(frozen=True)
+class _Proposal:
+    """Questions one answer of a sentence may give, before duplicates of earlier questions are dropped:
+    its direct questions (weight ``weight + _DIRECT_BONUS``), then a quoting or phrase question."""
 
-    def add(question: str, answer: str, weight: float, order: int) -> bool:
-        if question in seen or _leaks(answer, question):
-            return False
-        seen.add(question)
-        candidates.append(_Candidate(QAPair(question, answer, sentence), weight, order))
-        return True
+    answer: str
+    weight: float
+    order: int
+    direct: tuple[str, ...]
+    other: str | None
 
+
+def _sentence_proposals(sentence: str, title: str, topic: Topic) -> list[_Proposal]:
+    """Every question one sentence may give, in the order they are tried, leaking ones already left out.
+
+    What a sentence proposes depends on that sentence alone (and its topic), so ranks can build the
+    proposals of different sentences (see :func:`extractive_qa_pairs`); which questions survive depends
+    on every earlier sentence and is settled afterwards, in document order, by :func:`_admit`.
+    """
+    proposals: list[_Proposal] = []
     spans = _select_spans(sentence)
     for order, span in enumerate(spans):
         answer = sentence[span.start : span.end]
@@ -510,15 +384,45 @@ def _sentence_candidates(sentence: str, title: str, topic: Topic, seen: set[str]
             continue
         if title and answer.casefold() == title.casefold():
             continue  # the document's own topic is not an informative answer
-        weight = _span_weight(span.kind, answer)
-        direct = [
-            add(question, answer, weight + _DIRECT_BONUS, order)
-            for question in direct_questions(sentence, span.start, span.end, span.kind, topic)
-        ]
-        quoting_weight = weight * _QUOTING_FACTOR_WITH_DIRECT if any(direct) else weight
-        add(_context_question(sentence, span, title), answer, quoting_weight, order)
+        direct = direct_questions(sentence, span.start, span.end, span.kind, topic)
+        quoting = _context_question(sentence, span, title)
+        proposals.append(
+            _Proposal(
+                answer,
+                _span_weight(span.kind, answer),
+                order,
+                tuple(question for question in direct if not _leaks(answer, question)),
+                None if _leaks(answer, quoting) else quoting,
+            )
+        )
     for question, start, end in phrase_answers(sentence, topic):
-        add(question, sentence[start:end], 2.0 + _DIRECT_BONUS, len(spans))
+        answer = sentence[start:end]
+        if not _leaks(answer, question):
+            proposals.append(_Proposal(answer, 2.0 + _DIRECT_BONUS, len(spans), (), question))
+    return proposals
+
+
+def _admit(sentence: str, proposals: list[_Proposal], seen: set[str]) -> list[_Candidate]:
+    """The candidates of one sentence's proposals whose question no earlier one asked (``seen`` grows).
+
+    A span whose direct questions all were asked before keeps its quoting question at full weight."""
+    candidates: list[_Candidate] = []
+
+    def add(question: str, answer: str, weight: float, order: int) -> bool:
+        if question in seen:
+            return False
+        seen.add(question)
+        candidates.append(_Candidate(QAPair(question, answer, sentence), weight, order))
+        return True
+
+    for proposal in proposals:
+        direct = [
+            add(question, proposal.answer, proposal.weight + _DIRECT_BONUS, proposal.order)
+            for question in proposal.direct
+        ]
+        weight = proposal.weight * _QUOTING_FACTOR_WITH_DIRECT if any(direct) else proposal.weight
+        if proposal.other is not None:
+            add(proposal.other, proposal.answer, weight, proposal.order)
     return candidates
 
 
@@ -541,7 +445,9 @@ def _spread_pick(indices: list[int], k: int, rng: random.Random) -> list[int]:
     return picks
 
 
-def extractive_qa_pairs(text: str, *, title: str = "", max_pairs: int = 10, seed: int = 0) -> list[QAPair]:
+def extractive_qa_pairs(
+    text: str, *, title: str = "", max_pairs: int = 10, seed: int = 0, share: WorkShare = ALONE
+) -> list[QAPair]:
     """Auxiliary QA pairs for ``text`` built only from its own sentences, without any model.
 
     Each pair's ``answer`` is a verbatim span (at most ~8 words) of its ``evidence``, which is a
@@ -555,24 +461,36 @@ def extractive_qa_pairs(text: str, *, title: str = "", max_pairs: int = 10, seed
     taken in rounds (first one pair per sentence, then a second, ...), and within a round the document
     is cut into equal strata with one pick per stratum, so pairs cover the whole document. Pairs are
     returned in document order; the same arguments always give the same result.
+
+    Under a split ``share`` (collective), each rank builds the questions of its share of the sentences
+    (most of the work) and the ranks swap them; splitting the text into sentences, following what "It"
+    refers to from one sentence to the next, dropping questions an earlier sentence already asked, and
+    the seeded picks then run on every rank, in document order, so every rank gets the pairs one process
+    gets.
     """
     if max_pairs <= 0:
         return []
     title = " ".join(title.split())
     rng = random.Random(seed)
-    seen: set[str] = set()
-    per_sentence: list[list[_Candidate]] = []
     document_topic = topic_of(text, title)
     referent: str | None = None  # what a sentence-initial "It" refers to
+    kept: list[tuple[str, Topic]] = []  # the sentences short and long enough to ask about, with topics
     for sentence in split_sentences(text):
         topic = sentence_topic(sentence, document_topic, referent)
         referent = next_referent(sentence, topic)
         words = word_count(sentence)
-        if words < _MIN_SENTENCE_WORDS or words > _MAX_SENTENCE_WORDS:
-            continue
-        candidates = _sentence_candidates(sentence, title, topic, seen)
-        if candidates:
-            per_sentence.append(candidates)
+        if _MIN_SENTENCE_WORDS <= words <= _MAX_SENTENCE_WORDS:
+            kept.append((sentence, topic))
+    proposals = share.build(
+        [float(len(sentence)) for sentence, _ in kept],
+        lambda part: [_sentence_proposals(kept[i][0], title, kept[i][1]) for i in part],
+    )
+    seen: set[str] = set()
+    per_sentence = [
+        candidates
+        for (sentence, _), proposed in zip(kept, proposals, strict=True)
+        if (candidates := _admit(sentence, proposed, seen))
+    ]
     ordered = [_weighted_order(candidates, rng) for candidates in per_sentence]
 
     chosen: list[tuple[int, int, int]] = []  # (sentence, span order, round)

@@ -7,6 +7,8 @@ replay modules build on: planning uses all three.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,14 +17,20 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import torch
 
-from lift_integrations.absorb.qa import QAGenerator
+from lift_integrations.absorb.qa import QAGenerator, SharedQAGenerator
 from lift_integrations.absorb.replay import ReplayPrompt, pick_replay_prompts, replay_samples
 from lift_integrations.absorb.samples import TrainingSample, qa_samples, segment_samples
 from lift_integrations.absorb.segmentation import tokenize_document
-from lift_integrations.absorb.types import Document
+from lift_integrations.absorb.types import Document, QAPair
 from lift_integrations.config import LIFTConfig
-from lift_integrations.distributed import DistributedContext, gather_objects
+from lift_integrations.distributed import (
+    DistributedContext,
+    DistributedMismatchError,
+    gather_objects,
+    work_share,
+)
 from lift_integrations.prompting import document_text
+from lift_integrations.sharing import ALONE, WorkShare
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -56,6 +64,7 @@ def plan_samples(
     qa_generator: QAGenerator | None,
     base_answers: Callable[[Sequence[ReplayPrompt]], Sequence[str | None]],
     distributed: DistributedContext | None = None,
+    share: WorkShare | None = None,
 ) -> SamplePlan:
     """Tokenize ``documents`` and build every training sample of their absorption.
 
@@ -64,19 +73,35 @@ def plan_samples(
     to the replay prompts. Under ``distributed``, rank 0's QA pairs and base answers are used on every
     rank: an LLM generating them may answer differently on each, and the ranks must train the same
     samples.
+
+    ``share``: how the building is split between ranks (default: over ``distributed``'s ranks, exchanged
+    with ``all_gather_object``; alone without it). Each rank tokenizes its share of a long document's
+    pieces, builds the extractive questions of its share of the sentences
+    (:class:`~lift_integrations.absorb.qa.SharedQAGenerator`) and tokenizes its share of the QA
+    prompts; the ranks swap the parts, so every rank ends with the plan one process builds, sample for
+    sample. The rest runs on every rank: the segment samples (slices of the token ids, which would cost
+    as much to send as to cut), the sentence splitting, deduplication and seeded picks of the extractive
+    generator (they follow the document in order), and a generator that cannot split its work (an LLM:
+    each pair's sampling draws from the generator state the pairs before it left) or the replay
+    answers (generated in batches: which prompts share one changes the numbers).
     """
+    if share is None:
+        share = ALONE if distributed is None else work_share(distributed)
+    if share.is_split:
+        _check_same_input(documents, config, qa_generator, share)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     segments: list[TrainingSample] = []
     questions: list[TrainingSample] = []
     replays: list[TrainingSample] = []
     for document in documents:
-        ids = tokenize_document(tokenizer, document_text(document))  # streamed: 4 bytes per token
+        # streamed: 4 bytes per token
+        ids = tokenize_document(tokenizer, document_text(document), share=share)
         segments += segment_samples(tokenizer, ids, config, rng)
         wanted = config.qa_pairs_for(len(ids))
         if qa_generator is not None and config.stage2_epochs > 0 and wanted > 0:
-            pairs = _from_main(qa_generator.generate(document, wanted, rng), distributed)
-            questions += qa_samples(tokenizer, ids, pairs, config, text=document.text, rng=rng)
+            pairs = _from_main(_generate(qa_generator, document, wanted, rng, share), distributed)
+            questions += qa_samples(tokenizer, ids, pairs, config, text=document.text, rng=rng, share=share)
     if config.general_replay > 0 and config.stage2_epochs > 0:
         prompts = pick_replay_prompts(config.general_replay, rng)
         answers = _from_main(base_answers(prompts), distributed)
@@ -86,6 +111,38 @@ def plan_samples(
         epochs=[config.stage1_epochs, config.stage2_epochs],
         num_documents=len(documents),
     )
+
+
+def _check_same_input(
+    documents: Sequence[Document], config: LIFTConfig, qa_generator: QAGenerator | None, share: WorkShare
+) -> None:
+    """Raise :class:`DistributedMismatchError` on every rank unless all plan the same documents with the
+    same settings and kind of QA generator: the ranks build the plan together, and parts of different
+    plans would not fit (the check after planning, on the samples, would come too late)."""
+    settings = config.to_dict()
+    for name in ("checkpoint_dir", "checkpoint_every"):  # where checkpoints go does not change the plan
+        settings.pop(name, None)
+    description = [[d.sha256 for d in documents], settings, type(qa_generator).__qualname__]
+    key = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
+    keys = share.gather(key)
+    differing = [rank for rank, theirs in enumerate(keys) if theirs != keys[0]]
+    if differing:
+        raise DistributedMismatchError(
+            f"rank(s) {differing} absorb different documents, settings or QA generator from rank 0; every "
+            "process must absorb the same documents with the same config and QA generator; to absorb "
+            "different documents on each process pass distributed=False (or use "
+            "lift_integrations.cli.absorb_each)"
+        )
+
+
+def _generate(
+    generator: QAGenerator, document: Document, n: int, rng: np.random.Generator, share: WorkShare
+) -> list[QAPair]:
+    """``generator``'s pairs, built by the ranks of ``share`` together where the generator can split its
+    work."""
+    if share.is_split and isinstance(generator, SharedQAGenerator):
+        return generator.generate_shared(document, n, rng, share)
+    return generator.generate(document, n, rng)
 
 
 def _from_main(value: T, distributed: DistributedContext | None) -> T:

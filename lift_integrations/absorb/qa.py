@@ -19,6 +19,7 @@ import numpy as np
 
 from lift_integrations.absorb.extractive import extractive_qa_pairs, split_sentences
 from lift_integrations.absorb.types import Document, QAPair
+from lift_integrations.sharing import ALONE, WorkShare
 
 QA_PROMPT = (
     "You are given a piece of text as the context. You should generate ONLY one question and the "
@@ -39,15 +40,38 @@ class QAGenerator(Protocol):
     def generate(self, document: Document, n: int, rng: np.random.Generator) -> list[QAPair]: ...
 
 
+@runtime_checkable
+class SharedQAGenerator(Protocol):
+    """A generator whose work can be split between the ranks of a distributed absorption.
+
+    ``generate_shared(document, n, rng, share)`` is collective (every rank calls it with the same
+    arguments but its own ``share``) and must return, on every rank, exactly what ``generate(document,
+    n, rng)`` returns, leaving ``rng`` in the same state.
+    """
+
+    def generate_shared(
+        self, document: Document, n: int, rng: np.random.Generator, share: WorkShare
+    ) -> list[QAPair]: ...
+
+
 class ExtractiveQAGenerator:
-    """Questions built from the document's sentences, answers copied verbatim from them."""
+    """Questions built from the document's sentences, answers copied verbatim from them.
+
+    Under a distributed absorption each rank builds the questions of its share of the sentences
+    (:meth:`generate_shared`); a subclass that changes :meth:`generate` must change that too.
+    """
 
     def generate(self, document: Document, n: int, rng: np.random.Generator) -> list[QAPair]:
+        return self.generate_shared(document, n, rng, ALONE)
+
+    def generate_shared(
+        self, document: Document, n: int, rng: np.random.Generator, share: WorkShare
+    ) -> list[QAPair]:
+        """:meth:`generate`, with the sentences' questions built by the ranks of ``share`` (collective)."""
         if n <= 0:
             return []
-        return extractive_qa_pairs(
-            document.text, title=document.title, max_pairs=n, seed=int(rng.integers(0, 2**31 - 1))
-        )
+        seed = int(rng.integers(0, 2**31 - 1))
+        return extractive_qa_pairs(document.text, title=document.title, max_pairs=n, seed=seed, share=share)
 
 
 def parse_qa_reply(reply: str) -> QAPair | None:

@@ -21,6 +21,7 @@ from lift_integrations.prompting import (
     head_tail,
     qa_user_message,
 )
+from lift_integrations.sharing import ALONE, WorkShare
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -106,6 +107,7 @@ def qa_samples(
     *,
     text: str = "",
     rng: np.random.Generator | None = None,
+    share: WorkShare = ALONE,
 ) -> list[TrainingSample]:
     """Chat-formatted samples for QA pairs, loss on the answer (and the end-of-turn token).
 
@@ -114,6 +116,11 @@ def qa_samples(
     With ``qa_passage_fraction`` > 0, that share of the pairs is also trained with retrieved-like
     passages in context, in the format hybrid mode uses, so the memory learns to work with retrieved
     chunks rather than against them.
+
+    Under a split ``share`` (collective), each rank tokenizes only its share of the prompts: the ranks
+    swap how long a view each of theirs fits (the shared view is the shortest of them), then the
+    finished samples. Every rank gets the samples, in the order, that one process makes; the passages
+    drawn from ``rng`` are drawn on every rank.
     """
     separator = encode_text(tokenizer, SEPARATOR)
     views: dict[int, str] = {}
@@ -154,6 +161,7 @@ def qa_samples(
     # (a pair that needs less than half of it gets its own), so the samples share their start and
     # training computes it once (see LIFTConfig.share_prefixes). The view goes through decode and encode,
     # so its length is checked on the final ids, and a pair that still does not fit is shortened again.
+    # A pair's fitting depends on that pair alone but for the shared view: ranks split the pairs.
     def excess(ids: list[int]) -> int:
         return len(ids) - config.max_seq_length
 
@@ -162,33 +170,50 @@ def qa_samples(
         return max(0, budget - excess(ids) - 8)
 
     full = min(config.qa_context_length, len(document_ids))
-    viewed = [i for i, (_, chunks) in enumerate(prompts) if chunks is None]
-    at_full = encode_all([(prompts[i][0], context_of(full)) for i in viewed])
-    wanted = {
-        i: full if excess(ids) <= 0 else shortened(full, ids)
-        for i, (ids, _) in zip(viewed, at_full, strict=True)
-    }
+    costs = [_prompt_cost(pair, chunks, full) for pair, chunks in prompts]
+
+    def wanted_views(part: list[int]) -> list[int | None]:
+        """The view each prompt of ``part`` fits (``None``: it has passages instead)."""
+        viewed = [i for i in part if prompts[i][1] is None]
+        at_full = encode_all([(prompts[i][0], context_of(full)) for i in viewed])
+        fits = {
+            i: full if excess(ids) <= 0 else shortened(full, ids)
+            for i, (ids, _) in zip(viewed, at_full, strict=True)
+        }
+        return [fits.get(i) for i in part]
+
+    wanted = {i: b for i, b in enumerate(share.build(costs, wanted_views)) if b is not None}
     shared = min((b for b in wanted.values() if b >= full // 2), default=full)
-    trying = {i: shared if b >= full // 2 else b for i, b in wanted.items()}
-    fitting: dict[int, int] = {}
-    while trying:
-        encoded = encode_all([(prompts[i][0], context_of(b)) for i, b in trying.items()])
-        shorter = {}
-        for (i, budget), (ids, _) in zip(trying.items(), encoded, strict=True):
-            if excess(ids) <= 0:
-                fitting[i] = budget
-            elif budget > 0:
-                shorter[i] = shortened(budget, ids)
-        trying = shorter
-    final = [
-        (pair, chunks if chunks is not None else context_of(fitting[i]))
-        for i, (pair, chunks) in enumerate(prompts)
-        if chunks is not None or i in fitting
-    ]
-    samples = []
-    for ids, answer_start in encode_all(final):
-        if len(ids) > config.max_seq_length:
-            continue
-        labels = [IGNORE_INDEX] * answer_start + ids[answer_start:]
-        samples.append(TrainingSample(ids, labels, "qa"))
-    return samples
+    trying_all = {i: shared if b >= full // 2 else b for i, b in wanted.items()}
+
+    def finished(part: list[int]) -> list[TrainingSample | None]:
+        """The sample of each prompt of ``part`` (``None``: it does not fit)."""
+        trying = {i: trying_all[i] for i in part if i in trying_all}
+        fitting: dict[int, int] = {}
+        while trying:
+            encoded = encode_all([(prompts[i][0], context_of(b)) for i, b in trying.items()])
+            shorter = {}
+            for (i, budget), (ids, _) in zip(trying.items(), encoded, strict=True):
+                if excess(ids) <= 0:
+                    fitting[i] = budget
+                elif budget > 0:
+                    shorter[i] = shortened(budget, ids)
+            trying = shorter
+        final = [i for i in part if prompts[i][1] is not None or i in fitting]
+        # a prompt's passages, or the view it fits
+        contexts = [prompts[i][1] if i not in fitting else context_of(fitting[i]) for i in final]
+        encoded = encode_all([(prompts[i][0], context) for i, context in zip(final, contexts, strict=True)])
+        samples: dict[int, TrainingSample] = {}
+        for i, (ids, answer_start) in zip(final, encoded, strict=True):
+            if len(ids) <= config.max_seq_length:
+                samples[i] = TrainingSample(ids, [IGNORE_INDEX] * answer_start + ids[answer_start:], "qa")
+        return [samples.get(i) for i in part]
+
+    return [sample for sample in share.build(costs, finished) if sample is not None]
+
+
+def _prompt_cost(pair: QAPair, chunks: str | None, view_tokens: int) -> float:
+    """Roughly how much tokenizing one QA prompt costs: its characters (a view of about 4 per token)."""
+    return float(
+        len(pair.question) + len(pair.answer) + (len(chunks) if chunks is not None else 4 * view_tokens)
+    )

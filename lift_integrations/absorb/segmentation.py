@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lift_integrations.prompting import encode_text
+from lift_integrations.sharing import ALONE, WorkShare
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -71,15 +72,8 @@ def context_view(
     return front + list(separator) + back
 
 
-def split_text(text: str, chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[str]:
-    """Consecutive pieces of ``text`` that concatenate back to it, each at most ``chunk_chars`` long.
-
-    A piece ends just before a space that follows a non-space character. Word-level pre-tokenizers
-    (byte-level BPE, tiktoken-style and SentencePiece ones) always start a new word there, so the pieces
-    tokenize to the same ids as the whole text. Only text without such a space in the second half of a
-    piece's window (no spaces at all, or one enormous run of spaces) is cut mid-word, which may change
-    the tokens at that one boundary.
-    """
+def piece_bounds(text: str, chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of the consecutive pieces :func:`split_text` cuts ``text`` into."""
     if chunk_chars <= 1:
         raise ValueError(f"chunk_chars must be at least 2, got {chunk_chars}")
     start, n = 0, len(text)
@@ -91,14 +85,30 @@ def split_text(text: str, chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[str
             cut = text.rfind(" ", low, cut)
         if cut <= low:
             cut = limit
-        yield text[start:cut]
+        yield start, cut
         start = cut
     if start < n:
-        yield text[start:]
+        yield start, n
+
+
+def split_text(text: str, chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[str]:
+    """Consecutive pieces of ``text`` that concatenate back to it, each at most ``chunk_chars`` long.
+
+    A piece ends just before a space that follows a non-space character. Word-level pre-tokenizers
+    (byte-level BPE, tiktoken-style and SentencePiece ones) always start a new word there, so the pieces
+    tokenize to the same ids as the whole text. Only text without such a space in the second half of a
+    piece's window (no spaces at all, or one enormous run of spaces) is cut mid-word, which may change
+    the tokens at that one boundary.
+    """
+    for start, end in piece_bounds(text, chunk_chars):
+        yield text[start:end]
 
 
 def tokenize_document(
-    tokenizer: PreTrainedTokenizerBase, text: str, chunk_chars: int = STREAM_CHUNK_CHARS
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    chunk_chars: int = STREAM_CHUNK_CHARS,
+    share: WorkShare = ALONE,
 ) -> array[int]:
     """The token ids of an untrusted document, built as a stream, in 4 bytes per token.
 
@@ -108,8 +118,24 @@ def tokenize_document(
     so memory use is four bytes per token plus one piece's worth. Control-token strings stay plain text
     (:func:`~lift_integrations.prompting.encode_text`). Documents up to ``chunk_chars`` characters are
     tokenized in one call, exactly as before.
+
+    Under a split ``share`` (collective), each rank tokenizes only its share of the pieces and the ranks
+    swap their ids: the same ids, the same pieces, with every piece's ids held at once (twice four bytes
+    per token for a moment). A document of one piece is tokenized by every rank, as swapping it would
+    only add the exchange to one rank's tokenizing.
     """
-    ids: array[int] = array("i")
-    for piece in split_text(text, chunk_chars):
-        ids.extend(encode_text(tokenizer, piece))
+    bounds = list(piece_bounds(text, chunk_chars))
+    if not share.is_split or len(bounds) < 2:
+        ids: array[int] = array("i")
+        for start, end in bounds:
+            ids.extend(encode_text(tokenizer, text[start:end]))
+        return ids
+
+    def tokenize(part: list[int]) -> list[array[int]]:
+        return [array("i", encode_text(tokenizer, text[bounds[i][0] : bounds[i][1]])) for i in part]
+
+    pieces = share.build([float(end - start) for start, end in bounds], tokenize)
+    ids = array("i")
+    for piece in pieces:
+        ids.extend(piece)
     return ids

@@ -9,6 +9,7 @@ runs share one torchrun launch (``cli_runs.py``): starting the processes is most
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -17,22 +18,45 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import COUNTED, counting
 from distributed_helpers import (
     LONG_DOCUMENT,
+    NORMANS,
     OVERRIDES,
     SHORT_DOCUMENTS,
     assert_same_memory,
+    plan_digest,
+    plan_of,
     reference_memory,
     save_tiny_model,
 )
 from tiny_models import Interrupt, stop_at
 
 from lift_integrations import LIFTConfig, LIFTModel, Memory
+from lift_integrations.absorb.segmentation import STREAM_CHUNK_CHARS
 from lift_integrations.distributed import deal_by_length
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun is tested on POSIX only")
 
 HERE = Path(__file__).resolve().parent
+# QA pairs with a view of the document (most sharing one view, the longest with shorter ones of their own)
+# and with passages: every step of building QA samples that the ranks split.
+PLAN_OVERRIDES = {
+    "qa_per_document": 30,
+    "qa_context_length": 300,
+    "max_seq_length": 600,
+    "qa_passage_fraction": 0.4,
+    "qa_passages": 2,
+}
+
+
+def plan_documents(root: Path) -> Path:
+    """Two documents for the plan-only run: the long test document, and the Normans article repeated
+    past the tokenizer's piece length (so that the ranks tokenize different pieces of it)."""
+    repeats = STREAM_CHUNK_CHARS // len(NORMANS) + 2
+    path = root / "plan-documents.json"
+    path.write_text(json.dumps([["zorblat", LONG_DOCUMENT], ["normans", "\n\n".join([NORMANS] * repeats)]]))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +102,13 @@ def launched(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         ],
         {"fail_rank": 1, "argv": [*common, "--output", str(root / "failed"), str(root / "zorblat.txt")]},
         {"rank_dependent_qa": [*common, "--output", str(root / "rank-qa"), str(root / "zorblat.txt")]},
+        {
+            "plan": {
+                "model": str(model_dir),
+                "documents": str(plan_documents(root)),
+                "overrides": PLAN_OVERRIDES,
+            }
+        },
     ]
     env = {
         **os.environ,
@@ -156,6 +187,32 @@ def test_qa_pairs_come_from_rank_0(launched: tuple[Path, list[dict]], model_dir:
     saved = Memory.load(root / "rank-qa")
     assert saved.stats["processes"] == 2
     assert_same_memory(saved, reference_memory(model_dir, "zorblat", LONG_DOCUMENT))
+
+
+def test_two_processes_build_the_single_process_plan_each_doing_part(
+    launched: tuple[Path, list[dict]], model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process extracts the questions of part of the sentences, tokenizes part of the long document's
+    pieces and part of the QA prompts; both end with the plan one process builds, sample for sample."""
+    from transformers import AutoTokenizer
+
+    root, lines = launched
+    ranks = sorted((line for line in lines if "plan_rank" in line), key=lambda line: line["plan_rank"])
+    assert [line["plan_rank"] for line in ranks] == [0, 1]
+    documents = json.loads((root / "plan-documents.json").read_text())
+    assert len(documents[1][1]) > STREAM_CHUNK_CHARS
+    alone_calls = dict.fromkeys(COUNTED, 0)
+    for key, (module_name, name) in COUNTED.items():
+        module = importlib.import_module(module_name)
+        monkeypatch.setattr(module, name, counting(alone_calls, key, getattr(module, name)))
+    alone = plan_of(AutoTokenizer.from_pretrained(model_dir), documents, PLAN_OVERRIDES)
+    assert alone.sample_counts()["qa_samples"] > 30
+    assert [line["digest"] for line in ranks] == [plan_digest(alone)] * 2
+    for key, alone_made in alone_calls.items():
+        made = [line["counts"][key] for line in ranks]
+        assert all(0 < calls < alone_made for calls in made), (key, made, alone_made)
+        both = 1 if key == "pieces" else 0  # the short document is one piece: both processes tokenize it
+        assert sum(made) == alone_made + both, (key, made, alone_made)
 
 
 def test_a_failure_on_one_process_stops_every_process(launched: tuple[Path, list[dict]]) -> None:
