@@ -7,7 +7,8 @@ No model runs: a memory here is only text (routing reads nothing else), and only
 The articles are dealt into ``--folds`` folds; for each fold a bank holds one memory per article of the
 other folds, and the fold's own articles are text the bank has never seen.
 
-Reported per rule (:data:`RULES`: ``BankRouter``'s ``calibration`` and ``margin``):
+Reported per rule (:data:`RULES`: ``BankRouter``'s ``calibration``, ``margin``, ``quantile`` and
+``lexical_weight``; ``--rule`` picks some, all by default):
 
 * own questions (up to ``--questions`` per banked article): sent to their article's memory, to none
   (the base model), or to another article's;
@@ -17,7 +18,10 @@ Reported per rule (:data:`RULES`: ``BankRouter``'s ``calibration`` and ``margin`
 
 A bank of many memories has many chances to claim an unrelated question; ``per_memory`` calibrates each
 memory alone (as :class:`~lift_integrations.routing.MemoryRouter` does), ``joint`` calibrates the bank as
-a whole on the same replay questions.
+a whole on the same replay questions; ``bank`` calibrates the bank as a whole on the replay questions and
+the package's encyclopedic calibration questions (``lift_integrations/data/calibration_questions.json``).
+None of the calibration questions is a reported one: the general-knowledge questions reported here are
+the probe's, left out of the calibration set (docs/routing.md, "Routing in a bank").
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ RULES: dict[str, dict[str, Any]] = {
     "per_memory, margin 0.05": {"calibration": "per_memory", "margin": 0.05},
     "per_memory, margin 0.1": {"calibration": "per_memory", "margin": 0.1},
     "joint": {"calibration": "joint"},
+    "bank": {"calibration": "bank"},
+    "bank, quantile 0.95": {"calibration": "bank", "quantile": 0.95},
+    "bank, quantile 0.9": {"calibration": "bank", "quantile": 0.9},
+    "bank, quantile 0.85": {"calibration": "bank", "quantile": 0.85},
+    "bank, quantile 0.95, lexical 0.25": {"calibration": "bank", "quantile": 0.95, "lexical_weight": 0.25},
+    "bank, quantile 0.9, lexical 0.25": {"calibration": "bank", "quantile": 0.9, "lexical_weight": 0.25},
+    "bank, quantile 0.85, lexical 0.25": {"calibration": "bank", "quantile": 0.85, "lexical_weight": 0.25},
+    "bank, quantile 0.9, lexical 0": {"calibration": "bank", "quantile": 0.9, "lexical_weight": 0.0},
+    "per_memory, lexical 0.25": {"calibration": "per_memory", "lexical_weight": 0.25},
 }
 """Each rule's ``BankRouter`` options."""
 
@@ -75,11 +88,17 @@ def unrelated_questions() -> dict[str, list[str]]:
     }
 
 
-def measure(articles: Sequence[Article], folds: int, questions: int, embed: Any) -> dict[str, Any]:
+def measure(
+    articles: Sequence[Article], folds: int, questions: int, embed: Any, rules: Sequence[str] = tuple(RULES)
+) -> dict[str, Any]:
+    """Counts per rule (``rules``: names of :data:`RULES`), summed over the folds."""
+    unknown = [rule for rule in rules if rule not in RULES]
+    if unknown:
+        raise ValueError(f"unknown rules {unknown}; the rules are {list(RULES)}")
     rng = random.Random(0)
     order = list(articles)
     rng.shuffle(order)
-    counts: dict[str, dict[str, int]] = {rule: {} for rule in RULES}
+    counts: dict[str, dict[str, int]] = {rule: {} for rule in rules}
 
     def add(calibration: str, key: str, value: int) -> None:
         counts[calibration][key] = counts[calibration].get(key, 0) + value
@@ -97,15 +116,20 @@ def measure(articles: Sequence[Article], folds: int, questions: int, embed: Any)
             "held-out articles": [q.question for a in held_out for q in a.questions[:questions]],
             **fixed,
         }
-        for calibration, options in RULES.items():
-            router = BankRouter(TextBank(banked), embed=embed, **options)
+        for calibration in rules:
+            router = BankRouter(TextBank(banked), embed=embed, **RULES[calibration])
             chosen = router.route_many([q for _, q in own])
             add(calibration, "own questions", len(own))
             add(calibration, "own memory", sum(c == t for (t, _), c in zip(own, chosen, strict=True)))
             add(calibration, "none", sum(c is None for c in chosen))
             for kind, texts in unrelated.items():
+                routed = router.route_many(texts)
                 add(calibration, f"{kind}: questions", len(texts))
-                add(calibration, f"{kind}: routed", sum(c is not None for c in router.route_many(texts)))
+                add(calibration, f"{kind}: routed", sum(c is not None for c in routed))
+                if kind == "general knowledge":  # which probe questions a bank claims, and for which memory
+                    for text, memory in zip(texts, routed, strict=True):
+                        if memory is not None:
+                            add(calibration, f"probe question routed: {text} -> {memory}", 1)
     return counts
 
 
@@ -117,9 +141,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--questions", type=int, default=40, help="questions per article")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--rule", action="append", choices=list(RULES), help="a rule to measure (repeatable; default: all)"
+    )
     args = parser.parse_args(argv)
     articles = load_squad_articles(args.data)
-    counts = measure(articles, args.folds, args.questions, cached(default_embedder()))
+    rules = args.rule or list(RULES)
+    counts = measure(articles, args.folds, args.questions, cached(default_embedder()), rules)
     kinds = ["held-out articles", "general knowledge", "invented fact sheets"]
     print(
         f"# {len(articles)} articles, {args.folds} folds: banks of about "

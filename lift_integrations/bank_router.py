@@ -23,6 +23,7 @@ from lift_integrations.routing import (
     EmbeddingRouter,
     LexicalIndex,
     check_router_options,
+    load_calibration_questions,
     memory_passages,
     normalised_rows,
     text_memory,
@@ -54,8 +55,9 @@ __all__ = ["CALIBRATIONS", "CANDIDATES", "BankRouter", "BankRouting", "Calibrati
 CANDIDATES = 8
 """Memories whose lexical coverage is computed for a question: the closest by embedding alone."""
 
-Calibration = Literal["per_memory", "joint"]
-CALIBRATIONS: tuple[Calibration, ...] = ("per_memory", "joint")
+Calibration = Literal["per_memory", "joint", "bank"]
+CALIBRATIONS: tuple[Calibration, ...] = ("per_memory", "joint", "bank")
+"""The ways a :class:`BankRouter` calibrates its thresholds (see its docstring)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ class BankRouting:
 
     ``margin`` (a finite number, default 0) is added to every memory's threshold; ``calibration``:
     ``"per_memory"`` (default) keeps each memory's own threshold, ``"joint"`` raises them all by the
-    one shift that lets the bank claim no more of the replay questions than one memory does;
+    one shift that lets the bank claim no more of the replay questions than one memory does, ``"bank"``
+    sets one bank-wide threshold on the replay and calibration questions (see :class:`BankRouter`);
     ``quantile`` (in [0, 1], default :data:`~lift_integrations.routing.CALIBRATION_QUANTILE`) is the
     quantile of the replay questions' relevance a question must beat; ``lexical_weight`` (>= 0, default
     :data:`~lift_integrations.routing.LEXICAL_WEIGHT`) weighs the lexical coverage against the
@@ -82,7 +85,8 @@ class BankRouting:
     def __post_init__(self) -> None:
         checked = check_router_options(self.margin, self.quantile, self.lexical_weight)
         if not isinstance(self.calibration, str) or self.calibration not in CALIBRATIONS:
-            raise ValueError(f"calibration must be 'per_memory' or 'joint', got {self.calibration!r}")
+            names = ", ".join(CALIBRATIONS)
+            raise ValueError(f"calibration must be one of {names}, got {self.calibration!r}")
         for name, value in zip(("margin", "quantile", "lexical_weight"), checked, strict=True):
             object.__setattr__(self, name, value)  # as floats: equal options compare and print equal
 
@@ -126,6 +130,12 @@ class BankRouter(EmbeddingRouter):
     they claim more (docs/routing.md, "Routing in a bank"). ``margin`` raises every threshold by a fixed
     amount; ``calibration="joint"`` raises them by the shift that makes the bank as a whole claim no more
     of the replay questions than one memory does. ``"per_memory"`` (the default) keeps each memory's own.
+    ``calibration="bank"`` calibrates on the replay questions and the package's encyclopedic
+    calibration questions (:data:`~lift_integrations.routing.CALIBRATION_QUESTIONS_FILE`): a memory's
+    relevance counts in standard deviations above the mean those questions reach on it, and one
+    threshold for the bank lets it claim ``1 - quantile`` of them; the memory furthest above it wins.
+    At the same share of unrelated questions routed it keeps more of the memories' own questions than
+    ``margin`` or ``"joint"`` do; no rule keeps both, so ``quantile`` sets the trade.
     """
 
     def __init__(
@@ -195,23 +205,38 @@ class BankRouter(EmbeddingRouter):
             result[rows, memory] = similarity[rows, memory] + self.lexical_weight * coverage
         return result
 
-    @cached_property
+    @property
     def thresholds(self) -> np.ndarray:
         """Each memory's calibrated threshold (plus ``margin``): the ``quantile`` of the replay questions'
-        relevance on that memory, and with ``calibration="joint"`` one shift for all of them."""
+        relevance on that memory, and with ``calibration="joint"`` one shift for all of them; with
+        ``"bank"``, the mean plus one multiple of the standard deviation of the relevance that the replay
+        and calibration questions reach on it."""
+        return self._calibrated[0] + self.margin
+
+    @cached_property
+    def _calibrated(self) -> tuple[np.ndarray, np.ndarray]:
+        """The thresholds (without ``margin``), and the scale a relevance above them is compared in
+        (ones, or with ``"bank"`` each memory's standard deviation)."""
         from lift_integrations.absorb.replay import load_replay_prompts
 
         questions = [p.question for p in load_replay_prompts()]
+        if self.calibration == "bank":
+            questions += load_calibration_questions()
         similarity = self._similarity(questions)
         alone = similarity.copy()
         if self.lexical_weight:
             for memory, index in enumerate(self._lexical):
                 alone[:, memory] += self.lexical_weight * index.coverage(questions)
+        if self.calibration == "bank":
+            centre = alone.mean(axis=0)
+            spread = np.maximum(alone.std(axis=0), 1e-6)
+            claimed = ((self._candidate_relevance(similarity, questions) - centre) / spread).max(axis=1)
+            return centre + float(np.quantile(claimed, self.quantile)) * spread, spread
         thresholds = np.asarray(np.quantile(alone, self.quantile, axis=0))
         if self.calibration == "joint" and len(self.names) > 1:
             claimed = (self._candidate_relevance(similarity, questions) - thresholds).max(axis=1)
             thresholds = thresholds + max(0.0, float(np.quantile(claimed, self.quantile)))
-        return thresholds + self.margin
+        return thresholds, np.ones_like(thresholds)
 
     def route_many(self, questions: Sequence[str]) -> list[str | None]:
         """The memory each question goes to (its name), or ``None``."""
@@ -220,7 +245,7 @@ class BankRouter(EmbeddingRouter):
         questions = list(questions)
         if not questions:
             return []
-        above = self.relevance(questions) - self.thresholds
+        above = (self.relevance(questions) - self.thresholds) / self._calibrated[1]
         best = above.argmax(axis=1)
         return [
             self.names[m] if above[row, m] > 0 and q.strip() else None

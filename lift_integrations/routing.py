@@ -25,12 +25,14 @@ no memory had been absorbed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
+from functools import cache, cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +54,7 @@ __all__ = [
     "default_embedder",
     "document_embedder",
     "is_follow_up",
+    "load_calibration_questions",
     "memory_passages",
     "text_memory",
 ]
@@ -72,6 +75,22 @@ This and :data:`LEXICAL_WEIGHT` were chosen together on 21 SQuAD articles the co
 (docs/tuning.md, sweep 17; ``benchmarks/routing_accuracy.py``), by a rule fixed beforehand: the highest
 recall of a memory's own questions with under 2% of other articles' questions routed to it, for
 one-article and three-article memories alike. Weights 0 to 0.5 and quantiles 0.9 to 1 were tried."""
+
+CALIBRATION_QUESTIONS_FILE = Path(__file__).resolve().parent / "data" / "calibration_questions.json"
+"""216 encyclopedic general-knowledge questions (geography, science, history, the arts, sport, technology,
+everyday life), written for this project and released under its license, for ``BankRouter``'s
+``calibration="bank"``. Few replay questions are encyclopedic, and an encyclopedic question about a
+bank's subjects reaches a far higher relevance on its memories than they do. None of them is
+one of the general-ability probe's questions (``examples/data/general_questions.json``): each one whose
+all-MiniLM-L6-v2 cosine similarity to a probe question reached 0.7 was left out (the highest kept: 0.69)."""
+
+
+@cache
+def load_calibration_questions() -> tuple[str, ...]:
+    """The questions of :data:`CALIBRATION_QUESTIONS_FILE`."""
+    entries = json.loads(CALIBRATION_QUESTIONS_FILE.read_text(encoding="utf-8"))
+    return tuple(entry["question"] for entry in entries)
+
 
 STOP_WORDS = frozenset(
     (  # noqa: SIM905 (one string reads better than ninety quoted words)

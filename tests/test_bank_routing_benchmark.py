@@ -34,6 +34,13 @@ TEXTS = {
 }
 
 
+def invented_articles() -> list[Article]:
+    return [
+        Article(title, (text,), tuple(Question(q, "", 0) for q in questions))
+        for title, (text, questions) in TEXTS.items()
+    ]
+
+
 @pytest.fixture(scope="module")
 def bank_routing():  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(BENCHMARKS))
@@ -46,10 +53,7 @@ def bank_routing():  # type: ignore[no-untyped-def]
 
 
 def test_every_question_is_counted_once_per_rule(bank_routing) -> None:  # type: ignore[no-untyped-def]
-    articles = [
-        Article(title, (text,), tuple(Question(q, "", 0) for q in questions))
-        for title, (text, questions) in TEXTS.items()
-    ]
+    articles = invented_articles()
     counts = bank_routing.measure(articles, folds=2, questions=2, embed=bag_of_words)
     assert set(counts) == set(bank_routing.RULES)
     unrelated = bank_routing.unrelated_questions()
@@ -59,8 +63,19 @@ def test_every_question_is_counted_once_per_rule(bank_routing) -> None:  # type:
         assert c["held-out articles: questions"] == 8
         assert c["general knowledge: questions"] == 2 * len(unrelated["general knowledge"])
         assert c["invented fact sheets: questions"] == 2 * len(unrelated["invented fact sheets"])
+        listed = [count for key, count in c.items() if key.startswith("probe question routed: ")]
+        assert sum(listed) == c["general knowledge: routed"]
     per_memory, joint = counts["per_memory"], counts["joint"]
     assert per_memory["own memory"] >= 6  # the invented articles share no rare words
     for kind in ("held-out articles", "general knowledge", "invented fact sheets"):  # stricter, never looser
         assert joint[f"{kind}: routed"] <= per_memory[f"{kind}: routed"]
         assert counts["per_memory, margin 0.1"][f"{kind}: routed"] <= per_memory[f"{kind}: routed"]
+        assert counts["bank"][f"{kind}: routed"] <= counts["bank, quantile 0.9"][f"{kind}: routed"]
+
+
+def test_rules_can_be_picked(bank_routing) -> None:  # type: ignore[no-untyped-def]
+    articles = invented_articles()
+    counts = bank_routing.measure(articles, 2, 2, bag_of_words, rules=["bank", "joint"])
+    assert list(counts) == ["bank", "joint"] and counts["bank"]["own questions"] == 8
+    with pytest.raises(ValueError, match="unknown rules"):
+        bank_routing.measure(articles, 2, 2, bag_of_words, rules=["strict"])

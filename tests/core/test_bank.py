@@ -15,7 +15,7 @@ from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryBank, MemoryR
 from lift_integrations.absorb.replay import load_replay_prompts
 from lift_integrations.bank import BANK_FILE, bank_names
 from lift_integrations.errors import MemoryFormatError
-from lift_integrations.routing import text_memory
+from lift_integrations.routing import load_calibration_questions, text_memory
 
 ARTICLES = {
     "observatory": (
@@ -34,6 +34,7 @@ ARTICLES = {
         "Pellow, and its cider press dates from 1796. Beekeepers rent hives among the trees each spring.",
     ),
 }
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
 SMALL = dict(
     segment_length=32,
     segment_stride=24,
@@ -161,6 +162,53 @@ def test_joint_calibration_lets_the_bank_claim_no_more_replay_questions_than_one
     assert claimed <= claimed_alone
     with pytest.raises(ValueError, match="calibration must be"):
         bank.router(embed=bag_of_words, calibration="global")
+
+
+def test_bank_calibration_lets_the_bank_claim_its_share_of_the_calibration_questions() -> None:
+    """``calibration="bank"``: one threshold, in standard deviations of each memory's relevance on the
+    replay and calibration questions, lets the bank as a whole claim ``1 - quantile`` of them."""
+    calibration = [p.question for p in load_replay_prompts()] + list(load_calibration_questions())
+    bank = MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
+    claimed = {}
+    for quantile in (0.8, 0.95):
+        router = bank.router(embed=bag_of_words, calibration="bank", quantile=quantile)
+        routed = router.route_many(calibration)
+        claimed[quantile] = sum(name is not None for name in routed)
+        assert 0 < claimed[quantile] <= (1.0 - quantile) * len(calibration) + 1
+        assert router.route_many(
+            [
+                "Who dredged Vellmouth Harbour?",
+                "Who planted Brambleigh Orchard?",
+                "What is the capital of France?",
+                "",
+            ]
+        ) == ["harbour", "orchard", None, None]
+    assert claimed[0.95] < claimed[0.8]  # a higher quantile is stricter
+
+
+def test_calibration_questions_are_not_the_probes_or_the_replay_questions() -> None:
+    """Routing is reported on the general-ability probe's questions, so none of them calibrates it."""
+    questions = load_calibration_questions()
+    probe = json.loads((EXAMPLES / "general_questions.json").read_text(encoding="utf-8"))
+    normalised = {q.strip().lower() for q in questions}
+    assert len(normalised) == len(questions) >= 200
+    assert not normalised & {q["question"].strip().lower() for q in probe}
+    assert not normalised & {p.question.strip().lower() for p in load_replay_prompts()}
+
+
+@pytest.mark.slow
+def test_no_calibration_question_paraphrases_a_probe_question() -> None:
+    """The filter the calibration set was built with: all-MiniLM-L6-v2 cosine similarity below 0.7 to
+    every probe question (docs/routing.md, "Routing in a bank")."""
+    from lift_integrations.routing import default_embedder, normalised_rows
+
+    probe = [q["question"] for q in json.loads((EXAMPLES / "general_questions.json").read_text("utf-8"))]
+    questions = list(load_calibration_questions())
+    embed = default_embedder()
+    similarity = (
+        normalised_rows(embed(questions), len(questions)) @ normalised_rows(embed(probe), len(probe)).T
+    )
+    assert 0.6 < similarity.max() < 0.7
 
 
 def test_each_question_goes_to_the_memory_of_its_document() -> None:

@@ -51,7 +51,7 @@ def test_options_round_trip_through_json() -> None:
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"calibration": "global"}, ValueError, "calibration must be 'per_memory' or 'joint'"),
+        ({"calibration": "global"}, ValueError, "calibration must be one of per_memory, joint, bank"),
         ({"calibration": None}, ValueError, "calibration must be"),
         ({"margin": float("nan")}, ValueError, "margin must be a finite number"),
         ({"margin": float("inf")}, ValueError, "margin must be a finite number"),

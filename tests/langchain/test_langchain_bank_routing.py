@@ -85,7 +85,7 @@ def test_the_routing_survives_a_dump_and_reload(raised: LIFTChatModel) -> None:
 
 
 def test_bad_routing_is_refused_before_any_work(tiny: Any) -> None:
-    with pytest.raises(ValueError, match="calibration must be 'per_memory' or 'joint'"):
+    with pytest.raises(ValueError, match="calibration must be one of per_memory, joint, bank"):
         LIFTChatModel(model=TINY_NAME, bank_routing={"calibration": "global"})
     with pytest.raises(ValueError, match="unknown bank routing options"):
         LIFTChatModel(model=TINY_NAME, bank_routing={"threshold": 0.5})

@@ -93,7 +93,7 @@ def test_the_routing_persists_with_the_index(raised: LIFTIndex, tiny_smollm: Any
     assert kept.bank_routing == BankRouting(margin=-2.0)
     record["bank_routing"] = {"calibration": "global"}
     (folder / "lift_index.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="calibration must be 'per_memory' or 'joint'"):
+    with pytest.raises(ValueError, match="calibration must be one of per_memory, joint, bank"):
         LIFTIndex.load(folder, LIFTLLM(tiny_smollm), embed_model=BagOfWords())
     assert loaded.memory_per == "document"
 
@@ -104,7 +104,7 @@ def test_the_routing_survives_the_llms_dict(raised: LIFTIndex) -> None:
 
 
 def test_bad_routing_is_refused_before_any_work(tiny_smollm: Any, facts: Any) -> None:
-    with pytest.raises(ValueError, match="calibration must be 'per_memory' or 'joint'"):
+    with pytest.raises(ValueError, match="calibration must be one of per_memory, joint, bank"):
         LIFTLLM(tiny_smollm, bank_routing={"calibration": "global"})
     with pytest.raises(ValueError, match="quantile must be"):
         LIFTLLM(tiny_smollm, bank_routing=BankRouting.of({"quantile": 2}))
