@@ -2,11 +2,11 @@
 
 :class:`MemoryBank` holds named memories (typically one per document, from
 :meth:`LIFTModel.absorb_many <lift_integrations.LIFTModel.absorb_many>`). Saved, it is one folder: a
-manifest (``bank.json``: each memory's name, folder, id and documents) and one memory folder each,
-written and verified as :meth:`Memory.save` and :meth:`Memory.load` do. Adding or removing a memory
-rewrites the manifest and that memory's folder only. A loaded bank reads a memory's tensors when it is
-first used and drops the least recently used ones past ``max_loaded_bytes`` (they are read again when
-needed), so a bank of thousands of memories fits in a process.
+manifest (``bank.json``: each memory's name, folder, id and documents, and the bank's routing options)
+and one memory folder each, written and verified as :meth:`Memory.save` and :meth:`Memory.load` do.
+Adding or removing a memory rewrites the manifest and that memory's folder only. A loaded bank reads a
+memory's tensors when it is first used and drops the least recently used ones past ``max_loaded_bytes``
+(they are read again when needed), so a bank of thousands of memories fits in a process.
 
 :class:`~lift_integrations.bank_router.BankRouter` (:meth:`MemoryBank.router`) chooses, per question, the
 one memory it is about, or none.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from lift_integrations._fs import fsync_dir, path_lock
 from lift_integrations._hub import looks_like_hub_id
-from lift_integrations.bank_router import BankRouter
+from lift_integrations.bank_router import BankRouter, BankRouting
 from lift_integrations.documents import Document
 from lift_integrations.errors import MemoryFormatError
 from lift_integrations.memory import Memory, check_save_target
@@ -97,11 +97,15 @@ class MemoryBank:
 
     ``memories``: a mapping of names to memories. ``max_loaded_bytes``: the tensors of loaded memories
     kept at most (``None``: all); only memories read from a saved bank are dropped, since the others
-    could not be read again.
+    could not be read again. ``routing``: how :meth:`router` routes (:attr:`routing`).
     """
 
     def __init__(
-        self, memories: Mapping[str, Memory] | None = None, *, max_loaded_bytes: int | None = None
+        self,
+        memories: Mapping[str, Memory] | None = None,
+        *,
+        max_loaded_bytes: int | None = None,
+        routing: BankRouting | Mapping[str, Any] | None = None,
     ) -> None:
         if max_loaded_bytes is not None and (
             not isinstance(max_loaded_bytes, int)
@@ -110,6 +114,7 @@ class MemoryBank:
         ):
             raise ValueError(f"max_loaded_bytes must be a non-negative int or None, got {max_loaded_bytes!r}")
         self.max_loaded_bytes = max_loaded_bytes
+        self.routing = routing  # the setter checks it
         self._entries: dict[str, _Entry] = {}
         self._loaded: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._lock = threading.RLock()
@@ -162,6 +167,17 @@ class MemoryBank:
 
     def __repr__(self) -> str:
         return f"MemoryBank({len(self)} memories, {len(self._loaded)} loaded)"
+
+    @property
+    def routing(self) -> BankRouting:
+        """The options :meth:`router` (and a binding given this bank without its own ``bank_routing``)
+        routes with; saved in the manifest, so a loaded bank routes as it did when saved. Set it to a
+        :class:`~lift_integrations.bank_router.BankRouting`, a dict of its options or ``None`` (defaults)."""
+        return self._routing
+
+    @routing.setter
+    def routing(self, value: BankRouting | Mapping[str, Any] | None) -> None:
+        self._routing = BankRouting.of(value)
 
     @property
     def id(self) -> str:
@@ -253,12 +269,16 @@ class MemoryBank:
 
     # Saving and loading --------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(
+        self, path: str | os.PathLike[str], *, routing: BankRouting | Mapping[str, Any] | None = None
+    ) -> Path:
         """Write the bank to the folder ``path``: each memory not yet saved there (by id) into its own
         folder, then the manifest and a model card (``README.md``, unless a memory has that name);
         folders of memories removed from the bank are deleted. A folder that is neither a bank nor
-        empty is refused, as :meth:`Memory.save` refuses to replace non-memories."""
-        return self._save(path, card_name=None)
+        empty is refused, as :meth:`Memory.save` refuses to replace non-memories. The manifest keeps
+        :attr:`routing`, or ``routing`` when given (a binding saving the options its model routes
+        with; the bank's own are left as they are)."""
+        return self._save(path, card_name=None, routing=routing)
 
     def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
         """:meth:`save`, under the name Hugging Face libraries use."""
@@ -332,7 +352,14 @@ class MemoryBank:
             weakref.finalize(bank, shutil.rmtree, target, ignore_errors=True)
         return bank
 
-    def _save(self, path: str | os.PathLike[str], *, card_name: str | None) -> Path:
+    def _save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        card_name: str | None,
+        routing: BankRouting | Mapping[str, Any] | None = None,
+    ) -> Path:
+        kept = self.routing if routing is None else BankRouting.of(routing)
         folder = Path(os.fsdecode(path)).expanduser().resolve()
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} exists and is not a folder")
@@ -340,7 +367,7 @@ class MemoryBank:
             raise ValueError(f"{folder} is not empty and holds no memory bank: refusing to write into it")
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock, path_lock(folder / BANK_FILE):
-            saved = _read_manifest(folder) if (folder / BANK_FILE).is_file() else {}
+            saved = _read_manifest(folder)[0] if (folder / BANK_FILE).is_file() else {}
             records = []
             for name, entry in self._entries.items():
                 target = folder / name
@@ -356,9 +383,13 @@ class MemoryBank:
                         "documents": [{"title": d.title, "text": d.text} for d in entry.documents],
                     }
                 )
-            _write_json(
-                folder / BANK_FILE, {"format": BANK_FORMAT, "version": BANK_VERSION, "memories": records}
-            )
+            manifest = {
+                "format": BANK_FORMAT,
+                "version": BANK_VERSION,
+                "memories": records,
+                "routing": kept.to_dict(),
+            }
+            _write_json(folder / BANK_FILE, manifest)
             if CARD_FILE.casefold() not in {name.casefold() for name in self._entries}:
                 _write_text(folder / CARD_FILE, self._card(folder, card_name))
             for name in saved:
@@ -372,10 +403,15 @@ class MemoryBank:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, max_loaded_bytes: int | None = None) -> MemoryBank:
-        """A saved bank; its memories' tensors are read when each is first used."""
+        """A saved bank; its memories' tensors are read when each is first used. A manifest without
+        routing options (written before banks kept them) gives the defaults."""
         folder = Path(os.fsdecode(path)).expanduser().resolve()
-        records = _read_manifest(folder)
+        records, routing = _read_manifest(folder)
         bank = cls(max_loaded_bytes=max_loaded_bytes)
+        try:
+            bank.routing = routing
+        except (TypeError, ValueError) as error:
+            raise MemoryFormatError(f"{folder / BANK_FILE}: 'routing': {error}") from None
         for name, record in records.items():
             if not _holds_memory(folder / name):
                 raise MemoryFormatError(
@@ -403,9 +439,11 @@ class MemoryBank:
     # Routing -------------------------------------------------------------------------------------
 
     def router(self, embed: Embedder | None = None, **options: Any) -> BankRouter:
-        """A :class:`BankRouter` over this bank's memories as they are now; ``options``: ``routing=`` (a
-        :class:`~lift_integrations.bank_router.BankRouting`) or its options one by one (``margin=0.1``,
-        ``calibration="joint"``, ...)."""
+        """A :class:`BankRouter` over this bank's memories as they are now, routing with :attr:`routing`;
+        ``options`` override it: ``routing=`` (a :class:`~lift_integrations.bank_router.BankRouting`) or
+        its options one by one (``margin=0.1``, ``calibration="joint"``, ...)."""
+        if options.get("routing") is None:
+            options["routing"] = self.routing
         return BankRouter(self, embed=embed, **options)
 
 
@@ -421,7 +459,8 @@ def bank_from(value: Any, *, max_loaded_bytes: int | None = None) -> MemoryBank:
     )
 
 
-def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+def _read_manifest(folder: Path) -> tuple[dict[str, dict[str, Any]], Any]:
+    """Each memory's record, by name, and the routing options as written (``None`` when absent)."""
     path = folder / BANK_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no memory bank at {folder} (no {BANK_FILE})")
@@ -458,7 +497,7 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
         if name in records:
             raise MemoryFormatError(f"{where}: the name {name!r} repeats")
         records[name] = record
-    return records
+    return records, data.get("routing")
 
 
 def _write_json(path: Path, data: Any) -> None:

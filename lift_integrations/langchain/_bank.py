@@ -84,9 +84,9 @@ class BankRoutes:
 def route_in_bank(
     bank: MemoryBank, embeddings: Any, previous: BankRoutes | None, routing: BankRouting | None = None
 ) -> BankRoutes:
-    """``previous`` while the bank, the embeddings and the routing options (default: the core's) are the
-    same, else a new router."""
-    bank_id, routing = bank.id, BankRouting.of(routing)
+    """``previous`` while the bank, the embeddings and the routing options (default: the bank's own) are
+    the same, else a new router."""
+    bank_id, routing = bank.id, bank.routing if routing is None else BankRouting.of(routing)
     if (
         previous is not None
         and previous.bank is bank

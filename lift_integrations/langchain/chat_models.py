@@ -121,11 +121,12 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
     """A :class:`~lift_integrations.MemoryBank` (or its saved folder): each call's last user message is
     routed to the bank's memory it is about (:class:`~lift_integrations.BankRouter`), or to the base
     model; ``absorb(..., memory_per="document")`` builds one. Replaces ``memory`` while set."""
-    bank_routing: BankRouting = Field(default_factory=BankRouting)
+    bank_routing: BankRouting | None = None
     """How ``memory_bank`` routes (:class:`~lift_integrations.BankRouting`, or a dict of its options:
     ``{"margin": 0.1}``, ``{"calibration": "joint"}``): a larger ``margin`` or ``"joint"`` calibration
-    sends fewer unrelated questions to a memory, and more of its own to the base model. Default: the
-    core's defaults (docs/routing.md, "Routing in a bank")."""
+    sends fewer unrelated questions to a memory, and more of its own to the base model. ``None``
+    (default): the bank's own ``routing``, which a saved bank keeps (docs/routing.md, "Choosing the
+    rule"); ``save_memory`` writes the routing in effect into the bank."""
 
     _absorb_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _routes: Any = PrivateAttr(default=None)
@@ -149,8 +150,8 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
 
     @field_validator("bank_routing", mode="before")
     @classmethod
-    def _check_bank_routing(cls, value: Any) -> BankRouting:
-        return BankRouting.of(value)
+    def _check_bank_routing(cls, value: Any) -> BankRouting | None:
+        return None if value is None else BankRouting.of(value)
 
     @field_validator("temperature", mode="before")
     @classmethod
@@ -215,7 +216,9 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
             "top_p": self.top_p,
             "mode": self.mode,
             "route_memory": self.route_memory,
-            "bank_routing": self.bank_routing.to_dict() if self.memory_bank is not None else None,
+            "bank_routing": (self.bank_routing or self.memory_bank.routing).to_dict()
+            if self.memory_bank is not None
+            else None,
             "lift_memory_id": self.memory_id,
             # Two wrapped models may share a display name; their weights' fingerprint tells them apart.
             "lift_base_fingerprint": self.lift_model.fingerprint if self.lift_model is not None else None,
@@ -520,9 +523,10 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         return await arun_absorb(summary, work, config, callbacks)
 
     def save_memory(self, path: Any) -> str:
-        """Write the current memory (or memory bank) to the folder ``path``; returns the resolved folder."""
+        """Write the current memory (or memory bank, with the routing in effect) to the folder ``path``;
+        returns the resolved folder."""
         if self.memory_bank is not None:
-            return str(self.memory_bank.save(path))
+            return str(self.memory_bank.save(path, routing=self.bank_routing))
         if self.memory is None:
             raise ValueError("there is no memory to save: absorb documents or load a memory first")
         return str(self.memory.save(path))

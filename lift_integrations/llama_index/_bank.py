@@ -95,9 +95,10 @@ class BankSlot:
             self._bank, self._names, self._router = None, (), None
 
     def router(self, bank: MemoryBank, routing: BankRouting | None = None) -> BankRouter:
-        """``bank``'s router with ``routing`` (default: :class:`BankRouting`'s defaults), built on first use
-        and whenever the bank, its names or the options changed."""
-        names, routing = tuple(bank.names), BankRouting.of(routing)
+        """``bank``'s router with ``routing`` (default: the bank's own), built on first use and whenever
+        the bank, its names or the options changed."""
+        names = tuple(bank.names)
+        routing = bank.routing if routing is None else BankRouting.of(routing)
         with self._lock:
             current = self._router
             if (

@@ -437,8 +437,8 @@ class LIFTIndex(IndexBase):
 
         The folder holds LlamaIndex's stores (``docstore.json``, ``index_store.json``, the vector
         stores), the LLM's memory (``memory/``, as ``LIFTLLM.save_memory`` writes it) or memory bank
-        (``memory_bank/``) and ``lift_index.json`` (the mode, the documents' ids and, with a bank, the
-        LLM's ``bank_routing``); :meth:`load` reads it back."""
+        (``memory_bank/``, its manifest keeping the routing in effect) and ``lift_index.json`` (the mode
+        and the documents' ids); :meth:`load` reads it back."""
         folder = Path(os.fsdecode(persist_dir)).expanduser()
         self._storage_context.persist(persist_dir=folder)
         return folder
@@ -457,8 +457,6 @@ class LIFTIndex(IndexBase):
             "memory_per": self.memory_per,
             "ref_docs": self._ref_docs,
         }
-        if self.memory_per == "document":
-            record["bank_routing"] = self._llm.bank_routing.to_dict()
         (folder / INDEX_FILE).write_text(json.dumps(record), encoding="utf-8")
 
     @classmethod
@@ -476,8 +474,9 @@ class LIFTIndex(IndexBase):
         index's embedding (default: :class:`LIFTSentenceTransformerEmbedding`, as in
         :meth:`from_documents`); with a memory bank it also routes questions when given, as in
         :meth:`from_documents`. ``config``: what later :meth:`insert` and re-absorbing use. With a bank,
-        ``llm.bank_routing`` becomes ``bank_routing`` when given, else the routing options persisted with
-        the index (an index persisted without them leaves the LLM's)."""
+        ``llm.bank_routing`` becomes ``bank_routing`` when given, else stays as it is; left ``None``, the
+        bank routes as it was persisted (its manifest, or for an index persisted before banks kept their
+        routing, ``lift_index.json``'s ``bank_routing``)."""
         _check_llm(llm)
         _check_config(config)
         folder = Path(os.fsdecode(persist_dir)).expanduser()
@@ -490,8 +489,10 @@ class LIFTIndex(IndexBase):
         ref_docs = _check_ref_docs(record.get("ref_docs", {}))
         memory_per = check_memory_per(record.get("memory_per"))
         routing = check_bank_routing(memory_per, bank_routing)
-        if routing is None and memory_per == "document":
-            routing = check_bank_routing(memory_per, record.get("bank_routing"))
+        # Indexes persisted before banks kept their routing wrote it here.
+        earlier = (
+            check_bank_routing(memory_per, record.get("bank_routing")) if memory_per == "document" else None
+        )
         vector_index = None
         if mode == "hybrid":  # read first: it fails fast, before the LLM's memory is replaced
             stores = folder / VECTOR_FOLDER if (folder / VECTOR_FOLDER).is_dir() else folder
@@ -503,7 +504,12 @@ class LIFTIndex(IndexBase):
                 raise ValueError(f"{stores} holds a {type(loaded).__name__}, not a vector index")
             vector_index = loaded
         if memory_per == "document":
-            llm.load_memory_bank(folder / BANK_FOLDER, router_embed_model=embed_model, bank_routing=routing)
+            from lift_integrations.bank import MemoryBank
+
+            bank = MemoryBank.load(folder / BANK_FOLDER)
+            if earlier is not None:
+                bank.routing = earlier
+            llm.load_memory_bank(bank, router_embed_model=embed_model, bank_routing=routing)
         else:
             llm.load_memory(folder / MEMORY_FOLDER)
         return cls(llm, mode=mode, vector_index=vector_index, config=config, ref_docs=ref_docs)

@@ -96,7 +96,8 @@ class LIFTLLM(CustomLLM, FunctionCalling):
     With a ``memory_bank`` (:class:`~lift_integrations.bank.MemoryBank`, or its folder; built by
     :meth:`absorb_memory_bank`) each call answers with the bank's memory that its last user message is
     about (:class:`~lift_integrations.bank.BankRouter`, embedding with ``router_embed_model`` or
-    all-MiniLM-L6-v2, deciding by ``bank_routing``), or with the base model when it is about none;
+    all-MiniLM-L6-v2, deciding by ``bank_routing``, else by the bank's own ``routing``), or with the
+    base model when it is about none;
     ``raw["memory_name"]`` and ``raw["memory_id"]`` say which answered. An LLM answers with a memory or
     a bank, never both.
 
@@ -136,17 +137,18 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         "memory answers everything. LIFTQueryEngine routes the query, not the retrieved passages.",
     )
 
-    bank_routing: BankRouting = Field(
-        default_factory=BankRouting,
+    bank_routing: BankRouting | None = Field(
+        default=None,
         description="How the memory bank routes (lift_integrations.BankRouting, or a dict of its options: "
         "{'margin': 0.1}, {'calibration': 'joint'}): a larger margin or joint calibration sends fewer "
-        "unrelated questions to a memory and more of its own to the base model. Default: the core's.",
+        "unrelated questions to a memory and more of its own to the base model. None: the bank's own "
+        "routing, which a saved bank keeps; save_memory_bank writes the routing in effect into the bank.",
     )
 
     @field_validator("bank_routing", mode="before")
     @classmethod
-    def _check_bank_routing(cls, value: Any) -> BankRouting:
-        return BankRouting.of(value)
+    def _check_bank_routing(cls, value: Any) -> BankRouting | None:
+        return None if value is None else BankRouting.of(value)
 
     @field_validator("max_new_tokens", mode="before")
     @classmethod
@@ -376,10 +378,11 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         return loaded
 
     def save_memory_bank(self, path: str | os.PathLike[str]) -> Path:
-        """Write the memory bank to the folder ``path`` (:meth:`MemoryBank.save`); returns the folder."""
+        """Write the memory bank, with the routing in effect, to the folder ``path``
+        (:meth:`MemoryBank.save`); returns the folder."""
         if self._bank is None:
             raise ValueError("this LIFTLLM has no memory bank to save; absorb_memory_bank or load one first")
-        return self._bank.save(path)
+        return self._bank.save(path, routing=self.bank_routing)
 
     def _use_bank(self, bank: MemoryBank, embed: Any, routing: BankRouting | None) -> None:
         """Answer with ``bank``; routes with ``embed``, else with the embedder the last bank used, and

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_models import bag_of_words, build_tiny_model
 
-from lift_integrations import LIFTConfig, LIFTModel, Memory, MemoryBank, MemoryRouter
+from lift_integrations import BankRouting, LIFTConfig, LIFTModel, Memory, MemoryBank, MemoryRouter
 from lift_integrations.absorb.replay import load_replay_prompts
 from lift_integrations.bank import BANK_FILE, bank_names
 from lift_integrations.errors import MemoryFormatError
@@ -132,6 +132,80 @@ def test_a_damaged_bank_is_refused(memories: dict[str, Memory], tmp_path: Path) 
         MemoryBank.load(folder)
     with pytest.raises(FileNotFoundError):
         MemoryBank.load(tmp_path / "nowhere")
+
+
+HARBOUR_Q = "Who dredged Vellmouth Harbour?"
+
+
+def test_a_saved_bank_keeps_its_routing(memories: dict[str, Memory], tmp_path: Path) -> None:
+    """``margin=2`` lifts every threshold above any relevance (at most ``1 + lexical_weight``): a
+    question the default routing sends to a memory goes to the base model, before and after a reload."""
+    bank = MemoryBank(memories)
+    assert bank.routing == BankRouting() and bank.router(embed=bag_of_words).route_many([HARBOUR_Q]) == [
+        "harbour"
+    ]
+    bank.routing = {"margin": 2}  # a dict of options, checked and converted
+    assert bank.routing == BankRouting(margin=2.0)
+    folder = bank.save(tmp_path / "bank")
+    assert json.loads((folder / BANK_FILE).read_text())["routing"] == BankRouting(margin=2.0).to_dict()
+    loaded = MemoryBank.load(folder)
+    assert loaded.routing == BankRouting(margin=2.0)
+    assert loaded.router(embed=bag_of_words).route_many([HARBOUR_Q]) == [None]
+    # Options passed to router() override the bank's: one by one, or a whole BankRouting.
+    assert loaded.router(embed=bag_of_words, margin=0.0).route_many([HARBOUR_Q]) == ["harbour"]
+    assert loaded.router(embed=bag_of_words, routing=BankRouting()).route_many([HARBOUR_Q]) == ["harbour"]
+    assert loaded.router(embed=bag_of_words, calibration="joint").routing == BankRouting(
+        margin=2.0, calibration="joint"
+    )
+    # A routing given to save() is written for that folder only; the bank keeps its own.
+    again = MemoryBank(memories, routing=BankRouting(calibration="joint"))
+    again.save(tmp_path / "other", routing={"margin": 0.5})
+    assert MemoryBank.load(tmp_path / "other").routing == BankRouting(margin=0.5)
+    assert again.routing == BankRouting(calibration="joint")
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        again.routing = {"calibration": "global"}
+    assert again.routing == BankRouting(calibration="joint")
+
+
+def test_a_manifest_written_without_routing_loads_with_the_defaults(
+    memories: dict[str, Memory], tmp_path: Path
+) -> None:
+    """Banks saved before the manifest kept the routing options still load, and route by the defaults."""
+    folder = MemoryBank(memories, routing=BankRouting(margin=2.0)).save(tmp_path / "bank")
+    manifest = json.loads((folder / BANK_FILE).read_text())
+    old = {"format": "lift-memory-bank", "version": 1, "memories": manifest["memories"]}
+    (folder / BANK_FILE).write_text(json.dumps(old))
+    loaded = MemoryBank.load(folder)
+    assert loaded.routing == BankRouting() and loaded.names == list(ARTICLES)
+    assert loaded.router(embed=bag_of_words).route_many([HARBOUR_Q]) == ["harbour"]
+    assert loaded["harbour"].id == memories["harbour"].id
+
+
+@pytest.mark.parametrize(
+    ("routing", "message"),
+    [
+        ({"margin": "wide"}, "margin must be a finite number"),
+        ({"calibration": "global"}, "calibration must be one of per_memory, joint, bank"),
+        ({"quantile": 3}, "quantile must be"),
+        ({"threshold": 0.5}, r"unknown bank routing options \['threshold'\]"),
+        ([0.5], "must be a BankRouting, a dict of its options"),
+    ],
+)
+def test_a_bad_routing_in_the_manifest_is_refused_by_name(
+    memories: dict[str, Memory], tmp_path: Path, routing: Any, message: str
+) -> None:
+    folder = MemoryBank(memories).save(tmp_path / "bank")
+    manifest = json.loads((folder / BANK_FILE).read_text())
+    manifest["routing"] = routing
+    written = json.dumps(manifest)
+    (folder / BANK_FILE).write_text(written)
+    with pytest.raises(MemoryFormatError, match=f"bank.json: 'routing': .*{message}") as error:
+        MemoryBank.load(folder)
+    assert str(folder / BANK_FILE) in str(error.value)
+    assert (folder / BANK_FILE).read_text() == written  # nothing is lost: the folder is as it was
+    assert all((folder / name).is_dir() for name in ARTICLES)
+    MemoryBank(memories).save(folder)  # saving a bank over it repairs it
+    assert MemoryBank.load(folder).routing == BankRouting()
 
 
 @pytest.mark.parametrize("calibration", ["per_memory", "joint"])

@@ -6,6 +6,7 @@ lifts every threshold above any relevance (at most ``1 + lexical_weight``), ``ma
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,7 +43,7 @@ def test_absorb_sets_the_routing_and_the_router_uses_it(raised: LIFTChatModel) -
     assert bank is not None and raised.bank_routing == BankRouting(margin=2.0)
     assert answered_by(raised, ABOUT) is None  # the base model: no memory beats its raised threshold
     default = chat_over(bank)
-    assert default.bank_routing == BankRouting()
+    assert default.bank_routing is None and bank.routing == BankRouting()  # None: the bank's own
     assert answered_by(default, ABOUT) == bank["Vellmouth-Harbour"].id
     assert answered_by(default, UNRELATED) is None
     lowered = chat_over(bank, bank_routing=BankRouting(margin=-2.0))
@@ -95,4 +96,31 @@ def test_bad_routing_is_refused_before_any_work(tiny: Any) -> None:
     with pytest.raises(ValueError, match="memory_per='document'"):
         chat.absorb(DOCUMENTS, bank_routing={"margin": 0.1})
     assert chat.memory_bank is None and chat.memory is None  # nothing was absorbed
-    assert chat.bank_routing == BankRouting()
+    assert chat.bank_routing is None
+
+
+def test_a_saved_bank_brings_its_routing_back(raised: LIFTChatModel, tiny: Any, tmp_path: Path) -> None:
+    """``save_memory`` writes the routing in effect (the field's ``margin=2``) into the bank's manifest: a
+    chat model that loads the bank, with no routing of its own, routes as the saving one did."""
+    bank = raised.memory_bank
+    assert bank is not None and answered_by(chat_over(bank), ABOUT) == bank["Vellmouth-Harbour"].id
+    folder = raised.save_memory(tmp_path / "bank")
+    assert bank.routing == BankRouting()  # the bank object is left as it was, shared or not
+    reloaded = LIFTChatModel(model=TINY_NAME, max_tokens=4, router_embeddings=BagOfWords())
+    reloaded.load_memory(folder)
+    assert reloaded.bank_routing is None and reloaded.memory_bank is not None
+    assert reloaded.memory_bank.routing == BankRouting(margin=2.0)
+    assert answered_by(reloaded, ABOUT) is None  # the base model, as before the save
+    assert reloaded._identifying_params["bank_routing"] == BankRouting(margin=2.0).to_dict()
+    by_field = LIFTChatModel(
+        model=TINY_NAME, max_tokens=4, router_embeddings=BagOfWords(), memory_bank=str(folder)
+    )
+    assert answered_by(by_field, ABOUT) is None
+    # A routing the user sets wins for that model, and is what its save_memory writes.
+    reloaded.bank_routing = BankRouting()
+    harbour = reloaded.memory_bank["Vellmouth-Harbour"].id
+    assert answered_by(reloaded, ABOUT) == harbour
+    again = LIFTChatModel(model=TINY_NAME, max_tokens=4, router_embeddings=BagOfWords())
+    again.load_memory(reloaded.save_memory(tmp_path / "default"))
+    assert again.memory_bank is not None and again.memory_bank.routing == BankRouting()
+    assert answered_by(again, ABOUT) == harbour

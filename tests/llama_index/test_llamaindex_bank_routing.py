@@ -57,7 +57,7 @@ def test_from_documents_sets_the_routing_and_the_router_uses_it(
     raised.as_query_engine().query(ZORBIA_Q)
     assert events.of("LLMChatEndEvent")[-1].response.raw["memory_name"] is None
     default = llm_over(tiny_smollm, bank)
-    assert default.bank_routing == BankRouting()
+    assert default.bank_routing is None and bank.routing == BankRouting()  # None: the bank's own
     assert names(default, ZORBIA_Q, VELMORA_Q, UNRELATED) == ["Zorbia", "Velmora", None]
     lowered = llm_over(tiny_smollm, bank, bank_routing=BankRouting(margin=-2.0))
     assert names(lowered, UNRELATED)[0] in bank.names
@@ -78,19 +78,29 @@ def test_load_memory_bank_takes_the_routing(raised: LIFTIndex, tiny_smollm: Any,
 def test_the_routing_persists_with_the_index(raised: LIFTIndex, tiny_smollm: Any, tmp_path: Path) -> None:
     folder = raised.persist(tmp_path / "index")
     record = json.loads((folder / "lift_index.json").read_text())
-    assert BankRouting.of(record["bank_routing"]) == BankRouting(margin=2.0)
+    manifest = json.loads((folder / "memory_bank" / "bank.json").read_text())
+    assert "bank_routing" not in record and BankRouting.of(manifest["routing"]) == BankRouting(margin=2.0)
     fresh = LIFTLLM(tiny_smollm, max_new_tokens=4)
     loaded = LIFTIndex.load(folder, fresh, embed_model=BagOfWords())
-    assert fresh.bank_routing == BankRouting(margin=2.0) and names(fresh, ZORBIA_Q) == [None]
+    assert fresh.bank_routing is None and fresh.memory_bank is not None  # the bank brings its routing
+    assert fresh.memory_bank.routing == BankRouting(margin=2.0) and names(fresh, ZORBIA_Q) == [None]
     # An explicit routing wins over the persisted one.
     LIFTIndex.load(folder, fresh, embed_model=BagOfWords(), bank_routing=BankRouting())
     assert fresh.bank_routing == BankRouting() and names(fresh, ZORBIA_Q) == ["Zorbia"]
-    # An index persisted before routing options were saved leaves the LLM's.
-    del record["bank_routing"]
+    # An index persisted before banks kept their routing: in lift_index.json, none in the manifest.
+    del manifest["routing"]
+    (folder / "memory_bank" / "bank.json").write_text(json.dumps(manifest))
+    (folder / "lift_index.json").write_text(json.dumps(record | {"bank_routing": {"margin": 2.0}}))
+    earlier = LIFTLLM(tiny_smollm, max_new_tokens=4)
+    LIFTIndex.load(folder, earlier, embed_model=BagOfWords())
+    assert earlier.memory_bank is not None and earlier.memory_bank.routing == BankRouting(margin=2.0)
+    assert names(earlier, ZORBIA_Q) == [None]
+    # Persisted without any routing: the bank's defaults, and an LLM's own routing is kept.
     (folder / "lift_index.json").write_text(json.dumps(record))
     kept = LIFTLLM(tiny_smollm, max_new_tokens=4, bank_routing={"margin": -2.0})
     LIFTIndex.load(folder, kept, embed_model=BagOfWords())
-    assert kept.bank_routing == BankRouting(margin=-2.0)
+    assert kept.bank_routing == BankRouting(margin=-2.0) and kept.memory_bank is not None
+    assert kept.memory_bank.routing == BankRouting()
     record["bank_routing"] = {"calibration": "global"}
     (folder / "lift_index.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="calibration must be one of per_memory, joint, bank"):
@@ -121,4 +131,4 @@ def test_bad_routing_is_refused_before_any_work(tiny_smollm: Any, facts: Any) ->
         )
     with pytest.raises(ValueError, match="unknown bank routing options"):
         llm.absorb_memory_bank(documents(facts), bank_routing={"quantile_": 0.5})
-    assert llm.memory_bank is None and llm.memory is None and llm.bank_routing == BankRouting()
+    assert llm.memory_bank is None and llm.memory is None and llm.bank_routing is None
