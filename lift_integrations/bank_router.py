@@ -122,7 +122,8 @@ class BankRouter(EmbeddingRouter):
     the :data:`CANDIDATES` memories closest by similarity. A memory qualifies when the relevance beats
     its own threshold, calibrated as :class:`MemoryRouter` calibrates it (the ``quantile`` of the
     package's replay questions' relevance on that memory, plus ``margin``); of those, the one furthest
-    above its threshold wins. A bank of one memory routes exactly as ``MemoryRouter(memory)``.
+    above its threshold wins. With ``per_memory`` or ``joint`` calibration, a bank of one memory routes
+    exactly as ``MemoryRouter(memory)``.
     The options come as ``routing`` (a :class:`BankRouting`), or one by one as keywords, which override
     ``routing``'s; :attr:`routing` holds the options in use.
 

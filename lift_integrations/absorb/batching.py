@@ -30,13 +30,13 @@ MIN_SHARED_PREFIX = 256
 
 CPU_PASS_OVERHEAD_TOKENS = 48
 """What one more forward and backward pass costs on a CPU, in token positions (casting the frozen weights
-to bf16, the lm head, Python): with SmolLM2-135M on one core, a pass of a single 16-token sample took
-about as long as 48 positions of a pass of long rows. A CPU computes every padded position at full price, so a
-step's samples of very different lengths run faster in several passes (:func:`micro_batches`)."""
+to bf16, the lm head, Python), estimated for SmolLM2-135M. A CPU computes every padded position at full
+price, so a step's samples of very different lengths run faster in several passes (:func:`micro_batches`;
+docs/benchmarks.md, CPU section)."""
 
 ATTENTION_TOKENS = 1024
-"""Sequence length at which a position's attention costs as much again as the rest of its layer, roughly
-(SmolLM2-135M on a CPU: 6.0 ms a position in 367-token rows, 5.0 in 100-token rows)."""
+"""Sequence length at which a position's attention costs about as much again as the rest of its layer on
+a CPU, estimated for SmolLM2-135M (only the split's cost model reads it)."""
 
 
 def split_evenly(items: Sequence[int], parts: int) -> list[list[int]]:

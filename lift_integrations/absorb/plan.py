@@ -140,9 +140,18 @@ def _generate(
 ) -> list[QAPair]:
     """``generator``'s pairs, built by the ranks of ``share`` together where the generator can split its
     work."""
-    if share.is_split and isinstance(generator, SharedQAGenerator):
+    if share.is_split and isinstance(generator, SharedQAGenerator) and _shares_its_generate(generator):
         return generator.generate_shared(document, n, rng, share)
     return generator.generate(document, n, rng)
+
+
+def _shares_its_generate(generator: object) -> bool:
+    """Whether ``generator``'s ``generate_shared`` is as recent as its ``generate``: a subclass that
+    overrides ``generate`` alone would otherwise see its override skipped under a distributed absorption."""
+    mro = type(generator).__mro__
+    generate = next(cls for cls in mro if "generate" in vars(cls))
+    shared = next(cls for cls in mro if "generate_shared" in vars(cls))
+    return issubclass(shared, generate)
 
 
 def _from_main(value: T, distributed: DistributedContext | None) -> T:

@@ -58,7 +58,7 @@ class ExtractiveQAGenerator:
     """Questions built from the document's sentences, answers copied verbatim from them.
 
     Under a distributed absorption each rank builds the questions of its share of the sentences
-    (:meth:`generate_shared`); a subclass that changes :meth:`generate` must change that too.
+    (:meth:`generate_shared`); a subclass that overrides :meth:`generate` alone runs it whole on every rank.
     """
 
     def generate(self, document: Document, n: int, rng: np.random.Generator) -> list[QAPair]:

@@ -100,7 +100,9 @@ def route_in_bank(
     embed = None if embeddings is None else document_embedder(embeddings)
     if previous is not None and previous.embeddings is embeddings and embed is None:
         embed = previous.router.embed  # the default embedder loads once
-    return BankRoutes(bank, bank_id, embeddings, routing, bank.router(embed=embed, routing=routing))
+    router = bank.router(embed=embed, routing=routing)
+    _ = router.thresholds  # calibrated here, under the caller's lock, rather than by concurrent first calls
+    return BankRoutes(bank, bank_id, embeddings, routing, router)
 
 
 def absorb_bank(
@@ -133,9 +135,9 @@ def absorb_bank(
     bank = previous if previous is not None else MemoryBank()
     for name in fresh.names:
         bank.add(name, fresh[name])
-    chat.memory, chat.memory_bank = None, bank
-    if routing is not None:
+    if routing is not None:  # before the bank, so no call routes the new bank with the old options
         chat.bank_routing = routing
+    chat.memory, chat.memory_bank = None, bank
     return {
         "memory_bank_id": bank.id,
         "memories": {name: memory_info(fresh[name]) for name in fresh.names},

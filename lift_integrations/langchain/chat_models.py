@@ -148,6 +148,11 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
             self.memory_bank = bank_from(self.memory_bank)
         return self
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "bank_routing" and value is not None:
+            value = BankRouting.of(value)  # checked on assignment too, as at construction
+        super().__setattr__(name, value)
+
     @field_validator("bank_routing", mode="before")
     @classmethod
     def _check_bank_routing(cls, value: Any) -> BankRouting | None:

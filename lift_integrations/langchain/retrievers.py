@@ -129,9 +129,10 @@ class LIFTMemoryRetriever(BaseRetriever):
         needs an ``llm``; with ``llm=None`` (hybrid only) the documents are just indexed. ``llm.mode`` is
         set to ``mode``, so its answers report the pipeline they belong to (``lift_mode``).
         """
-        routing = check_bank_routing(memory_per, bank_routing)
         if memory_per is not None:
             check_memory_per(memory_per)
+        routing = check_bank_routing(memory_per, bank_routing)
+        if memory_per is not None:
             absorb_kwargs = {**kwargs.get("absorb_kwargs", {}), "memory_per": memory_per}
             kwargs["absorb_kwargs"] = absorb_kwargs | ({"bank_routing": routing} if routing else {})
         retriever = cls(

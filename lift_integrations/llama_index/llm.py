@@ -145,6 +145,11 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         "routing, which a saved bank keeps; save_memory_bank writes the routing in effect into the bank.",
     )
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "bank_routing" and value is not None:
+            value = BankRouting.of(value)  # checked on assignment too, as at construction
+        super().__setattr__(name, value)
+
     @field_validator("bank_routing", mode="before")
     @classmethod
     def _check_bank_routing(cls, value: Any) -> BankRouting | None:

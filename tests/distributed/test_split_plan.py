@@ -285,6 +285,33 @@ def test_a_generator_that_cannot_split_runs_whole_on_every_rank() -> None:
     assert generated_by_rank == {"MainThread": 1, "rank-0": 1, "rank-1": 1}
 
 
+def test_a_subclass_that_overrides_generate_alone_keeps_its_override_on_every_rank() -> None:
+    """A subclass of the extractive generator that changes ``generate`` but not ``generate_shared`` runs
+    its own ``generate`` whole on every rank, rather than the parent's shared version."""
+
+    class FirstPairOnly(ExtractiveQAGenerator):
+        def generate(self, document: Any, n: int, rng: np.random.Generator) -> list[QAPair]:
+            return super().generate(document, n, rng)[:1]
+
+    tokenizer = tiny_tokenizer()
+    documents = normalize_documents([("normans", NORMANS)])
+
+    def plan(share: WorkShare) -> Any:
+        return plan_samples(
+            copy.deepcopy(tokenizer) if share.is_split else tokenizer,
+            documents,
+            CONFIGS["views"],
+            qa_generator=FirstPairOnly(),
+            base_answers=no_answers,
+            share=share,
+        )
+
+    alone = plan(ALONE)
+    split = run_ranks(2, plan)
+    assert [plan_digest(p) for p in split] == [plan_digest(alone)] * 2
+    assert alone.sample_counts()["qa_samples"] == 1
+
+
 @pytest.mark.parametrize("differs", ["documents", "settings"])
 def test_ranks_planning_different_absorptions_all_raise_before_building(differs: str) -> None:
     """Parts of different plans would not fit together (nor would the ranks make the same exchanges):

@@ -55,7 +55,8 @@ def test_changing_the_field_rebuilds_the_router(raised: LIFTChatModel) -> None:
     assert bank is not None
     chat = chat_over(bank)
     assert answered_by(chat, ABOUT) == bank["Vellmouth-Harbour"].id
-    chat.bank_routing = BankRouting(margin=2.0)
+    chat.bank_routing = {"margin": 2.0}  # a dict of options, checked and converted on assignment
+    assert chat.bank_routing == BankRouting(margin=2.0)
     assert answered_by(chat, ABOUT) is None
     # The routing is part of the cache key: a cached answer of one routing is not served under another.
     assert chat._identifying_params["bank_routing"] != chat_over(bank)._identifying_params["bank_routing"]
@@ -97,6 +98,9 @@ def test_bad_routing_is_refused_before_any_work(tiny: Any) -> None:
         chat.absorb(DOCUMENTS, bank_routing={"margin": 0.1})
     assert chat.memory_bank is None and chat.memory is None  # nothing was absorbed
     assert chat.bank_routing is None
+    with pytest.raises(TypeError, match="margin must be a finite number"):
+        chat.bank_routing = {"margin": "wide"}
+    assert chat.bank_routing is None  # the refused value was not stored
 
 
 def test_a_saved_bank_brings_its_routing_back(raised: LIFTChatModel, tiny: Any, tmp_path: Path) -> None:

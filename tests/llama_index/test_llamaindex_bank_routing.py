@@ -119,6 +119,12 @@ def test_bad_routing_is_refused_before_any_work(tiny_smollm: Any, facts: Any) ->
     with pytest.raises(ValueError, match="quantile must be"):
         LIFTLLM(tiny_smollm, bank_routing=BankRouting.of({"quantile": 2}))
     llm = LIFTLLM(tiny_smollm)
+    with pytest.raises(TypeError, match="margin must be a finite number"):
+        llm.bank_routing = {"margin": "wide"}
+    assert llm.bank_routing is None  # the refused value was not stored
+    llm.bank_routing = {"calibration": "joint"}
+    assert llm.bank_routing == BankRouting(calibration="joint")
+    llm.bank_routing = None
     with pytest.raises(ValueError, match="memory_per='document'"):
         LIFTIndex.from_documents(documents(facts), llm=llm, mode="parametric", bank_routing={"margin": 0.1})
     with pytest.raises(ValueError, match="margin must be a finite number"):
