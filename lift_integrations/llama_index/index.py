@@ -475,8 +475,7 @@ class LIFTIndex(IndexBase):
         :meth:`from_documents`); with a memory bank it also routes questions when given, as in
         :meth:`from_documents`. ``config``: what later :meth:`insert` and re-absorbing use. With a bank,
         ``llm.bank_routing`` becomes ``bank_routing`` when given, else stays as it is; left ``None``, the
-        bank routes as it was persisted (its manifest, or for an index persisted before banks kept their
-        routing, ``lift_index.json``'s ``bank_routing``)."""
+        bank routes as it was persisted (its manifest)."""
         _check_llm(llm)
         _check_config(config)
         folder = Path(os.fsdecode(persist_dir)).expanduser()
@@ -489,10 +488,6 @@ class LIFTIndex(IndexBase):
         ref_docs = _check_ref_docs(record.get("ref_docs", {}))
         memory_per = check_memory_per(record.get("memory_per"))
         routing = check_bank_routing(memory_per, bank_routing)
-        # Indexes persisted before banks kept their routing wrote it here.
-        earlier = (
-            check_bank_routing(memory_per, record.get("bank_routing")) if memory_per == "document" else None
-        )
         vector_index = None
         if mode == "hybrid":  # read first: it fails fast, before the LLM's memory is replaced
             stores = folder / VECTOR_FOLDER if (folder / VECTOR_FOLDER).is_dir() else folder
@@ -507,8 +502,6 @@ class LIFTIndex(IndexBase):
             from lift_integrations.bank import MemoryBank
 
             bank = MemoryBank.load(folder / BANK_FOLDER)
-            if earlier is not None:
-                bank.routing = earlier
             llm.load_memory_bank(bank, router_embed_model=embed_model, bank_routing=routing)
         else:
             llm.load_memory(folder / MEMORY_FOLDER)

@@ -87,24 +87,14 @@ def test_the_routing_persists_with_the_index(raised: LIFTIndex, tiny_smollm: Any
     # An explicit routing wins over the persisted one.
     LIFTIndex.load(folder, fresh, embed_model=BagOfWords(), bank_routing=BankRouting())
     assert fresh.bank_routing == BankRouting() and names(fresh, ZORBIA_Q) == ["Zorbia"]
-    # An index persisted before banks kept their routing: in lift_index.json, none in the manifest.
+    # A bank manifest written before banks kept their routing: the bank's defaults, and an LLM's own
+    # routing is kept.
     del manifest["routing"]
     (folder / "memory_bank" / "bank.json").write_text(json.dumps(manifest))
-    (folder / "lift_index.json").write_text(json.dumps(record | {"bank_routing": {"margin": 2.0}}))
-    earlier = LIFTLLM(tiny_smollm, max_new_tokens=4)
-    LIFTIndex.load(folder, earlier, embed_model=BagOfWords())
-    assert earlier.memory_bank is not None and earlier.memory_bank.routing == BankRouting(margin=2.0)
-    assert names(earlier, ZORBIA_Q) == [None]
-    # Persisted without any routing: the bank's defaults, and an LLM's own routing is kept.
-    (folder / "lift_index.json").write_text(json.dumps(record))
     kept = LIFTLLM(tiny_smollm, max_new_tokens=4, bank_routing={"margin": -2.0})
     LIFTIndex.load(folder, kept, embed_model=BagOfWords())
     assert kept.bank_routing == BankRouting(margin=-2.0) and kept.memory_bank is not None
     assert kept.memory_bank.routing == BankRouting()
-    record["bank_routing"] = {"calibration": "global"}
-    (folder / "lift_index.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="calibration must be one of per_memory, joint, bank"):
-        LIFTIndex.load(folder, LIFTLLM(tiny_smollm), embed_model=BagOfWords())
     assert loaded.memory_per == "document"
 
 
