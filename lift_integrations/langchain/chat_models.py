@@ -536,15 +536,24 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
             raise ValueError("there is no memory to save: absorb documents or load a memory first")
         return str(self.memory.save(path))
 
-    def load_memory(self, path: Any) -> dict[str, Any]:
+    def load_memory(
+        self, path: Any, *, bank_routing: BankRouting | Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Use the memory (or memory bank) saved at ``path`` (a folder, or a hub id) from the next call
         on; returns :func:`memory_info`. A memory made for another model raises ``MemoryMismatchError``
-        now, not at the first question."""
+        now, not at the first question. ``bank_routing`` (a bank only): how it routes, set as
+        :attr:`bank_routing` (default: left as it is, so ``None`` routes as the bank was saved)."""
         from lift_integrations.memory import Memory
 
+        routing = None if bank_routing is None else BankRouting.of(bank_routing)
         if is_bank_folder(path):
-            self.memory, self.memory_bank = None, bank_from(path)
-            return bank_info(self.memory_bank)
+            bank = bank_from(path)
+            if routing is not None:  # before the bank, so no call routes the new bank with the old options
+                self.bank_routing = routing
+            self.memory, self.memory_bank = None, bank
+            return bank_info(bank)
+        if routing is not None:
+            raise ValueError(f"bank_routing applies to a memory bank; {path} holds one memory")
         memory = Memory.from_pretrained(path)
         with self.lift.using(memory):  # binds its weights to this model, checking they fit
             pass

@@ -116,6 +116,9 @@ def test_a_saved_bank_brings_its_routing_back(raised: LIFTChatModel, tiny: Any, 
     assert reloaded.memory_bank.routing == BankRouting(margin=2.0)
     assert answered_by(reloaded, ABOUT) is None  # the base model, as before the save
     assert reloaded._identifying_params["bank_routing"] == BankRouting(margin=2.0).to_dict()
+    explicit = LIFTChatModel(model=TINY_NAME, max_tokens=4, router_embeddings=BagOfWords())
+    explicit.load_memory(folder, bank_routing={"margin": 0.0})  # the routing given to load wins
+    assert explicit.bank_routing == BankRouting() and answered_by(explicit, ABOUT) is not None
     by_field = LIFTChatModel(
         model=TINY_NAME, max_tokens=4, router_embeddings=BagOfWords(), memory_bank=str(folder)
     )

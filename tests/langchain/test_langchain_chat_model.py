@@ -297,6 +297,9 @@ def test_save_load_memory(chat: LIFTChatModel, tmp_path: Path, tiny: Any) -> Non
     chat.absorb(FACTS, lift_config=fast_config())
     folder = chat.save_memory(tmp_path / "mem")
     other = LIFTChatModel(model=TINY_NAME, max_tokens=8)
+    with pytest.raises(ValueError, match="bank_routing applies to a memory bank"):
+        other.load_memory(folder, bank_routing={"margin": 0.1})
+    assert other.memory is None and other.bank_routing is None  # nothing changed
     info = other.load_memory(folder)
     assert info["memory_id"] == chat.memory_id == other.memory_id
     assert other.invoke("Capital?").content == chat.invoke("Capital?").content
