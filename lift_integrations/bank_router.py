@@ -50,7 +50,15 @@ class RoutableBank(Protocol):
     def __len__(self) -> int: ...
 
 
-__all__ = ["CALIBRATIONS", "CANDIDATES", "BankRouter", "BankRouting", "Calibration", "RoutableBank"]
+__all__ = [
+    "CALIBRATIONS",
+    "CANDIDATES",
+    "BankRouter",
+    "BankRouting",
+    "Calibration",
+    "RoutableBank",
+    "bank_routing_for",
+]
 
 CANDIDATES = 8
 """Memories whose lexical coverage is computed for a question: the closest by embedding alone."""
@@ -112,6 +120,26 @@ class BankRouting:
             f"bank routing options must be a BankRouting, a dict of its options or None, "
             f"got {type(value).__name__}"
         )
+
+    @classmethod
+    def optional(cls, value: BankRouting | Mapping[str, Any] | None) -> BankRouting | None:
+        """``value`` as options (:meth:`of`), or ``None`` (not set: the bank's own routing) as it is."""
+        return None if value is None else cls.of(value)
+
+
+def bank_routing_for(
+    memory_per: object, value: BankRouting | Mapping[str, Any] | None, field_owner: str
+) -> BankRouting | None:
+    """A ``bank_routing=`` argument, checked, or ``None`` when not given. It routes a bank, so it goes with
+    ``memory_per="document"`` only; elsewhere the error points to ``field_owner``'s field instead."""
+    if value is None:
+        return None
+    if memory_per != "document":
+        raise ValueError(
+            "bank_routing= sets how a memory bank routes: pass it with memory_per='document' (or set the "
+            f"{field_owner}'s bank_routing field)"
+        )
+    return BankRouting.of(value)
 
 
 class BankRouter(EmbeddingRouter):

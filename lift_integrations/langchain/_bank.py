@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lift_integrations.bank_router import BankRouting
+from lift_integrations.bank_router import BankRouting, bank_routing_for
 from lift_integrations.langchain._messages import memory_info
 
 if TYPE_CHECKING:
@@ -29,16 +29,8 @@ def check_memory_per(value: Any) -> None:
 
 
 def check_bank_routing(memory_per: Any, bank_routing: Any) -> BankRouting | None:
-    """``bank_routing`` as :class:`~lift_integrations.BankRouting` (checked), or ``None`` when not given;
-    only a bank (``memory_per="document"``) is routed by it."""
-    if bank_routing is None:
-        return None
-    if memory_per != "document":
-        raise ValueError(
-            "bank_routing= sets how a memory bank routes: pass it with memory_per='document' (or set the "
-            "chat model's bank_routing field)"
-        )
-    return BankRouting.of(bank_routing)
+    """:func:`~lift_integrations.bank_router.bank_routing_for`, pointing to the chat model's field."""
+    return bank_routing_for(memory_per, bank_routing, "chat model")
 
 
 def is_bank_folder(path: Any) -> bool:

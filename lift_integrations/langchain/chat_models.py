@@ -149,14 +149,14 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         return self
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "bank_routing" and value is not None:
-            value = BankRouting.of(value)  # checked on assignment too, as at construction
+        if name == "bank_routing":
+            value = BankRouting.optional(value)  # checked on assignment too, as at construction
         super().__setattr__(name, value)
 
     @field_validator("bank_routing", mode="before")
     @classmethod
     def _check_bank_routing(cls, value: Any) -> BankRouting | None:
-        return None if value is None else BankRouting.of(value)
+        return BankRouting.optional(value)
 
     @field_validator("temperature", mode="before")
     @classmethod
@@ -545,7 +545,7 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
         :attr:`bank_routing` (default: left as it is, so ``None`` routes as the bank was saved)."""
         from lift_integrations.memory import Memory
 
-        routing = None if bank_routing is None else BankRouting.of(bank_routing)
+        routing = BankRouting.optional(bank_routing)
         if is_bank_folder(path):
             bank = bank_from(path)
             if routing is not None:  # before the bank, so no call routes the new bank with the old options

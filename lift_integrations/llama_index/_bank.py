@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from lift_integrations.bank import BankRouter, MemoryBank, bank_names
-from lift_integrations.bank_router import BankRouting
+from lift_integrations.bank_router import BankRouting, bank_routing_for
 from lift_integrations.routing import conversation_query
 
 if TYPE_CHECKING:
@@ -33,16 +33,8 @@ def check_memory_per(memory_per: Any) -> MemoryPer:
 
 
 def check_bank_routing(memory_per: Any, bank_routing: Any) -> BankRouting | None:
-    """``bank_routing`` as :class:`~lift_integrations.BankRouting` (checked), or ``None`` when not given;
-    it routes a bank, so it goes with ``memory_per="document"`` only."""
-    if bank_routing is None:
-        return None
-    if memory_per != "document":
-        raise ValueError(
-            "bank_routing= sets how a memory bank routes: pass it with memory_per='document' (or set the "
-            "LLM's bank_routing field)"
-        )
-    return BankRouting.of(bank_routing)
+    """:func:`~lift_integrations.bank_router.bank_routing_for`, pointing to the LLM's field."""
+    return bank_routing_for(memory_per, bank_routing, "LLM")
 
 
 def embedding_embedder(embed_model: Any, argument: str) -> Embedder | None:

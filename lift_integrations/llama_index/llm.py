@@ -146,14 +146,14 @@ class LIFTLLM(CustomLLM, FunctionCalling):
     )
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "bank_routing" and value is not None:
-            value = BankRouting.of(value)  # checked on assignment too, as at construction
+        if name == "bank_routing":
+            value = BankRouting.optional(value)  # checked on assignment too, as at construction
         super().__setattr__(name, value)
 
     @field_validator("bank_routing", mode="before")
     @classmethod
     def _check_bank_routing(cls, value: Any) -> BankRouting | None:
-        return None if value is None else BankRouting.of(value)
+        return BankRouting.optional(value)
 
     @field_validator("max_new_tokens", mode="before")
     @classmethod
@@ -348,7 +348,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
             if len({check_name(name).casefold() for name in names}) != len(names):
                 raise ValueError("memory names must be unique (ignoring case: they are folder names)")
         embed = embedding_embedder(router_embed_model, "router_embed_model")
-        routing = None if bank_routing is None else BankRouting.of(bank_routing)
+        routing = BankRouting.optional(bank_routing)
         lift = self.lift_model
         start_event(lift.name, docs, None)
         with self.callback_manager.as_trace("lift_absorb"):
@@ -377,7 +377,7 @@ class LIFTLLM(CustomLLM, FunctionCalling):
         to, its memories read when first used) from now on, instead of this LLM's memory or bank.
         ``router_embed_model`` and ``bank_routing``: as in :meth:`absorb_memory_bank`."""
         embed = embedding_embedder(router_embed_model, "router_embed_model")
-        routing = None if bank_routing is None else BankRouting.of(bank_routing)
+        routing = BankRouting.optional(bank_routing)
         loaded = bank_from(bank)
         self._use_bank(loaded, embed, routing)
         return loaded
