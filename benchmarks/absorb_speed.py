@@ -170,7 +170,16 @@ def run_case(
     if documents:
         return {
             "preset": preset,
-            **run_documents(lift, config, documents, squad or ARTICLE, peak, repeat, engine),
+            **run_documents(
+                lift,
+                config,
+                documents,
+                squad or ARTICLE,
+                peak,
+                repeat,
+                engine,
+                PROFILED_MEMORY_STEPS if profile else None,
+            ),
         }
     text = document_of(lift.tokenizer, length)
     attempts = []
@@ -225,8 +234,55 @@ def run_case(
     }
 
 
+PROFILED_MEMORY_STEPS = (2000, 2800)
+"""With ``--documents`` and ``--profile``: the memory steps (counted over all memories) profiled."""
+
+
+class Timeline:
+    """``absorb_many``'s step reports as a timeline: how many memory steps had run after how many seconds
+    (reports arrive when the losses are read, every few steps on CUDA). With ``profile`` it also runs
+    torch.profiler over the reports from the ``profile[0]``-th memory step to the ``profile[1]``-th."""
+
+    def __init__(self, profile: tuple[int, int] | None, device_type: str) -> None:
+        self.start = time.perf_counter()
+        self.points: list[tuple[float, int, int]] = []
+        self.done = 0
+        self.running: set[int] = set()
+        self.profile = profile
+        self._profiler = _profiler(profile is not None, device_type)
+        self._state = "waiting"
+
+    def __call__(self, progress) -> None:
+        self.done += 1
+        if progress.step == progress.total_steps:
+            self.running.discard(progress.memory)
+        else:
+            self.running.add(progress.memory)
+        now = round(time.perf_counter() - self.start, 2)
+        if self.points and self.points[-1][0] == now:
+            self.points[-1] = (now, self.done, len(self.running))
+        else:
+            self.points.append((now, self.done, len(self.running)))
+        if self.profile is None:
+            return
+        if self._state == "waiting" and self.done >= self.profile[0]:
+            self._state = "profiling"
+            self._profiler.__enter__()
+        elif self._state == "profiling" and self.done >= self.profile[1]:
+            self._state = "profiled"
+            print(f"profiled memory steps {self.profile[0]} to {self.done}:", flush=True)
+            self._profiler.__exit__(None, None, None)
+
+
 def run_documents(
-    lift, config, count: int, squad: Path, peak: float | None, repeat: int, engine: str
+    lift,
+    config,
+    count: int,
+    squad: Path,
+    peak: float | None,
+    repeat: int,
+    engine: str,
+    profile: tuple[int, int] | None = None,
 ) -> dict:
     """``count`` articles into ``count`` memories with ``absorb_many``; documents per minute."""
     import torch
@@ -238,12 +294,19 @@ def run_documents(
         if lift.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        timeline = Timeline(profile if attempt == repeat - 1 else None, lift.device.type)
         start = time.perf_counter()
-        memories = lift.absorb_many(documents, config=config)
+        memories = lift.absorb_many(documents, config=config, callback=timeline)
         if lift.device.type == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - start
-        attempts.append({"wall_s": round(wall, 2), "documents_per_min": round(60 * count / wall, 2)})
+        attempts.append(
+            {
+                "wall_s": round(wall, 2),
+                "documents_per_min": round(60 * count / wall, 2),
+                "timeline": timeline.points[:: max(1, len(timeline.points) // 300)],
+            }
+        )
         print(f"attempt {attempt + 1}: {count} documents in {wall:.2f} s", flush=True)
         for memory in memories[:-1]:
             lift.release(memory)
@@ -267,6 +330,7 @@ def run_documents(
         else None,
         "mfu_pct": None if peak is None else round(100 * flops / wall / (peak * 1e12), 2),
         "device": str(lift.device),
+        "gradient_checkpointing": memories[-1].config.gradient_checkpointing,
         "attempts": attempts,
     }
 

@@ -112,6 +112,31 @@ def test_one_compiled_decoder_layer_serves_every_layer() -> None:
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 2
 
 
+def test_one_compiled_decoder_layer_serves_every_layer_of_a_memory_stack() -> None:
+    """The same for the stack that trains several memories side by side (the fused engine): each layer
+    reads its own columns of the stack, handed to it before the pass, so no layer index reaches the
+    compiled code."""
+    torch._dynamo.reset()
+    model, tokenizer = build_tiny_model("llama", layers=6)
+    model.float()
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    template = lift.backend.create(generator=torch.Generator().manual_seed(0))
+    stack = lift.backend.create_stack(template, 2)
+    for row in range(2):
+        stack.load_row(row, lift.backend.create(generator=torch.Generator().manual_seed(row)))
+    batch = _batch(tokenizer, [20, 13])
+    stack.row_memory = torch.tensor([1, 0])
+    lift.backend.activate(stack)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    with compiled_modules(model.modules(), backend="aot_eager", whole_layers=True) as count:
+        stack.cast_for(torch.float32)
+        per_sample_loss(model, batch).sum().backward()
+    lift.backend.activate(None)
+    assert count == 6
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 2
+    assert stack.flat.grad is not None and bool(stack.flat.grad.abs().sum() > 0)
+
+
 @pytest.mark.parametrize("adapter", ["gated_memory", "lora"])
 def test_an_absorption_with_compile_equals_one_without(adapter: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")
