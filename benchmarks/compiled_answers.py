@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="hub id or path (default: the embedded SmolLM2)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--adapter", default="gated_memory", choices=["gated_memory", "lora"])
-    parser.add_argument("--preset", default="paper", choices=["paper", "fast"])
+    parser.add_argument("--preset", default="paper", choices=["paper", "fast", "dense_qa"])
     parser.add_argument("--length", type=int, default=8000, help="document tokens")
     parser.add_argument("--questions", type=int, default=40)
     parser.add_argument("--max-new-tokens", type=int, default=32)
