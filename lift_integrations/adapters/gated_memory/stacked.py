@@ -64,28 +64,28 @@ class StackedGatedMemoryLayer(nn.Module):
     """One attention layer's memory and gate for every memory of a :class:`GatedMemoryStack`: row ``b`` of
     the batch runs memory ``row_memory[b]``. Same interface as :class:`GatedMemoryLayer`, so the backend's
     hooks serve either.
-
-    The layer reads its tensors from ``tensors``, which the stack hands it before each pass, named as in
-    one layer of a memory (``mem_in.weight``, ...). So nothing the layer reads names its index, and one
-    compiled decoder layer serves every layer (:mod:`lift_integrations.absorb.compilation`).
     """
 
-    def __init__(self, stack: GatedMemoryStack, gate_scale: float, gate_shift: float) -> None:
+    def __init__(self, stack: GatedMemoryStack, index: int, gate_scale: float, gate_shift: float) -> None:
         super().__init__()
         self._stack = [stack]  # a list: not registered as a submodule (the stack owns its layers)
+        self.prefix = f"layers.{index}."
         self.gate_scale = gate_scale
         self.gate_shift = gate_shift
-        self.tensors: dict[str, torch.Tensor] = {}
-        """Each memory's tensors, ``(memories, *shape)``; with one memory, its tensors (``shape``)."""
+
+    def _tensor(self, name: str) -> torch.Tensor | None:
+        stack = self._stack[0]
+        key = self.prefix + name
+        return stack.layout.view(stack.weights(), key) if key in stack.layout.names else None
 
     def _rows(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
         """Each row's ``name`` tensor, ``(rows, ...)``, or the only memory's, ``(...)``."""
-        tensor = self.tensors.get(name)
+        tensor = self._tensor(name)
         if tensor is None:
             return None
         tensor = tensor.to(dtype)
         stack = self._stack[0]
-        return tensor if stack.memories == 1 else tensor.index_select(0, stack.row_memory)
+        return tensor[0] if stack.memories == 1 else tensor.index_select(0, stack.row_memory)
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``x``: ``(rows, tokens, heads, in)`` through each row's memory's ``name`` map."""
@@ -135,11 +135,9 @@ class GatedMemoryStack(MemoryStack):
         self.row_gate: torch.Tensor | None = None
         self.gate_settings = (first.gate_scale, first.gate_shift)
         self._cast: torch.Tensor | None = None
-        self._layer_names = _layer_names(self.layout, len(layers))
         self.layers = nn.ModuleList(
-            StackedGatedMemoryLayer(self, *self.gate_settings) for _ in range(len(layers))
+            StackedGatedMemoryLayer(self, i, *self.gate_settings) for i in range(len(layers))
         )
-        self._hand_out_tensors()
 
     @property
     def memories(self) -> int:
@@ -153,20 +151,6 @@ class GatedMemoryStack(MemoryStack):
         """Cast the parameters to ``dtype`` once for the next forward pass (``None``: read ``flat``),
         rather than once per layer and tensor."""
         self._cast = None if dtype is None or dtype == self.flat.dtype else self.flat.to(dtype)
-        self._hand_out_tensors()
-
-    def _hand_out_tensors(self) -> None:
-        """Give each layer its tensors, views of :meth:`weights`. One ``split`` makes them all, so the
-        backward pass gathers their gradients in one concatenation rather than one zero-filled
-        ``flat``-sized buffer per tensor."""
-        weights = self.weights()
-        sizes = [math.prod(shape) for shape in self.layout.shapes]
-        pieces = weights.split(sizes, dim=1)
-        lead = () if self.memories == 1 else (self.memories,)
-        for layer, names in zip(self.layers, self._layer_names, strict=True):
-            cast(StackedGatedMemoryLayer, layer).tensors = {
-                local: pieces[i].view(*lead, *self.layout.shapes[i]) for i, local in names
-            }
 
     def load_row(self, row: int, weights: nn.Module) -> None:
         """Copy one memory's weights (a ``GatedMemoryWeights`` of the same layout) into ``row``."""
@@ -177,22 +161,3 @@ class GatedMemoryStack(MemoryStack):
         """Memory ``row``'s tensors, named as in a ``GatedMemoryWeights`` state dict."""
         with torch.no_grad():
             return self.layout.unflatten(self.flat[row].detach())
-
-
-def _layer_names(layout: FlatLayout, layers: int) -> list[list[tuple[int, str]]]:
-    """For each layer, its tensors' positions in ``layout`` and their names within the layer (without
-    the ``layers.{i}.`` prefix); every layer has the same names and shapes."""
-    found: list[list[tuple[int, str]]] = [[] for _ in range(layers)]
-    for i, name in enumerate(layout.names):
-        head, _, rest = name.partition(".")
-        index, _, local = rest.partition(".")
-        if head != "layers" or not index.isdigit() or int(index) >= layers:
-            raise ValueError(f"{name!r} is not a tensor of one of this memory's {layers} layers")
-        found[int(index)].append((i, local))
-
-    def signature(names: list[tuple[int, str]]) -> list[tuple[str, tuple[int, ...]]]:
-        return [(local, layout.shapes[i]) for i, local in names]
-
-    if any(signature(names) != signature(found[0]) for names in found):
-        raise ValueError("the layers of this memory differ in their tensors")
-    return found
