@@ -269,6 +269,11 @@ class Timeline:
             self._state = "profiling"
             self._profiler.__enter__()
         elif self._state == "profiling" and self.done >= self.profile[1]:
+            self.finish()
+
+    def finish(self) -> None:
+        """Stop a profile still running (a run shorter than its window) and print it."""
+        if self._state == "profiling":
             self._state = "profiled"
             print(f"profiled memory steps {self.profile[0]} to {self.done}:", flush=True)
             self._profiler.__exit__(None, None, None)
@@ -297,6 +302,7 @@ def run_documents(
         timeline = Timeline(profile if attempt == repeat - 1 else None, lift.device.type)
         start = time.perf_counter()
         memories = lift.absorb_many(documents, config=config, callback=timeline)
+        timeline.finish()
         if lift.device.type == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - start

@@ -16,6 +16,8 @@ import argparse
 import json
 from collections import Counter
 
+from profile_absorb import MATRIX
+
 NO_KERNEL = {
     "aten::view", "aten::as_strided", "aten::_reshape_alias", "aten::expand", "aten::permute",
     "aten::transpose", "aten::t", "aten::unsqueeze", "aten::squeeze", "aten::slice", "aten::select",
@@ -23,7 +25,6 @@ NO_KERNEL = {
     "aten::resolve_conj", "aten::resolve_neg", "aten::lift_fresh", "aten::result_type",
     "aten::split_with_sizes", "aten::unbind", "aten::split", "aten::to", "aten::_local_scalar_dense",
 }  # fmt: skip
-MATRIX = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
 
 def main() -> None:
