@@ -36,6 +36,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def run_case(
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         with _profiler(profile and attempt == repeat - 1, lift.device.type), _sdpa_backend(sdpa):
-            memory = lift.absorb(text, config=config)
+            memory = lift.absorb(text, config=config, callback=Ticker())
             if lift.device.type == "cuda":
                 torch.cuda.synchronize()
         wall = time.perf_counter() - start
@@ -238,6 +239,52 @@ PROFILED_MEMORY_STEPS = (2000, 2800)
 """With ``--documents`` and ``--profile``: the memory steps (counted over all memories) profiled."""
 
 
+def run_child(command: list[str]) -> tuple[int, str, list[str]]:
+    """Runs one case in a child process: its stdout is returned, its stderr echoed as it comes (without
+    progress bars) so a run cut off by a time limit still shows how far it got."""
+    errors: list[str] = []
+
+    def echo(stream) -> None:
+        for line in stream:  # text mode splits tqdm's carriage returns into lines too
+            if "progress:" in line:
+                line = line[line.index("progress:") :]
+            elif (
+                not line.strip()
+                or line.startswith(("absorbing", "Loading"))
+                or "step/s" in line
+                or "s/step" in line
+            ):
+                continue
+            errors.append(line.rstrip("\n"))
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        echoing = threading.Thread(target=echo, args=(child.stderr,), daemon=True)
+        echoing.start()
+        output = child.stdout.read()
+        child.wait()
+        echoing.join()
+    return child.returncode, output, [line for line in errors if line.strip()]
+
+
+class Ticker:
+    """Prints how many steps have run every ``every`` seconds, so a run cut off by a time limit still
+    shows how far it got (the table is printed only when a case finishes)."""
+
+    def __init__(self, every: float = 15.0) -> None:
+        self.start = self.last = time.perf_counter()
+        self.every = every
+        self.steps = 0
+
+    def __call__(self, progress) -> None:
+        self.steps += 1
+        now = time.perf_counter()
+        if self.steps == 1 or now - self.last >= self.every:
+            self.last = now
+            print(f"progress: {now - self.start:7.1f} s, {self.steps} steps", file=sys.stderr, flush=True)
+
+
 class Timeline:
     """``absorb_many``'s step reports as a timeline: how many memory steps had run after how many seconds
     (reports arrive when the losses are read, every few steps on CUDA). With ``profile`` it also runs
@@ -251,8 +298,10 @@ class Timeline:
         self.profile = profile
         self._profiler = _profiler(profile is not None, device_type)
         self._state = "waiting"
+        self._ticker = Ticker()
 
     def __call__(self, progress) -> None:
+        self._ticker(progress)
         self.done += 1
         if progress.step == progress.total_steps:
             self.running.discard(progress.memory)
@@ -513,14 +562,10 @@ def main() -> None:
                 if args.profile:
                     command += ["--profile"]
                 command += ["--repeat", str(args.repeat), "--sdpa", args.sdpa]
-                run = subprocess.run(command, capture_output=True, text=True)
-                if run.returncode != 0:
-                    print(
-                        f"| {preset} | {engine} | failed: {run.stderr.strip().splitlines()[-1:]} |",
-                        flush=True,
-                    )
+                returncode, output, errors = run_child(command)
+                if returncode != 0:
+                    print(f"| {preset} | {engine} | failed: {errors[-1:]} |", flush=True)
                     continue
-                output = run.stdout
                 if args.profile or args.repeat > 1:
                     print("\n".join(line for line in output.splitlines() if not line.startswith("RESULT ")))
                 line = next(line for line in output.splitlines() if line.startswith("RESULT "))
