@@ -80,6 +80,8 @@ class StackedGatedMemoryLayer(nn.Module):
 
     def _rows(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
         """Each row's ``name`` tensor, ``(rows, ...)``, or the only memory's, ``(...)``."""
+        if not self.tensors:
+            raise RuntimeError("a memory stack's forward pass needs stack.cast_for(dtype) first")
         tensor = self.tensors.get(name)
         if tensor is None:
             return None
@@ -117,7 +119,8 @@ class GatedMemoryStack(MemoryStack):
 
     Built from a template memory (its layout and gate settings); rows are filled with
     :meth:`load_row` and read back with :meth:`state_dict_of`. ``row_memory`` names each batch row's
-    memory: set it before each forward pass (with one memory it is not read). ``row_gate`` (``None``, or
+    memory: set it before each forward pass (with one memory it is not read), and call :meth:`cast_for`
+    before the pass and ``cast_for(None)`` after it. ``row_gate`` (``None``, or
     one 0/1 entry per batch row) switches rows off: a row with 0 runs the base model exactly, whatever
     its ``row_memory`` (mixed-memory generation gives its rows without a memory a 0).
     """
@@ -134,32 +137,30 @@ class GatedMemoryStack(MemoryStack):
         self.row_memory = torch.zeros(0, dtype=torch.long, device=self.flat.device)
         self.row_gate: torch.Tensor | None = None
         self.gate_settings = (first.gate_scale, first.gate_shift)
-        self._cast: torch.Tensor | None = None
         self._layer_names = _layer_names(self.layout, len(layers))
         self.layers = nn.ModuleList(
             StackedGatedMemoryLayer(self, *self.gate_settings) for _ in range(len(layers))
         )
-        self._hand_out_tensors()
 
     @property
     def memories(self) -> int:
         return self.flat.shape[0]
 
-    def weights(self) -> torch.Tensor:
-        """``flat`` as the layers read it: in the dtype set by :meth:`cast_for`, cast once per pass."""
-        return self.flat if self._cast is None else self._cast
-
     def cast_for(self, dtype: torch.dtype | None) -> None:
-        """Cast the parameters to ``dtype`` once for the next forward pass (``None``: read ``flat``),
-        rather than once per layer and tensor."""
-        self._cast = None if dtype is None or dtype == self.flat.dtype else self.flat.to(dtype)
-        self._hand_out_tensors()
+        """Before a forward pass: hand each layer its tensors in ``dtype``, cast once rather than once per
+        layer and tensor. After it (``None``): drop them.
 
-    def _hand_out_tensors(self) -> None:
-        """Give each layer its tensors, views of :meth:`weights`. One ``split`` makes them all, so the
-        backward pass gathers their gradients in one concatenation rather than one zero-filled
-        ``flat``-sized buffer per tensor."""
-        weights = self.weights()
+        One ``split`` of the (cast) parameters makes every layer's tensors, so the backward pass gathers
+        their gradients in one concatenation rather than one zero-filled ``flat``-sized buffer per
+        tensor. The tensors carry the pass's autograd history back to ``flat``; dropping them after the
+        pass lets that history go, so a later pass (or a CUDA graph's capture on another stream) starts
+        its own.
+        """
+        for layer in self.layers:
+            cast(StackedGatedMemoryLayer, layer).tensors = {}
+        if dtype is None:
+            return
+        weights = self.flat if dtype == self.flat.dtype else self.flat.to(dtype)
         sizes = [math.prod(shape) for shape in self.layout.shapes]
         pieces = weights.split(sizes, dim=1)
         lead = () if self.memories == 1 else (self.memories,)
