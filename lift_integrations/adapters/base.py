@@ -22,8 +22,8 @@ class MemoryStack(nn.Module):
     """``None``, or one entry per batch row: 1 runs the row's memory, 0 the base model alone (exactly)."""
 
     def cast_for(self, dtype: torch.dtype | None) -> None:
-        """Cast the parameters to ``dtype`` once for the next forward pass (``None``: use them as they
-        are)."""
+        """Before each forward pass (and after :meth:`load_row` or an update of ``flat``): prepare the
+        parameters in ``dtype`` for it, cast once. After the pass, ``None`` releases what was prepared."""
 
     def load_row(self, row: int, weights: nn.Module) -> None:
         """Copy one memory's weights (as :meth:`AdapterBackend.create` makes them) into ``row``."""

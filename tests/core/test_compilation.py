@@ -112,11 +112,6 @@ def test_one_compiled_decoder_layer_serves_every_layer() -> None:
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each stacked layer names its layer index (layers.N.mem_in.weight), so the compiled layer is "
-    "specialised per layer; the fix on branch stacked-split awaits a check on a GPU (docs/benchmarks.md)",
-)
 def test_one_compiled_decoder_layer_serves_every_layer_of_a_memory_stack() -> None:
     """The same for the stack that trains several memories side by side (the fused engine): each layer
     reads its own columns of the stack, handed to it before the pass, so no layer index reaches the

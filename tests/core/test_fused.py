@@ -330,3 +330,30 @@ def test_a_planning_error_reaches_the_caller() -> None:
             JobFeed.planned([0, 1, 2], make),
             config,
         )
+
+
+def test_a_stack_hands_its_layers_tensors_for_one_pass_only() -> None:
+    """The tensors a stack hands its layers carry the pass's autograd history back to ``flat``: they live
+    from ``cast_for(dtype)`` to ``cast_for(None)``, so an update of ``flat`` in place between two passes
+    (the optimizer's, ``load_row``) meets no stale view, and nothing from one pass outlives it (a CUDA
+    graph captured on a side stream starts its own history). A pass without ``cast_for`` says so."""
+    lift = _lift()
+    template = lift.backend.create(generator=torch.Generator().manual_seed(0))
+    stack = lift.backend.create_stack(template, 2)
+    stack.load_row(0, template)
+    stack.flat.requires_grad_(True)
+    ids = torch.tensor([lift.tokenizer("glass harps and river tides")["input_ids"]] * 2)
+    stack.row_memory = torch.tensor([0, 1])
+    lift.backend.activate(stack)
+    try:
+        with pytest.raises(RuntimeError, match="cast_for"):
+            lift.model(input_ids=ids)
+        for row in range(2):
+            stack.cast_for(torch.float32)
+            lift.model(input_ids=ids).logits.sum().backward()
+            stack.cast_for(None)
+            assert all(not layer.tensors for layer in stack.layers)
+            stack.load_row(1, lift.backend.create(generator=torch.Generator().manual_seed(row + 1)))
+        assert stack.flat.grad is not None and bool(stack.flat.grad.abs().sum() > 0)
+    finally:
+        lift.backend.activate(None)

@@ -64,28 +64,30 @@ class StackedGatedMemoryLayer(nn.Module):
     """One attention layer's memory and gate for every memory of a :class:`GatedMemoryStack`: row ``b`` of
     the batch runs memory ``row_memory[b]``. Same interface as :class:`GatedMemoryLayer`, so the backend's
     hooks serve either.
+
+    The layer reads its tensors from ``tensors``, which the stack hands it before each pass, named as in
+    one layer of a memory (``mem_in.weight``, ...). So nothing the layer reads names its index, and one
+    compiled decoder layer serves every layer (:mod:`lift_integrations.absorb.compilation`).
     """
 
-    def __init__(self, stack: GatedMemoryStack, index: int, gate_scale: float, gate_shift: float) -> None:
+    def __init__(self, stack: GatedMemoryStack, gate_scale: float, gate_shift: float) -> None:
         super().__init__()
         self._stack = [stack]  # a list: not registered as a submodule (the stack owns its layers)
-        self.prefix = f"layers.{index}."
         self.gate_scale = gate_scale
         self.gate_shift = gate_shift
-
-    def _tensor(self, name: str) -> torch.Tensor | None:
-        stack = self._stack[0]
-        key = self.prefix + name
-        return stack.layout.view(stack.weights(), key) if key in stack.layout.names else None
+        self.tensors: dict[str, torch.Tensor] = {}
+        """Each memory's tensors, ``(memories, *shape)``; with one memory, its tensors (``shape``)."""
 
     def _rows(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
         """Each row's ``name`` tensor, ``(rows, ...)``, or the only memory's, ``(...)``."""
-        tensor = self._tensor(name)
+        if not self.tensors:
+            raise RuntimeError("a memory stack's forward pass needs stack.cast_for(dtype) first")
+        tensor = self.tensors.get(name)
         if tensor is None:
             return None
         tensor = tensor.to(dtype)
         stack = self._stack[0]
-        return tensor[0] if stack.memories == 1 else tensor.index_select(0, stack.row_memory)
+        return tensor if stack.memories == 1 else tensor.index_select(0, stack.row_memory)
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``x``: ``(rows, tokens, heads, in)`` through each row's memory's ``name`` map."""
@@ -117,7 +119,8 @@ class GatedMemoryStack(MemoryStack):
 
     Built from a template memory (its layout and gate settings); rows are filled with
     :meth:`load_row` and read back with :meth:`state_dict_of`. ``row_memory`` names each batch row's
-    memory: set it before each forward pass (with one memory it is not read). ``row_gate`` (``None``, or
+    memory: set it before each forward pass (with one memory it is not read), and call :meth:`cast_for`
+    before the pass and ``cast_for(None)`` after it. ``row_gate`` (``None``, or
     one 0/1 entry per batch row) switches rows off: a row with 0 runs the base model exactly, whatever
     its ``row_memory`` (mixed-memory generation gives its rows without a memory a 0).
     """
@@ -134,23 +137,37 @@ class GatedMemoryStack(MemoryStack):
         self.row_memory = torch.zeros(0, dtype=torch.long, device=self.flat.device)
         self.row_gate: torch.Tensor | None = None
         self.gate_settings = (first.gate_scale, first.gate_shift)
-        self._cast: torch.Tensor | None = None
+        self._layer_names = _layer_names(self.layout, len(layers))
         self.layers = nn.ModuleList(
-            StackedGatedMemoryLayer(self, i, *self.gate_settings) for i in range(len(layers))
+            StackedGatedMemoryLayer(self, *self.gate_settings) for _ in range(len(layers))
         )
 
     @property
     def memories(self) -> int:
         return self.flat.shape[0]
 
-    def weights(self) -> torch.Tensor:
-        """``flat`` as the layers read it: in the dtype set by :meth:`cast_for`, cast once per pass."""
-        return self.flat if self._cast is None else self._cast
-
     def cast_for(self, dtype: torch.dtype | None) -> None:
-        """Cast the parameters to ``dtype`` once for the next forward pass (``None``: read ``flat``),
-        rather than once per layer and tensor."""
-        self._cast = None if dtype is None or dtype == self.flat.dtype else self.flat.to(dtype)
+        """Before a forward pass: hand each layer its tensors in ``dtype``, cast once rather than once per
+        layer and tensor. After it (``None``): drop them.
+
+        One ``split`` of the (cast) parameters makes every layer's tensors, so the backward pass gathers
+        their gradients in one concatenation rather than one zero-filled ``flat``-sized buffer per
+        tensor. The tensors carry the pass's autograd history back to ``flat``; dropping them after the
+        pass lets that history go, so a later pass (or a CUDA graph's capture on another stream) starts
+        its own.
+        """
+        for layer in self.layers:
+            cast(StackedGatedMemoryLayer, layer).tensors = {}
+        if dtype is None:
+            return
+        weights = self.flat if dtype == self.flat.dtype else self.flat.to(dtype)
+        sizes = [math.prod(shape) for shape in self.layout.shapes]
+        pieces = weights.split(sizes, dim=1)
+        lead = () if self.memories == 1 else (self.memories,)
+        for layer, names in zip(self.layers, self._layer_names, strict=True):
+            cast(StackedGatedMemoryLayer, layer).tensors = {
+                local: pieces[i].view(*lead, *self.layout.shapes[i]) for i, local in names
+            }
 
     def load_row(self, row: int, weights: nn.Module) -> None:
         """Copy one memory's weights (a ``GatedMemoryWeights`` of the same layout) into ``row``."""
@@ -161,3 +178,22 @@ class GatedMemoryStack(MemoryStack):
         """Memory ``row``'s tensors, named as in a ``GatedMemoryWeights`` state dict."""
         with torch.no_grad():
             return self.layout.unflatten(self.flat[row].detach())
+
+
+def _layer_names(layout: FlatLayout, layers: int) -> list[list[tuple[int, str]]]:
+    """For each layer, its tensors' positions in ``layout`` and their names within the layer (without
+    the ``layers.{i}.`` prefix); every layer has the same names and shapes."""
+    found: list[list[tuple[int, str]]] = [[] for _ in range(layers)]
+    for i, name in enumerate(layout.names):
+        head, _, rest = name.partition(".")
+        index, _, local = rest.partition(".")
+        if head != "layers" or not index.isdigit() or int(index) >= layers:
+            raise ValueError(f"{name!r} is not a tensor of one of this memory's {layers} layers")
+        found[int(index)].append((i, local))
+
+    def signature(names: list[tuple[int, str]]) -> list[tuple[str, tuple[int, ...]]]:
+        return [(local, layout.shapes[i]) for i, local in names]
+
+    if any(signature(names) != signature(found[0]) for names in found):
+        raise ValueError("the layers of this memory differ in their tensors")
+    return found
