@@ -9,13 +9,14 @@ generating code. The fused GPU kernels' numbers are checked on a GPU by ``benchm
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
 from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel
-from lift_integrations.absorb import compilation
+from lift_integrations.absorb import compilation, fused, many
 from lift_integrations.absorb.batching import collate
 from lift_integrations.absorb.compilation import compiled_method_names, compiled_modules
 from lift_integrations.absorb.losses import per_sample_loss
@@ -153,6 +154,32 @@ def test_an_absorption_with_compile_equals_one_without(adapter: str, monkeypatch
     assert eager.stats["steps"] == compiled.stats["steps"]
     for name, tensor in eager.tensors.items():
         torch.testing.assert_close(compiled.tensors[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_bucketed_pass_shapes_share_one_compiled_decoder_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused engine's passes come in several bucketed shapes (CUDA graphs need them; forced here on
+    the CPU); the compiled decoder layer is dynamic in them, so new shapes compile nothing new: two
+    graphs in all, the first layer's (its input needs no gradient) and the others'."""
+    monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")
+    monkeypatch.setattr(many, "build_step", functools.partial(fused.build_step, static=True))
+    shapes: set[tuple[int, int, int]] = set()
+    run_pass = fused.FusedSteps._pass
+
+    def recording(self, ints, floats, shape):  # type: ignore[no-untyped-def]
+        shapes.add(shape)
+        return run_pass(self, ints, floats, shape)
+
+    monkeypatch.setattr(fused.FusedSteps, "_pass", recording)
+    torch._dynamo.reset()
+    model, tokenizer = build_tiny_model("llama", layers=3)
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    config = LIFTConfig.dense_qa(
+        stage1_epochs=1, stage2_epochs=1, precision="fp32", engine="fused", compile=True
+    )
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    lift.absorb(FACTS * 4, config=config)
+    assert len(shapes) >= 3
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 2
 
 
 def test_compile_is_validated() -> None:

@@ -1,0 +1,145 @@
+"""How the fused engine groups a corpus's training into passes, without training: the real samples of
+``--documents`` SQuAD articles, planned as ``absorb_many`` plans them, grouped into fused steps and
+passes as the engine groups them on CUDA (static, bucketed shapes).
+
+Reports fused steps, passes, padded and real tokens and distinct pass shapes (each one a CUDA graph to
+capture), in phases by how many memories train side by side, for each ``--pass-overhead`` (the cost of
+one more pass, in padded tokens, that :func:`~lift_integrations.absorb.fused.group_by_length` weighs
+against padding). All memories start together, longest first; in a real run the later ones start as
+their planning finishes, which this leaves out.
+
+    OMP_NUM_THREADS=1 python benchmarks/plan_passes.py --squad ../shared/data/squad-dev.json --documents 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from absorb_speed import squad_documents
+
+PHASES = ((0.75, 1.0), (0.5, 0.75), (0.0, 0.5))
+"""Phases of a run, by the share of the slots training: full, three quarters, fewer."""
+
+Sample = tuple[int, int]
+"""A training sample's tokens and supervised tokens."""
+
+
+def plan_schedules(squad: Path, count: int, preset: str) -> list[list[list[Sample]]]:
+    """Each article's optimizer steps, each step its samples, as the fused engine would train them."""
+    import numpy as np
+
+    from lift_integrations import LIFTConfig, LIFTModel
+    from lift_integrations.absorb.samples import IGNORE_INDEX
+    from lift_integrations.absorb.trainer import schedule_steps
+    from lift_integrations.absorber import normalize_groups, plan_memory
+
+    lift = LIFTModel.from_pretrained(device="cpu")
+    config = getattr(LIFTConfig, preset)().fit_to_window(lift.context_window)
+    schedules = []
+    for group in normalize_groups(squad_documents(squad, count)):
+        plan = plan_memory(lift, group, config, None, None)
+        steps = schedule_steps(plan, config, np.random.default_rng(config.seed + 1))
+        schedules.append(
+            [
+                [(len(s.input_ids), sum(label != IGNORE_INDEX for label in s.labels[1:])) for s in samples]
+                for _, _, samples in steps
+            ]
+        )
+    return schedules
+
+
+def group_passes(schedules: Sequence[Sequence[Sequence[Sample]]], slots: int) -> list[dict]:
+    """Every fused step of a run with ``slots`` memories side by side: how many train, and its passes'
+    shapes (rows, tokens, supervised) with their real tokens."""
+    from lift_integrations.absorb.fused import bucket, group_by_length
+
+    queue = sorted(range(len(schedules)), key=lambda i: len(schedules[i]))  # longest popped first
+    running: list[list[int]] = []  # [memory, next step]
+    steps = []
+    while queue or running:
+        while queue and len(running) < slots:
+            running.append([queue.pop(), 0])
+        items = [sample for memory, step in running for sample in schedules[memory][step]]
+        lengths = [tokens for tokens, _ in items]
+        passes = []
+        for group in group_by_length(lengths, static=True):
+            longest = max(lengths[i] for i in group)
+            supervised = sum(items[i][1] for i in group)
+            shape = (bucket(len(group), 1), bucket(longest), bucket(supervised, 32))
+            passes.append({"shape": shape, "real": sum(lengths[i] for i in group)})
+        steps.append({"training": len(running), "passes": passes})
+        for entry in running:
+            entry[1] += 1
+        running = [entry for entry in running if entry[1] < len(schedules[entry[0]])]
+    return steps
+
+
+def summarise(steps: Sequence[dict], slots: int) -> list[dict]:
+    rows = []
+    for low, high in PHASES:
+        chosen = [s for s in steps if low * slots < s["training"] <= high * slots]
+        passes = [p for s in chosen for p in s["passes"]]
+        rows.append(
+            {
+                "phase": f"{int(low * slots) + 1}-{int(high * slots)} memories",
+                "fused_steps": len(chosen),
+                "memory_steps": sum(s["training"] for s in chosen),
+                "passes": len(passes),
+                "padded_tokens": sum(p["shape"][0] * p["shape"][1] for p in passes),
+                "real_tokens": sum(p["real"] for p in passes),
+            }
+        )
+    every = [p for s in steps for p in s["passes"]]
+    rows.append(
+        {
+            "phase": "all",
+            "fused_steps": len(steps),
+            "memory_steps": sum(s["training"] for s in steps),
+            "passes": len(every),
+            "padded_tokens": sum(p["shape"][0] * p["shape"][1] for p in every),
+            "real_tokens": sum(p["real"] for p in every),
+            "shapes": len({p["shape"] for p in every}),
+        }
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--squad", type=Path, required=True, help="a SQuAD-format JSON file of articles")
+    parser.add_argument("--documents", type=int, default=24)
+    parser.add_argument("--preset", default="dense_qa")
+    parser.add_argument("--slots", type=int, default=None, help="memories side by side (default: all)")
+    parser.add_argument("--pass-overhead", type=int, nargs="+", default=None, help="padded tokens per pass")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    from lift_integrations.absorb import fused
+
+    torch.set_num_threads(1)
+    schedules = plan_schedules(args.squad, args.documents, args.preset)
+    slots = args.slots or len(schedules)
+    results = {}
+    for overhead in args.pass_overhead or [fused.PASS_OVERHEAD_TOKENS]:
+        fused.PASS_OVERHEAD_TOKENS = overhead
+        rows = summarise(group_passes(schedules, slots), slots)
+        results[overhead] = rows
+        print(f"\npass overhead {overhead} padded tokens, {slots} slots")
+        print("| phase | fused steps | memory steps | passes | padded tokens | real tokens | shapes |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            print(
+                f"| {row['phase']} | {row['fused_steps']} | {row['memory_steps']} | {row['passes']} "
+                f"| {row['padded_tokens']:,} | {row['real_tokens']:,} | {row.get('shapes', '')} |"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
