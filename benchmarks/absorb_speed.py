@@ -11,6 +11,7 @@ Each (preset, length) case runs in its own process so that peak memory is that c
     python benchmarks/absorb_speed.py --presets fast paper --lengths 2000 8000 --json out.json
     python benchmarks/absorb_speed.py --presets dense_qa --lengths 8000 --engines eager fused --repeat 2
     python benchmarks/absorb_speed.py --presets dense_qa --documents 24 --squad ../shared/data/squad-dev.json
+    python benchmarks/absorb_speed.py --presets dense_qa --documents 24 --squad ... --pass-overhead 1024
     python benchmarks/absorb_speed.py --presets dense_qa --lengths 8000 --shape llama-8b
     python benchmarks/absorb_speed.py --presets paper --lengths 32000 --shape llama-8b --gpu-gib 78
 
@@ -502,11 +503,22 @@ def main() -> None:
     parser.add_argument(
         "--gpu-gib", type=float, default=None, help="behave as a GPU of this many GiB (the rest is held)"
     )
+    parser.add_argument(
+        "--pass-overhead",
+        type=int,
+        default=None,
+        help="the fused engine's cost of one more pass, in padded tokens (absorb/fused.py's "
+        "PASS_OVERHEAD_TOKENS), when it groups samples into passes",
+    )
     parser.add_argument("--case", nargs=3, metavar=("PRESET", "LENGTH", "ENGINE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = json.loads(args.config_json) if args.config_json else None
 
     if args.case:
+        from lift_integrations.absorb import fused
+
+        if args.pass_overhead is not None:
+            fused.PASS_OVERHEAD_TOKENS = args.pass_overhead
         result = run_case(
             args.case[0],
             int(args.case[1]),
@@ -522,6 +534,7 @@ def main() -> None:
             shape=args.shape,
             gpu_gib=args.gpu_gib,
         )
+        result["pass_overhead_tokens"] = fused.PASS_OVERHEAD_TOKENS
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -554,6 +567,7 @@ def main() -> None:
                     ("--shape", args.shape),
                     ("--squad", args.squad),
                     ("--gpu-gib", args.gpu_gib),
+                    ("--pass-overhead", args.pass_overhead),
                 ):
                     if value:
                         command += [flag, str(value)]

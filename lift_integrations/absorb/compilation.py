@@ -134,16 +134,21 @@ def compiled_modules(
     modules = list(modules)
     if whole_layers and not any(compiled_method_names(m, whole_layers=True) for m in modules):
         whole_layers = False
+    import torch.fx.experimental._config as shape_config
+
     replaced: list[tuple[nn.Module, str]] = []
-    try:
-        for module in modules:
-            for name in compiled_method_names(module, whole_layers=whole_layers):
-                if name in module.__dict__:  # already replaced (a module reached twice, or nested use)
-                    continue
-                function, static = _compiled_function(type(module), name, backend)
-                module.__dict__[name] = function if static else types.MethodType(function, module)
-                replaced.append((module, name))
-        yield len(replaced)
-    finally:
-        for module, name in replaced:
-            module.__dict__.pop(name, None)
+    # Without duck sizing, a pass whose length happens to equal a fixed size of the model (64 tokens, and
+    # heads of 64) is not tied to it, which would compile that length apart from the others.
+    with shape_config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
+        try:
+            for module in modules:
+                for name in compiled_method_names(module, whole_layers=whole_layers):
+                    if name in module.__dict__:  # already replaced (a module reached twice, or nested use)
+                        continue
+                    function, static = _compiled_function(type(module), name, backend)
+                    module.__dict__[name] = function if static else types.MethodType(function, module)
+                    replaced.append((module, name))
+            yield len(replaced)
+        finally:
+            for module, name in replaced:
+                module.__dict__.pop(name, None)

@@ -45,6 +45,9 @@ SYNC_EVERY = 32
 PASS_OVERHEAD_TOKENS = 4096
 """What one more pass in a step costs, in padded tokens, when deciding how to group samples by length
 (a pass launches every layer's kernels again)."""
+MIN_ROWS = 2
+"""The fewest rows of a static pass: a compiled layer treats a batch of one row apart from the others (it
+would compile again for it)."""
 
 
 def bucket(n: int, minimum: int = 64) -> int:
@@ -107,7 +110,7 @@ def group_by_length(lengths: Sequence[int], *, static: bool) -> list[list[int]]:
         options = []
         for i in range(j):
             rows = cuts[j] - cuts[i]
-            cost = (bucket(rows, 1) if static else rows) * width[cuts[j] - 1] + PASS_OVERHEAD_TOKENS
+            cost = (bucket(rows, MIN_ROWS) if static else rows) * width[cuts[j] - 1] + PASS_OVERHEAD_TOKENS
             options.append((best[i][0] + cost, [*best[i][1], cuts[j]]))
         best.append(min(options, key=lambda option: option[0]))
     bounds = [0, *best[-1][1]]
@@ -132,7 +135,7 @@ def build_step(blocks: Sequence[BlockRows], memories: int, pad_id: int, *, stati
 def _build_pass(items: Sequence[tuple[int, TrainingSample, float]], pad_id: int, static: bool) -> PassBatch:
     longest = max(len(s.input_ids) for _, s, _ in items)
     tokens = bucket(longest) if static else longest
-    rows = bucket(len(items), 1) if static else len(items)
+    rows = bucket(len(items), MIN_ROWS) if static else len(items)
     ids = np.full((rows, tokens), pad_id, dtype=np.int64)
     row_memory = np.zeros(rows, dtype=np.int64)
     positions, targets, owners, weights = [], [], [], []

@@ -138,6 +138,29 @@ def test_one_compiled_decoder_layer_serves_every_layer_of_a_memory_stack() -> No
     assert stack.flat.grad is not None and bool(stack.flat.grad.abs().sum() > 0)
 
 
+def test_one_compiled_decoder_layer_serves_batches_of_any_rows_and_length_through_a_memory_stack() -> None:
+    """Passes of a stack of memories come in many shapes; the compiled layer stays dynamic in both:
+    the rows' memories are read through a buffer of fixed size, and a length that equals a size of the
+    model (64 tokens, the tiny model's width) is not tied to it."""
+    torch._dynamo.reset()
+    model, tokenizer = build_tiny_model("llama", layers=3)
+    model.float()
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    stack = lift.backend.create_stack(lift.backend.create(generator=torch.Generator().manual_seed(0)), 2)
+    lift.backend.activate(stack)
+    counts = []
+    for rows, length in [(3, 64), (2, 96), (5, 64), (4, 128), (2, 64)]:
+        stack.row_memory = torch.arange(rows) % 2
+        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        with compiled_modules(model.modules(), backend="aot_eager", whole_layers=True):
+            stack.cast_for(torch.float32)
+            per_sample_loss(model, _batch(tokenizer, [length] * rows)).sum().backward()
+            stack.cast_for(None)
+        counts.append(torch._dynamo.utils.counters["stats"]["unique_graphs"] - before)
+    lift.backend.activate(None)
+    assert counts == [2, 0, 0, 0, 0]
+
+
 @pytest.mark.parametrize("adapter", ["gated_memory", "lora"])
 def test_an_absorption_with_compile_equals_one_without(adapter: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")

@@ -77,6 +77,17 @@ def _sample(ids: list[int], supervised_from: int) -> TrainingSample:
     return TrainingSample(input_ids=ids, labels=labels, kind="qa")
 
 
+def test_a_static_pass_has_at_least_two_rows() -> None:
+    """A compiled layer would compile a batch of one row apart from the others: a lone sample gets a
+    padding row, which no loss reads."""
+    [batch] = build_step(
+        [BlockRows(1, [_sample([5, 6, 7], 1)], [1.0], 1e-3)], 2, pad_id=0, static=True
+    ).passes
+    assert batch.shape[0] == 2
+    assert (batch.ints[64:128] == 0).all()  # the padding row: pad ids only
+    assert int((batch.floats > 0).sum()) == 2
+
+
 @pytest.mark.parametrize("static", [True, False])
 def test_a_step_names_each_rows_memory_and_weighs_each_sample_by_its_mean(static: bool) -> None:
     a, b, c = _sample([5, 6, 7, 8], 1), _sample([9, 10, 11], 2), _sample([12, 13, 14, 15, 16], 4)

@@ -21,6 +21,8 @@ from lift_integrations.adapters.base import MemoryStack
 from lift_integrations.adapters.gated_memory.layer import GatedMemoryLayer
 
 LAYER_TENSORS = ("mem_in", "mem_out", "gate_in", "gate_out")
+ROW_CAPACITY = 1024
+"""Batch rows a stack's row buffer holds before it grows (each growth compiles a layer anew)."""
 
 
 @dataclass(frozen=True)
@@ -78,30 +80,34 @@ class StackedGatedMemoryLayer(nn.Module):
         self.tensors: dict[str, torch.Tensor] = {}
         """Each memory's tensors, ``(memories, *shape)``; with one memory, its tensors (``shape``)."""
 
-    def _rows(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
-        """Each row's ``name`` tensor, ``(rows, ...)``, or the only memory's, ``(...)``."""
+    def _rows(self, name: str, x: torch.Tensor) -> torch.Tensor | None:
+        """Each of ``x``'s rows' ``name`` tensor, ``(rows, ...)``, or the only memory's, ``(...)``."""
         if not self.tensors:
             raise RuntimeError("a memory stack's forward pass needs stack.cast_for(dtype) first")
         tensor = self.tensors.get(name)
         if tensor is None:
             return None
-        tensor = tensor.to(dtype)
+        tensor = tensor.to(x.dtype)
         stack = self._stack[0]
-        return tensor if stack.memories == 1 else tensor.index_select(0, stack.row_memory)
+        if stack.memories == 1:
+            return tensor
+        # Sliced by the batch's own size: the buffer's size is fixed, so a compiled layer stays
+        # dynamic in the number of rows (a tensor read from a module is taken as fixed in shape).
+        return tensor.index_select(0, stack.row_buffer[: x.shape[0]])
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``x``: ``(rows, tokens, heads, in)`` through each row's memory's ``name`` map."""
-        weight = self._rows(f"{name}.weight", x.dtype)
+        weight = self._rows(f"{name}.weight", x)
         assert weight is not None
         one = weight.dim() == 3
         y = torch.einsum("bthi,hio->btho" if one else "bthi,bhio->btho", x, weight)
-        bias = self._rows(f"{name}.bias", x.dtype)
+        bias = self._rows(f"{name}.bias", x)
         return y if bias is None else y + (bias if one else bias.unsqueeze(1))
 
     def forward(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         memory = self._linear(nn.functional.silu(self._linear(query, "mem_in")), "mem_out")
         z = self._linear(nn.functional.silu(self._linear(query, "gate_in")), "gate_out")
-        gate_bias = self._rows("gate_bias", query.dtype)
+        gate_bias = self._rows("gate_bias", query)
         assert gate_bias is not None
         z = z + (gate_bias if gate_bias.dim() == 2 else gate_bias.unsqueeze(1))
         gate = torch.sigmoid(self.gate_scale * (z - self.gate_shift))
@@ -134,7 +140,10 @@ class GatedMemoryStack(MemoryStack):
         self.flat = nn.Parameter(
             torch.zeros(memories, self.layout.size, device=next(template.parameters()).device)
         )
-        self.row_memory = torch.zeros(0, dtype=torch.long, device=self.flat.device)
+        self.row_buffer = torch.zeros(ROW_CAPACITY, dtype=torch.long, device=self.flat.device)
+        """Each batch row's memory in its first entries (what :attr:`row_memory` holds)."""
+        self._row_count = 0
+        self._retired: list[torch.Tensor] = []
         self.row_gate: torch.Tensor | None = None
         self.gate_settings = (first.gate_scale, first.gate_shift)
         self._layer_names = _layer_names(self.layout, len(layers))
@@ -145,6 +154,22 @@ class GatedMemoryStack(MemoryStack):
     @property
     def memories(self) -> int:
         return self.flat.shape[0]
+
+    @property
+    def row_memory(self) -> torch.Tensor:
+        return self.row_buffer[: self._row_count]
+
+    @row_memory.setter
+    def row_memory(self, rows: torch.Tensor) -> None:
+        """Copied into :attr:`row_buffer`, which keeps its size (and storage, for CUDA graphs that read
+        it) unless a batch has more rows: then a bigger one replaces it, and the old one is kept alive
+        for the graphs captured with it."""
+        count = rows.shape[0]
+        if count > self.row_buffer.shape[0]:
+            self._retired.append(self.row_buffer)
+            self.row_buffer = torch.zeros(2 * count, dtype=torch.long, device=self.flat.device)
+        self.row_buffer[:count].copy_(rows)
+        self._row_count = count
 
     def cast_for(self, dtype: torch.dtype | None) -> None:
         """Before a forward pass: hand each layer its tensors in ``dtype``, cast once rather than once per
