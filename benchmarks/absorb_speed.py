@@ -31,6 +31,7 @@ repeated to the requested number of tokens.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -257,10 +258,13 @@ def run_child(command: list[str]) -> tuple[int, str, list[str]]:
             ):
                 continue
             errors.append(line.rstrip("\n"))
-            sys.stderr.write(line)
-            sys.stderr.flush()
+            with contextlib.suppress(OSError):  # keep draining the pipe, or the child would block
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+    ) as child:
         echoing = threading.Thread(target=echo, args=(child.stderr,), daemon=True)
         echoing.start()
         output = child.stdout.read()
@@ -569,7 +573,7 @@ def main() -> None:
                     ("--gpu-gib", args.gpu_gib),
                     ("--pass-overhead", args.pass_overhead),
                 ):
-                    if value:
+                    if value is not None:
                         command += [flag, str(value)]
                 if args.documents:
                     command += ["--documents", str(args.documents)]

@@ -54,7 +54,7 @@ def plan_schedules(squad: Path, count: int, preset: str) -> list[list[list[Sampl
 def group_passes(schedules: Sequence[Sequence[Sequence[Sample]]], slots: int) -> list[dict]:
     """Every fused step of a run with ``slots`` memories side by side: how many train, and its passes'
     shapes (rows, tokens, supervised) with their real tokens."""
-    from lift_integrations.absorb.fused import bucket, group_by_length
+    from lift_integrations.absorb.fused import MIN_ROWS, bucket, group_by_length
 
     queue = sorted(range(len(schedules)), key=lambda i: len(schedules[i]))  # longest popped first
     running: list[list[int]] = []  # [memory, next step]
@@ -68,7 +68,7 @@ def group_passes(schedules: Sequence[Sequence[Sequence[Sample]]], slots: int) ->
         for group in group_by_length(lengths, static=True):
             longest = max(lengths[i] for i in group)
             supervised = sum(items[i][1] for i in group)
-            shape = (bucket(len(group), 1), bucket(longest), bucket(supervised, 32))
+            shape = (bucket(len(group), MIN_ROWS), bucket(longest), bucket(supervised, 32))
             passes.append({"shape": shape, "real": sum(lengths[i] for i in group)})
         steps.append({"training": len(running), "passes": passes})
         for entry in running:

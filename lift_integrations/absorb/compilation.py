@@ -139,7 +139,12 @@ def compiled_modules(
     replaced: list[tuple[nn.Module, str]] = []
     # Without duck sizing, a pass whose length happens to equal a fixed size of the model (64 tokens, and
     # heads of 64) is not tied to it, which would compile that length apart from the others.
-    with shape_config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
+    no_duck_shapes = (
+        shape_config.patch(use_duck_shape=False)  # type: ignore[attr-defined]
+        if hasattr(shape_config, "use_duck_shape")
+        else contextlib.nullcontext()
+    )
+    with no_duck_shapes:
         try:
             for module in modules:
                 for name in compiled_method_names(module, whole_layers=whole_layers):

@@ -272,15 +272,17 @@ class FusedSteps:
         self.stack.row_memory = ints[cells : cells + rows]
         positions, targets, owners = ints[cells + rows :].view(3, supervised)
         self.stack.cast_for(self.compute_dtype)
-        with self.autocast:
-            # Right padding under causal attention: no real token sees a pad, so no mask is needed.
-            hidden = self.model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
-            losses = token_losses(self.model, hidden.flatten(0, 1)[positions], targets)
-        per_memory = torch.zeros(self.memories, device=self.device).index_add(
-            0, owners, losses.float() * floats
-        )
-        (grad,) = torch.autograd.grad(per_memory.sum(), [self.flat])
-        self.stack.cast_for(None)
+        try:
+            with self.autocast:
+                # Right padding under causal attention: no real token sees a pad, so no mask is needed.
+                hidden = self.model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+                losses = token_losses(self.model, hidden.flatten(0, 1)[positions], targets)
+            per_memory = torch.zeros(self.memories, device=self.device).index_add(
+                0, owners, losses.float() * floats
+            )
+            (grad,) = torch.autograd.grad(per_memory.sum(), [self.flat])
+        finally:
+            self.stack.cast_for(None)
         with torch.no_grad():
             self.grad.add_(grad)
             self.pass_loss.add_(per_memory)

@@ -368,3 +368,42 @@ def test_a_stack_hands_its_layers_tensors_for_one_pass_only() -> None:
         assert stack.flat.grad is not None and bool(stack.flat.grad.abs().sum() > 0)
     finally:
         lift.backend.activate(None)
+
+
+def test_a_stack_checks_that_each_batch_row_has_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows' memories live in a buffer of fixed size, which grows when a batch has more rows: each row
+    runs its own memory before and after the buffer grows (as it would in a stack of its own), and a
+    batch whose rows ``row_memory`` does not name, or after it was cleared, is refused."""
+    from lift_integrations.adapters.gated_memory import stacked
+
+    monkeypatch.setattr(stacked, "ROW_CAPACITY", 2)
+    lift = _lift()
+    memories = [lift.backend.create(generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
+    stack = lift.backend.create_stack(memories[0], 2)
+    for row, memory in enumerate(memories):
+        stack.load_row(row, memory)
+    ids = torch.tensor([lift.tokenizer("glass harps and river tides")["input_ids"]] * 5)
+
+    def logits(active: Any, rows: int, row_memory: list[int] | None = None) -> torch.Tensor:
+        if row_memory is not None:
+            stack.row_memory = torch.tensor(row_memory)
+        lift.backend.activate(active)
+        try:
+            stack.cast_for(torch.float32)
+            with torch.no_grad():
+                return lift.model(input_ids=ids[:rows]).logits
+        finally:
+            stack.cast_for(None)
+            lift.backend.activate(None)
+
+    alone = [logits(memory, 1)[0] for memory in memories]
+    for row_memory in ([1, 0], [0, 1, 1, 0, 1], [1, 0]):
+        together = logits(stack, len(row_memory), row_memory)
+        for row, memory in enumerate(row_memory):
+            torch.testing.assert_close(together[row], alone[memory], rtol=1e-4, atol=1e-5)
+    assert stack.row_buffer.shape[0] >= 5
+    with pytest.raises(RuntimeError, match="3 rows"):
+        logits(stack, 3, [0, 1])
+    stack.row_memory = stack.row_memory[:0]
+    with pytest.raises(RuntimeError, match="names 0"):
+        logits(stack, 2)

@@ -91,6 +91,10 @@ class StackedGatedMemoryLayer(nn.Module):
         stack = self._stack[0]
         if stack.memories == 1:
             return tensor
+        if not torch.compiler.is_compiling() and x.shape[0] != stack.row_count:
+            raise RuntimeError(
+                f"a batch of {x.shape[0]} rows, but the stack's row_memory names {stack.row_count}"
+            )
         # Sliced by the batch's own size: the buffer's size is fixed, so a compiled layer stays
         # dynamic in the number of rows (a tensor read from a module is taken as fixed in shape).
         return tensor.index_select(0, stack.row_buffer[: x.shape[0]])
@@ -131,6 +135,8 @@ class GatedMemoryStack(MemoryStack):
     its ``row_memory`` (mixed-memory generation gives its rows without a memory a 0).
     """
 
+    row_buffer: torch.Tensor
+
     def __init__(self, template: nn.Module, memories: int) -> None:
         super().__init__()
         state = template.state_dict()
@@ -140,9 +146,13 @@ class GatedMemoryStack(MemoryStack):
         self.flat = nn.Parameter(
             torch.zeros(memories, self.layout.size, device=next(template.parameters()).device)
         )
-        self.row_buffer = torch.zeros(ROW_CAPACITY, dtype=torch.long, device=self.flat.device)
-        """Each batch row's memory in its first entries (what :attr:`row_memory` holds)."""
-        self._row_count = 0
+        self.register_buffer(
+            "row_buffer",
+            torch.zeros(ROW_CAPACITY, dtype=torch.long, device=self.flat.device),
+            persistent=False,
+        )
+        self.row_count = 0
+        """How many batch rows :attr:`row_memory` names."""
         self._retired: list[torch.Tensor] = []
         self.row_gate: torch.Tensor | None = None
         self.gate_settings = (first.gate_scale, first.gate_shift)
@@ -157,7 +167,8 @@ class GatedMemoryStack(MemoryStack):
 
     @property
     def row_memory(self) -> torch.Tensor:
-        return self.row_buffer[: self._row_count]
+        """A view of :attr:`row_buffer`, which the next assignment overwrites."""
+        return self.row_buffer[: self.row_count]
 
     @row_memory.setter
     def row_memory(self, rows: torch.Tensor) -> None:
@@ -167,9 +178,11 @@ class GatedMemoryStack(MemoryStack):
         count = rows.shape[0]
         if count > self.row_buffer.shape[0]:
             self._retired.append(self.row_buffer)
-            self.row_buffer = torch.zeros(2 * count, dtype=torch.long, device=self.flat.device)
+            self.row_buffer = torch.zeros(2 * count, dtype=torch.long, device=self.row_buffer.device)
+        elif rows.untyped_storage().data_ptr() == self.row_buffer.untyped_storage().data_ptr():
+            rows = rows.clone()  # a slice of the buffer itself
         self.row_buffer[:count].copy_(rows)
-        self._row_count = count
+        self.row_count = count
 
     def cast_for(self, dtype: torch.dtype | None) -> None:
         """Before a forward pass: hand each layer its tensors in ``dtype``, cast once rather than once per
