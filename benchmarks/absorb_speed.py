@@ -329,7 +329,7 @@ class Timeline:
         """Stop a profile still running (a run shorter than its window) and print it."""
         if self._state == "profiling":
             self._state = "profiled"
-            print(f"profiled memory steps {self.profile[0]} to {self.done}:", flush=True)
+            print(f"profiled memory steps {self.profile[0]} to {self.done}:", file=sys.stderr, flush=True)
             self._profiler.__exit__(None, None, None)
 
 
@@ -444,11 +444,18 @@ def _profiler(enabled: bool, device_type: str):
         wall_us = (time.perf_counter() - start) * 1e6
         averages = prof.key_averages()
         key = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"
-        print(averages.table(sort_by=key, row_limit=40, max_name_column_width=70), flush=True)
+        # On stderr, which reaches the terminal as the case runs: a run cut off later keeps its profile.
+        print(
+            averages.table(sort_by=key, row_limit=40, max_name_column_width=70), file=sys.stderr, flush=True
+        )
         if device_type == "cuda":  # kernels' total time against the wall: how busy the GPU was
             kernels = [e for e in averages if e.device_type == torch.autograd.DeviceType.CUDA]
             busy = sum(e.self_device_time_total for e in kernels)
-            print(f"GPU kernels {busy / 1e6:.2f} s of {wall_us / 1e6:.2f} s profiled", flush=True)
+            print(
+                f"GPU kernels {busy / 1e6:.2f} s of {wall_us / 1e6:.2f} s profiled",
+                file=sys.stderr,
+                flush=True,
+            )
 
     return run()
 
