@@ -42,12 +42,6 @@ class FlatLayout:
         offsets = tuple(sum(sizes[:i]) for i in range(len(sizes)))
         return cls(names, shapes, offsets, sum(sizes))
 
-    def view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
-        """Every memory's ``name`` tensor: ``(memories, *shape)``, a view of ``flat``."""
-        i = self.names.index(name)
-        start, shape = self.offsets[i], self.shapes[i]
-        return flat[:, start : start + math.prod(shape)].view(flat.shape[0], *shape)
-
     def flatten(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One memory's state dict as a flat fp32 row."""
         if set(state) != set(self.names):
