@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted([*ROOT.glob("examples/*.py"), *ROOT.glob("benchmarks/*.py")])
+SCRIPTS = sorted(  # a module whose name starts with "_" is a scripts' helper, not a script
+    p for p in [*ROOT.glob("examples/*.py"), *ROOT.glob("benchmarks/*.py")] if not p.name.startswith("_")
+)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
