@@ -17,22 +17,26 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 from absorb_speed import squad_documents
+
+if TYPE_CHECKING:
+    from lift_integrations.absorb.samples import TrainingSample
+
+PAD = -1
+"""The padding id the steps are built with: no real token has it, so a pass's real tokens can be counted."""
 
 PHASES = ((0.75, 1.0), (0.5, 0.75), (0.0, 0.5))
 """Phases of a run, by the share of the slots training: full, three quarters, fewer."""
 
-Sample = tuple[int, int]
-"""A training sample's tokens and supervised tokens."""
 
-
-def plan_schedules(squad: Path, count: int, preset: str) -> list[list[list[Sample]]]:
+def plan_schedules(squad: Path, count: int, preset: str) -> list[list[list[TrainingSample]]]:
     """Each article's optimizer steps, each step its samples, as the fused engine would train them."""
     import numpy as np
 
     from lift_integrations import LIFTConfig, LIFTModel
-    from lift_integrations.absorb.samples import IGNORE_INDEX
     from lift_integrations.absorb.trainer import schedule_steps
     from lift_integrations.absorber import normalize_groups, plan_memory
 
@@ -42,19 +46,15 @@ def plan_schedules(squad: Path, count: int, preset: str) -> list[list[list[Sampl
     for group in normalize_groups(squad_documents(squad, count)):
         plan = plan_memory(lift, group, config, None, None)
         steps = schedule_steps(plan, config, np.random.default_rng(config.seed + 1))
-        schedules.append(
-            [
-                [(len(s.input_ids), sum(label != IGNORE_INDEX for label in s.labels[1:])) for s in samples]
-                for _, _, samples in steps
-            ]
-        )
+        schedules.append([samples for _, _, samples in steps])
     return schedules
 
 
-def group_passes(schedules: Sequence[Sequence[Sequence[Sample]]], slots: int) -> list[dict]:
-    """Every fused step of a run with ``slots`` memories side by side: how many train, and its passes'
-    shapes (rows, tokens, supervised) with their real tokens."""
-    from lift_integrations.absorb.fused import MIN_ROWS, bucket, group_by_length
+def group_passes(schedules: Sequence[Sequence[Sequence[TrainingSample]]], slots: int) -> list[dict]:
+    """Every fused step of a run with ``slots`` memories side by side, built by the engine's own
+    :func:`~lift_integrations.absorb.fused.build_step`: how many memories train, and its passes' shapes
+    (rows, tokens, supervised) with their real tokens."""
+    from lift_integrations.absorb.fused import BlockRows, build_step
 
     queue = sorted(range(len(schedules)), key=lambda i: len(schedules[i]))  # longest popped first
     running: list[list[int]] = []  # [memory, next step]
@@ -62,14 +62,18 @@ def group_passes(schedules: Sequence[Sequence[Sequence[Sample]]], slots: int) ->
     while queue or running:
         while queue and len(running) < slots:
             running.append([queue.pop(), 0])
-        items = [sample for memory, step in running for sample in schedules[memory][step]]
-        lengths = [tokens for tokens, _ in items]
-        passes = []
-        for group in group_by_length(lengths, static=True):
-            longest = max(lengths[i] for i in group)
-            supervised = sum(items[i][1] for i in group)
-            shape = (bucket(len(group), MIN_ROWS), bucket(longest), bucket(supervised, 32))
-            passes.append({"shape": shape, "real": sum(lengths[i] for i in group)})
+        blocks = []
+        for slot, (memory, step) in enumerate(running):
+            samples = schedules[memory][step]
+            blocks.append(BlockRows(slot, samples, [1.0 / len(samples)] * len(samples), 1.0))
+        step_batch = build_step(blocks, slots, pad_id=PAD, static=True)
+        passes = [
+            {
+                "shape": batch.shape,
+                "real": int(np.count_nonzero(batch.ints[: batch.rows * batch.tokens] != PAD)),
+            }
+            for batch in step_batch.passes
+        ]
         steps.append({"training": len(running), "passes": passes})
         for entry in running:
             entry[1] += 1
@@ -77,34 +81,28 @@ def group_passes(schedules: Sequence[Sequence[Sequence[Sample]]], slots: int) ->
     return steps
 
 
+def totals(phase: str, steps: Sequence[dict]) -> dict:
+    passes = [p for s in steps for p in s["passes"]]
+    return {
+        "phase": phase,
+        "fused_steps": len(steps),
+        "memory_steps": sum(s["training"] for s in steps),
+        "passes": len(passes),
+        "padded_tokens": sum(p["shape"][0] * p["shape"][1] for p in passes),
+        "real_tokens": sum(p["real"] for p in passes),
+        "shapes": len({p["shape"] for p in passes}),
+    }
+
+
 def summarise(steps: Sequence[dict], slots: int) -> list[dict]:
-    rows = []
-    for low, high in PHASES:
-        chosen = [s for s in steps if low * slots < s["training"] <= high * slots]
-        passes = [p for s in chosen for p in s["passes"]]
-        rows.append(
-            {
-                "phase": f"{int(low * slots) + 1}-{int(high * slots)} memories",
-                "fused_steps": len(chosen),
-                "memory_steps": sum(s["training"] for s in chosen),
-                "passes": len(passes),
-                "padded_tokens": sum(p["shape"][0] * p["shape"][1] for p in passes),
-                "real_tokens": sum(p["real"] for p in passes),
-            }
+    phases = [
+        totals(
+            f"{int(low * slots) + 1}-{int(high * slots)} memories",
+            [s for s in steps if low * slots < s["training"] <= high * slots],
         )
-    every = [p for s in steps for p in s["passes"]]
-    rows.append(
-        {
-            "phase": "all",
-            "fused_steps": len(steps),
-            "memory_steps": sum(s["training"] for s in steps),
-            "passes": len(every),
-            "padded_tokens": sum(p["shape"][0] * p["shape"][1] for p in every),
-            "real_tokens": sum(p["real"] for p in every),
-            "shapes": len({p["shape"] for p in every}),
-        }
-    )
-    return rows
+        for low, high in PHASES
+    ]
+    return [*phases, totals("all", steps)]
 
 
 def main() -> None:
@@ -135,7 +133,7 @@ def main() -> None:
         for row in rows:
             print(
                 f"| {row['phase']} | {row['fused_steps']} | {row['memory_steps']} | {row['passes']} "
-                f"| {row['padded_tokens']:,} | {row['real_tokens']:,} | {row.get('shapes', '')} |"
+                f"| {row['padded_tokens']:,} | {row['real_tokens']:,} | {row['shapes']} |"
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
