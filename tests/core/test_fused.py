@@ -407,3 +407,37 @@ def test_a_stack_checks_that_each_batch_row_has_its_memory(monkeypatch: pytest.M
     stack.row_memory = stack.row_memory[:0]
     with pytest.raises(RuntimeError, match="names 0"):
         logits(stack, 2)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+def test_grouped_products_compute_what_per_row_weights_compute(arch: str) -> None:
+    """A stack's grouped products (each memory's weights used once for its rows, rows in any order, some
+    memories without a row) give the logits and gradients of weights copied to each row."""
+    lift = _lift(arch)
+    generator = torch.Generator().manual_seed(0)
+    template = lift.backend.create(generator=generator)
+    stack = lift.backend.create_stack(template, 4)
+    with torch.no_grad():
+        stack.flat.copy_(torch.randn(stack.flat.shape, generator=generator) * 0.1)
+    stack.flat.requires_grad_(True)
+    ids = torch.randint(5, 60, (5, 9), generator=generator)
+    stack.row_memory = torch.tensor([2, 0, 2, 3, 0])  # memory 1 has no row
+
+    def run(grouped: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        stack.grouped_products = grouped
+        stack.flat.grad = None
+        lift.backend.activate(stack)
+        try:
+            stack.cast_for(torch.float32)
+            logits = lift.model(input_ids=ids).logits
+            (logits * torch.linspace(-1, 1, logits.shape[-1])).sum().backward()
+        finally:
+            stack.cast_for(None)
+            lift.backend.activate(None)
+        assert stack.flat.grad is not None
+        return logits.detach(), stack.flat.grad.clone()
+
+    per_row, grouped = run(False), run(True)
+    torch.testing.assert_close(grouped[0], per_row[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grouped[1], per_row[1], rtol=1e-4, atol=1e-6)
+    assert bool(grouped[1][1].abs().max() == 0) and bool(grouped[1][0].abs().max() > 0)
