@@ -441,3 +441,41 @@ def test_grouped_products_compute_what_per_row_weights_compute(arch: str) -> Non
     torch.testing.assert_close(grouped[0], per_row[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grouped[1], per_row[1], rtol=1e-4, atol=1e-6)
     assert bool(grouped[1][1].abs().max() == 0) and bool(grouped[1][0].abs().max() > 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="grouped products run in bf16 on a GPU")
+def test_grouped_products_train_as_per_row_weights_do_in_cuda_graphs() -> None:
+    """On a GPU (bf16, 64-wide heads, as the grouped kernels take them), steps replayed as CUDA graphs
+    give the same losses with grouped products as with per-row weights, up to bf16 rounding."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, vocab_size=128, max_position_embeddings=512,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16)
+    lift = LIFTModel(model, build_tiny_model("llama")[1], name="tiny-64-wide-heads")
+    sample = TrainingSample(list(range(5, 45)), [IGNORE_INDEX] * 20 + list(range(25, 45)), "qa")
+    blocks = [BlockRows(m, [sample] * (m + 1), [1.0 / (m + 1)] * (m + 1), 1e-3) for m in (0, 2, 3)]
+    step = build_step(blocks, 4, 0, static=True)
+
+    def losses(grouped: bool) -> torch.Tensor:
+        template = lift.backend.create(generator=torch.Generator().manual_seed(0))
+        stack = lift.backend.create_stack(template, 4)
+        with torch.no_grad():
+            stack.flat.copy_(torch.randn(stack.flat.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+        stack.grouped_products = grouped
+        steps = FusedSteps(lift.model, stack, LIFTConfig.dense_qa(), autocast=False, use_graphs=True)
+        lift.backend.activate(stack)
+        stack.flat.requires_grad_(True)
+        try:
+            found = torch.stack([steps.run(step) for _ in range(4)]).cpu()
+        finally:
+            lift.backend.activate(None)
+        assert steps.use_graphs
+        return found
+
+    per_row, grouped = losses(False), losses(True)
+    assert bool((per_row[:, 1] == 0).all()) and bool((per_row[:, [0, 2, 3]] > 0).all())
+    torch.testing.assert_close(grouped, per_row, rtol=3e-2, atol=1e-3)
