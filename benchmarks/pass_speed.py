@@ -58,9 +58,7 @@ def load_model(shape: str | None, device: str):
     return model, make_backend("gated_memory", model, None)
 
 
-def time_pass(
-    model, backend, memories: int, args: argparse.Namespace, profile: bool, grouped: bool = False
-) -> dict:
+def time_pass(model, backend, memories: int, args: argparse.Namespace, profile: bool) -> dict:
     import torch
 
     from lift_integrations import LIFTConfig
@@ -71,7 +69,6 @@ def time_pass(
     device = next(model.parameters()).device
     template = backend.create(generator=torch.Generator(device="cpu").manual_seed(0))
     stack = backend.create_stack(template, memories)
-    stack.grouped_products = grouped
     for row in range(memories):
         stack.load_row(row, template)
     autocast = next(model.parameters()).dtype == torch.float32 and device.type == "cuda"
@@ -115,7 +112,6 @@ def time_pass(
     padded = sum(r * t for r, t, _ in shapes)
     return {
         "memories": memories,
-        "grouped": grouped,
         "passes": shapes,
         "first_3_steps_s": round(first, 2),
         "ms_per_step": round(seconds * 1e3, 2),
@@ -151,9 +147,6 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-graphs", action="store_true", help="run the steps eagerly")
     parser.add_argument("--compile", action="store_true", help="compile the decoder layers, as compile=True")
-    parser.add_argument(
-        "--grouped", action="store_true", help="also time each count of memories with grouped products"
-    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -164,11 +157,9 @@ def main() -> None:
     model, backend = load_model(args.shape, device)
     results = []
     for count in args.memories:
-        for grouped in [False, True] if args.grouped and count > 1 else [False]:
-            profile = args.profile and count == max(args.memories)
-            result = time_pass(model, backend, count, args, profile, grouped)
-            print(json.dumps(result), flush=True)
-            results.append(result)
+        result = time_pass(model, backend, count, args, args.profile and count == max(args.memories))
+        print(json.dumps(result), flush=True)
+        results.append(result)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "device": _device_name(device), "results": results}, f, indent=1)

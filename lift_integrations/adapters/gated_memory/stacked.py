@@ -103,9 +103,6 @@ class StackedGatedMemoryLayer(nn.Module):
         return y if bias is None else y + (bias if one else bias.unsqueeze(1))
 
     def forward(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        stack = self._stack[0]
-        if stack.grouped_products and stack.memories > 1:
-            return self._grouped_forward(query)
         memory = self._linear(nn.functional.silu(self._linear(query, "mem_in")), "mem_out")
         z = self._linear(nn.functional.silu(self._linear(query, "gate_in")), "gate_out")
         gate_bias = self._rows("gate_bias", query)
@@ -115,49 +112,6 @@ class StackedGatedMemoryLayer(nn.Module):
         row_gate = self._stack[0].row_gate
         if row_gate is not None:  # 0 for a row without a memory: the mix returns its attention unchanged
             gate = gate * row_gate.to(gate.dtype).view(-1, 1, 1, 1)
-        return memory, gate
-
-    def _grouped_forward(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`forward` with each memory's weights used once for all its rows (``torch._grouped_mm``
-        over (head, memory) groups of the rows sorted by memory), not copied once per row."""
-        stack = self._stack[0]
-        rows, tokens, heads, width = query.shape
-        memory_of = stack.row_buffer[:rows]
-        order = torch.argsort(memory_of, stable=True)
-        counts = torch.zeros(stack.memories, dtype=torch.long, device=query.device).index_add_(
-            0, memory_of, torch.ones_like(memory_of)
-        )
-        ends = torch.cumsum(counts, 0) * tokens  # end of each memory's tokens, within one head
-        offsets = (torch.arange(heads, device=query.device).unsqueeze(1) * (rows * tokens) + ends).flatten()
-        offsets = offsets.to(torch.int32)
-        # (heads, rows sorted by memory, tokens, width): each (head, memory) group is one run of rows
-        x = query.index_select(0, order).permute(2, 0, 1, 3).reshape(heads * rows * tokens, width)
-        sorted_memory = memory_of.index_select(0, order)
-
-        def grouped(x: torch.Tensor, name: str) -> torch.Tensor:
-            weight = self.tensors[f"{name}.weight"].to(x.dtype)  # (memories, heads, in, out)
-            weight = weight.transpose(0, 1).flatten(0, 1)  # (heads x memories, in, out)
-            # column-major last two dimensions, the layout the grouped product's kernels take
-            weight = weight.transpose(1, 2).contiguous().transpose(1, 2)
-            y = torch._grouped_mm(x, weight, offs=offsets)
-            bias = self.tensors.get(f"{name}.bias")
-            if bias is not None:  # (memories, heads, out) -> each sorted row's, (heads, rows, 1, out)
-                per_row = bias.to(x.dtype).index_select(0, sorted_memory).transpose(0, 1).unsqueeze(2)
-                y = (y.view(heads, rows, tokens, -1) + per_row).flatten(0, 2)
-            return y
-
-        memory = grouped(nn.functional.silu(grouped(x, "mem_in")), "mem_out")
-        hidden = nn.functional.silu(grouped(x, "gate_in")).view(heads, rows, tokens, -1)
-        gate_out = self.tensors["gate_out.weight"].to(x.dtype).index_select(0, sorted_memory)
-        z = torch.einsum("hbtk,bhko->hbto", hidden, gate_out)  # (heads, rows, tokens, 1)
-        gate_bias = self.tensors["gate_bias"].to(x.dtype).index_select(0, sorted_memory)  # (rows, heads, 1)
-        z = z + gate_bias.transpose(0, 1).unsqueeze(2)
-        gate = torch.sigmoid(self.gate_scale * (z - self.gate_shift))
-        inverse = torch.argsort(order)
-        memory = memory.view(heads, rows, tokens, width).permute(1, 2, 0, 3).index_select(0, inverse)
-        gate = gate.permute(1, 2, 0, 3).index_select(0, inverse)
-        if stack.row_gate is not None:
-            gate = gate * stack.row_gate.to(gate.dtype).view(-1, 1, 1, 1)
         return memory, gate
 
     mix = staticmethod(GatedMemoryLayer.mix)
@@ -195,9 +149,6 @@ class GatedMemoryStack(MemoryStack):
         """How many batch rows :attr:`row_memory` names."""
         self._retired: list[torch.Tensor] = []
         self.row_gate: torch.Tensor | None = None
-        self.grouped_products = False
-        """Run each layer's products as grouped products over the memories (see
-        :meth:`StackedGatedMemoryLayer._grouped_forward`) rather than over weights copied per row."""
         self.gate_settings = (first.gate_scale, first.gate_shift)
         self._layer_names = _layer_names(self.layout, len(layers))
         self.layers = nn.ModuleList(
