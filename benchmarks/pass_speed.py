@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import time
+
+from _absorb_progress import profiler
 
 SMOLLM2 = dict(
     hidden_size=576,
@@ -93,20 +94,14 @@ def time_pass(model, backend, memories: int, args: argparse.Namespace, profile: 
         with compiled():
             for _ in range(3):  # compiles, captures the graphs, then replays warm
                 steps.run(step)
-        float(steps.step_loss.sum())
+        float(steps.step_loss.sum())  # waits for the device
         first = time.perf_counter() - start
-        torch.cuda.synchronize(device) if device.type == "cuda" else None
-        context = _profiler(device.type) if profile else None
-        if context is not None:
-            context.__enter__()
-        start = time.perf_counter()
-        with compiled():
+        with profiler(profile, device.type), compiled():
+            start = time.perf_counter()
             for _ in range(args.steps):
                 loss = steps.run(step)
-        float(loss.sum())  # waits for the device
-        seconds = (time.perf_counter() - start) / args.steps
-        if context is not None:
-            context.__exit__(None, None, None)
+            float(loss.sum())
+            seconds = (time.perf_counter() - start) / args.steps
     finally:
         backend.activate(None)
     padded = sum(r * t for r, t, _ in shapes)
@@ -116,24 +111,8 @@ def time_pass(model, backend, memories: int, args: argparse.Namespace, profile: 
         "first_3_steps_s": round(first, 2),
         "ms_per_step": round(seconds * 1e3, 2),
         "padded_tokens_per_s": round(padded / seconds),
-        "last_loss": round(float(loss.sum()), 5),  # the same inputs every run: a check that paths agree
+        "last_loss": round(float(loss.sum()), 5),
     }
-
-
-def _profiler(device_type: str):
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
-
-    @contextlib.contextmanager
-    def run():
-        with profile(activities=activities) as prof:
-            yield
-        key = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"
-        table = prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=90)
-        print(table, file=sys.stderr, flush=True)
-
-    return run()
 
 
 def main() -> None:
