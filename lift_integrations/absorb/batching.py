@@ -347,19 +347,19 @@ class BatchLayout:
 # What the model's attention allows ------------------------------------------------------------------
 
 
-def _text_config(model: nn.Module) -> Any:
+def text_config(model: nn.Module) -> Any:
     """The decoder's own config (a multimodal model keeps it in ``text_config``)."""
     return getattr(model.config, "text_config", None) or model.config
 
 
 def attention_implementation(model: nn.Module) -> str | None:
-    return getattr(_text_config(model), "_attn_implementation", None)
+    return getattr(text_config(model), "_attn_implementation", None)
 
 
 def bidirectional(model: nn.Module) -> bool:
     """Whether the model lets tokens attend to later ones (then padding needs a mask and no prefix can
     be shared)."""
-    return bool(getattr(_text_config(model), "use_bidirectional_attention", False))
+    return bool(getattr(text_config(model), "use_bidirectional_attention", False))
 
 
 def packs_shared_prefixes(model: nn.Module) -> bool:
@@ -370,9 +370,15 @@ def packs_shared_prefixes(model: nn.Module) -> bool:
     need a second mask, so models with one keep the key/value-cache path of
     :func:`~lift_integrations.absorb.losses.per_sample_loss`.
     """
-    if attention_implementation(model) not in ("sdpa", "eager") or bidirectional(model):
+    return attention_implementation(model) in ("sdpa", "eager") and full_causal_attention(model)
+
+
+def full_causal_attention(model: nn.Module) -> bool:
+    """Whether every layer attends causally to every earlier token (no sliding window, not
+    bidirectional): then causal attention alone, with no mask, keeps right padding from real tokens."""
+    if bidirectional(model):
         return False
-    config = _text_config(model)
+    config = text_config(model)
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None:
         return all(kind == "full_attention" for kind in layer_types)

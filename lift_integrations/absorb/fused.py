@@ -28,7 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lift_integrations.absorb.batching import to_device
+from lift_integrations.absorb.batching import (
+    attention_implementation,
+    full_causal_attention,
+    text_config,
+    to_device,
+)
 from lift_integrations.absorb.losses import token_losses
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 from lift_integrations.config import LIFTConfig
@@ -273,8 +278,7 @@ class FusedSteps:
         positions, targets, owners = ints[cells + rows :].view(3, supervised)
         self.stack.cast_for(self.compute_dtype)
         try:
-            with self.autocast:
-                # Right padding under causal attention: no real token sees a pad, so no mask is needed.
+            with self.autocast, maskless_causal_attention(self.model):
                 hidden = self.model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
                 losses = token_losses(self.model, hidden.flatten(0, 1)[positions], targets)
             per_memory = torch.zeros(self.memories, device=self.device).index_add(
@@ -316,6 +320,43 @@ class FusedSteps:
         param.copy_(torch.where(keep, updated, param))
         self.exp_avg.copy_(torch.where(keep, exp_avg, self.exp_avg))
         self.exp_avg_sq.copy_(torch.where(keep, exp_avg_sq, self.exp_avg_sq))
+
+
+MASKLESS_SDPA = "lift_maskless_sdpa"
+"""The name under which transformers finds sdpa attention with no mask (see
+:func:`maskless_causal_attention`)."""
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def maskless_causal_attention(model: nn.Module) -> Iterator[None]:
+    """Run the model's sdpa attention with no mask, causal by sdpa's ``is_causal``.
+
+    The fused passes pad rows on the right, so under causal attention no real token sees a pad and no
+    mask is needed. transformers skips the mask on its own only when it is not tracing, and some of its
+    releases count a capturing CUDA stream as tracing: a graph's capture would then pass a mask that its
+    warm-up did not, and a compiled layer would compile again mid-capture, which invalidates the capture.
+    A name known to the attention functions but masked by a function returning ``None`` makes every pass
+    the same. Models with a sliding window, bidirectional attention or another attention implementation
+    keep their masks.
+    """
+    if attention_implementation(model) != "sdpa" or not full_causal_attention(model):
+        yield
+        return
+    from transformers.masking_utils import AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    AttentionInterface.register(MASKLESS_SDPA, ALL_ATTENTION_FUNCTIONS["sdpa"])
+    AttentionMaskInterface.register(MASKLESS_SDPA, _no_mask)
+    config = text_config(model)
+    config._attn_implementation = MASKLESS_SDPA
+    try:
+        yield
+    finally:
+        config._attn_implementation = "sdpa"
 
 
 @contextlib.contextmanager

@@ -407,3 +407,47 @@ def test_a_stack_checks_that_each_batch_row_has_its_memory(monkeypatch: pytest.M
     stack.row_memory = stack.row_memory[:0]
     with pytest.raises(RuntimeError, match="names 0"):
         logits(stack, 2)
+
+
+@pytest.mark.parametrize(("arch", "maskless"), [("llama", True), ("qwen3", True), ("gemma3", False)])
+def test_fused_passes_attend_causally_without_a_mask_where_transformers_would_build_one(
+    arch: str, maskless: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some transformers releases build the causal mask while a CUDA stream captures (counted as tracing)
+    and skip it otherwise, so a graph's capture differed from its warm-up and a compiled layer compiled
+    again mid-capture. With transformers made to build the mask, the fused passes of full-attention
+    models still run sdpa maskless and causal, and train the same memory; sliding-window models keep
+    their masks. The model's attention implementation is restored afterwards."""
+    from transformers import masking_utils
+
+    from lift_integrations.absorb import fused
+    from lift_integrations.absorb.batching import attention_implementation
+
+    lift = _lift(arch)
+    config = _config(engine="fused")
+    expected = lift.absorb(DOCS[2], config=config)
+    calls: list[tuple[bool, bool]] = []
+    in_pass = [False]
+    sdpa, run_pass = torch.nn.functional.scaled_dot_product_attention, fused.FusedSteps._pass
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        if in_pass[0]:
+            calls.append((kwargs["attn_mask"] is None, bool(kwargs["is_causal"])))
+        return sdpa(*args, **kwargs)
+
+    def recorded_pass(self: FusedSteps, *args: Any) -> None:
+        in_pass[0] = True
+        try:
+            run_pass(self, *args)
+        finally:
+            in_pass[0] = False
+
+    monkeypatch.setattr(masking_utils, "_ignore_causal_mask_sdpa", lambda *args, **kwargs: False)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(fused.FusedSteps, "_pass", recorded_pass)
+    forced = lift.absorb(DOCS[2], config=config)
+    assert calls
+    assert all(call == (True, True) for call in calls) is maskless
+    assert any(call == (True, True) for call in calls) is maskless
+    _assert_same_tensors(forced.tensors, expected.tensors, rtol=1e-3, atol=1e-4)
+    assert attention_implementation(lift.model) == "sdpa"
