@@ -51,9 +51,11 @@ class Ticker:
         self.start = self.last = time.perf_counter()
         self.every = every
         self.steps = 0
+        self.losses: list[float] = []
 
     def __call__(self, progress) -> None:
         self.steps += 1
+        self.losses.append(progress.loss)
         now = time.perf_counter()
         if self.steps == 1 or now - self.last >= self.every:
             self.last = now

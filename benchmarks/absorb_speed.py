@@ -192,7 +192,8 @@ def run_case(
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         with profiler(profile and attempt == repeat - 1, lift.device.type), _sdpa_backend(sdpa):
-            memory = lift.absorb(text, config=config, callback=Ticker())
+            ticker = Ticker()
+            memory = lift.absorb(text, config=config, callback=ticker)
             if lift.device.type == "cuda":
                 torch.cuda.synchronize()
         wall = time.perf_counter() - start
@@ -200,7 +201,7 @@ def run_case(
         attempts.append({"wall_s": round(wall, 2), "train_s": round(train_s, 3)})
         print(
             f"attempt {attempt + 1}: wall {wall:.2f} s, training {train_s:.2f} s, "
-            f"final loss {memory.stats['final_loss']:.6f}",
+            f"final loss {memory.stats['final_loss']:.6f}, late loss {late_loss(ticker.losses):.4f}",
             flush=True,
         )
     stats = memory.stats
@@ -220,6 +221,7 @@ def run_case(
         "computed_tokens_per_s": round(computed / stats["seconds"], 1),
         "steps": stats["steps"],
         "final_loss": stats["final_loss"],
+        "late_loss": round(late_loss(ticker.losses), 4),
         "segment_samples": stats["segment_samples"],
         "qa_samples": stats["qa_samples"],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -358,6 +360,13 @@ def run_naive(model: str | None, device: str | None, steps: int = 20) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return {"preset": "naive-lora-loop", "tokens_per_s": round(steps * 8 * 512 / seconds, 1)}
+
+
+def late_loss(losses: list[float]) -> float:
+    """The mean loss of the last tenth of the steps: one step's loss (a few samples) varies too much from
+    step to step to compare two runs by, e.g. compiled and eager training."""
+    tail = losses[-max(1, len(losses) // 10) :] or [float("nan")]
+    return sum(tail) / len(tail)
 
 
 def main() -> None:
