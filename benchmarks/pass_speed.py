@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
+import threading
 import time
 
 from _absorb_progress import profiler
@@ -127,8 +129,18 @@ def main() -> None:
     parser.add_argument("--no-graphs", action="store_true", help="run the steps eagerly")
     parser.add_argument("--compile", action="store_true", help="compile the decoder layers, as compile=True")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--busy-thread",
+        action="store_true",
+        help="run pure-Python work on a second thread meanwhile, as absorb_many plans later memories",
+    )
+    parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval, seconds")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
+    if args.busy_thread:
+        threading.Thread(target=_busy, daemon=True).start()
 
     import torch
 
@@ -142,6 +154,13 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "device": _device_name(device), "results": results}, f, indent=1)
+
+
+def _busy() -> None:
+    """Holds the GIL as planning does (tokenising, extracting questions), but for the switch interval."""
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
+    while True:
+        sum(len(word) for word in words * 100)
 
 
 def _device_name(device: str) -> str:
