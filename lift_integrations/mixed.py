@@ -27,12 +27,11 @@ import torch
 from lift_integrations.memory import Memory
 
 if TYPE_CHECKING:
-    import threading
-
     from torch import nn
 
     from lift_integrations.adapters.base import AdapterBackend, MemoryStack
     from lift_integrations.adapters.live import LiveAdapters
+    from lift_integrations.locking import ModelLock
 
 MAX_CACHED_STACKS = 2
 """Stacks kept for later calls (each holds a copy of its memories' weights)."""
@@ -81,7 +80,7 @@ class MixedBatches:
         self,
         backend: AdapterBackend,
         live: LiveAdapters,
-        lock: threading.RLock,
+        lock: ModelLock,
         using: Callable[[Memory | None], Guard],
     ) -> None:
         self._backend = backend

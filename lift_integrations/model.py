@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from lift_integrations.adapters import ADAPTER_KINDS, make_backend
 from lift_integrations.adapters.live import LiveAdapters
 from lift_integrations.config import LIFTConfig
 from lift_integrations.generation import GenerationResult, Generator, PromptInput, TextStream, to_messages
+from lift_integrations.locking import ModelLock
 from lift_integrations.memory import Memory, NamedMemories
 from lift_integrations.mixed import MixedBatches, check_memories
 from lift_integrations.prompting import (
@@ -84,7 +84,7 @@ class LIFTModel:
         # Before any adapter is installed: it identifies the base weights that every memory is tied to.
         self.fingerprint = model_fingerprint(model)
         self.backend = make_backend(adapter, model, adapter_config)
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
         self._live = LiveAdapters(self.backend, model_name=self.name, fingerprint=self.fingerprint)
         self._generator = Generator(model, tokenizer)
         self._attached: Memory | None = None

@@ -361,10 +361,17 @@ def maskless_causal_attention(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def training_mode(model: nn.Module, gradient_checkpointing: bool) -> Iterator[None]:
-    """HF checkpoints only in train mode (dropout is 0 in LIFT); restored afterwards."""
-    was_training = model.training
-    model.train(gradient_checkpointing)
+    """HF checkpoints only in train mode (dropout is 0 in LIFT); restored afterwards. A step enters
+    this once: ``train()`` sets every module's flag, which costs more than checking them, so a model
+    already in the mode is left as it is."""
+    mode = gradient_checkpointing
+    modules = list(model.modules())
+    before = [module.training for module in modules]
+    if any(flag != mode for flag in before):
+        model.train(mode)
     try:
         yield
     finally:
-        model.train(was_training)
+        for module, flag in zip(modules, before, strict=True):
+            if module.training != flag:
+                module.training = flag

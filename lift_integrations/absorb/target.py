@@ -50,10 +50,12 @@ class AdapterTarget:
         compiled modules as the config asks (both only for the step, so requests served between steps
         run the model as it was).
 
-        Before taking the lock the absorbing thread pauses for a moment, so that a request waiting for
-        the lock gets it between two steps instead of the absorption taking it straight back.
+        Before taking the lock the absorbing thread pauses for a moment if a request is waiting for the
+        lock (a :class:`~lift_integrations.locking.ModelLock` counts them; any other lock always pauses),
+        so that the request gets it between two steps instead of the absorption taking it straight back.
         """
-        time.sleep(STEP_HANDOFF_S)
+        if getattr(self.lock, "waiting", 1):
+            time.sleep(STEP_HANDOFF_S)
         with self.lock:
             self._activate()
             if self.config.gradient_checkpointing:
