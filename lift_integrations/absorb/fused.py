@@ -18,6 +18,7 @@ in a step is left untouched, its optimizer state included.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
@@ -331,6 +332,15 @@ def _no_mask(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+@functools.cache
+def _register_maskless_sdpa() -> None:
+    from transformers.masking_utils import AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    AttentionInterface.register(MASKLESS_SDPA, ALL_ATTENTION_FUNCTIONS["sdpa"])
+    AttentionMaskInterface.register(MASKLESS_SDPA, _no_mask)
+
+
 @contextlib.contextmanager
 def maskless_causal_attention(model: nn.Module) -> Iterator[None]:
     """Run the model's sdpa attention with no mask, causal by sdpa's ``is_causal``.
@@ -346,11 +356,7 @@ def maskless_causal_attention(model: nn.Module) -> Iterator[None]:
     if attention_implementation(model) != "sdpa" or not full_causal_attention(model):
         yield
         return
-    from transformers.masking_utils import AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
-
-    AttentionInterface.register(MASKLESS_SDPA, ALL_ATTENTION_FUNCTIONS["sdpa"])
-    AttentionMaskInterface.register(MASKLESS_SDPA, _no_mask)
+    _register_maskless_sdpa()
     config = text_config(model)
     config._attn_implementation = MASKLESS_SDPA
     try:
