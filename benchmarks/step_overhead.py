@@ -2,8 +2,8 @@
 memory activated, compiled modules installed, the training mode) and building its inputs on the host.
 
 A fused step on a GPU replays its passes as CUDA graphs, so what the host does around them is paid on
-every step; for the embedded model and the default recipe a whole step takes about 11 ms on an H100
-(docs/benchmarks.md). This times that work alone, on any machine, with nothing trained.
+every step, beside steps that take only milliseconds (docs/benchmarks.md). This times that work alone,
+on any machine, with nothing trained.
 
     OMP_NUM_THREADS=1 python benchmarks/step_overhead.py
     OMP_NUM_THREADS=1 python benchmarks/step_overhead.py --steps 500 --json out.json
