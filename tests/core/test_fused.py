@@ -449,5 +449,14 @@ def test_fused_passes_attend_causally_without_a_mask_where_transformers_would_bu
     assert calls
     assert all(call == (True, True) for call in calls) is maskless
     assert any(call == (True, True) for call in calls) is maskless
-    _assert_same_tensors(forced.tensors, expected.tensors, rtol=1e-3, atol=1e-4)
+    if maskless:
+        _assert_same_tensors(forced.tensors, expected.tensors, rtol=1e-3, atol=1e-4)
+    else:
+        # A pass with a mask runs another sdpa kernel than one without; Adam turns a rounding difference
+        # in a near-zero gradient into a step of the full learning rate, so single entries may differ
+        # by that much while the memory as a whole, and its loss, stay the same.
+        difference = sum(float((forced.tensors[n] - t).square().sum()) for n, t in expected.tensors.items())
+        norm = sum(float(t.square().sum()) for t in expected.tensors.values())
+        assert (difference / norm) ** 0.5 < 1e-2
+        assert forced.stats["final_loss"] == pytest.approx(expected.stats["final_loss"], rel=1e-4)
     assert attention_implementation(lift.model) == "sdpa"
