@@ -137,3 +137,37 @@ def profiler(enabled: bool, device_type: str):
             )
 
     return run()
+
+
+COMPILE_PHASES = (
+    "_compile.compile_inner",
+    "bytecode_tracing",
+    "OutputGraph.call_user_compiler",
+    "aot_trace_joint_graph",
+    "AOTAutogradCache.inductor_load",
+    "compile_file",
+    "async_compile.wait",
+    "build_guards",
+)
+"""The phases of ``torch.compile`` that ``compile_report`` shows: tracing (Dynamo), the joint
+forward/backward graph (AOT autograd), inductor's code generation and what its caches load instead."""
+
+
+def compile_report() -> str:
+    """Where this process's ``torch.compile`` time went so far, and what the disk caches saved: graphs
+    compiled, cache hits and misses, and seconds per phase (a cold start with a warm cache should show
+    hits and little code generation)."""
+    from torch._dynamo.utils import compilation_time_metrics, counters
+
+    found = {
+        name: value
+        for group in ("stats", "inductor", "aot_autograd")
+        for name, value in counters[group].items()
+        if name in ("unique_graphs", "calls_captured") or "cache" in name
+    }
+    seconds = {
+        name: round(sum(compilation_time_metrics[name]), 2)
+        for name in COMPILE_PHASES
+        if name in compilation_time_metrics
+    }
+    return f"compile: {found} seconds {seconds}"

@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from _absorb_progress import Ticker, Timeline, profiler, run_child
+from _absorb_progress import Ticker, Timeline, compile_report, profiler, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTICLE = ROOT / "examples" / "data" / "normans.json"
@@ -206,6 +206,8 @@ def run_case(
             f"final loss {memory.stats['final_loss']:.6f}, late loss {late_loss(ticker.losses):.4f}",
             flush=True,
         )
+        if config.compile:
+            print(compile_report(), file=sys.stderr, flush=True)
     stats = memory.stats
     peak_gpu = (torch.cuda.max_memory_allocated() - ballast) / 2**20 if lift.device.type == "cuda" else None
     computed = stats.get("tokens_computed", stats["tokens_trained"])  # a shared prefix runs once

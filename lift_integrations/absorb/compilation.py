@@ -59,14 +59,26 @@ def compile_cache_dir() -> Path:
     """Where compiled kernels outlive the process: inductor's FX-graph and AOT-autograd caches under the
     library's cache folder (``TORCHINDUCTOR_CACHE_DIR`` when set), so a machine compiles once, not every
     process (``lift-absorb --warmup`` fills it)."""
-    return Path(os.environ.get(CACHE_ENV) or cache_root() / "torch-compile")
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen and not _is_torch_default(chosen):
+        return Path(chosen)
+    return cache_root() / "torch-compile"
+
+
+def _is_torch_default(folder: str) -> bool:
+    """Whether ``folder`` is inductor's own default, a folder under the system's temporary one that a
+    reboot may empty. Importing ``torch._dynamo`` writes it into ``TORCHINDUCTOR_CACHE_DIR``, so
+    finding it there does not mean a user chose it."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return os.path.abspath(folder) == os.path.abspath(default_cache_dir())
 
 
 def _use_persistent_cache() -> None:
     import torch
 
     folder = compile_cache_dir()
-    os.environ.setdefault(CACHE_ENV, str(folder))
+    os.environ[CACHE_ENV] = str(folder)
     torch._inductor.config.fx_graph_cache = True
     functorch_config = getattr(torch._functorch, "config", None)
     if functorch_config is not None and hasattr(functorch_config, "enable_autograd_cache"):
@@ -134,6 +146,7 @@ def compiled_modules(
     modules = list(modules)
     if whole_layers and not any(compiled_method_names(m, whole_layers=True) for m in modules):
         whole_layers = False
+    import torch._dynamo.config as dynamo_config
     import torch.fx.experimental._config as shape_config
 
     replaced: list[tuple[nn.Module, str]] = []
@@ -144,7 +157,11 @@ def compiled_modules(
         if hasattr(shape_config, "use_duck_shape")
         else contextlib.nullcontext()
     )
-    with no_duck_shapes:
+    # A compiled function dynamic in its shapes also takes Python floats (a norm's epsilon, the gate's
+    # scale) as inputs, 0-d float64 tensors on the CPU: converting them makes a C++ kernel in a GPU
+    # graph, so the first compile in a process builds and probes a C++ toolchain. They never change.
+    static_floats = dynamo_config.patch(specialize_float=True)
+    with no_duck_shapes, static_floats:
         try:
             for module in modules:
                 for name in compiled_method_names(module, whole_layers=whole_layers):

@@ -19,6 +19,7 @@ from lift_integrations import LIFTConfig, LIFTModel
 from lift_integrations.absorb import compilation, fused, many
 from lift_integrations.absorb.batching import collate
 from lift_integrations.absorb.compilation import compiled_method_names, compiled_modules
+from lift_integrations.absorb.fused import maskless_causal_attention
 from lift_integrations.absorb.losses import per_sample_loss
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 
@@ -81,6 +82,53 @@ def test_compiled_modules_give_the_losses_and_gradients_of_eager_ones(arch: str,
         assert not any(
             name in m.__dict__ for m in modules for name in compiled_method_names(m, whole_layers=mode)
         )
+
+
+@pytest.mark.parametrize("whole_layers", [True, False])
+def test_a_compiled_pass_on_another_device_computes_nothing_on_the_cpu(whole_layers: bool) -> None:
+    """Every value of the compiled graphs lives on the model's device. A value on the CPU (a Python float
+    such as a norm's epsilon, taken as a 0-d float64 input) would be a C++ kernel in a GPU graph, for
+    which a fresh process probes and builds a C++ toolchain before its first step. The meta device stands
+    in for the GPU: it is not the CPU, and tracing needs no data."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    on_cpu: list[str] = []
+
+    def record(graph_module: torch.fx.GraphModule, example_inputs: list) -> torch.fx.GraphModule:
+        for node in graph_module.graph.nodes:
+            values = node.meta.get("val")
+            for value in values if isinstance(values, (list, tuple)) else [values]:
+                if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+                    on_cpu.append(f"{node.name}: {node.target}")
+        return graph_module
+
+    torch._dynamo.reset()
+    model, tokenizer = build_tiny_model("llama", layers=2)
+    model.float()
+    lift = LIFTModel(model, tokenizer, name="tiny-llama")
+    stack = lift.backend.create_stack(lift.backend.create(generator=torch.Generator().manual_seed(0)), 2)
+    model.to("meta")
+    stack.to("meta")
+    stack.row_memory = torch.tensor([1, 0], device="meta")
+    lift.backend.activate(stack)
+    decoder = model.get_decoder()
+    ids = torch.zeros(2, 24, dtype=torch.long, device="meta")
+    positions = torch.arange(24, device="meta").unsqueeze(0)
+    backend = aot_autograd(fw_compiler=record, bw_compiler=record)
+    with (
+        compiled_modules(model.modules(), backend=backend, whole_layers=whole_layers),
+        maskless_causal_attention(model),
+    ):
+        stack.cast_for(torch.float32)
+        hidden = decoder.embed_tokens(ids)
+        rotary = decoder.rotary_emb(hidden, positions)
+        for layer in decoder.layers:  # the model's own forward reads its (data-less) mask inputs
+            hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+        (grad,) = torch.autograd.grad(hidden.sum(), [stack.flat])
+        stack.cast_for(None)
+    lift.backend.activate(None)
+    assert grad.device.type == "meta"
+    assert on_cpu == []
 
 
 def test_a_model_without_decoder_layer_classes_is_compiled_module_by_module() -> None:

@@ -142,6 +142,23 @@ def test_the_compile_cache_is_the_users_cache_folder(monkeypatch, tmp_path: Path
     assert compile_cache_dir() == tmp_path / "mine"
 
 
+def test_the_compile_cache_leaves_the_temporary_folder_torch_writes_as_its_default(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """Importing ``torch._dynamo`` writes inductor's default (under /tmp) into TORCHINDUCTOR_CACHE_DIR;
+    compiled kernels still go to the user's cache folder, which a reboot keeps."""
+    import torch._dynamo  # noqa: F401
+    from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
+
+    from lift_integrations.absorb import compilation
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    monkeypatch.setenv("LIFT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(compilation.logger, "warning", lambda *args: None)
+    compilation._use_persistent_cache()
+    assert cache_dir() == str(tmp_path / "torch-compile")
+
+
 def test_an_existing_memory_is_replaced_only_with_force(
     model_dir: Path, text_file: Path, tmp_path: Path, capsys
 ) -> None:
