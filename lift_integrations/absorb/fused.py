@@ -280,7 +280,13 @@ class FusedSteps:
         self.stack.cast_for(self.compute_dtype)
         try:
             with self.autocast, maskless_causal_attention(self.model):
-                hidden = self.model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+                inputs: dict[str, torch.Tensor] = {"input_ids": ids}
+                if self.config.compile:
+                    # Embeddings that need a gradient give the first layer an input like every other
+                    # layer's, so one compiled layer serves all, where the first would compile again.
+                    embeds = self.model.get_input_embeddings()(ids).requires_grad_(True)
+                    inputs = {"inputs_embeds": embeds}
+                hidden = self.model.get_decoder()(**inputs, use_cache=False).last_hidden_state
                 losses = token_losses(self.model, hidden.flatten(0, 1)[positions], targets)
             per_memory = torch.zeros(self.memories, device=self.device).index_add(
                 0, owners, losses.float() * floats
