@@ -122,7 +122,7 @@ def test_a_compiled_pass_on_another_device_computes_nothing_on_the_cpu(whole_lay
         stack.cast_for(torch.float32)
         hidden = decoder.embed_tokens(ids)
         rotary = decoder.rotary_emb(hidden, positions)
-        for layer in decoder.layers:  # the model's own forward reads its (data-less) mask inputs
+        for layer in decoder.layers:  # the model's own forward reads data to build masks; meta has none
             hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
         (grad,) = torch.autograd.grad(hidden.sum(), [stack.flat])
         stack.cast_for(None)
@@ -259,8 +259,8 @@ def test_the_fused_engine_with_compile_trains_the_memory_it_trains_without(
     arch: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fused engine's compiled passes (bucketed shapes, as on CUDA; embeddings that need a gradient)
-    train the same memory as its eager passes. Gemma3 keeps its sliding-window masks and compiles module
-    by module where a pass shares a prefix."""
+    train the same memory as its eager passes, for a model that runs maskless (Llama) and one that keeps
+    its sliding-window masks (Gemma3)."""
     monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")
     monkeypatch.setattr(many, "build_step", functools.partial(fused.build_step, static=True))
     memories = []
