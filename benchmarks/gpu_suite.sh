@@ -34,7 +34,7 @@ run() { # run NAME CAP COMMAND...: the command's output in $OUT/NAME.log, GPU ut
   timeout -k 5 "$cap" "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$? $name $(($(date +%s) - start)) s"
   [ -n "$smi" ] && kill "$smi" 2> /dev/null
-  grep -E "RESULT|^\{|^\| |attempt|eager vs|final loss|passed|failed|CUDA graphs failed" "$OUT/$name.log" \
+  grep -E "RESULT|^\{|^\| |attempt|eager vs|final loss|passed|failed|CUDA graphs failed|^compile:" "$OUT/$name.log" \
     | grep -v "^|---" | cut -c1-400 | tail -"${TAIL:-12}"
 }
 
