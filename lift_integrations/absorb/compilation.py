@@ -160,7 +160,11 @@ def compiled_modules(
     # A compiled function dynamic in its shapes also takes Python floats (a norm's epsilon, the gate's
     # scale) as inputs, 0-d float64 tensors on the CPU: converting them makes a C++ kernel in a GPU
     # graph, so the first compile in a process builds and probes a C++ toolchain. They never change.
-    static_floats = dynamo_config.patch(specialize_float=True)
+    static_floats = (
+        dynamo_config.patch(specialize_float=True)
+        if hasattr(dynamo_config, "specialize_float")
+        else contextlib.nullcontext()
+    )
     with no_duck_shapes, static_floats:
         try:
             for module in modules:
