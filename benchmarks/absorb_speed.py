@@ -413,6 +413,12 @@ def main() -> None:
         help="the fused engine's cost of one more pass, in padded tokens (absorb/fused.py's "
         "PASS_OVERHEAD_TOKENS), when it groups samples into passes",
     )
+    parser.add_argument(
+        "--time-steps",
+        action="store_true",
+        help="CUDA: split the fused engine's time into graph replays per pass shape, captures and host "
+        "work, every 200 fused steps (benchmarks/_step_clock.py)",
+    )
     parser.add_argument("--case", nargs=3, metavar=("PRESET", "LENGTH", "ENGINE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = json.loads(args.config_json) if args.config_json else None
@@ -422,6 +428,12 @@ def main() -> None:
 
         if args.pass_overhead is not None:
             fused.PASS_OVERHEAD_TOKENS = args.pass_overhead
+        clock = None
+        if args.time_steps:
+            from _step_clock import StepClock
+
+            clock = StepClock()
+            clock.install()
         result = run_case(
             args.case[0],
             int(args.case[1]),
@@ -438,6 +450,8 @@ def main() -> None:
             gpu_gib=args.gpu_gib,
         )
         result["pass_overhead_tokens"] = fused.PASS_OVERHEAD_TOKENS
+        if clock is not None:
+            clock.report()
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -478,6 +492,8 @@ def main() -> None:
                     command += ["--documents", str(args.documents)]
                 if args.profile:
                     command += ["--profile"]
+                if args.time_steps:
+                    command += ["--time-steps"]
                 command += ["--repeat", str(args.repeat), "--sdpa", args.sdpa]
                 for process in range(args.processes):
                     label = engine if args.processes == 1 else f"{engine}, process {process + 1}"

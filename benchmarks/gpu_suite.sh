@@ -34,7 +34,7 @@ run() { # run NAME CAP COMMAND...: the command's output in $OUT/NAME.log, GPU ut
   timeout -k 5 "$cap" "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$? $name $(($(date +%s) - start)) s"
   [ -n "$smi" ] && kill "$smi" 2> /dev/null
-  grep -E "RESULT|^\{|^\| |attempt|eager vs|final loss|passed|failed|CUDA graphs failed|^compile:" "$OUT/$name.log" \
+  grep -E "RESULT|^\{|^\| |attempt|eager vs|final loss|passed|failed|CUDA graphs failed|^compile:|^clock" "$OUT/$name.log" \
     | grep -v "^|---" | cut -c1-400 | tail -"${TAIL:-12}"
 }
 
@@ -59,6 +59,8 @@ for task in ${TASKS:-small small_compile}; do
     answers) run answers 400 python3 benchmarks/compiled_answers.py --preset dense_qa --length 8000 --questions 80 \
       --json "$OUT/compiled_answers_dense_qa.json" ;;
     docs24) run docs24 560 "${speed[@]}" --documents 24 --squad "$SQUAD" ${DOCARGS:-} ;;
+    docs24_clock) run docs24_clock 560 "${speed[@]}" --documents 24 --squad "$SQUAD" --time-steps ${DOCARGS:-} ;;
+    single_clock) run single_clock 200 "${speed[@]}" --lengths 8000 --repeat 2 --time-steps ;;
     docs24_compile) run docs24_compile 560 "${speed[@]}" --documents 24 --squad "$SQUAD" --config-json "$COMPILE" \
       ${DOCARGS:-} ;;
     *) echo "unknown task $task" ;;
