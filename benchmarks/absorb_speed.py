@@ -22,9 +22,10 @@ step-by-step loop, ``fused`` the static-shape, CUDA-graph path) in its own proce
 ``--repeat 2`` the first attempt is the cold one (a fresh process: capturing graphs, compiling) and the
 second the warm one. ``--documents N`` absorbs N SQuAD articles (``--squad``) into N memories with
 ``LIFTModel.absorb_many`` (the eager engine absorbs them one after the other) and reports documents per
-minute. ``--shape`` replaces the model by a random-weight one shaped like Llama-3.2-1B or Llama-3.1-8B
-(SmolLM2's tokenizer, bf16 on CUDA; nothing is downloaded). ``--gpu-gib 78`` holds the rest of a bigger
-GPU, so that it behaves like an 80 GB card (free memory is what the automatic choices read).
+minute. ``--shape`` replaces the model by a random-weight one shaped like Llama-3.2-1B, Llama-3.1-8B
+or SmolLM2-135M (SmolLM2's tokenizer, bf16 on CUDA; nothing is downloaded); with ``--tokenizer`` the
+tokenizer comes from a saved folder, so no model file is needed at all. ``--gpu-gib 78`` holds the rest
+of a bigger GPU, so that it behaves like an 80 GB card (free memory is what the automatic choices read).
 
 The single document is the SQuAD "Normans" article shipped in examples/data (CC BY-SA 4.0), cut or
 repeated to the requested number of tokens.
@@ -86,6 +87,8 @@ def training_flops(model, tokens: int, seq_sq_sum: int, adapter_params: int) -> 
     return 4 * base * tokens + 6 * adapter_params * tokens + attention
 
 
+LLAMA3 = dict(vocab_size=128256, rope_theta=500000.0, max_position_embeddings=131072, rms_norm_eps=1e-5)
+
 SHAPES = {
     "llama-1b": dict(
         hidden_size=2048,
@@ -95,6 +98,7 @@ SHAPES = {
         num_key_value_heads=8,
         head_dim=64,
         tie_word_embeddings=True,
+        **LLAMA3,
     ),
     "llama-8b": dict(
         hidden_size=4096,
@@ -104,13 +108,27 @@ SHAPES = {
         num_key_value_heads=8,
         head_dim=128,
         tie_word_embeddings=False,
+        **LLAMA3,
+    ),
+    "smollm2": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=8192,
     ),
 }
-"""Configs shaped like Llama-3.2-1B and Llama-3.1-8B (vocabulary 128,256, RoPE theta 500,000)."""
+"""Configs shaped like Llama-3.2-1B, Llama-3.1-8B and the embedded SmolLM2-135M."""
 
 
-def load_lift(model: str | None, device: str | None, shape: str | None):
-    """The embedded (or given) model, or a random-weight one of ``shape`` with SmolLM2's tokenizer."""
+def load_lift(model: str | None, device: str | None, shape: str | None, tokenizer_dir: Path | None = None):
+    """The embedded (or given) model, or a random-weight one of ``shape`` with SmolLM2's tokenizer (the
+    embedded model's, or one saved in ``tokenizer_dir``, for a machine without the model file)."""
     import torch
 
     from lift_integrations import LIFTModel
@@ -121,13 +139,14 @@ def load_lift(model: str | None, device: str | None, shape: str | None):
 
     from lift_integrations.loading import resolve_device
 
-    tokenizer = LIFTModel.from_pretrained(model, device="cpu").tokenizer
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = LIFTModel.from_pretrained(model, device="cpu").tokenizer
     config = LlamaConfig(
         **SHAPES[shape],
-        vocab_size=128256,
-        rope_theta=500000.0,
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-5,
         pad_token_id=tokenizer.pad_token_id,
         attn_implementation="sdpa",
     )
@@ -163,13 +182,14 @@ def run_case(
     squad: Path | None = None,
     shape: str | None = None,
     gpu_gib: float | None = None,
+    tokenizer_dir: Path | None = None,
 ) -> dict:
     import torch
 
     from lift_integrations import LIFTConfig
 
     ballast = hold_gpu_to(gpu_gib) if gpu_gib else 0
-    lift = load_lift(model, device, shape)
+    lift = load_lift(model, device, shape, tokenizer_dir)
     peak = matmul_peak_tflops(lift.device.type)
     config = getattr(LIFTConfig, preset)(**{**(overrides or {}), "engine": engine})
     if documents:
@@ -385,6 +405,12 @@ def main() -> None:
     parser.add_argument("--squad", type=Path, default=None, help="SQuAD JSON for --documents")
     parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="a random model of this shape")
     parser.add_argument("--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2)")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="with --shape: a saved tokenizer folder instead of the embedded model's (no model file needed)",
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--naive", action="store_true", help="also time the naive LoRA loop of issue 7")
@@ -448,6 +474,7 @@ def main() -> None:
             squad=args.squad,
             shape=args.shape,
             gpu_gib=args.gpu_gib,
+            tokenizer_dir=args.tokenizer,
         )
         result["pass_overhead_tokens"] = fused.PASS_OVERHEAD_TOKENS
         if clock is not None:
@@ -482,6 +509,7 @@ def main() -> None:
                     ("--device", args.device),
                     ("--config-json", args.config_json),
                     ("--shape", args.shape),
+                    ("--tokenizer", args.tokenizer),
                     ("--squad", args.squad),
                     ("--gpu-gib", args.gpu_gib),
                     ("--pass-overhead", args.pass_overhead),

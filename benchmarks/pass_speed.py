@@ -24,19 +24,9 @@ import threading
 import time
 
 from _absorb_progress import profiler
+from absorb_speed import SHAPES
 
-SMOLLM2 = dict(
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    tie_word_embeddings=True,
-    rope_theta=100000.0,
-    rms_norm_eps=1e-5,
-    max_position_embeddings=8192,
-)
+SMOLLM2 = SHAPES["smollm2"]
 """SmolLM2-135M's configuration, for a random-weight model of its shape (no model file needed)."""
 
 
