@@ -38,8 +38,9 @@ run() { # run NAME CAP COMMAND...: the command's output in $OUT/NAME.log, GPU ut
     | grep -v "^|---" | cut -c1-400 | tail -"${TAIL:-12}"
 }
 
-# MODELARGS="--shape smollm2 --tokenizer DIR": a random model of the embedded one's shape, for a machine
-# without the model file (the same arithmetic; the losses and answers mean nothing then).
+# TOKENIZER=DIR (SmolLM2's tokenizer, saved there) serves the random-weight shapes on a machine without
+# the model file: fit8b's, and with MODELARGS="--shape smollm2 --tokenizer DIR" the speed tasks' (a random
+# model of the embedded one's shape: the same arithmetic; its losses and answers mean nothing).
 # shellcheck disable=SC2206
 speed=(python3 benchmarks/absorb_speed.py --presets dense_qa --engines fused ${MODELARGS:-})
 passes=(python3 benchmarks/pass_speed.py --shape smollm2)
@@ -62,6 +63,8 @@ for task in ${TASKS:-small small_compile}; do
     answers) run answers 400 python3 benchmarks/compiled_answers.py --preset dense_qa --length 8000 --questions 80 \
       --json "$OUT/compiled_answers_dense_qa.json" ;;
     docs24) run docs24 560 "${speed[@]}" --documents 24 --squad "$SQUAD" ${DOCARGS:-} ;;
+    fit8b) run fit8b 300 python3 benchmarks/absorb_speed.py --presets paper --lengths 32000 --shape llama-8b \
+      --gpu-gib 78 ${TOKENIZER:+--tokenizer "$TOKENIZER"} ;;
     docs24_clock) run docs24_clock 560 "${speed[@]}" --documents 24 --squad "$SQUAD" --time-steps ${DOCARGS:-} ;;
     single_clock) run single_clock 200 "${speed[@]}" --lengths 8000 --repeat 2 --time-steps ;;
     docs24_compile) run docs24_compile 560 "${speed[@]}" --documents 24 --squad "$SQUAD" --config-json "$COMPILE" \
