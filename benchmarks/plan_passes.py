@@ -6,7 +6,8 @@ Reports fused steps, passes, padded and real tokens and distinct pass shapes (ea
 capture), in phases by how many memories train side by side, for each ``--pass-overhead`` (the cost of
 one more pass, in padded tokens, that :func:`~lift_integrations.absorb.fused.group_by_length` weighs
 against padding). All memories start together, longest first; in a real run the later ones start as
-their planning finishes, which this leaves out.
+their planning finishes, which this leaves out. It also prints how long planning the articles took (one
+thread: tokenisation, QA extraction, samples) and a digest of every sample, for two versions to compare.
 
     OMP_NUM_THREADS=1 python benchmarks/plan_passes.py --squad ../shared/data/squad-dev.json --documents 24
 """
@@ -14,7 +15,9 @@ their planning finishes, which this leaves out.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,11 +45,22 @@ def plan_schedules(squad: Path, count: int, preset: str) -> list[list[list[Train
 
     lift = LIFTModel.from_pretrained(device="cpu")
     config = getattr(LIFTConfig, preset)().fit_to_window(lift.context_window)
+    groups = normalize_groups(squad_documents(squad, count))
+    start = time.perf_counter()
+    plans = [plan_memory(lift, group, config, None, None) for group in groups]
+    planned = time.perf_counter() - start
     schedules = []
-    for group in normalize_groups(squad_documents(squad, count)):
-        plan = plan_memory(lift, group, config, None, None)
+    for plan in plans:
         steps = schedule_steps(plan, config, np.random.default_rng(config.seed + 1))
         schedules.append([samples for _, _, samples in steps])
+    digest = hashlib.sha256(
+        json.dumps([[[s.input_ids, s.labels] for s in step] for sch in schedules for step in sch]).encode()
+    ).hexdigest()[:16]
+    print(
+        f"planned {len(groups)} articles (tokenisation, QA extraction, samples) in {planned:.2f} s; "
+        f"samples digest {digest}",
+        flush=True,
+    )
     return schedules
 
 

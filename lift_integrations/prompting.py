@@ -14,6 +14,7 @@ tokens split into plain text.
 
 from __future__ import annotations
 
+import datetime
 import re
 import threading
 import weakref
@@ -145,16 +146,10 @@ def encode_chat(
     messages = normalize_messages(messages)
     if getattr(tokenizer, "chat_template", None) is None:
         return _encode_without_template(tokenizer, messages, add_generation_prompt)
-    stand_ins = [{"role": m["role"], "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
-    rendered = _render_template(tokenizer, stand_ins, add_generation_prompt=add_generation_prompt)
+    pieces = _template_pieces(tokenizer, tuple(m["role"] for m in messages), add_generation_prompt)
     ids: list[int] = []
-    rest = rendered
-    for index, message in enumerate(messages):
-        marker = _PLACEHOLDER.format(index)
-        head, found, rest = rest.partition(marker)
-        if not found:
-            raise ValueError("the chat template altered message content; cannot encode it safely")
-        ids += _encode_template_piece(tokenizer, head)
+    for piece, message in zip(pieces, messages, strict=False):
+        ids += piece
         content = message["content"]
         if content_ids is None:
             ids += encode_text(tokenizer, content)
@@ -162,8 +157,47 @@ def encode_chat(
             if content not in content_ids:
                 content_ids[content] = encode_text(tokenizer, content)
             ids += content_ids[content]
-    ids += _encode_template_piece(tokenizer, rest)
+    ids += pieces[-1]
     return ids
+
+
+_PIECES: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[tuple[int, ...], ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+_PIECES_GUARD = threading.Lock()
+_PIECES_KEPT = 64
+"""Role sequences whose template pieces are kept per tokenizer (a conversation's grow with its turns)."""
+
+
+def _template_pieces(
+    tokenizer: PreTrainedTokenizerBase, roles: tuple[str, ...], add_generation_prompt: bool
+) -> tuple[tuple[int, ...], ...]:
+    """The ids of the template's text before each message's content, and after the last one.
+
+    The template is rendered around placeholders, so its text depends on the roles alone (and on the
+    date, which some templates print): absorption encodes tens of thousands of prompts of the same
+    roles, so each role sequence is rendered and encoded once a day, not once a prompt.
+    """
+    key = (roles, add_generation_prompt, str(tokenizer.chat_template), datetime.date.today())
+    with _PIECES_GUARD:
+        found = _PIECES.setdefault(tokenizer, {}).get(key)
+    if found is not None:
+        return found
+    stand_ins = [{"role": role, "content": _PLACEHOLDER.format(i)} for i, role in enumerate(roles)]
+    rest = _render_template(tokenizer, stand_ins, add_generation_prompt=add_generation_prompt)
+    texts = []
+    for index in range(len(roles)):
+        head, marker, rest = rest.partition(_PLACEHOLDER.format(index))
+        if not marker:
+            raise ValueError("the chat template altered message content; cannot encode it safely")
+        texts.append(head)
+    pieces = tuple(tuple(_encode_template_piece(tokenizer, text)) for text in (*texts, rest))
+    with _PIECES_GUARD:
+        kept = _PIECES.setdefault(tokenizer, {})
+        if len(kept) >= _PIECES_KEPT:
+            kept.pop(next(iter(kept)))
+        kept[key] = pieces
+    return pieces
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> str:

@@ -594,3 +594,17 @@ def test_fact_sheets_get_direct_questions_for_every_fact(sheet: str) -> None:
     for seed in (0, 1):
         sample = extractive_qa_pairs(data["text"], title=data["title"], max_pairs=24, seed=seed)
         assert sum(not _is_quoting(p.question) for p in sample) >= 0.7 * len(sample)
+
+
+_LEAK_TEXT = st.text(alphabet="aAbB _-.$1\u00e9\u0130\u017f", max_size=12)
+
+
+@given(answer=_LEAK_TEXT, question=_LEAK_TEXT)
+@settings(max_examples=400, deadline=None)
+def test_an_answer_leaks_into_a_question_exactly_when_the_whole_word_pattern_finds_it(
+    answer: str, question: str
+) -> None:
+    from lift_integrations.absorb.extractive import _leaks
+
+    pattern = rf"(?<!\w){re.escape(answer)}(?!\w)"
+    assert _leaks(answer, question) == (re.search(pattern, question, flags=re.IGNORECASE) is not None)

@@ -338,7 +338,26 @@ def _context_question(sentence: str, span: _Span, title: str) -> str:
 
 def _leaks(answer: str, question: str) -> bool:
     """Whether the answer is still readable in the question (as a whole word), making it trivial."""
+    if answer.isascii() and question.isascii():  # the common case, without compiling a pattern per answer
+        return _leaks_ascii(answer.lower(), question.lower())
     return re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", question, flags=re.IGNORECASE) is not None
+
+
+def _leaks_ascii(answer: str, question: str) -> bool:
+    """:func:`_leaks` of lowercase ASCII text: an occurrence with no word character on either side."""
+    start = question.find(answer)
+    while start >= 0:
+        end = start + len(answer)
+        before = start > 0 and _is_word(question[start - 1])
+        after = end < len(question) and _is_word(question[end])
+        if not before and not after:
+            return True
+        start = question.find(answer, start + 1)
+    return False
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 def _span_weight(kind: str, answer: str) -> float:

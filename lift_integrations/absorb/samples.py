@@ -145,10 +145,11 @@ def qa_samples(
         return document_view(budget) if budget > 0 else None
 
     def encode_all(pending: list[tuple[QAPair, str | None]]) -> list[tuple[list[int], int]]:
-        """Chat ids of ``(pair, context)`` prompts and where each answer starts; the long user messages are
-        tokenized together in one call first (a fast tokenizer spreads a batch over the CPU's cores)."""
+        """Chat ids of ``(pair, context)`` prompts and where each answer starts; the user messages and
+        answers are tokenized together in one call first (one call per text costs more than its text)."""
         users = [qa_user_message(pair.question, context) for pair, context in pending]
-        new = [u for u in dict.fromkeys(users) if u and u not in content_ids]
+        texts = dict.fromkeys([*users, *(pair.answer for pair, _ in pending)])
+        new = [text for text in texts if text and text not in content_ids]
         content_ids.update(zip(new, encode_texts(tokenizer, new), strict=True))
         return [
             encode_chat_with_answer(
