@@ -4,7 +4,8 @@ It wraps the fused engine's methods (nothing in the library changes) and splits 
 wall time into the device's time replaying each pass shape's CUDA graph and the update's (CUDA events
 around each replay), graph captures (first use of a shape, timed with the device drained), the host's
 time issuing a step (``FusedSteps.run``, captures left out), building its inputs (``build_step``), and
-the rest of the loop between steps (reading losses, which waits for the device, and bookkeeping).
+the rest of the loop between steps (reading losses, which waits for the device, and bookkeeping); and
+when ``absorb_many``'s thread planned each later memory.
 A summary goes to stderr every ``every`` fused steps, so a run cut off by a time limit keeps it.
 """
 
@@ -31,6 +32,8 @@ class StepClock:
         self.device_ms: dict[Any, float] = defaultdict(float)
         self.replays: dict[Any, int] = defaultdict(int)
         self.graph_keys: dict[int, Any] = {}
+        self.planning: list[tuple[float, float]] = []
+        """Each memory planned on absorb_many's thread: when it started and ended (perf_counter)."""
 
     def install(self) -> None:
         import torch
@@ -39,6 +42,7 @@ class StepClock:
 
         clock = self
         run, graph, build = fused.FusedSteps.run, fused.FusedSteps._graph, many.build_step
+        planned = many.JobFeed.planned.__func__  # type: ignore[attr-defined]
         replay = torch.cuda.CUDAGraph.replay
 
         def timed_run(steps: Any, batch: Any) -> Any:
@@ -83,6 +87,17 @@ class StepClock:
             end.record()
             clock.events.append((clock.graph_keys.get(id(graph), "?"), begin, end))
 
+        def timed_planned(cls: Any, order: Any, make: Any) -> Any:
+            def timed_make(index: int) -> Any:
+                start = time.perf_counter()
+                try:
+                    return make(index)
+                finally:
+                    clock.planning.append((start, time.perf_counter()))
+
+            return planned(cls, order, timed_make)
+
+        many.JobFeed.planned = classmethod(timed_planned)  # type: ignore[method-assign,assignment]
         fused.FusedSteps.run = timed_run
         fused.FusedSteps._graph = timed_graph
         many.build_step = timed_build
@@ -108,6 +123,14 @@ class StepClock:
             file=sys.stderr,
             flush=True,
         )
+        if self.planning and self.first is not None:
+            busy = sum(end - start for start, end in self.planning)
+            print(
+                f"clock planning: {len(self.planning)} memories planned on the thread, {busy:.1f} s in all, "
+                f"the last done at {self.planning[-1][1] - self.first:+.1f} s from the first step",
+                file=sys.stderr,
+                flush=True,
+            )
         top = sorted(passes, key=lambda k: -passes[k])[:6]
         shapes = ", ".join(f"{k}: {self.replays[k]} x {passes[k] / self.replays[k]:.1f} ms" for k in top)
         print(f"clock shapes (rows, tokens, supervised): {shapes}", file=sys.stderr, flush=True)

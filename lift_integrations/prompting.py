@@ -166,7 +166,7 @@ _PIECES: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[tuple[int, .
 )
 _PIECES_GUARD = threading.Lock()
 _PIECES_KEPT = 64
-"""Role sequences whose template pieces are kept per tokenizer (a conversation's grow with its turns)."""
+"""Role sequences whose template pieces are kept per tokenizer (a conversation adds one with each turn)."""
 
 
 def _template_pieces(
