@@ -41,6 +41,8 @@ run() { # run NAME CAP COMMAND...: the command's output in $OUT/NAME.log, GPU ut
 # TOKENIZER=DIR (SmolLM2's tokenizer, saved there) serves the random-weight shapes on a machine without
 # the model file: fit8b's, and with MODELARGS="--shape smollm2 --tokenizer DIR" the speed tasks' (a random
 # model of the embedded one's shape: the same arithmetic; its losses and answers mean nothing).
+# Save the tokenizer where the package is installed:
+#   python -c 'from lift_integrations import LIFTModel as M; M.from_pretrained(device="cpu").tokenizer.save_pretrained(".device/tok")'
 # shellcheck disable=SC2206
 speed=(python3 benchmarks/absorb_speed.py --presets dense_qa --engines fused ${MODELARGS:-})
 passes=(python3 benchmarks/pass_speed.py --shape smollm2)
