@@ -26,9 +26,6 @@ import time
 from _absorb_progress import profiler
 from absorb_speed import SHAPES
 
-SMOLLM2 = SHAPES["smollm2"]
-"""SmolLM2-135M's configuration, for a random-weight model of its shape (no model file needed)."""
-
 
 def load_model(shape: str | None, device: str):
     import torch
@@ -43,7 +40,7 @@ def load_model(shape: str | None, device: str):
     from lift_integrations.adapters import make_backend
 
     torch.manual_seed(0)
-    config = LlamaConfig(**SMOLLM2, attn_implementation="sdpa")
+    config = LlamaConfig(**SHAPES["smollm2"], attn_implementation="sdpa")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with torch.device(device):
         model = LlamaForCausalLM(config).to(dtype)
