@@ -140,11 +140,16 @@ def activation_bytes_per_token(model: nn.Module) -> int:
 
 
 def fused_slots(
-    config: LIFTConfig, model: nn.Module, device: torch.device, schedules: Sequence[Sequence[Step]]
+    config: LIFTConfig,
+    model: nn.Module,
+    device: torch.device,
+    schedules: Sequence[Sequence[Step]],
+    memories: int,
 ) -> int:
-    """How many memories train side by side: as many as fit ``micro_batch_tokens`` (65,536 on CUDA, 8,192
-    elsewhere) tokens per step and, on CUDA, half the free GPU memory, a step counted as
-    :data:`STEP_TOKENS_MARGIN` times the mean tokens of a step."""
+    """How many of ``memories`` train side by side: as many as fit ``micro_batch_tokens`` (65,536 on
+    CUDA, 8,192 elsewhere) tokens per step and, on CUDA, half the free GPU memory, a step counted as
+    :data:`STEP_TOKENS_MARGIN` times the mean tokens of a step of ``schedules`` (those known so far:
+    the later memories may still be being planned)."""
     tokens = sum(len(s.input_ids) for schedule in schedules for _, _, samples in schedule for s in samples)
     steps = sum(len(schedule) for schedule in schedules)
     step_tokens = STEP_TOKENS_MARGIN * max(1, tokens // max(1, steps))
@@ -152,7 +157,7 @@ def fused_slots(
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = min(budget, free // 2 // activation_bytes_per_token(model))
-    return max(1, min(len(schedules), budget // step_tokens))
+    return max(1, min(memories, budget // step_tokens))
 
 
 def train_side_by_side(
@@ -190,7 +195,7 @@ def train_side_by_side(
         return list(schedule_steps(job.plan, config, np.random.default_rng(config.seed + 1)))
 
     waiting = [(first[0], first[1], schedule(first[1]))]
-    count = min(feed.total, slots or fused_slots(config, model, device, [waiting[0][2]]))
+    count = min(feed.total, slots or fused_slots(config, model, device, [waiting[0][2]], feed.total))
     stack = backend.create_stack(template, count)
     model_dtype = next(model.parameters()).dtype
     steps = FusedSteps(

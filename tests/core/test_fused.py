@@ -11,7 +11,13 @@ import torch
 from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel
-from lift_integrations.absorb.fused import BlockRows, FusedSteps, bucket, build_step, group_by_length
+from lift_integrations.absorb.fused import (
+    BlockRows,
+    FusedSteps,
+    bucket,
+    build_step,
+    group_by_length,
+)
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 
 DOCS = [
@@ -318,6 +324,33 @@ def test_memories_planned_while_others_train_are_the_same(slots: int | None) -> 
     for a, b in zip(listed, planned, strict=True):
         assert a.stats.steps == b.stats.steps
         _assert_close_in_norm(b.tensors, a.tensors)
+
+
+@pytest.mark.parametrize("planned", [False, True])
+def test_memories_train_side_by_side_unless_told_otherwise(planned: bool, monkeypatch: Any) -> None:
+    """With no ``slots``, as many memories share a step as fit its token budget: every one of three tiny
+    ones, whether the jobs are listed or planned on a thread (the slot count must not be read off the
+    memories planned so far)."""
+    from lift_integrations.absorb import many
+    from lift_integrations.absorb.many import JobFeed, train_side_by_side
+
+    lift = _lift()
+    config = _config().fit_to_window(lift.context_window)
+    jobs = _jobs(lift, config)
+    memories_per_step: list[int] = []
+    build = many.build_step
+
+    def counting_build(blocks: Any, *args: Any, **kwargs: Any) -> Any:
+        memories_per_step.append(len(blocks))
+        return build(blocks, *args, **kwargs)
+
+    monkeypatch.setattr(many, "build_step", counting_build)
+    feed = JobFeed.planned([0, 1, 2], lambda i: jobs[i]) if planned else jobs
+    args = (lift.model, lift.backend, lift.lock, lift._generator.pad_id)
+    trained = train_side_by_side(*args, feed, config)
+    assert len(trained) == 3
+    assert max(memories_per_step) == 3
+    assert len(memories_per_step) < sum(t.stats.steps for t in trained)
 
 
 def test_a_planning_error_reaches_the_caller() -> None:
