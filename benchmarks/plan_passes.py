@@ -2,12 +2,15 @@
 ``--documents`` SQuAD articles, planned as ``absorb_many`` plans them, grouped into fused steps and
 passes as the engine groups them on CUDA (static, bucketed shapes).
 
-Reports fused steps, passes, padded and real tokens and distinct pass shapes (each one a CUDA graph to
-capture), in phases by how many memories train side by side, for each ``--pass-overhead`` (the cost of
-one more pass, in padded tokens, that :func:`~lift_integrations.absorb.fused.group_by_length` weighs
-against padding). All memories start together, longest first; in a real run the later ones start as
-their planning finishes, which this leaves out. It also prints how long planning the articles took (one
-thread: tokenisation, QA extraction, samples) and a digest of every sample, for two versions to compare.
+Reports fused steps, passes, padded and real tokens, distinct pass shapes (each one a CUDA graph to
+capture) and the passes' cost (:func:`~lift_integrations.absorb.fused.pass_cost`), in phases by how many
+memories train side by side, for each ``--pass-overhead`` (the cost of one more pass, in padded tokens,
+that :func:`~lift_integrations.absorb.fused.group_by_length` weighs against padding), each pass in its
+bucketed shape and, as the engine runs it, in a larger shape already captured where that costs little
+more (:func:`~lift_integrations.absorb.fused.reusable_shape`). All memories start together, longest
+first; in a real run the later ones start as their planning finishes, which this leaves out. It also
+prints how long planning the articles took (one thread: tokenisation, QA extraction, samples) and a
+digest of every sample, for two versions to compare.
 
     OMP_NUM_THREADS=1 python benchmarks/plan_passes.py --squad ../shared/data/squad-dev.json --documents 24
 """
@@ -64,11 +67,22 @@ def plan_schedules(squad: Path, count: int, preset: str) -> list[list[list[Train
     return schedules
 
 
-def group_passes(schedules: Sequence[Sequence[Sequence[TrainingSample]]], slots: int) -> list[dict]:
+def group_passes(
+    schedules: Sequence[Sequence[Sequence[TrainingSample]]], slots: int, *, reuse: bool
+) -> list[dict]:
     """Every fused step of a run with ``slots`` memories side by side, built by the engine's own
     :func:`~lift_integrations.absorb.fused.build_step`: how many memories train, and its passes' shapes
-    (rows, tokens, supervised) with their real tokens."""
-    from lift_integrations.absorb.fused import BlockRows, build_step
+    (rows, tokens, supervised) with their real tokens. With ``reuse`` a pass may take a larger shape met
+    before, as the engine's CUDA graphs do."""
+    from lift_integrations.absorb.fused import BlockRows, build_step, reusable_shape
+
+    captured: list[tuple[int, int, int]] = []
+
+    def fit(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        chosen = reusable_shape(shape, captured)
+        if chosen not in captured:
+            captured.append(chosen)
+        return chosen
 
     queue = sorted(range(len(schedules)), key=lambda i: len(schedules[i]))  # longest popped first
     running: list[list[int]] = []  # [memory, next step]
@@ -80,7 +94,7 @@ def group_passes(schedules: Sequence[Sequence[Sequence[TrainingSample]]], slots:
         for slot, (memory, step) in enumerate(running):
             samples = schedules[memory][step]
             blocks.append(BlockRows(slot, samples, [1.0 / len(samples)] * len(samples), 1.0))
-        step_batch = build_step(blocks, slots, pad_id=PAD, static=True)
+        step_batch = build_step(blocks, slots, pad_id=PAD, static=True, fit=fit if reuse else None)
         passes = [
             {
                 "shape": batch.shape,
@@ -96,6 +110,8 @@ def group_passes(schedules: Sequence[Sequence[Sequence[TrainingSample]]], slots:
 
 
 def totals(phase: str, steps: Sequence[dict]) -> dict:
+    from lift_integrations.absorb.fused import pass_cost
+
     passes = [p for s in steps for p in s["passes"]]
     return {
         "phase": phase,
@@ -105,6 +121,7 @@ def totals(phase: str, steps: Sequence[dict]) -> dict:
         "padded_tokens": sum(p["shape"][0] * p["shape"][1] for p in passes),
         "real_tokens": sum(p["real"] for p in passes),
         "shapes": len({p["shape"] for p in passes}),
+        "cost": round(sum(pass_cost(p["shape"]) for p in passes)),
     }
 
 
@@ -139,16 +156,20 @@ def main() -> None:
     results = {}
     for overhead in args.pass_overhead or [fused.PASS_OVERHEAD_TOKENS]:
         fused.PASS_OVERHEAD_TOKENS = overhead
-        rows = summarise(group_passes(schedules, slots), slots)
-        results[overhead] = rows
-        print(f"\npass overhead {overhead} padded tokens, {slots} slots")
-        print("| phase | fused steps | memory steps | passes | padded tokens | real tokens | shapes |")
-        print("|---|---|---|---|---|---|---|")
-        for row in rows:
-            print(
-                f"| {row['phase']} | {row['fused_steps']} | {row['memory_steps']} | {row['passes']} "
-                f"| {row['padded_tokens']:,} | {row['real_tokens']:,} | {row['shapes']} |"
-            )
+        for reuse in (False, True):
+            rows = summarise(group_passes(schedules, slots, reuse=reuse), slots)
+            results[f"{overhead}{' reuse' if reuse else ''}"] = rows
+            shapes = "larger captured shapes reused" if reuse else "bucketed shapes"
+            print(f"\npass overhead {overhead} padded tokens, {slots} slots, {shapes}")
+            print("| phase | fused steps | memory steps | passes | padded tokens | real tokens ", end="")
+            print("| shapes | cost |")
+            print("|---|---|---|---|---|---|---|---|")
+            for row in rows:
+                print(
+                    f"| {row['phase']} | {row['fused_steps']} | {row['memory_steps']} | {row['passes']} "
+                    f"| {row['padded_tokens']:,} | {row['real_tokens']:,} | {row['shapes']} "
+                    f"| {row['cost']:,} |"
+                )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

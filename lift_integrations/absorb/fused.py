@@ -21,7 +21,7 @@ import contextlib
 import functools
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,12 @@ SYNC_EVERY = 32
 PASS_OVERHEAD_TOKENS = 4096
 """What one more pass in a step costs, in padded tokens, when deciding how to group samples by length
 (a pass launches every layer's kernels again)."""
+SHAPE_REUSE_COST = 1.25
+"""A pass may run in a larger shape already captured if that costs at most this many times its own
+(:func:`pass_cost`): with many memories a run meets a hundred-odd bucketed shapes, and each capture
+costs far more than a few passes' padding."""
+SUPERVISED_TOKEN_COST = 0.25
+"""A supervised position's cost in padded tokens (it adds a row of the output layer, forward and back)."""
 MIN_ROWS = 2
 """The fewest rows of a static pass: a compiled layer treats a batch of one row apart from the others (it
 would compile again for it)."""
@@ -66,6 +72,26 @@ def bucket(n: int, minimum: int = 64) -> int:
         if (size * 3) % 2 == 0 and n <= size * 3 // 2:
             return size * 3 // 2
         size *= 2
+
+
+def pass_cost(shape: tuple[int, int, int]) -> float:
+    """A pass's cost in padded tokens, its launch overhead included."""
+    rows, tokens, supervised = shape
+    return rows * tokens + SUPERVISED_TOKEN_COST * supervised + PASS_OVERHEAD_TOKENS
+
+
+def reusable_shape(
+    shape: tuple[int, int, int], captured: Sequence[tuple[int, int, int]]
+) -> tuple[int, int, int]:
+    """The cheapest of the ``captured`` shapes that holds ``shape``, if it costs at most
+    :data:`SHAPE_REUSE_COST` times as much; else ``shape`` itself (to be captured)."""
+    limit = SHAPE_REUSE_COST * pass_cost(shape)
+    holding = [
+        key
+        for key in captured
+        if all(k >= s for k, s in zip(key, shape, strict=True)) and pass_cost(key) <= limit
+    ]
+    return min(holding, key=pass_cost, default=shape)
 
 
 @dataclass(frozen=True)
@@ -123,39 +149,54 @@ def group_by_length(lengths: Sequence[int], *, static: bool) -> list[list[int]]:
     return [order[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def build_step(blocks: Sequence[BlockRows], memories: int, pad_id: int, *, static: bool) -> StepBatch:
+def build_step(
+    blocks: Sequence[BlockRows],
+    memories: int,
+    pad_id: int,
+    *,
+    static: bool,
+    fit: Callable[[tuple[int, int, int]], tuple[int, int, int]] | None = None,
+) -> StepBatch:
     """The inputs of one step in which memory ``b.memory`` trains on ``b.samples``.
 
     Each sample's loss is the mean over its supervised tokens, weighted by its weight: so a supervised
-    position's weight is the sample's weight over its number of supervised tokens.
+    position's weight is the sample's weight over its number of supervised tokens. With ``static``,
+    ``fit`` may pad a pass's bucketed shape further (to one whose CUDA graph exists already).
     """
     items = [(b.memory, s, w) for b in blocks for s, w in zip(b.samples, b.weights, strict=True)]
     update = np.zeros((2, memories), dtype=np.float32)
     for block in blocks:
         update[:, block.memory] = (1.0, block.learning_rate)
     groups = group_by_length([len(s.input_ids) for _, s, _ in items], static=static) if items else []
-    passes = [_build_pass([items[i] for i in group], pad_id, static) for group in groups]
+    passes = [_build_pass([items[i] for i in group], pad_id, static, fit) for group in groups]
     return StepBatch(passes, update.reshape(-1))
 
 
-def _build_pass(items: Sequence[tuple[int, TrainingSample, float]], pad_id: int, static: bool) -> PassBatch:
+def _build_pass(
+    items: Sequence[tuple[int, TrainingSample, float]],
+    pad_id: int,
+    static: bool,
+    fit: Callable[[tuple[int, int, int]], tuple[int, int, int]] | None,
+) -> PassBatch:
     longest = max(len(s.input_ids) for _, s, _ in items)
     tokens = bucket(longest) if static else longest
     rows = bucket(len(items), MIN_ROWS) if static else len(items)
+    labels = [np.asarray(s.labels[1:], dtype=np.int64) for _, s, _ in items]
+    count = sum(int(np.count_nonzero(following != IGNORE_INDEX)) for following in labels)
+    supervised = bucket(count, 32) if static else count
+    if static and fit is not None:
+        rows, tokens, supervised = fit((rows, tokens, supervised))
     ids = np.full((rows, tokens), pad_id, dtype=np.int64)
     row_memory = np.zeros(rows, dtype=np.int64)
     positions, targets, owners, weights = [], [], [], []
-    for row, (memory, sample, weight) in enumerate(items):
+    for row, ((memory, sample, weight), following) in enumerate(zip(items, labels, strict=True)):
         ids[row, : len(sample.input_ids)] = sample.input_ids
         row_memory[row] = memory
-        following = np.asarray(sample.labels[1:], dtype=np.int64)
         cols = np.flatnonzero(following != IGNORE_INDEX)
         positions.append(row * tokens + cols)
         targets.append(following[cols])
         owners.append(np.full(len(cols), memory, dtype=np.int64))
         weights.append(np.full(len(cols), weight / max(1, len(cols)), dtype=np.float32))
-    count = sum(len(p) for p in positions)
-    supervised = bucket(count, 32) if static else count
     pad = np.zeros(supervised - count, np.int64)
     parts = [ids.reshape(-1), row_memory, *positions, pad, *targets, pad, *owners, pad]
     floats = np.concatenate([*weights, pad.astype(np.float32)])
@@ -208,6 +249,10 @@ class FusedSteps:
             self.exp_avg[memory].zero_()
             self.exp_avg_sq[memory].zero_()
             self.step_count[memory] = 0.0
+
+    def shape_for(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The shape to run a pass of ``shape`` in, given the graphs captured so far."""
+        return reusable_shape(shape, [key for key in self._graphs if key != "update"])
 
     def run(self, step: StepBatch) -> torch.Tensor:
         """Queue one step; returns each memory's loss for it, on the device (0 for an idle memory)."""

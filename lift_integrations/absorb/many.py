@@ -270,7 +270,7 @@ def train_side_by_side(
             if not members:
                 break
             blocks = [_block(slot, job, config) for slot, job in members]
-            batch = build_step(blocks, count, pad_id, static=steps.use_graphs)
+            batch = build_step(blocks, count, pad_id, static=steps.use_graphs, fit=steps.shape_for)
             with target.step(), training_mode(model, config.gradient_checkpointing):
                 pending.append((members, steps.run(batch)))
             for slot, job in members:

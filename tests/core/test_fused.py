@@ -17,6 +17,7 @@ from lift_integrations.absorb.fused import (
     bucket,
     build_step,
     group_by_length,
+    reusable_shape,
 )
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 
@@ -192,6 +193,46 @@ def test_absorb_many_reports_every_step_of_every_memory_in_order() -> None:
         assert [r.step for r in mine] == list(range(1, memory.stats["steps"] + 1))
         assert {r.total_steps for r in mine} == {memory.stats["steps"]}
         assert mine[-1].loss == pytest.approx(memory.stats["final_loss"])
+
+
+def test_a_pass_reuses_a_captured_shape_that_holds_it_when_that_costs_little_more() -> None:
+    captured = [(96, 128, 512), (64, 128, 384), (12, 384, 3072)]
+    assert reusable_shape((64, 96, 384), captured) == (64, 128, 384)  # padding 64 x 32 tokens: cheap
+    assert reusable_shape((48, 128, 256), captured) == (64, 128, 384)
+    assert reusable_shape((32, 128, 192), captured) == (32, 128, 192)  # twice the rows: capture anew
+    assert reusable_shape((12, 384, 4096), captured) == (12, 384, 4096)  # nothing holds it
+    assert reusable_shape((64, 128, 384), captured) == (64, 128, 384)
+    assert reusable_shape((4, 96, 32), []) == (4, 96, 32)
+
+
+def test_a_step_padded_to_a_larger_shape_trains_the_same() -> None:
+    """Extra rows, tokens and supervised slots are padding that no loss reads."""
+    lift = _lift()
+    ids = lift.tokenizer("glass harps and river tides, studied by Tobias Renwick")["input_ids"]
+    blocks = [
+        BlockRows(0, [_sample(ids, 2), _sample(ids[:6], 1)], [0.5, 0.5], 1e-2),
+        BlockRows(1, [_sample(ids[3:], 4)], [1.0], 1e-2),
+    ]
+    flats, losses = [], []
+    for fit in (None, lambda shape: (shape[0] + 3, shape[1] * 2, shape[2] + 64)):
+        template = lift.backend.create(generator=torch.Generator().manual_seed(0))
+        stack = lift.backend.create_stack(template, 2)
+        stack.load_row(0, template)
+        stack.load_row(1, template)
+        stack.flat.requires_grad_(True)
+        steps = FusedSteps(lift.model, stack, _config(), autocast=False, use_graphs=False)
+        step = build_step(blocks, 2, 0, static=True, fit=fit)
+        if fit is not None:
+            assert [p.shape for p in step.passes] == [(6, 128, 128)]
+        lift.backend.activate(stack)
+        try:
+            losses.append(steps.run(step))
+            flats.append(stack.flat.detach().clone())
+        finally:
+            lift.backend.activate(None)
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(flats[1], flats[0], rtol=1e-5, atol=1e-7)
+    assert not torch.equal(flats[0][0], flats[0][1])
 
 
 def test_an_idle_memory_keeps_its_weights_and_optimizer_state() -> None:
