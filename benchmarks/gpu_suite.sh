@@ -59,6 +59,8 @@ for task in ${TASKS:-small small_compile}; do
         run "gil${extra// /}" 90 "${passes[@]}" --memories 24 $extra
       done ;;
     gputest) run gputest 240 python3 -m pytest -p no:cacheprovider -o addopts="" -q tests/core/test_fused.py ;;
+    gputest_cuda) run gputest_cuda 120 python3 -m pytest -p no:cacheprovider -o addopts="" -q tests/core/test_fused.py \
+      -k cuda ;;
     single) run single 200 "${speed[@]}" --lengths 8000 --repeat 2 ;;
     compile) run compile 400 "${speed[@]}" --lengths 8000 --config-json "$COMPILE" --repeat 3 ;;
     cold) run cold 400 "${speed[@]}" --lengths 8000 --config-json "$COMPILE" --processes 2 ;;
