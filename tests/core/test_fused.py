@@ -195,6 +195,16 @@ def test_absorb_many_reports_every_step_of_every_memory_in_order() -> None:
         assert mine[-1].loss == pytest.approx(memory.stats["final_loss"])
 
 
+def _two_equal_memories(lift: LIFTModel) -> tuple[Any, FusedSteps]:
+    """A stack of two copies of one new memory, and eager fused steps over it."""
+    template = lift.backend.create(generator=torch.Generator().manual_seed(0))
+    stack = lift.backend.create_stack(template, 2)
+    stack.load_row(0, template)
+    stack.load_row(1, template)
+    stack.flat.requires_grad_(True)
+    return stack, FusedSteps(lift.model, stack, _config(), autocast=False, use_graphs=False)
+
+
 def test_a_pass_reuses_a_captured_shape_that_holds_it_when_that_costs_little_more() -> None:
     captured = [(96, 128, 512), (64, 128, 384), (12, 384, 3072)]
     assert reusable_shape((64, 96, 384), captured) == (64, 128, 384)  # padding 64 x 32 tokens: cheap
@@ -215,12 +225,7 @@ def test_a_step_padded_to_a_larger_shape_trains_the_same() -> None:
     ]
     flats, losses = [], []
     for fit in (None, lambda shape: (shape[0] + 3, shape[1] * 2, shape[2] + 64)):
-        template = lift.backend.create(generator=torch.Generator().manual_seed(0))
-        stack = lift.backend.create_stack(template, 2)
-        stack.load_row(0, template)
-        stack.load_row(1, template)
-        stack.flat.requires_grad_(True)
-        steps = FusedSteps(lift.model, stack, _config(), autocast=False, use_graphs=False)
+        stack, steps = _two_equal_memories(lift)
         step = build_step(blocks, 2, 0, static=True, fit=fit)
         if fit is not None:
             assert [p.shape for p in step.passes] == [(6, 128, 128)]
@@ -237,12 +242,7 @@ def test_a_step_padded_to_a_larger_shape_trains_the_same() -> None:
 
 def test_an_idle_memory_keeps_its_weights_and_optimizer_state() -> None:
     lift = _lift()
-    template = lift.backend.create(generator=torch.Generator().manual_seed(0))
-    stack = lift.backend.create_stack(template, 2)
-    stack.load_row(0, template)
-    stack.load_row(1, template)
-    stack.flat.requires_grad_(True)
-    steps = FusedSteps(lift.model, stack, _config(), autocast=False, use_graphs=False)
+    stack, steps = _two_equal_memories(lift)
     sample = _sample(lift.tokenizer("glass harps and river tides")["input_ids"], 1)
     lift.backend.activate(stack)
     try:
