@@ -261,6 +261,9 @@ def train_side_by_side(
         pending.clear()
 
     sync_every = SYNC_EVERY if device.type == "cuda" else 1  # reading a CPU loss waits for nothing
+    # Memories side by side meet many pass shapes, so a pass may run in a larger one already captured.
+    # One memory meets few, and keeps the bucketed shapes its dev comparison measured (tuning.md).
+    fit = steps.shape_for if count > 1 else None
     try:
         while True:
             for slot in range(count):
@@ -270,7 +273,7 @@ def train_side_by_side(
             if not members:
                 break
             blocks = [_block(slot, job, config) for slot, job in members]
-            batch = build_step(blocks, count, pad_id, static=steps.use_graphs, fit=steps.shape_for)
+            batch = build_step(blocks, count, pad_id, static=steps.use_graphs, fit=fit)
             with target.step(), training_mode(model, config.gradient_checkpointing):
                 pending.append((members, steps.run(batch)))
             for slot, job in members:
