@@ -53,7 +53,7 @@ PASS_OVERHEAD_TOKENS = 4096
 (a pass launches every layer's kernels again)."""
 SHAPE_REUSE_COST = 1.25
 """A pass may run in a larger shape already captured if that costs at most this many times its own
-(:func:`pass_cost`): with many memories a run meets a hundred-odd bucketed shapes, and each capture
+(:func:`pass_cost`): memories side by side meet many bucketed shapes, and each capture
 costs far more than a few passes' padding."""
 SUPERVISED_TOKEN_COST = 0.25
 """A supervised position's cost in padded tokens (it adds a row of the output layer, forward and back)."""
