@@ -72,8 +72,8 @@ def group_passes(
 ) -> list[dict]:
     """Every fused step of a run with ``slots`` memories side by side, built by the engine's own
     :func:`~lift_integrations.absorb.fused.build_step`: how many memories train, and its passes' shapes
-    (rows, tokens, supervised) with their real tokens. With ``reuse`` a pass may take a larger shape met
-    before, as the engine's CUDA graphs do."""
+    (rows, tokens, supervised) with their real tokens. With ``reuse`` and more than one slot a pass may take
+    a larger shape met before, as the engine's CUDA graphs do (one memory alone keeps its bucketed shapes)."""
     from lift_integrations.absorb.fused import BlockRows, build_step, reusable_shape
 
     captured: list[tuple[int, int, int]] = []
@@ -83,6 +83,8 @@ def group_passes(
         if chosen not in captured:
             captured.append(chosen)
         return chosen
+
+    padded = fit if reuse and slots > 1 else None
 
     queue = sorted(range(len(schedules)), key=lambda i: len(schedules[i]))  # longest popped first
     running: list[list[int]] = []  # [memory, next step]
@@ -94,7 +96,7 @@ def group_passes(
         for slot, (memory, step) in enumerate(running):
             samples = schedules[memory][step]
             blocks.append(BlockRows(slot, samples, [1.0 / len(samples)] * len(samples), 1.0))
-        step_batch = build_step(blocks, slots, pad_id=PAD, static=True, fit=fit if reuse else None)
+        step_batch = build_step(blocks, slots, pad_id=PAD, static=True, fit=padded)
         passes = [
             {
                 "shape": batch.shape,
