@@ -61,6 +61,7 @@ for task in ${TASKS:-small small_compile}; do
     gputest) run gputest 240 python3 -m pytest -p no:cacheprovider -o addopts="" -q tests/core/test_fused.py ;;
     gputest_cuda) run gputest_cuda 120 python3 -m pytest -p no:cacheprovider -o addopts="" -q tests/core/test_fused.py \
       -k cuda ;;
+    update) run update 120 python3 benchmarks/update_speed.py --memories 1 24 ;;
     single) run single 200 "${speed[@]}" --lengths 8000 --repeat 2 ;;
     compile) run compile 400 "${speed[@]}" --lengths 8000 --config-json "$COMPILE" --repeat 3 ;;
     cold) run cold 400 "${speed[@]}" --lengths 8000 --config-json "$COMPILE" --processes 2 ;;

@@ -35,6 +35,7 @@ from lift_integrations.absorb.batching import (
     text_config,
     to_device,
 )
+from lift_integrations.absorb.compilation import compiled_function
 from lift_integrations.absorb.losses import token_losses
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 from lift_integrations.config import LIFTConfig
@@ -242,6 +243,8 @@ class FusedSteps:
         self.use_graphs = graphs
         self._graphs: dict[Any, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self._pool: Any = None
+        # With compile, the update's dozen element-wise passes over every memory's state become a few.
+        self._adamw = compiled_function(adamw_rows) if config.compile else adamw_rows
 
     def reset(self, memory: int) -> None:
         """Start memory ``memory``'s optimizer state afresh (a new memory took its place)."""
@@ -346,32 +349,57 @@ class FusedSteps:
     def _update(self, floats: torch.Tensor) -> None:
         with torch.no_grad():
             active, rates = floats.view(2, self.memories)
-            self._adamw(self.grad, active, rates)
+            self._adamw(
+                self.flat.detach(),
+                self.grad,
+                self.exp_avg,
+                self.exp_avg_sq,
+                self.step_count,
+                active,
+                rates,
+                betas=self.config.adam_betas,
+                eps=self.config.adam_eps,
+                weight_decay=self.config.weight_decay,
+                max_grad_norm=self.config.max_grad_norm,
+            )
             self.step_loss.copy_(self.pass_loss)
             self.grad.zero_()
             self.pass_loss.zero_()
 
-    def _adamw(self, grad: torch.Tensor, active: torch.Tensor, rates: torch.Tensor) -> None:
-        """Clip each memory's gradient to ``max_grad_norm`` and take its AdamW step, as
-        ``torch.optim.AdamW`` would; idle memories keep their parameters and state."""
-        config = self.config
-        beta1, beta2 = config.adam_betas
-        norm = torch.linalg.vector_norm(grad, dim=1)
-        grad = grad * (config.max_grad_norm / (norm + 1e-6)).clamp(max=1.0).unsqueeze(1)
-        count = self.step_count + active
-        self.step_count.copy_(count)
-        keep = (active > 0).unsqueeze(1)
-        param = self.flat.detach()
-        exp_avg = self.exp_avg.lerp(grad, 1 - beta1)
-        exp_avg_sq = torch.addcmul(self.exp_avg_sq * beta2, grad, grad, value=1 - beta2)
-        # An idle memory may have count 0 (division by zero below): torch.where discards its values.
-        step_size = (rates / (1 - torch.pow(beta1, count))).unsqueeze(1)
-        correction = torch.sqrt(1 - torch.pow(beta2, count)).unsqueeze(1)
-        denom = exp_avg_sq.sqrt() / correction + config.adam_eps
-        updated = param * (1 - rates * config.weight_decay).unsqueeze(1) - step_size * exp_avg / denom
-        param.copy_(torch.where(keep, updated, param))
-        self.exp_avg.copy_(torch.where(keep, exp_avg, self.exp_avg))
-        self.exp_avg_sq.copy_(torch.where(keep, exp_avg_sq, self.exp_avg_sq))
+
+def adamw_rows(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step_count: torch.Tensor,
+    active: torch.Tensor,
+    rates: torch.Tensor,
+    *,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    max_grad_norm: float,
+) -> None:
+    """Clip each row's gradient to ``max_grad_norm`` and take its AdamW step in place, as
+    ``torch.optim.AdamW`` would, one row per memory; rows with ``active`` 0 keep their parameters and
+    state. A plain function of tensors, so ``torch.compile`` can fuse it into a few kernels."""
+    beta1, beta2 = betas
+    norm = torch.linalg.vector_norm(grad, dim=1)
+    grad = grad * (max_grad_norm / (norm + 1e-6)).clamp(max=1.0).unsqueeze(1)
+    count = step_count + active
+    step_count.copy_(count)
+    keep = (active > 0).unsqueeze(1)
+    new_avg = exp_avg.lerp(grad, 1 - beta1)
+    new_avg_sq = torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2)
+    # An idle row may have count 0 (division by zero below): torch.where discards its values.
+    step_size = (rates / (1 - torch.pow(beta1, count))).unsqueeze(1)
+    correction = torch.sqrt(1 - torch.pow(beta2, count)).unsqueeze(1)
+    denom = new_avg_sq.sqrt() / correction + eps
+    updated = param * (1 - rates * weight_decay).unsqueeze(1) - step_size * new_avg / denom
+    param.copy_(torch.where(keep, updated, param))
+    exp_avg.copy_(torch.where(keep, new_avg, exp_avg))
+    exp_avg_sq.copy_(torch.where(keep, new_avg_sq, exp_avg_sq))
 
 
 MASKLESS_SDPA = "lift_maskless_sdpa"

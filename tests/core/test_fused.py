@@ -11,9 +11,11 @@ import torch
 from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel
+from lift_integrations.absorb import compilation
 from lift_integrations.absorb.fused import (
     BlockRows,
     FusedSteps,
+    adamw_rows,
     bucket,
     build_step,
     group_by_length,
@@ -255,6 +257,40 @@ def test_an_idle_memory_keeps_its_weights_and_optimizer_state() -> None:
         assert steps.step_count.tolist() == [1.0, 0.0]
     finally:
         lift.backend.activate(None)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_update_is_torchs_adamw_with_clipping_for_each_active_row(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row by row, the fused update is ``clip_grad_norm_`` then ``torch.optim.AdamW`` at that row's
+    learning rate; an idle row moves nowhere. With ``compile`` the update runs compiled (``aot_eager``
+    here: the traced graph, without a C++ toolchain)."""
+    monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")
+    generator = torch.Generator().manual_seed(0)
+    rows, width, steps = 3, 50, 4
+    start = torch.randn(rows, width, generator=generator)
+    grads = [torch.randn(rows, width, generator=generator) * (3.0 if k % 2 else 0.01) for k in range(steps)]
+    active = torch.tensor([1.0, 0.0, 1.0])
+    rates = torch.tensor([1e-2, 5e-2, 3e-3])
+    settings = dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, max_grad_norm=1.0)
+    update = compilation.compiled_function(adamw_rows) if compiled else adamw_rows
+    param = start.clone()
+    exp_avg, exp_avg_sq, count = torch.zeros_like(start), torch.zeros_like(start), torch.zeros(rows)
+    for grad in grads:
+        update(param, grad.clone(), exp_avg, exp_avg_sq, count, active, rates, **settings)
+    for row in (0, 2):
+        weight = torch.nn.Parameter(start[row].clone())
+        optimizer = torch.optim.AdamW(
+            [weight], lr=float(rates[row]), betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1
+        )
+        for grad in grads:
+            weight.grad = grad[row].clone()
+            torch.nn.utils.clip_grad_norm_([weight], 1.0)
+            optimizer.step()
+        torch.testing.assert_close(param[row], weight.detach(), rtol=1e-5, atol=1e-6)
+    assert torch.equal(param[1], start[1]) and exp_avg[1].abs().max() == 0
+    assert count.tolist() == [steps, 0, steps]
 
 
 def test_a_diverging_fused_absorption_raises_and_names_the_step() -> None:
