@@ -47,9 +47,12 @@ class Ticker:
     """Prints how many steps have run every ``every`` seconds, so a run cut off by a time limit still
     shows how far it got (the table is printed only when a case finishes)."""
 
-    def __init__(self, every: float = 15.0) -> None:
+    def __init__(self, every: float = 15.0, ballast: int | None = None) -> None:
         self.start = self.last = time.perf_counter()
         self.every = every
+        self.ballast = ballast
+        """Bytes held on the GPU apart from the run (``--gpu-gib``): with it, each line shows the run's
+        peak GPU memory so far, so a run cut off by a time limit still shows what it needed."""
         self.steps = 0
         self.losses: list[float] = []
 
@@ -59,7 +62,13 @@ class Ticker:
         now = time.perf_counter()
         if self.steps == 1 or now - self.last >= self.every:
             self.last = now
-            print(f"progress: {now - self.start:7.1f} s, {self.steps} steps", file=sys.stderr, flush=True)
+            peak = ""
+            if self.ballast is not None:
+                import torch
+
+                peak = f", peak GPU {(torch.cuda.max_memory_allocated() - self.ballast) / 2**20:,.0f} MiB"
+            line = f"progress: {now - self.start:7.1f} s, {self.steps} steps{peak}"
+            print(line, file=sys.stderr, flush=True)
 
 
 class Timeline:

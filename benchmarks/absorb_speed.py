@@ -214,7 +214,7 @@ def run_case(
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         with profiler(profile and attempt == repeat - 1, lift.device.type), _sdpa_backend(sdpa):
-            ticker = Ticker()
+            ticker = Ticker(ballast=ballast if lift.device.type == "cuda" else None)
             memory = lift.absorb(text, config=config, callback=ticker)
             if lift.device.type == "cuda":
                 torch.cuda.synchronize()
