@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,9 +34,11 @@ from lift_bench.squad import Article
 if TYPE_CHECKING:
     from lift_bench.arms import HarnessSettings
     from lift_integrations.bank import MemoryBank
+    from lift_integrations.bank_router import BankRouter, BankRouting
     from lift_integrations.config import LIFTConfig
     from lift_integrations.memory import Memory
     from lift_integrations.model import LIFTModel
+    from lift_integrations.routing import Embedder
 
 __all__ = [
     "PLANS",
@@ -44,6 +46,7 @@ __all__ = [
     "Corpus",
     "CorpusResources",
     "build_corpus",
+    "corpus_router",
     "probe_documents",
 ]
 
@@ -119,6 +122,25 @@ def probe_documents(
         )
         documents.append(BenchDocument(title, text, questions, (title,)))
     return tuple(documents)
+
+
+def corpus_router(
+    corpus: Corpus, embed: Embedder, routing: BankRouting | Mapping[str, Any] | None = None
+) -> BankRouter:
+    """A ``BankRouter`` over the corpus's bank names, built from the articles' text alone (a router reads
+    nothing else, so no memory is loaded or absorbed for it): the corpus arms' router with ``routing``
+    left ``None`` (the defaults), and any other rule's on the same bank, offline
+    (``benchmarks/route_corpus_report.py``)."""
+    from lift_integrations.bank import BankRouter, MemoryBank
+    from lift_integrations.routing import text_memory
+
+    texts = MemoryBank(
+        {
+            name: text_memory([(a.title, a.text)])
+            for a, name in zip(corpus.articles, corpus.names, strict=True)
+        }
+    )
+    return BankRouter(texts, embed=embed, routing=routing)
 
 
 @dataclass
@@ -363,16 +385,9 @@ class CorpusResources:
         """The router over the bank's names: the given one, else a ``BankRouter`` built from the articles'
         text (no memory is loaded or absorbed for it), calibrated now rather than in a timed answer."""
         if self.router is None:
-            from lift_integrations.bank import BankRouter, MemoryBank
-            from lift_integrations.routing import document_embedder, text_memory
+            from lift_integrations.routing import document_embedder
 
-            texts = MemoryBank(
-                {
-                    name: text_memory([(a.title, a.text)])
-                    for a, name in zip(self.corpus.articles, self.corpus.names, strict=True)
-                }
-            )
-            self.router = BankRouter(texts, embed=document_embedder(self.langchain_embeddings))
+            self.router = corpus_router(self.corpus, document_embedder(self.langchain_embeddings))
             _ = self.router.thresholds
         return self.router
 
