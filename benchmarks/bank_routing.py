@@ -46,17 +46,17 @@ RULES: dict[str, dict[str, Any]] = {
     "per_memory, margin 0.05": {"calibration": "per_memory", "margin": 0.05},
     "per_memory, margin 0.1": {"calibration": "per_memory", "margin": 0.1},
     "joint": {"calibration": "joint"},
-    "bank": {"calibration": "bank"},
-    "bank, quantile 0.95": {"calibration": "bank", "quantile": 0.95},
-    "bank, quantile 0.9": {"calibration": "bank", "quantile": 0.9},
-    "bank, quantile 0.85": {"calibration": "bank", "quantile": 0.85},
+    "bank": {"calibration": "bank", "quantile": 0.99, "lexical_weight": 0.5},
+    "bank, quantile 0.95": {"calibration": "bank", "quantile": 0.95, "lexical_weight": 0.5},
+    "bank, quantile 0.9": {"calibration": "bank", "quantile": 0.9, "lexical_weight": 0.5},
+    "bank, quantile 0.85": {"calibration": "bank", "quantile": 0.85, "lexical_weight": 0.5},
     "bank, quantile 0.95, lexical 0.25": {"calibration": "bank", "quantile": 0.95, "lexical_weight": 0.25},
     "bank, quantile 0.9, lexical 0.25": {"calibration": "bank", "quantile": 0.9, "lexical_weight": 0.25},
     "bank, quantile 0.85, lexical 0.25": {"calibration": "bank", "quantile": 0.85, "lexical_weight": 0.25},
     "bank, quantile 0.9, lexical 0": {"calibration": "bank", "quantile": 0.9, "lexical_weight": 0.0},
     "per_memory, lexical 0.25": {"calibration": "per_memory", "lexical_weight": 0.25},
 }
-"""Each rule's ``BankRouter`` options."""
+"""Each rule's ``BankRouter`` options, spelt out (a ``"bank"`` rule's own defaults are 0.9 and 0.25)."""
 
 
 class TextBank:

@@ -46,12 +46,21 @@ from lift_bench.corpus import Corpus, build_corpus, corpus_router
 from lift_bench.corpus_run import routing_accuracy
 from lift_bench.squad import bootstrap_ci, load_squad_articles
 from lift_integrations.bank_router import CALIBRATIONS, BankRouting
-from lift_integrations.routing import Embedder, document_embedder
+from lift_integrations.routing import CALIBRATION_QUANTILE, LEXICAL_WEIGHT, Embedder, document_embedder
 
 Row = dict[str, Any]
 
-RUN_RULE = BankRouting()
-"""The rule the corpus run routed with: ``CorpusResources.bank_router`` passes no options."""
+LEGACY_RULE = BankRouting(
+    calibration="per_memory", quantile=CALIBRATION_QUANTILE, lexical_weight=LEXICAL_WEIGHT
+)
+"""The rule of corpus runs whose report does not name one (``meta["bank_routing"]``): the bank's default
+until ``calibration="bank"`` became it."""
+
+
+def run_rule(report: dict[str, Any]) -> BankRouting:
+    """The rule the corpus run routed with, its options resolved."""
+    recorded = report["meta"].get("bank_routing")
+    return (LEGACY_RULE if recorded is None else BankRouting.of(recorded)).resolved()
 
 
 @dataclass(frozen=True)
@@ -69,9 +78,10 @@ def _options(rule: BankRouting, keys: Sequence[str]) -> str:
     )
 
 
-def rule_name(rule: BankRouting) -> str:
+def rule_name(rule: BankRouting, run_rule: BankRouting = LEGACY_RULE) -> str:
     """The options that differ from the run's rule; the run's rule with its options."""
-    run = RUN_RULE.to_dict()
+    rule = rule.resolved()
+    run = run_rule.resolved().to_dict()
     changed = [key for key, value in rule.to_dict().items() if value != run[key]]
     if changed:
         return _options(rule, changed)
@@ -292,13 +302,19 @@ def markdown(rules: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def candidate_rules(args: argparse.Namespace) -> list[BankRouting]:
-    """Every combination of the options given, the run's rule left out (it is always measured)."""
+def candidate_rules(args: argparse.Namespace, run: BankRouting) -> list[BankRouting]:
+    """Every combination of the options given (an option not given: the run's), the run's rule left out
+    (it is always measured)."""
     rules = [
-        BankRouting(calibration=c, quantile=q, lexical_weight=w, margin=m)
-        for c, q, w, m in itertools.product(args.calibration, args.quantile, args.lexical_weight, args.margin)
+        BankRouting(calibration=c, quantile=q, lexical_weight=w, margin=m).resolved()
+        for c, q, w, m in itertools.product(
+            args.calibration or [run.calibration],
+            args.quantile or [run.quantile],
+            args.lexical_weight or [run.lexical_weight],
+            args.margin or [run.margin],
+        )
     ]
-    return [rule for rule in dict.fromkeys(rules) if rule != RUN_RULE]
+    return [rule for rule in dict.fromkeys(rules) if rule != run]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -308,15 +324,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("report", help="a corpus run's folder (its report.json) or report.json file")
     parser.add_argument("--data", required=True, help="the SQuAD file the run read (to rebuild the articles)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    rule = "the candidate rules' BankRouting option (several values: one rule each; default: the run's"
-    parser.add_argument(
-        "--calibration", nargs="+", choices=CALIBRATIONS, default=[RUN_RULE.calibration], help=f"{rule})"
-    )
-    parser.add_argument("--quantile", nargs="+", type=float, default=[RUN_RULE.quantile], help=f"{rule})")
-    parser.add_argument(
-        "--lexical-weight", nargs="+", type=float, default=[RUN_RULE.lexical_weight], help=f"{rule})"
-    )
-    parser.add_argument("--margin", nargs="+", type=float, default=[RUN_RULE.margin], help=f"{rule})")
+    option = "the candidate rules' BankRouting option (several values: one rule each; default: the run's"
+    parser.add_argument("--calibration", nargs="+", choices=CALIBRATIONS, default=None, help=f"{option})")
+    parser.add_argument("--quantile", nargs="+", type=float, default=None, help=f"{option})")
+    parser.add_argument("--lexical-weight", nargs="+", type=float, default=None, help=f"{option})")
+    parser.add_argument("--margin", nargs="+", type=float, default=None, help=f"{option})")
     args = parser.parse_args(argv)
     try:
         path, report = load_report(args.report)
@@ -328,20 +340,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     corpus = rebuild_corpus(report, args.data)
     resamples, seed = int(report["meta"].get("bootstrap_resamples", 1000)), int(report["meta"]["seed"])
     embed = cached(document_embedder(default_langchain_embeddings()))
-    mine = route(corpus, case, embed, RUN_RULE)
+    run = run_rule(report)
+    mine = route(corpus, case, embed, run)
     agreed = agreement(mine, run_decisions(case))
     for what, count in agreed.items():
         print(f"run's rule re-routed: {count['agree']}/{count['n']} {what} decisions as the run made them")
     if any(count["differ"] for count in agreed.values()):
         sys.exit(f"the rebuilt router is not the run's: {json.dumps(agreed, indent=1)}")
     rules: dict[str, dict[str, Any]] = {}
-    for rule in [RUN_RULE, *candidate_rules(args)]:
-        decisions = mine if rule == RUN_RULE else route(corpus, case, embed, rule)
-        rules[rule_name(rule)] = {
+    for rule in [run, *candidate_rules(args, run)]:
+        decisions = mine if rule == run else route(corpus, case, embed, rule)
+        rules[rule_name(rule, run)] = {
             "options": rule.to_dict(),
             **rule_figures(case, corpus, decisions, resamples, seed),
         }
-    run_f1 = rules[rule_name(RUN_RULE)]["as_without_memory"]["f1"]
+    run_f1 = rules[rule_name(run, run)]["as_without_memory"]["f1"]
     if not all(np.isclose(run_f1[arm][0], stats["f1"]["mean"]) for arm, stats in case["arms"].items()):
         sys.exit("the run's rule does not give the report's F1 back")
     print("run's rule: every arm's F1 as the report has it")

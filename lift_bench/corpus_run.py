@@ -270,6 +270,7 @@ def run_corpus(
             "controls": {arm: c for arm, c in _CONTROLS.items() if arm in names and c in names},
             "control_design": CONTROL_DESIGN,
             "routing": "bank_router" if settings.route_memories else "oracle",
+            "bank_routing": _routing_options(resources.router),
             "all_arms": list(CORPUS_ARMS),
         }
     )
@@ -279,6 +280,15 @@ def run_corpus(
         "summary": summarize([record], settings, kv_per_token),
         "corpus": _corpus_section(corpus, resources, rows, routing, tokens, settings),
     }
+
+
+def _routing_options(router: object) -> dict[str, Any] | None:
+    """The options a bank router routed with (``None`` for any other router): what a later re-routing of
+    the report (``benchmarks/route_corpus_report.py``) compares its rules with."""
+    from lift_integrations.bank_router import BankRouting
+
+    options = getattr(router, "routing", None)
+    return options.to_dict() if isinstance(options, BankRouting) else None
 
 
 def _row(

@@ -22,12 +22,12 @@ from lift_integrations.routing import (
     Embedder,
     EmbeddingRouter,
     LexicalIndex,
-    check_router_options,
     load_calibration_questions,
     memory_passages,
     normalised_rows,
     text_memory,
 )
+from lift_integrations.validation import check_float
 
 
 class TitledText(Protocol):
@@ -51,6 +51,8 @@ class RoutableBank(Protocol):
 
 
 __all__ = [
+    "BANK_LEXICAL_WEIGHT",
+    "BANK_QUANTILE",
     "CALIBRATIONS",
     "CANDIDATES",
     "BankRouter",
@@ -68,6 +70,14 @@ CALIBRATIONS: tuple[Calibration, ...] = ("per_memory", "joint", "bank")
 """The ways a :class:`BankRouter` calibrates its thresholds (see its docstring)."""
 
 
+BANK_QUANTILE = 0.9
+"""``calibration="bank"``'s default ``quantile``: the bank may claim a tenth of the calibration questions.
+Chosen with :data:`BANK_LEXICAL_WEIGHT` as the rule that keeps at least 90% of the memories' own questions
+while claiming the fewest unrelated ones (docs/routing.md, "Routing in a bank")."""
+BANK_LEXICAL_WEIGHT = 0.25
+"""``calibration="bank"``'s default ``lexical_weight``."""
+
+
 @dataclass(frozen=True)
 class BankRouting:
     """How a :class:`BankRouter` decides: the options that :class:`BankRouter`,
@@ -75,28 +85,52 @@ class BankRouting:
     bindings (``bank_routing=``) all take, checked here, once, when it is built.
 
     ``margin`` (a finite number, default 0) is added to every memory's threshold; ``calibration``:
-    ``"per_memory"`` (default) keeps each memory's own threshold, ``"joint"`` raises them all by the
-    one shift that lets the bank claim no more of the replay questions than one memory does, ``"bank"``
-    sets one bank-wide threshold on the replay and calibration questions (see :class:`BankRouter`);
-    ``quantile`` (in [0, 1], default :data:`~lift_integrations.routing.CALIBRATION_QUANTILE`) is the
-    quantile of the replay questions' relevance a question must beat; ``lexical_weight`` (>= 0, default
-    :data:`~lift_integrations.routing.LEXICAL_WEIGHT`) weighs the lexical coverage against the
-    similarity. A larger ``margin`` or ``"joint"`` sends fewer unrelated questions to a memory and more
-    of its own questions to the base model (docs/routing.md, "Routing in a bank").
+    ``"bank"`` (default) sets one bank-wide threshold on the replay and calibration questions,
+    ``"per_memory"`` keeps each memory's own threshold, ``"joint"`` raises them all by the one shift
+    that lets the bank claim no more of the replay questions than one memory does (see
+    :class:`BankRouter`); ``quantile`` (in [0, 1]) is the quantile of the calibrating questions'
+    relevance a question must beat; ``lexical_weight`` (>= 0) weighs the lexical coverage against the
+    similarity. Left ``None``, those two take the calibration's defaults: :data:`BANK_QUANTILE` and
+    :data:`BANK_LEXICAL_WEIGHT` for ``"bank"``, ``MemoryRouter``'s
+    (:data:`~lift_integrations.routing.CALIBRATION_QUANTILE`,
+    :data:`~lift_integrations.routing.LEXICAL_WEIGHT`) for the others. A larger ``margin`` or
+    ``quantile`` sends fewer unrelated questions to a memory and more of its own questions to the base
+    model (docs/routing.md, "Routing in a bank").
     """
 
     margin: float = 0.0
-    calibration: Calibration = "per_memory"
-    quantile: float = CALIBRATION_QUANTILE
-    lexical_weight: float = LEXICAL_WEIGHT
+    calibration: Calibration = "bank"
+    quantile: float | None = None
+    lexical_weight: float | None = None
 
     def __post_init__(self) -> None:
-        checked = check_router_options(self.margin, self.quantile, self.lexical_weight)
         if not isinstance(self.calibration, str) or self.calibration not in CALIBRATIONS:
             names = ", ".join(CALIBRATIONS)
             raise ValueError(f"calibration must be one of {names}, got {self.calibration!r}")
-        for name, value in zip(("margin", "quantile", "lexical_weight"), checked, strict=True):
-            object.__setattr__(self, name, value)  # as floats: equal options compare and print equal
+        # As floats: equal options compare and print equal.
+        object.__setattr__(self, "margin", check_float(self.margin, "margin"))
+        if self.quantile is not None:
+            object.__setattr__(
+                self, "quantile", check_float(self.quantile, "quantile", at_least=0.0, at_most=1.0)
+            )
+        if self.lexical_weight is not None:
+            object.__setattr__(
+                self, "lexical_weight", check_float(self.lexical_weight, "lexical_weight", at_least=0.0)
+            )
+
+    def resolved(self) -> BankRouting:
+        """These options with the calibration's defaults in place of ``quantile`` and
+        ``lexical_weight`` left ``None``."""
+        bank = self.calibration == "bank"
+        return replace(
+            self,
+            quantile=self.quantile
+            if self.quantile is not None
+            else (BANK_QUANTILE if bank else CALIBRATION_QUANTILE),
+            lexical_weight=self.lexical_weight
+            if self.lexical_weight is not None
+            else (BANK_LEXICAL_WEIGHT if bank else LEXICAL_WEIGHT),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON values (what the bindings persist; :meth:`of` reads it back)."""
@@ -147,24 +181,23 @@ class BankRouter(EmbeddingRouter):
 
     Each memory's relevance is :class:`~lift_integrations.routing.MemoryRouter`'s: the highest cosine
     similarity to one of its passages plus ``lexical_weight`` times the lexical coverage, computed for
-    the :data:`CANDIDATES` memories closest by similarity. A memory qualifies when the relevance beats
-    its own threshold, calibrated as :class:`MemoryRouter` calibrates it (the ``quantile`` of the
-    package's replay questions' relevance on that memory, plus ``margin``); of those, the one furthest
-    above its threshold wins. With ``per_memory`` or ``joint`` calibration, a bank of one memory routes
-    exactly as ``MemoryRouter(memory)``.
+    the :data:`CANDIDATES` memories closest by similarity. A memory qualifies when its relevance beats
+    its threshold (plus ``margin``); of those, the one furthest above it wins.
     The options come as ``routing`` (a :class:`BankRouting`), or one by one as keywords, which override
     ``routing``'s; :attr:`routing` holds the options in use.
 
-    Calibrated alone, each of many memories claims its own share of unrelated questions, and together
-    they claim more (docs/routing.md, "Routing in a bank"). ``margin`` raises every threshold by a fixed
-    amount; ``calibration="joint"`` raises them by the shift that makes the bank as a whole claim no more
-    of the replay questions than one memory does. ``"per_memory"`` (the default) keeps each memory's own.
-    ``calibration="bank"`` calibrates on the replay questions and the package's encyclopedic
-    calibration questions (:data:`~lift_integrations.routing.CALIBRATION_QUESTIONS_FILE`): a memory's
-    relevance counts in standard deviations above the mean those questions reach on it, and one
-    threshold for the bank lets it claim ``1 - quantile`` of them; the memory furthest above it wins.
-    At the same share of unrelated questions routed it keeps more of the memories' own questions than
-    ``margin`` or ``"joint"`` do; no rule keeps both, so ``quantile`` sets the trade.
+    ``calibration`` sets the thresholds. Calibrated alone, as :class:`MemoryRouter` calibrates one memory
+    (``"per_memory"``: the ``quantile`` of the package's replay questions' relevance on it), each of many
+    memories claims its own share of unrelated questions, and together they claim more (docs/routing.md,
+    "Routing in a bank"). ``"joint"`` raises every threshold by the shift that makes the bank as a whole
+    claim no more of the replay questions than one memory does. ``"bank"`` (the default) calibrates on
+    the replay questions and the package's encyclopedic calibration questions
+    (:data:`~lift_integrations.routing.CALIBRATION_QUESTIONS_FILE`): a memory's relevance counts in
+    standard deviations above the mean those questions reach on it, and one threshold for the bank lets
+    it claim ``1 - quantile`` of them. At the same share of unrelated questions routed it keeps more of
+    the memories' own questions than ``margin`` or ``"joint"`` do; no rule keeps both, so ``quantile``
+    sets the trade. With ``per_memory`` or ``joint``, a bank of one memory routes exactly as
+    ``MemoryRouter(memory)``.
     """
 
     def __init__(
@@ -180,9 +213,10 @@ class BankRouter(EmbeddingRouter):
     ) -> None:
         given = dict(quantile=quantile, lexical_weight=lexical_weight, margin=margin, calibration=calibration)
         options: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
-        self.routing = replace(BankRouting.of(routing), **options)
+        self.routing = replace(BankRouting.of(routing), **options).resolved()
         if not len(bank):
             raise ValueError("the bank holds no memories to route to")
+        assert self.routing.quantile is not None and self.routing.lexical_weight is not None
         super().__init__(
             embed=embed,
             margin=self.routing.margin,

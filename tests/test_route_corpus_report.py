@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from route_corpus_report import RUN_RULE, Decisions, markdown, rerouted_rows, rule_figures, rule_name
+from route_corpus_report import LEGACY_RULE, Decisions, markdown, rerouted_rows, rule_figures, rule_name
 
 from lift_bench.cases import BenchDocument, BenchQuestion
 from lift_bench.corpus import Corpus
@@ -118,5 +118,8 @@ def test_the_run_s_own_decisions_give_the_report_back() -> None:
     assert result["unknown"] == 0 and result["probe_unknown"] == 0 and "excluded" not in result
     for arm, score in SCORES.items():
         assert result["as_without_memory"]["f1"][arm][0] == pytest.approx(score)
-    assert rule_name(RUN_RULE).startswith("run's rule (calibration=per_memory")
-    assert rule_name(BankRouting(calibration="bank", quantile=0.9)) == "calibration=bank, quantile=0.9"
+    assert rule_name(LEGACY_RULE).startswith("run's rule (calibration=per_memory")
+    assert (
+        rule_name(BankRouting(calibration="bank", quantile=0.9))
+        == "calibration=bank, quantile=0.9, lexical_weight=0.25"  # the bank calibration's default weight
+    )

@@ -221,7 +221,7 @@ class LIFTChatModel(ToolCallingMixin, BaseChatModel):
             "top_p": self.top_p,
             "mode": self.mode,
             "route_memory": self.route_memory,
-            "bank_routing": (self.bank_routing or self.memory_bank.routing).to_dict()
+            "bank_routing": (self.bank_routing or self.memory_bank.routing).resolved().to_dict()
             if self.memory_bank is not None
             else None,
             "lift_memory_id": self.memory_id,

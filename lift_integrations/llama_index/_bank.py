@@ -97,7 +97,7 @@ class BankSlot:
                 current is None
                 or self._bank is not bank
                 or self._names != names
-                or current.routing != routing
+                or current.routing != routing.resolved()
             ):
                 current = BankRouter(bank, embed=self.embed, routing=routing)
                 _ = current.thresholds  # calibrated here, once, rather than by concurrent first calls

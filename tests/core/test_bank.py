@@ -154,8 +154,9 @@ def test_a_saved_bank_keeps_its_routing(memories: dict[str, Memory], tmp_path: P
     # Options passed to router() override the bank's: one by one, or a whole BankRouting.
     assert loaded.router(embed=bag_of_words, margin=0.0).route_many([HARBOUR_Q]) == ["harbour"]
     assert loaded.router(embed=bag_of_words, routing=BankRouting()).route_many([HARBOUR_Q]) == ["harbour"]
+    # The router holds the options in use: the calibration's own defaults where none was given.
     assert loaded.router(embed=bag_of_words, calibration="joint").routing == BankRouting(
-        margin=2.0, calibration="joint"
+        margin=2.0, calibration="joint", quantile=0.99, lexical_weight=0.5
     )
     # A routing given to save() is written for that folder only; the bank keeps its own.
     again = MemoryBank(memories, routing=BankRouting(calibration="joint"))
@@ -226,7 +227,7 @@ def test_a_bank_of_one_routes_as_its_memory_router(memories: dict[str, Memory], 
 def test_joint_calibration_lets_the_bank_claim_no_more_replay_questions_than_one_memory() -> None:
     replay = [p.question for p in load_replay_prompts()]
     bank = MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
-    alone = bank.router(embed=bag_of_words)
+    alone = bank.router(embed=bag_of_words, calibration="per_memory")
     joint = bank.router(embed=bag_of_words, calibration="joint")
     shift = joint.thresholds - alone.thresholds
     assert shift.min() >= 0.0 and np.ptp(shift) < 1e-6  # one shift for every memory (float32)

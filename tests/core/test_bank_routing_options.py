@@ -10,6 +10,7 @@ import pytest
 from tiny_models import bag_of_words
 
 from lift_integrations import BankRouter, BankRouting, MemoryBank, MemoryRouter
+from lift_integrations.bank_router import BANK_LEXICAL_WEIGHT, BANK_QUANTILE
 from lift_integrations.routing import CALIBRATION_QUANTILE, LEXICAL_WEIGHT, text_memory
 
 ARTICLES = {
@@ -33,10 +34,16 @@ def bank() -> MemoryBank:
     return MemoryBank({name: text_memory([article]) for name, article in ARTICLES.items()})
 
 
-def test_the_defaults_are_the_cores_constants() -> None:
+def test_the_default_is_the_bank_rule_and_each_calibration_has_its_own_defaults() -> None:
     routing = BankRouting()
-    assert routing.quantile == CALIBRATION_QUANTILE and routing.lexical_weight == LEXICAL_WEIGHT
-    assert routing.margin == 0.0 and routing.calibration == "per_memory"
+    assert routing.margin == 0.0 and routing.calibration == "bank"
+    assert routing.quantile is None and routing.lexical_weight is None  # the calibration's own
+    assert routing.resolved() == BankRouting(quantile=BANK_QUANTILE, lexical_weight=BANK_LEXICAL_WEIGHT)
+    # A bank calibrated memory by memory keeps MemoryRouter's constants unless told otherwise.
+    for calibration in ("per_memory", "joint"):
+        resolved = BankRouting(calibration=calibration).resolved()
+        assert (resolved.quantile, resolved.lexical_weight) == (CALIBRATION_QUANTILE, LEXICAL_WEIGHT)
+    assert BankRouting(calibration="per_memory", quantile=0.9).resolved().quantile == 0.9
     assert BankRouting.of(None) == routing and BankRouting.of({}) == routing
 
 
@@ -84,13 +91,13 @@ def test_unknown_options_and_other_types_are_refused(bank: MemoryBank) -> None:
 
 def test_the_router_takes_the_options_whole_or_one_by_one(bank: MemoryBank) -> None:
     default = BankRouter(bank, embed=bag_of_words)
-    assert default.routing == BankRouting()
+    assert default.routing == BankRouting().resolved()  # the options in use
     raised = bank.router(embed=bag_of_words, routing=BankRouting(margin=0.1))
     assert raised.routing.margin == 0.1 and raised.margin == 0.1
     np.testing.assert_allclose(raised.thresholds - default.thresholds, 0.1, atol=1e-6)
     # A keyword overrides the same option of ``routing`` and keeps the others.
     both = BankRouter(bank, embed=bag_of_words, routing={"margin": 0.1, "quantile": 0.9}, margin=0.2)
-    assert both.routing == BankRouting(margin=0.2, quantile=0.9)
+    assert both.routing == BankRouting(margin=0.2, quantile=0.9).resolved()
     joint = BankRouter(bank, embed=bag_of_words, routing=BankRouting(calibration="joint"))
     by_keyword = bank.router(embed=bag_of_words, calibration="joint")
     assert joint.calibration == "joint"

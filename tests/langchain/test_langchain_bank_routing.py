@@ -74,7 +74,7 @@ def test_the_retriever_passes_the_routing_to_its_llm(raised: LIFTChatModel) -> N
     )
     assert llm.bank_routing == BankRouting(calibration="joint", margin=2.0)
     assert answered_by(llm, ABOUT) is None
-    assert llm._bank_routes.router.routing == llm.bank_routing  # the router that decided
+    assert llm._bank_routes.router.routing == llm.bank_routing.resolved()  # the router that decided
     with pytest.raises(ValueError, match="memory_per='document'"):
         LIFTMemoryRetriever.from_documents(DOCUMENTS, llm=llm, bank_routing={"margin": 0.1})
 
@@ -115,7 +115,7 @@ def test_a_saved_bank_brings_its_routing_back(raised: LIFTChatModel, tiny: Any, 
     assert reloaded.bank_routing is None and reloaded.memory_bank is not None
     assert reloaded.memory_bank.routing == BankRouting(margin=2.0)
     assert answered_by(reloaded, ABOUT) is None  # the base model, as before the save
-    assert reloaded._identifying_params["bank_routing"] == BankRouting(margin=2.0).to_dict()
+    assert reloaded._identifying_params["bank_routing"] == BankRouting(margin=2.0).resolved().to_dict()
     explicit = LIFTChatModel(model=TINY_NAME, max_tokens=4, router_embeddings=BagOfWords())
     explicit.load_memory(folder, bank_routing={"margin": 0.0})  # the routing given to load wins
     assert explicit.bank_routing == BankRouting() and answered_by(explicit, ABOUT) is not None

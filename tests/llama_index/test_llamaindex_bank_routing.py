@@ -128,3 +128,24 @@ def test_bad_routing_is_refused_before_any_work(tiny_smollm: Any, facts: Any) ->
     with pytest.raises(ValueError, match="unknown bank routing options"):
         llm.absorb_memory_bank(documents(facts), bank_routing={"quantile_": 0.5})
     assert llm.memory_bank is None and llm.memory is None and llm.bank_routing is None
+
+
+def test_the_bank_slot_keeps_its_router_while_the_options_in_use_stay_the_same(facts: Any) -> None:
+    """Calibrating a router embeds hundreds of questions: the slot builds one per bank and options. The
+    defaults and the same options spelt out are one router; other options are another."""
+    from tiny_models import bag_of_words
+
+    from lift_integrations.llama_index._bank import BankSlot
+    from lift_integrations.routing import text_memory
+
+    bank = MemoryBank(
+        {
+            "Zorbia": text_memory([("Zorbia", facts.zorbia)]),
+            "Velmora": text_memory([("Velmora", facts.velmora)]),
+        }
+    )
+    slot = BankSlot(bag_of_words)
+    router = slot.router(bank)
+    assert slot.router(bank) is router
+    assert slot.router(bank, BankRouting().resolved()) is router
+    assert slot.router(bank, {"margin": 0.1}) is not router
