@@ -9,6 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def user_path(value: str | os.PathLike[str]) -> Path:
+    """``value`` as a path with a leading ``~`` expanded. A ``~name`` of no known user stays as written, as
+    ``os.path.expanduser`` leaves it (``Path.expanduser`` raises a ``RuntimeError`` there), so a memory
+    name such as ``"~0"`` is looked up as what it is rather than failing."""
+    return Path(os.path.expanduser(os.fsdecode(value)))
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

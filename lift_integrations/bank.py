@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lift_integrations._fs import fsync_dir, path_lock
+from lift_integrations._fs import fsync_dir, path_lock, user_path
 from lift_integrations._hub import looks_like_hub_id
 from lift_integrations.bank_router import BankRouter, BankRouting
 from lift_integrations.documents import Document
@@ -325,7 +325,7 @@ class MemoryBank:
         ``huggingface_hub.snapshot_download`` into ``local_dir`` (default: a temporary folder removed
         when the bank is garbage-collected; name one to keep the files between runs), since memories are
         read from there when first used."""
-        local = Path(os.fsdecode(name_or_path)).expanduser()
+        local = user_path(name_or_path)
         if (
             local.exists()
             or isinstance(name_or_path, os.PathLike)
@@ -360,7 +360,7 @@ class MemoryBank:
         routing: BankRouting | Mapping[str, Any] | None = None,
     ) -> Path:
         kept = self.routing if routing is None else BankRouting.of(routing)
-        folder = Path(os.fsdecode(path)).expanduser().resolve()
+        folder = user_path(path).resolve()
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} exists and is not a folder")
         if folder.is_dir() and any(folder.iterdir()) and not (folder / BANK_FILE).is_file():
@@ -405,7 +405,7 @@ class MemoryBank:
     def load(cls, path: str | os.PathLike[str], *, max_loaded_bytes: int | None = None) -> MemoryBank:
         """A saved bank; its memories' tensors are read when each is first used. A manifest without
         routing options (written before banks kept them) gives the defaults."""
-        folder = Path(os.fsdecode(path)).expanduser().resolve()
+        folder = user_path(path).resolve()
         records, routing = _read_manifest(folder)
         bank = cls(max_loaded_bytes=max_loaded_bytes)
         try:

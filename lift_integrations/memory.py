@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lift_integrations._fs import fsync_dir, path_lock, sha256_file
+from lift_integrations._fs import fsync_dir, path_lock, sha256_file, user_path
 from lift_integrations._hub import looks_like_hub_id
 from lift_integrations.config import LIFTConfig
 from lift_integrations.documents import Document
@@ -88,7 +88,7 @@ def check_save_target(path: str | os.PathLike[str]) -> Path:
     saving check this first, so a long absorption never ends in a refused save."""
     if isinstance(path, (str, bytes)) and not path.strip():
         raise ValueError("the path to save a memory to is empty; name a folder for it")
-    given = Path(os.fsdecode(path)).expanduser()
+    given = user_path(path)
     if given.is_symlink():
         raise FileExistsError(f"{given} is a symbolic link; save to the folder it points to instead")
     target = given.resolve()
@@ -118,7 +118,7 @@ def save_or_rescue(memory: Memory, path: str | os.PathLike[str]) -> Path:
     try:
         return memory.save(path)
     except OSError as error:
-        given = Path(path).expanduser()
+        given = user_path(path)
         rescue = given.with_name(f"{given.name}.unsaved-{os.getpid()}")
         try:
             memory.save(rescue)
@@ -287,7 +287,7 @@ class Memory:
 
         check_save_target(path)
         self._check_savable()
-        target = Path(os.fsdecode(path)).expanduser().resolve()
+        target = user_path(path).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         with path_lock(target):
             check_save_target(path)  # again: the folder may have changed while this save waited
@@ -352,7 +352,7 @@ class Memory:
         its base model when it is first used; a different base model raises :class:`MemoryMismatchError`.
         A save to the same path meanwhile is never seen half-done: this returns the old or the new memory.
         """
-        folder = Path(os.fsdecode(path)).expanduser().resolve()  # as save() resolves it
+        folder = user_path(path).resolve()  # as save() resolves it
         if (folder / PEFT_CONFIG_FILE).is_file() and not (folder / MANIFEST_FILE).exists():
             raise MemoryFormatError(
                 f"{folder} holds a PEFT adapter but not a lift-integrations memory (no {MANIFEST_FILE}): "
@@ -392,7 +392,7 @@ class Memory:
             raise TypeError(
                 f"a memory is named by a folder path or a hub id, got {type(name_or_path).__name__}"
             )
-        local = Path(os.fsdecode(name_or_path)).expanduser()
+        local = user_path(name_or_path)
         if (
             local.exists()
             or isinstance(name_or_path, os.PathLike)
@@ -442,7 +442,7 @@ class NamedMemories:
         self._lock = threading.Lock()
 
     def get(self, name: str | os.PathLike[str]) -> Memory:
-        local = Path(os.fsdecode(name)).expanduser()
+        local = user_path(name)
         key = str(local.resolve()) if local.exists() else os.fsdecode(name)
         signature = _signature(local)
         with self._lock:

@@ -27,6 +27,8 @@ from llama_index.core.storage.storage_context import (
     StorageContext,
 )
 
+from lift_integrations._fs import user_path
+
 
 class MemoryOwner(Protocol):
     """What a :class:`LIFTStorageContext` needs from its index (``LIFTIndex`` implements it)."""
@@ -82,7 +84,7 @@ class LIFTStorageContext(StorageContext):
                 f"a LIFT index persists its memory to a local folder; fs={type(fs).__name__} is not local "
                 "(persist to a local persist_dir, then copy the folder)"
             )
-        folder = Path(os.fsdecode(persist_dir)).expanduser()
+        folder = user_path(persist_dir)
         if owner is not None:
             owner._persist_memory(folder)
         super().persist(

@@ -37,6 +37,7 @@ from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import Document, TransformComponent
 
+from lift_integrations._fs import user_path
 from lift_integrations.documents import normalize_documents
 from lift_integrations.llama_index._absorb import node_title, to_core_documents
 from lift_integrations.llama_index._bank import (
@@ -439,7 +440,7 @@ class LIFTIndex(IndexBase):
         stores), the LLM's memory (``memory/``, as ``LIFTLLM.save_memory`` writes it) or memory bank
         (``memory_bank/``, its manifest keeping the routing in effect) and ``lift_index.json`` (the mode
         and the documents' ids); :meth:`load` reads it back."""
-        folder = Path(os.fsdecode(persist_dir)).expanduser()
+        folder = user_path(persist_dir)
         self._storage_context.persist(persist_dir=folder)
         return folder
 
@@ -478,7 +479,7 @@ class LIFTIndex(IndexBase):
         bank routes as it was persisted (its manifest)."""
         _check_llm(llm)
         _check_config(config)
-        folder = Path(os.fsdecode(persist_dir)).expanduser()
+        folder = user_path(persist_dir)
         if not (folder / INDEX_FILE).is_file():
             raise FileNotFoundError(f"no LIFTIndex at {folder} (no {INDEX_FILE})")
         record = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))

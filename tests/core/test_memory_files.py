@@ -222,3 +222,15 @@ def test_a_refused_save_is_rescued_next_to_its_target(
         Memory.load(rescued).tensors["layers.0.gate_bias"], memory.tensors["layers.0.gate_bias"]
     )
     assert check_save_target(tmp_path / "fresh") == (tmp_path / "fresh").resolve()
+
+
+@pytest.mark.parametrize("name", ["~0", "~no-such-user/memory"])
+def test_a_name_starting_with_an_unknown_users_home_is_a_memory_not_found(name: str) -> None:
+    """``~name`` of no known user stays as written, as ``os.path.expanduser`` leaves it: the memory is not
+    found (``pathlib.Path.expanduser`` would raise a bare ``RuntimeError`` instead)."""
+    from lift_integrations.memory import NamedMemories
+
+    with pytest.raises(FileNotFoundError, match="no memory at"):
+        Memory.load(name)
+    with pytest.raises(FileNotFoundError, match="no memory at"):
+        NamedMemories().get(name)
