@@ -394,20 +394,6 @@ def late_loss(losses: list[float]) -> float:
     return sum(tail) / len(tail)
 
 
-def torch_capture(graph, pool, stream, body) -> None:
-    """``fused.capture_graph`` as ``torch.cuda.graph`` does it (``--torch-capture``)."""
-    import torch
-
-    current = torch.cuda.current_stream(stream.device)
-    stream.wait_stream(current)
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            body()
-    current.wait_stream(stream)
-    with torch.cuda.graph(graph, pool=pool):
-        body()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -459,12 +445,6 @@ def main() -> None:
         help="CUDA: split the fused engine's time into graph replays per pass shape, captures and host "
         "work, every 200 fused steps (benchmarks/_step_clock.py)",
     )
-    parser.add_argument(
-        "--torch-capture",
-        action="store_true",
-        help="CUDA: capture the fused engine's graphs with torch.cuda.graph (which drains the device and "
-        "empties the allocator's cache before each capture), to compare with the engine's own capture",
-    )
     parser.add_argument("--case", nargs=3, metavar=("PRESET", "LENGTH", "ENGINE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = json.loads(args.config_json) if args.config_json else None
@@ -474,8 +454,6 @@ def main() -> None:
 
         if args.pass_overhead is not None:
             fused.PASS_OVERHEAD_TOKENS = args.pass_overhead
-        if args.torch_capture:
-            fused.capture_graph = torch_capture
         clock = None
         if args.time_steps:
             from _step_clock import StepClock
@@ -544,8 +522,6 @@ def main() -> None:
                     command += ["--profile"]
                 if args.time_steps:
                     command += ["--time-steps"]
-                if args.torch_capture:
-                    command += ["--torch-capture"]
                 command += ["--repeat", str(args.repeat), "--sdpa", args.sdpa]
                 for process in range(args.processes):
                     label = engine if args.processes == 1 else f"{engine}, process {process + 1}"

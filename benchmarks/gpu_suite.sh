@@ -71,8 +71,6 @@ for task in ${TASKS:-small small_compile}; do
     fit8b) run fit8b 300 python3 benchmarks/absorb_speed.py --presets paper --lengths 32000 --shape llama-8b \
       --gpu-gib 78 ${TOKENIZER:+--tokenizer "$TOKENIZER"} ;;
     docs24_clock) run docs24_clock 560 "${speed[@]}" --documents 24 --squad "$SQUAD" --time-steps ${DOCARGS:-} ;;
-    docs24_torch_capture) run docs24_torch_capture 560 "${speed[@]}" --documents 24 --squad "$SQUAD" --time-steps \
-      --torch-capture ${DOCARGS:-} ;;
     single_clock) run single_clock 200 "${speed[@]}" --lengths 8000 --repeat 2 --time-steps ;;
     docs24_compile) run docs24_compile 560 "${speed[@]}" --documents 24 --squad "$SQUAD" --config-json "$COMPILE" \
       ${DOCARGS:-} ;;

@@ -243,7 +243,6 @@ class FusedSteps:
         self.use_graphs = graphs
         self._graphs: dict[Any, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self._pool: Any = None
-        self._side: Any = None
         # With compile, the update's dozen element-wise passes over every memory's state become a few.
         self._adamw = compiled_function(adamw_rows) if config.compile else adamw_rows
 
@@ -306,11 +305,17 @@ class FusedSteps:
             return found
         ints = torch.zeros(num_ints, dtype=torch.long, device=self.device)
         floats = torch.zeros(num_floats, device=self.device)
+        side = torch.cuda.Stream(device=self.device)  # warm up on a side stream, as torch.cuda.graphs asks
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body(ints, floats)
+        torch.cuda.current_stream(self.device).wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-            self._side = torch.cuda.Stream(device=self.device)
         graph = torch.cuda.CUDAGraph()
-        capture_graph(graph, self._pool, self._side, lambda: body(ints, floats))
+        with torch.cuda.graph(graph, pool=self._pool):
+            body(ints, floats)
         self._graphs[key] = (graph, ints, floats)
         return self._graphs[key]
 
@@ -360,23 +365,6 @@ class FusedSteps:
             self.step_loss.copy_(self.pass_loss)
             self.grad.zero_()
             self.pass_loss.zero_()
-
-
-def capture_graph(graph: Any, pool: Any, stream: Any, body: Callable[[], None]) -> None:
-    """Warm ``body`` up twice on ``stream`` and capture it into ``graph``, its memory from ``pool``: what
-    ``torch.cuda.graph`` does, without draining the device and emptying the allocator's cache before each
-    capture, which an absorption meeting dozens of pass shapes would pay every time."""
-    current = torch.cuda.current_stream(stream.device)
-    stream.wait_stream(current)
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            body()
-        graph.capture_begin(pool=pool)
-        try:
-            body()
-        finally:
-            graph.capture_end()
-    current.wait_stream(stream)
 
 
 def adamw_rows(
