@@ -1,7 +1,7 @@
-"""What the fused engine's optimizer update costs, eager and compiled (``LIFTConfig(compile=True)``),
-side by side in one process: gradient clipping and AdamW for ``--memories`` memories of ``--params``
-parameters each (a Gated Memory of the embedded SmolLM2 holds about 4.56M), each way captured as a CUDA
-graph and replayed, as the engine runs it.
+"""What the fused engine's optimizer update costs, as the engine runs it (eager kernels) and compiled by
+``torch.compile`` (what fusing it would save), side by side in one process: gradient clipping and AdamW
+for ``--memories`` memories of ``--params`` parameters each (a Gated Memory of the embedded SmolLM2 holds
+about 4.56M), each way captured as a CUDA graph and replayed.
 
     python benchmarks/update_speed.py --memories 1 24
 """

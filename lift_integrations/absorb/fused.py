@@ -35,7 +35,6 @@ from lift_integrations.absorb.batching import (
     text_config,
     to_device,
 )
-from lift_integrations.absorb.compilation import compiled_function
 from lift_integrations.absorb.losses import token_losses
 from lift_integrations.absorb.samples import IGNORE_INDEX, TrainingSample
 from lift_integrations.config import LIFTConfig
@@ -243,8 +242,6 @@ class FusedSteps:
         self.use_graphs = graphs
         self._graphs: dict[Any, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self._pool: Any = None
-        # With compile, the update's dozen element-wise passes over every memory's state become a few.
-        self._adamw = compiled_function(adamw_rows) if config.compile else adamw_rows
 
     def reset(self, memory: int) -> None:
         """Start memory ``memory``'s optimizer state afresh (a new memory took its place)."""
@@ -349,7 +346,7 @@ class FusedSteps:
     def _update(self, floats: torch.Tensor) -> None:
         with torch.no_grad():
             active, rates = floats.view(2, self.memories)
-            self._adamw(
+            adamw_rows(
                 self.flat.detach(),
                 self.grad,
                 self.exp_avg,

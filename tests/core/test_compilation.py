@@ -251,8 +251,7 @@ def test_bucketed_pass_shapes_share_one_compiled_decoder_layer(monkeypatch: pyte
     before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     lift.absorb(FACTS * 4, config=config)
     assert len(shapes) >= 3
-    # One graph for every decoder layer and pass shape, one for the optimizer update.
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 2
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 1
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
