@@ -53,11 +53,10 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from lift_integrations.absorb.compilation import compiled_function
     from lift_integrations.absorb.fused import adamw_rows
 
     print(torch.__version__, torch.cuda.get_device_name())
-    compiled = compiled_function(adamw_rows)
+    compiled = torch.compile(adamw_rows)
     for memories in args.memories:
         row = {"memories": memories, "params": args.params}
         for name, update in (("eager", adamw_rows), ("compiled", compiled)):

@@ -50,7 +50,7 @@ passes use no key/value cache (see :func:`compiled_modules`)."""
 DEFAULT_BACKEND = "inductor"
 RECOMPILE_LIMIT = 64
 
-_compiled: dict[tuple[Any, str, str], Callable[..., Any]] = {}
+_compiled: dict[tuple[type, str, str], Callable[..., Any]] = {}
 logger = logging.getLogger(__name__)
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -128,19 +128,6 @@ def _compiled_function(cls: type, name: str, backend: str) -> tuple[Callable[...
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         _compiled[key] = torch.compile(getattr(cls, name), backend=backend, dynamic=True)
     return _compiled[key], static
-
-
-def compiled_function(function: Callable[..., Any], backend: str | None = None) -> Callable[..., Any]:
-    """``function`` compiled once per process (its kernels cached on disk, like the layers'), for a
-    function of tensors of fixed shapes such as the fused engine's optimizer update."""
-    import torch
-
-    key = (function, "", backend or DEFAULT_BACKEND)
-    if not _compiled:
-        _use_persistent_cache()
-    if key not in _compiled:
-        _compiled[key] = torch.compile(function, backend=key[2])
-    return _compiled[key]
 
 
 @contextlib.contextmanager

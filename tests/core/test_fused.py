@@ -11,7 +11,6 @@ import torch
 from tiny_models import build_tiny_model
 
 from lift_integrations import LIFTConfig, LIFTModel
-from lift_integrations.absorb import compilation
 from lift_integrations.absorb.fused import (
     BlockRows,
     FusedSteps,
@@ -260,13 +259,10 @@ def test_an_idle_memory_keeps_its_weights_and_optimizer_state() -> None:
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_the_update_is_torchs_adamw_with_clipping_for_each_active_row(
-    compiled: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_update_is_torchs_adamw_with_clipping_for_each_active_row(compiled: bool) -> None:
     """Row by row, the fused update is ``clip_grad_norm_`` then ``torch.optim.AdamW`` at that row's
     learning rate; an idle row moves nowhere. Compiled (``aot_eager`` here: the traced graph, without a
     C++ toolchain), it computes the same: ``benchmarks/update_speed.py`` times the two on a GPU."""
-    monkeypatch.setattr(compilation, "DEFAULT_BACKEND", "aot_eager")
     generator = torch.Generator().manual_seed(0)
     rows, width, steps = 3, 50, 4
     start = torch.randn(rows, width, generator=generator)
@@ -274,7 +270,7 @@ def test_the_update_is_torchs_adamw_with_clipping_for_each_active_row(
     active = torch.tensor([1.0, 0.0, 1.0])
     rates = torch.tensor([1e-2, 5e-2, 3e-3])
     settings = dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, max_grad_norm=1.0)
-    update = compilation.compiled_function(adamw_rows) if compiled else adamw_rows
+    update = torch.compile(adamw_rows, backend="aot_eager") if compiled else adamw_rows
     param = start.clone()
     exp_avg, exp_avg_sq, count = torch.zeros_like(start), torch.zeros_like(start), torch.zeros(rows)
     for grad in grads:
